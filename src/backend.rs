@@ -1,0 +1,178 @@
+//! The [`Downsampler`] interface every compute backend implements, and the backend choice
+//! (SPEC §5).
+//!
+//! A backend computes one or more pyramid steps on a tile: given a source tile of level `k`
+//! that covers what the wanted outputs need (windows plus the gaussian halo, see
+//! [`required_source`]), it returns level `k + 1` on the wanted region, and optionally
+//! goes on to `k + 2`, … without handing the intermediate levels back first
+//! ([`Downsampler::downsample_chain`]).
+
+pub mod cpu;
+pub mod gpu;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dtype::DType;
+use crate::method::{Method, source_range};
+use crate::tile::{Region, Tile};
+
+/// One pyramid step: how level `k` (of `src_shape`) becomes level `k + 1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The method.
+    pub method: Method,
+    /// Per-axis integer factors.
+    pub factors: Vec<u32>,
+    /// Full shape of the level being reduced (edges and reflection depend on it).
+    pub src_shape: Vec<u64>,
+}
+
+impl Step {
+    /// Shape of the level this step produces: `ceil(n / f)` per axis.
+    #[must_use]
+    pub fn dst_shape(&self) -> Vec<u64> {
+        self.src_shape
+            .iter()
+            .zip(&self.factors)
+            .map(|(&n, &f)| n.div_ceil(u64::from(f)))
+            .collect()
+    }
+}
+
+/// The source region a step needs to produce `dst` (windows plus halo, clipped to the level).
+#[must_use]
+pub fn required_source(step: &Step, dst: &Region) -> Region {
+    let (start, end): (Vec<u64>, Vec<u64>) = (0..dst.ndim())
+        .map(|a| {
+            source_range(
+                step.method,
+                step.factors[a],
+                step.src_shape[a],
+                dst.start[a],
+                dst.end(a),
+            )
+        })
+        .unzip();
+    Region::from_bounds(&start, &end)
+}
+
+/// Which kind of backend computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Multi-threaded CPU kernels.
+    Cpu,
+    /// WGSL compute shaders through wgpu.
+    Gpu,
+}
+
+impl BackendKind {
+    /// `cpu` or `gpu`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Gpu => "gpu",
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the user asked for with `--backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    /// A hardware GPU adapter if there is one, else the CPU (saying so).
+    #[default]
+    Auto,
+    /// A GPU adapter, software ones (lavapipe) included; an error if none.
+    Gpu,
+    /// The CPU kernels.
+    Cpu,
+}
+
+/// Error for an unknown backend name.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown backend `{0}` (expected auto, gpu or cpu)")]
+pub struct UnknownBackend(pub String);
+
+impl FromStr for BackendChoice {
+    type Err = UnknownBackend;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(BackendChoice::Auto),
+            "gpu" => Ok(BackendChoice::Gpu),
+            "cpu" => Ok(BackendChoice::Cpu),
+            _ => Err(UnknownBackend(s.to_string())),
+        }
+    }
+}
+
+/// A failure inside a backend.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// No GPU adapter could be found or opened.
+    #[error("no GPU adapter available: {0}")]
+    NoAdapter(String),
+    /// The GPU device was lost or a GPU operation failed.
+    #[error("GPU failure: {0}")]
+    Gpu(String),
+    /// The backend cannot compute this data type.
+    #[error("the {backend} backend cannot compute {dtype} data")]
+    UnsupportedDType {
+        /// Backend name.
+        backend: &'static str,
+        /// The data type.
+        dtype: DType,
+    },
+}
+
+/// A compute backend: turns a tile of level `k` into tiles of the levels above it.
+pub trait Downsampler: Send + Sync {
+    /// Which kind of backend this is.
+    fn kind(&self) -> BackendKind;
+
+    /// A one-line description for logs and metadata, e.g. `cpu (2 threads)`.
+    fn description(&self) -> String;
+
+    /// True if this backend computes `dtype` itself.
+    fn supports(&self, dtype: DType) -> bool;
+
+    /// Computes one step on `dst`, reading from `src`, which must contain
+    /// [`required_source`]`(step, dst)`.
+    ///
+    /// # Errors
+    /// [`BackendError`] if the computation fails (GPU lost, unsupported type).
+    fn downsample(&self, step: &Step, src: &Tile, dst: &Region) -> Result<Tile, BackendError>;
+
+    /// Computes several steps in a row: level `k + i + 1` on `chain[i].1` from level
+    /// `k + i`. `src` must contain what `chain[0]` needs and each `chain[i].1` must contain
+    /// what `chain[i + 1]` needs. Returns one tile per step.
+    ///
+    /// The default computes the steps one after another; a GPU backend keeps the
+    /// intermediate levels on the device.
+    ///
+    /// # Errors
+    /// As [`Downsampler::downsample`].
+    fn downsample_chain(
+        &self,
+        src: &Tile,
+        chain: &[(Step, Region)],
+    ) -> Result<Vec<Tile>, BackendError> {
+        let mut outputs: Vec<Tile> = Vec::with_capacity(chain.len());
+        for (step, dst) in chain {
+            let tile = self.downsample(step, outputs.last().unwrap_or(src), dst)?;
+            outputs.push(tile);
+        }
+        Ok(outputs)
+    }
+}

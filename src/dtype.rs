@@ -1,0 +1,381 @@
+//! Element types a pyramid can hold (SPEC §5) and their numeric rules (SPEC §2).
+//!
+//! Integer outputs are rounded to nearest with ties to even and clamped to the type's
+//! range; integer means are computed exactly from integer sums (no float accumulation).
+//! Float outputs are not rounded, and NaN propagates.
+
+use std::fmt;
+use std::ops::AddAssign;
+
+use serde::{Deserialize, Serialize};
+
+/// The data type of an array's elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    /// `uint8`
+    #[serde(rename = "uint8")]
+    U8,
+    /// `uint16`
+    #[serde(rename = "uint16")]
+    U16,
+    /// `uint32`
+    #[serde(rename = "uint32")]
+    U32,
+    /// `uint64`
+    #[serde(rename = "uint64")]
+    U64,
+    /// `int8`
+    #[serde(rename = "int8")]
+    I8,
+    /// `int16`
+    #[serde(rename = "int16")]
+    I16,
+    /// `int32`
+    #[serde(rename = "int32")]
+    I32,
+    /// `int64`
+    #[serde(rename = "int64")]
+    I64,
+    /// `float32`
+    #[serde(rename = "float32")]
+    F32,
+    /// `float64`
+    #[serde(rename = "float64")]
+    F64,
+}
+
+impl DType {
+    /// Every supported type, in a stable order.
+    pub const ALL: [DType; 10] = [
+        DType::U8,
+        DType::U16,
+        DType::U32,
+        DType::U64,
+        DType::I8,
+        DType::I16,
+        DType::I32,
+        DType::I64,
+        DType::F32,
+        DType::F64,
+    ];
+
+    /// Size of one element in bytes.
+    #[must_use]
+    pub fn size(self) -> usize {
+        match self {
+            DType::U8 | DType::I8 => 1,
+            DType::U16 | DType::I16 => 2,
+            DType::U32 | DType::I32 | DType::F32 => 4,
+            DType::U64 | DType::I64 | DType::F64 => 8,
+        }
+    }
+
+    /// The Zarr v3 / numpy-style name, e.g. `uint16`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::U8 => "uint8",
+            DType::U16 => "uint16",
+            DType::U32 => "uint32",
+            DType::U64 => "uint64",
+            DType::I8 => "int8",
+            DType::I16 => "int16",
+            DType::I32 => "int32",
+            DType::I64 => "int64",
+            DType::F32 => "float32",
+            DType::F64 => "float64",
+        }
+    }
+
+    /// Parses a Zarr v3 / numpy name such as `uint16`.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        DType::ALL.into_iter().find(|d| d.name() == name)
+    }
+
+    /// The little-endian Zarr v2 `dtype` string, e.g. `<u2`.
+    #[must_use]
+    pub fn zarr_v2_name(self) -> &'static str {
+        match self {
+            DType::U8 => "|u1",
+            DType::U16 => "<u2",
+            DType::U32 => "<u4",
+            DType::U64 => "<u8",
+            DType::I8 => "|i1",
+            DType::I16 => "<i2",
+            DType::I32 => "<i4",
+            DType::I64 => "<i8",
+            DType::F32 => "<f4",
+            DType::F64 => "<f8",
+        }
+    }
+
+    /// True for `float32` and `float64`.
+    #[must_use]
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F64)
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Rounds `sum / count` to the nearest integer, ties to even (exact integer arithmetic).
+#[must_use]
+pub fn div_round_half_even(sum: i128, count: i128) -> i128 {
+    debug_assert!(count > 0);
+    let quotient = sum.div_euclid(count);
+    let twice_remainder = 2 * sum.rem_euclid(count);
+    if twice_remainder > count || (twice_remainder == count && quotient & 1 == 1) {
+        quotient + 1
+    } else {
+        quotient
+    }
+}
+
+/// Same as [`div_round_half_even`] for sums that fit in `i64` (every type up to 32 bits).
+#[must_use]
+pub fn div_round_half_even_i64(sum: i64, count: i64) -> i64 {
+    debug_assert!(count > 0);
+    let quotient = sum.div_euclid(count);
+    let twice_remainder = 2 * sum.rem_euclid(count);
+    if twice_remainder > count || (twice_remainder == count && quotient & 1 == 1) {
+        quotient + 1
+    } else {
+        quotient
+    }
+}
+
+/// An element type the kernels compute on.
+///
+/// `Acc` is the exact accumulator of a window sum: `i64` for integers up to 32 bits, `i128`
+/// for 64-bit integers, `f64` for floats.
+pub trait Sample:
+    bytemuck::Pod + Copy + Send + Sync + PartialEq + PartialOrd + fmt::Debug + Default + 'static
+{
+    /// The matching [`DType`].
+    const DTYPE: DType;
+    /// Exact accumulator for window sums.
+    type Acc: Copy + Default + AddAssign + Send + Sync;
+
+    /// Widens to the accumulator.
+    fn to_acc(self) -> Self::Acc;
+    /// The mean of a window from its exact sum and element count, rounded per SPEC §2.
+    fn mean_from_sum(sum: Self::Acc, count: u64) -> Self;
+    /// Converts to `f64` (exact for every type but 64-bit integers beyond 2^53).
+    fn to_f64(self) -> f64;
+    /// Converts a filtered value back: integers round half to even and clamp, floats cast.
+    fn from_f64(value: f64) -> Self;
+}
+
+macro_rules! impl_sample_int {
+    ($t:ty, $dtype:expr, i64) => {
+        impl Sample for $t {
+            const DTYPE: DType = $dtype;
+            type Acc = i64;
+            #[inline(always)]
+            fn to_acc(self) -> i64 {
+                i64::from(self)
+            }
+            #[inline(always)]
+            fn mean_from_sum(sum: i64, count: u64) -> Self {
+                #[allow(clippy::cast_possible_wrap, clippy::cast_possible_truncation)]
+                let mean = div_round_half_even_i64(sum, count as i64);
+                #[allow(clippy::cast_possible_truncation)]
+                let value = mean as $t;
+                value
+            }
+            #[inline(always)]
+            fn to_f64(self) -> f64 {
+                f64::from(self)
+            }
+            #[inline(always)]
+            fn from_f64(value: f64) -> Self {
+                // `as` saturates at the type's bounds, which is the clamp SPEC §2 asks for.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let value = value.round_ties_even() as $t;
+                value
+            }
+        }
+    };
+    ($t:ty, $dtype:expr, i128) => {
+        impl Sample for $t {
+            const DTYPE: DType = $dtype;
+            type Acc = i128;
+            #[inline(always)]
+            fn to_acc(self) -> i128 {
+                i128::from(self)
+            }
+            #[inline(always)]
+            fn mean_from_sum(sum: i128, count: u64) -> Self {
+                let mean = div_round_half_even(sum, i128::from(count));
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let value = mean as $t;
+                value
+            }
+            #[inline(always)]
+            fn to_f64(self) -> f64 {
+                #[allow(clippy::cast_precision_loss)]
+                let value = self as f64;
+                value
+            }
+            #[inline(always)]
+            fn from_f64(value: f64) -> Self {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let value = value.round_ties_even() as $t;
+                value
+            }
+        }
+    };
+}
+
+impl_sample_int!(u8, DType::U8, i64);
+impl_sample_int!(u16, DType::U16, i64);
+impl_sample_int!(u32, DType::U32, i64);
+impl_sample_int!(i8, DType::I8, i64);
+impl_sample_int!(i16, DType::I16, i64);
+impl_sample_int!(i32, DType::I32, i64);
+impl_sample_int!(u64, DType::U64, i128);
+impl_sample_int!(i64, DType::I64, i128);
+
+impl Sample for f32 {
+    const DTYPE: DType = DType::F32;
+    type Acc = f64;
+    #[inline(always)]
+    fn to_acc(self) -> f64 {
+        f64::from(self)
+    }
+    #[inline(always)]
+    fn mean_from_sum(sum: f64, count: u64) -> Self {
+        #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+        let value = (sum / count as f64) as f32;
+        value
+    }
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+    #[inline(always)]
+    fn from_f64(value: f64) -> Self {
+        #[allow(clippy::cast_possible_truncation)]
+        let value = value as f32;
+        value
+    }
+}
+
+impl Sample for f64 {
+    const DTYPE: DType = DType::F64;
+    type Acc = f64;
+    #[inline(always)]
+    fn to_acc(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn mean_from_sum(sum: f64, count: u64) -> Self {
+        #[allow(clippy::cast_precision_loss)]
+        let value = sum / count as f64;
+        value
+    }
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn from_f64(value: f64) -> Self {
+        value
+    }
+}
+
+/// Calls `$body` with the type alias `$T` bound to the Rust type of `$dtype`.
+///
+/// ```ignore
+/// dispatch_dtype!(dtype, T => kernel::<T>(...))
+/// ```
+#[macro_export]
+#[doc(hidden)]
+macro_rules! dispatch_dtype {
+    ($dtype:expr, $T:ident => $body:expr) => {
+        match $dtype {
+            $crate::DType::U8 => {
+                type $T = u8;
+                $body
+            }
+            $crate::DType::U16 => {
+                type $T = u16;
+                $body
+            }
+            $crate::DType::U32 => {
+                type $T = u32;
+                $body
+            }
+            $crate::DType::U64 => {
+                type $T = u64;
+                $body
+            }
+            $crate::DType::I8 => {
+                type $T = i8;
+                $body
+            }
+            $crate::DType::I16 => {
+                type $T = i16;
+                $body
+            }
+            $crate::DType::I32 => {
+                type $T = i32;
+                $body
+            }
+            $crate::DType::I64 => {
+                type $T = i64;
+                $body
+            }
+            $crate::DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            $crate::DType::F64 => {
+                type $T = f64;
+                $body
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_even_rounding_of_exact_means() {
+        assert_eq!(div_round_half_even_i64(5, 2), 2); // 2.5 -> 2
+        assert_eq!(div_round_half_even_i64(7, 2), 4); // 3.5 -> 4
+        assert_eq!(div_round_half_even_i64(-5, 2), -2); // -2.5 -> -2
+        assert_eq!(div_round_half_even_i64(-7, 2), -4); // -3.5 -> -4
+        assert_eq!(div_round_half_even_i64(10, 4), 2); // 2.5 -> 2
+        assert_eq!(div_round_half_even_i64(11, 4), 3); // 2.75 -> 3
+        assert_eq!(div_round_half_even_i64(9, 4), 2); // 2.25 -> 2
+        assert_eq!(div_round_half_even(-9, 4), -2); // -2.25 -> -2
+        assert_eq!(div_round_half_even(-11, 4), -3);
+    }
+
+    #[test]
+    fn float_to_integer_rounds_half_even_and_clamps() {
+        assert_eq!(u8::from_f64(2.5), 2);
+        assert_eq!(u8::from_f64(3.5), 4);
+        assert_eq!(u8::from_f64(300.0), 255);
+        assert_eq!(u8::from_f64(-3.0), 0);
+        assert_eq!(i16::from_f64(-2.5), -2);
+        assert_eq!(u64::mean_from_sum(i128::from(u64::MAX) * 2, 2), u64::MAX);
+        assert_eq!(i64::mean_from_sum(i128::from(i64::MIN) * 3, 3), i64::MIN);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for d in DType::ALL {
+            assert_eq!(DType::from_name(d.name()), Some(d));
+        }
+    }
+}

@@ -1,0 +1,1340 @@
+//! The streaming pyramid engine (SPEC §5): the only module that knows both the store and
+//! the compute backends.
+//!
+//! The pyramid is built in *passes*. A pass reads level `k` (the input for `k = 0`, else the
+//! output level `k` as stored) and produces levels `k+1 ..= k+m`. Its work is split into
+//! *tasks*, one per output chunk of level `k+m`; a task reads the region of level `k` that
+//! chunk depends on (windows plus the gaussian halo of every step), computes the levels in a
+//! row with the backend, and writes the chunks of each level that lie under its chunk. The
+//! task regions tile every level exactly, so each output chunk is written once; since all
+//! levels share the chunk shape, task regions are aligned to the chunks of level `k` too.
+//!
+//! Tasks run on all worker threads, pulled in C order, so reading, computing and writing of
+//! different tasks overlap. A [`TileReader`] keeps decoded chunks that later tasks of the
+//! pass still need (halos, unaligned input chunks), within the memory budget. `m` and the
+//! number of concurrent tasks are chosen so that the tasks' working sets fit `--memory`;
+//! memory therefore does not grow with the volume.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+use tracing::{debug, info, warn};
+
+use crate::backend::cpu::CpuBackend;
+use crate::backend::gpu::GpuBackend;
+use crate::backend::{BackendChoice, BackendError, Downsampler, Step};
+use crate::dtype::DType;
+use crate::method::Method;
+use crate::ngff::{self, MultiscalesSpec, NgffError};
+use crate::plan::{self, Axis, AxisKind, FactorRule, PlanError, PlanRequest, PyramidPlan};
+use crate::store::{
+    self, Compression, LevelArray, OutputGroup, ReadCounter, SourceImage, StoreElement, StoreError,
+    TileReader,
+};
+use crate::tile::{Region, Tile, copy_overlap};
+
+/// Everything `build` can be asked (SPEC §1). `Default` gives the documented defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildOptions {
+    /// Downsampling method.
+    pub method: Method,
+    /// Compute backend.
+    pub backend: BackendChoice,
+    /// Total number of levels including level 0; `None` for the stop rule.
+    pub levels: Option<usize>,
+    /// Per-axis factors by axis name (`None` for the anisotropy rule).
+    pub factors: Option<Vec<(String, u32)>>,
+    /// Axis names for a plain array (e.g. `tczyx`); `None` for the default by dimensionality.
+    pub axes: Option<String>,
+    /// Level-0 pixel size per axis name; unnamed axes keep the input's value, else 1.
+    pub scale: Vec<(String, f64)>,
+    /// Unit of the space axes.
+    pub unit: Option<String>,
+    /// Output chunk shape; `None` for the input's chunk shape.
+    pub chunks: Option<Vec<u64>>,
+    /// Output codec.
+    pub compression: Compression,
+    /// Codec level.
+    pub clevel: Option<i32>,
+    /// Replace an existing output.
+    pub overwrite: bool,
+    /// Working-set budget in bytes.
+    pub memory_bytes: u64,
+    /// CPU threads; `None` for all cores.
+    pub threads: Option<usize>,
+    /// Image name in the metadata; `None` for the input's name or file name.
+    pub name: Option<String>,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self {
+            method: Method::Mean,
+            backend: BackendChoice::Auto,
+            levels: None,
+            factors: None,
+            axes: None,
+            scale: Vec::new(),
+            unit: None,
+            chunks: None,
+            compression: Compression::Input,
+            clevel: None,
+            overwrite: false,
+            memory_bytes: 2 << 30,
+            threads: None,
+            name: None,
+        }
+    }
+}
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// Axes, factors or level count.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// Reading the input or writing the output.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The compute backend.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// An option value that cannot be used with this input.
+    #[error("invalid {option}: {reason}")]
+    InvalidOption {
+        /// The option, e.g. `chunks`.
+        option: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The output exists and `overwrite` is off.
+    #[error("output `{0}` already exists (pass --overwrite to replace it)")]
+    OutputExists(PathBuf),
+    /// The output would overwrite or sit inside the input.
+    #[error("output `{output}` {relation} input `{input}`; the input is never modified")]
+    UnsafeOutput {
+        /// The output path.
+        output: PathBuf,
+        /// The input path.
+        input: PathBuf,
+        /// How they relate.
+        relation: &'static str,
+    },
+    /// `overwrite` on something that is not a Zarr store.
+    #[error(
+        "refusing to replace `{0}`: it exists and is not a Zarr store (remove it yourself if you mean it)"
+    )]
+    RefuseOverwrite(PathBuf),
+    /// The build was cancelled.
+    #[error("the build was interrupted")]
+    Interrupted,
+}
+
+impl BuildError {
+    /// True for mistakes in what the user gave (exit code 2); false for failures while
+    /// running (exit code 1).
+    #[must_use]
+    pub fn is_invalid_input(&self) -> bool {
+        match self {
+            BuildError::Plan(_)
+            | BuildError::InvalidOption { .. }
+            | BuildError::OutputExists(_)
+            | BuildError::UnsafeOutput { .. }
+            | BuildError::RefuseOverwrite(_) => true,
+            BuildError::Store(e) => e.is_invalid_input(),
+            BuildError::Backend(_) | BuildError::Interrupted => false,
+        }
+    }
+}
+
+impl From<NgffError> for BuildError {
+    fn from(e: NgffError) -> Self {
+        BuildError::InvalidOption {
+            option: "unit",
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// Receives progress of a build. All methods have empty defaults.
+pub trait Progress: Send + Sync {
+    /// The build starts; `total_chunks` output chunks will be written.
+    fn start(&self, _total_chunks: u64) {}
+    /// `chunks` more output chunks are written.
+    fn advance(&self, _chunks: u64) {}
+    /// A pass producing `levels` finished after `elapsed`.
+    fn pass_done(&self, _levels: std::ops::RangeInclusive<usize>, _elapsed: Duration) {}
+    /// The build is over (successfully or not).
+    fn finish(&self) {}
+}
+
+/// A [`Progress`] that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// One level of the result.
+#[derive(Debug, Clone, Serialize)]
+pub struct LevelReport {
+    /// Level index.
+    pub level: usize,
+    /// Shape.
+    pub shape: Vec<u64>,
+    /// Chunk shape.
+    pub chunks: Vec<u64>,
+    /// Factors of the step that made it.
+    pub step_factors: Vec<u32>,
+    /// Seconds of the pass that made it (shared by the levels of one pass).
+    pub pass_seconds: f64,
+}
+
+/// Seconds spent in each stage, summed over tasks (so they add up to more than the wall
+/// time when tasks run in parallel).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StageSeconds {
+    /// Reading and decoding.
+    pub read: f64,
+    /// Computing on the backend.
+    pub compute: f64,
+    /// Encoding and writing.
+    pub write: f64,
+}
+
+/// What a build did.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildReport {
+    /// Input path.
+    pub input: PathBuf,
+    /// Output path.
+    pub output: PathBuf,
+    /// Method.
+    pub method: Method,
+    /// Data type.
+    pub dtype: DType,
+    /// Backend used, as recorded in the metadata.
+    pub backend: String,
+    /// The levels.
+    pub levels: Vec<LevelReport>,
+    /// Wall time in seconds.
+    pub seconds: f64,
+    /// Uncompressed bytes of level 0.
+    pub input_bytes: u64,
+    /// `input_bytes / seconds` in MB/s (10^6 bytes).
+    pub input_mb_per_s: f64,
+    /// Chunks decoded from the store over all passes.
+    pub chunks_decoded: u64,
+    /// Of those, chunks decoded again because the cache budget could not keep them.
+    pub chunks_redecoded: u64,
+    /// Level-0 chunks copied without decoding and re-encoding.
+    pub chunks_copied_raw: u64,
+    /// Time per stage, summed over tasks.
+    pub stage_seconds: StageSeconds,
+    /// Worker threads.
+    pub threads: usize,
+}
+
+/// Builds a pyramid: `PyramidBuilder::new(input, output).method(Method::Mean).build()`.
+#[derive(Clone)]
+pub struct PyramidBuilder {
+    input: PathBuf,
+    output: PathBuf,
+    options: BuildOptions,
+    progress: Arc<dyn Progress>,
+    cancel: Option<Arc<AtomicBool>>,
+}
+
+impl std::fmt::Debug for PyramidBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PyramidBuilder")
+            .field("input", &self.input)
+            .field("output", &self.output)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PyramidBuilder {
+    /// A build of `input` into the new OME-Zarr group `output`, with default options.
+    #[must_use]
+    pub fn new(input: impl Into<PathBuf>, output: impl Into<PathBuf>) -> Self {
+        Self {
+            input: input.into(),
+            output: output.into(),
+            options: BuildOptions::default(),
+            progress: Arc::new(NoProgress),
+            cancel: None,
+        }
+    }
+
+    /// Replaces all options.
+    #[must_use]
+    pub fn options(mut self, options: BuildOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Sets the method.
+    #[must_use]
+    pub fn method(mut self, method: Method) -> Self {
+        self.options.method = method;
+        self
+    }
+
+    /// Sets the backend.
+    #[must_use]
+    pub fn backend(mut self, backend: BackendChoice) -> Self {
+        self.options.backend = backend;
+        self
+    }
+
+    /// Asks for exactly `levels` levels.
+    #[must_use]
+    pub fn levels(mut self, levels: usize) -> Self {
+        self.options.levels = Some(levels);
+        self
+    }
+
+    /// Sets the output chunk shape.
+    #[must_use]
+    pub fn chunks(mut self, chunks: Vec<u64>) -> Self {
+        self.options.chunks = Some(chunks);
+        self
+    }
+
+    /// Sets the memory budget in bytes.
+    #[must_use]
+    pub fn memory_bytes(mut self, bytes: u64) -> Self {
+        self.options.memory_bytes = bytes;
+        self
+    }
+
+    /// Sets the number of CPU threads.
+    #[must_use]
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.options.threads = Some(threads);
+        self
+    }
+
+    /// Replaces an existing output.
+    #[must_use]
+    pub fn overwrite(mut self, overwrite: bool) -> Self {
+        self.options.overwrite = overwrite;
+        self
+    }
+
+    /// Reports progress to `progress`.
+    #[must_use]
+    pub fn progress(mut self, progress: Arc<dyn Progress>) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// Stops the build (with [`BuildError::Interrupted`]) when `flag` becomes true.
+    #[must_use]
+    pub fn cancel_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.cancel = Some(flag);
+        self
+    }
+
+    /// Runs the build.
+    ///
+    /// # Errors
+    /// [`BuildError`]; [`BuildError::is_invalid_input`] tells mistakes in the request
+    /// from failures while running. On error no `.zattrs` is written, so the output never
+    /// claims levels it does not have.
+    pub fn build(self) -> Result<BuildReport, BuildError> {
+        let threads = self.options.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+        });
+        if threads == 0 {
+            return Err(BuildError::InvalidOption {
+                option: "threads",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("ome-pyramid-{i}"))
+            .build()
+            .map_err(|e| BuildError::InvalidOption {
+                option: "threads",
+                reason: e.to_string(),
+            })?;
+        let progress = self.progress.clone();
+        let result = pool.install(|| run_build(&self, threads));
+        progress.finish();
+        result
+    }
+}
+
+/// Resolves the absolute form of a path that may not exist yet.
+fn absolute(path: &Path) -> PathBuf {
+    if let Ok(p) = path.canonicalize() {
+        return p;
+    }
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) => absolute(parent).join(name),
+        _ => abs,
+    }
+}
+
+/// Refuses outputs that equal, lie inside or contain the input.
+fn check_output_location(input: &Path, output: &Path) -> Result<(), BuildError> {
+    let input_abs = absolute(input);
+    let output_abs = absolute(output);
+    let relation = if input_abs == output_abs {
+        Some("is the same path as")
+    } else if output_abs.starts_with(&input_abs) {
+        Some("lies inside")
+    } else if input_abs.starts_with(&output_abs) {
+        Some("contains")
+    } else {
+        None
+    };
+    match relation {
+        Some(relation) => Err(BuildError::UnsafeOutput {
+            output: output.to_path_buf(),
+            input: input.to_path_buf(),
+            relation,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Handles an existing output: refuse, or remove it when `overwrite` and it is a Zarr store.
+fn prepare_output(output: &Path, overwrite: bool) -> Result<(), BuildError> {
+    if !output.exists() {
+        return Ok(());
+    }
+    if !overwrite {
+        return Err(BuildError::OutputExists(output.to_path_buf()));
+    }
+    let is_dir = output.is_dir();
+    let empty = is_dir
+        && std::fs::read_dir(output)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+    let zarr = is_dir && store::probe_node(output).is_ok();
+    if !(empty || zarr) {
+        return Err(BuildError::RefuseOverwrite(output.to_path_buf()));
+    }
+    std::fs::remove_dir_all(output).map_err(|source| {
+        BuildError::Store(StoreError::Io {
+            action: "cannot remove the old output",
+            path: output.to_path_buf(),
+            source,
+        })
+    })?;
+    Ok(())
+}
+
+/// Looks up per-axis-name values, refusing names that are not axes.
+fn by_axis_name<V: Copy>(
+    option: &'static str,
+    axes: &[Axis],
+    values: &[(String, V)],
+) -> Result<Vec<Option<V>>, BuildError> {
+    let mut out = vec![None; axes.len()];
+    for (name, v) in values {
+        let a = axes.iter().position(|ax| &ax.name == name).ok_or_else(|| {
+            BuildError::InvalidOption {
+                option,
+                reason: format!(
+                    "`{name}` is not an axis of this image (axes: {})",
+                    plan::axis_names(axes)
+                ),
+            }
+        })?;
+        if out[a].is_some() {
+            return Err(BuildError::InvalidOption {
+                option,
+                reason: format!("axis `{name}` is given twice"),
+            });
+        }
+        out[a] = Some(*v);
+    }
+    Ok(out)
+}
+
+/// The decisions made before any output is written.
+struct Prepared {
+    source: SourceImage,
+    axes: Vec<Axis>,
+    pixel_size: Vec<f64>,
+    translation: Vec<f64>,
+    plan: PyramidPlan,
+    compressor: Value,
+    raw_copy_level0: bool,
+    name: String,
+}
+
+fn prepare(builder: &PyramidBuilder) -> Result<Prepared, BuildError> {
+    let options = &builder.options;
+    if options.memory_bytes < (16 << 20) {
+        return Err(BuildError::InvalidOption {
+            option: "memory",
+            reason: "the budget must be at least 16 MiB".into(),
+        });
+    }
+    check_output_location(&builder.input, &builder.output)?;
+    let source = store::open_source(&builder.input)?;
+    let ndim = source.shape.len();
+
+    // Axes: the input's OME axes, or --axes, or the default for the dimensionality.
+    let image_axes = source
+        .image
+        .as_ref()
+        .map(|i| i.axes.clone())
+        .filter(|a| !a.is_empty());
+    let mut axes = match (&options.axes, image_axes) {
+        (Some(_), Some(_)) => {
+            return Err(BuildError::InvalidOption {
+                option: "axes",
+                reason: "the input is an OME-Zarr image that already names its axes".into(),
+            });
+        }
+        (Some(spec), None) => plan::parse_axes(spec)?,
+        (None, Some(axes)) => {
+            plan::validate_axes(&axes)?;
+            axes
+        }
+        (None, None) => plan::default_axes(ndim)?,
+    };
+    if axes.len() != ndim {
+        return Err(PlanError::AxisCountMismatch {
+            axes: plan::axis_names(&axes),
+            given: axes.len(),
+            ndim,
+        }
+        .into());
+    }
+    if let Some(unit) = &options.unit {
+        let unit = ngff::normalize_space_unit(unit)?;
+        for axis in axes.iter_mut().filter(|a| a.kind == AxisKind::Space) {
+            axis.unit = Some(unit.clone());
+        }
+    }
+
+    // Pixel size and translation: --scale, else the input's metadata, else 1 and 0.
+    let image_scale = source.image.as_ref().and_then(|i| i.scale.clone());
+    let scale_given = by_axis_name("scale", &axes, &options.scale)?;
+    let pixel_size: Vec<f64> = (0..ndim)
+        .map(|a| {
+            scale_given[a]
+                .or_else(|| image_scale.as_ref().map(|s| s[a]))
+                .unwrap_or(1.0)
+        })
+        .collect();
+    let translation = source
+        .image
+        .as_ref()
+        .and_then(|i| i.translation.clone())
+        .unwrap_or_else(|| vec![0.0; ndim]);
+
+    let chunks = match &options.chunks {
+        Some(chunks) => {
+            if chunks.len() != ndim {
+                return Err(BuildError::InvalidOption {
+                    option: "chunks",
+                    reason: format!(
+                        "{} values given but the array has {ndim} dimensions",
+                        chunks.len()
+                    ),
+                });
+            }
+            if chunks.contains(&0) {
+                return Err(BuildError::InvalidOption {
+                    option: "chunks",
+                    reason: "chunk sizes must be at least 1".into(),
+                });
+            }
+            chunks.clone()
+        }
+        None => source.chunk_shape.clone(),
+    };
+    let factors = match &options.factors {
+        None => FactorRule::Auto,
+        Some(named) => {
+            let given = by_axis_name("factors", &axes, named)?;
+            FactorRule::Fixed(given.into_iter().map(|f| f.unwrap_or(1)).collect())
+        }
+    };
+    let plan = plan::plan_pyramid(&PlanRequest {
+        shape: source.shape.clone(),
+        chunks,
+        axes: axes.clone(),
+        pixel_size: pixel_size.clone(),
+        factors,
+        levels: options.levels,
+    })?;
+
+    let compressor = options
+        .compression
+        .compressor_json(options.clevel, &source)
+        .map_err(|reason| BuildError::InvalidOption {
+            option: "compression",
+            reason,
+        })?;
+    let raw_copy_level0 = source.v2_compressor.as_ref() == Some(&compressor)
+        && plan.levels[0].chunks == source.chunk_shape
+        && source
+            .array
+            .chunk_grid_shape()
+            .iter()
+            .zip(&source.shape)
+            .zip(&source.chunk_shape)
+            .all(|((&g, &n), &c)| g == n.div_ceil(c));
+    let name = options
+        .name
+        .clone()
+        .or_else(|| source.image.as_ref().and_then(|i| i.name.clone()))
+        .unwrap_or_else(|| {
+            builder
+                .input
+                .file_name()
+                .map_or_else(|| "image".into(), |n| n.to_string_lossy().into_owned())
+        });
+    Ok(Prepared {
+        source,
+        axes,
+        pixel_size,
+        translation,
+        plan,
+        compressor,
+        raw_copy_level0,
+        name,
+    })
+}
+
+/// Picks the backend for this build; logs and describes the choice.
+fn select_backend(
+    choice: BackendChoice,
+    dtype: DType,
+) -> Result<(Arc<dyn Downsampler>, String), BuildError> {
+    let cpu = || -> Arc<dyn Downsampler> { Arc::new(CpuBackend::new()) };
+    match choice {
+        BackendChoice::Cpu => {
+            let backend = cpu();
+            let description = backend.description();
+            Ok((backend, description))
+        }
+        BackendChoice::Gpu | BackendChoice::Auto => {
+            let allow_software = choice == BackendChoice::Gpu;
+            match GpuBackend::new(allow_software) {
+                Ok(gpu) if gpu.supports(dtype) => {
+                    let description = gpu.description();
+                    info!("using the GPU backend: {description}");
+                    Ok((Arc::new(gpu), description))
+                }
+                Ok(gpu) => {
+                    info!(
+                        "{dtype} data cannot be held by WGSL shaders; computing on the CPU instead of {}",
+                        gpu.description()
+                    );
+                    let backend = cpu();
+                    let description = format!(
+                        "{}; {dtype} is not supported on the GPU",
+                        backend.description()
+                    );
+                    Ok((backend, description))
+                }
+                Err(e) if choice == BackendChoice::Gpu => Err(e.into()),
+                Err(e) => {
+                    info!("no hardware GPU adapter ({e}); using the CPU backend");
+                    let backend = cpu();
+                    let description =
+                        format!("{}; auto: no hardware GPU adapter", backend.description());
+                    Ok((backend, description))
+                }
+            }
+        }
+    }
+}
+
+fn run_build(builder: &PyramidBuilder, threads: usize) -> Result<BuildReport, BuildError> {
+    let started = Instant::now();
+    let prepared = prepare(builder)?;
+    let (backend, backend_description) =
+        select_backend(builder.options.backend, prepared.source.dtype)?;
+    prepare_output(&builder.output, builder.options.overwrite)?;
+    let dtype = prepared.source.dtype;
+    info!(
+        "{} → {}: {} {:?} {}, {} levels, method {}, backend {}",
+        builder.input.display(),
+        builder.output.display(),
+        dtype,
+        prepared.source.shape,
+        if prepared.raw_copy_level0 {
+            "(level 0 copied as encoded)"
+        } else {
+            ""
+        },
+        prepared.plan.len(),
+        builder.options.method,
+        backend_description
+    );
+    let group = OutputGroup::create(&builder.output)?;
+    let levels: Vec<LevelArray> = prepared
+        .plan
+        .levels
+        .iter()
+        .enumerate()
+        .map(|(k, level)| {
+            group.create_level(
+                k,
+                &level.shape,
+                &level.chunks,
+                dtype,
+                &prepared.compressor,
+                &prepared.source.fill_value,
+            )
+        })
+        .collect::<Result<_, _>>()?;
+
+    let context = BuildContext {
+        source: &prepared.source,
+        plan: &prepared.plan,
+        method: builder.options.method,
+        levels: &levels,
+        group: &group,
+        backend: backend.as_ref(),
+        threads,
+        memory_bytes: builder.options.memory_bytes,
+        raw_copy_level0: prepared.raw_copy_level0,
+        progress: builder.progress.as_ref(),
+        cancel: builder.cancel.clone(),
+        counters: Counters::default(),
+    };
+    let total_chunks: u64 = prepared
+        .plan
+        .levels
+        .iter()
+        .map(|l| chunk_count(&l.shape, &l.chunks))
+        .sum();
+    builder.progress.start(total_chunks);
+    let pass_seconds = crate::dispatch_dtype!(dtype, T => run_passes::<T>(&context)?);
+
+    let spec = MultiscalesSpec {
+        name: &prepared.name,
+        axes: &prepared.axes,
+        pixel_size: &prepared.pixel_size,
+        translation: &prepared.translation,
+        plan: &prepared.plan,
+        method: builder.options.method,
+        integer_dtype: !dtype.is_float(),
+        backend: &backend_description,
+        multiscale_transforms: prepared
+            .source
+            .image
+            .as_ref()
+            .and_then(|i| i.multiscale_transforms.as_deref()),
+    };
+    let omero = prepared
+        .source
+        .image
+        .as_ref()
+        .and_then(|i| i.omero.as_ref());
+    group.write_attributes(&ngff::build_group_attributes(&spec, omero))?;
+
+    let seconds = started.elapsed().as_secs_f64();
+    let input_bytes = prepared.source.shape.iter().product::<u64>() * dtype.size() as u64;
+    let counters = &context.counters;
+    let ns = |a: &AtomicU64| Duration::from_nanos(a.load(Ordering::Relaxed)).as_secs_f64();
+    #[allow(clippy::cast_precision_loss)]
+    let input_mb_per_s = input_bytes as f64 / 1e6 / seconds.max(1e-9);
+    Ok(BuildReport {
+        input: builder.input.clone(),
+        output: builder.output.clone(),
+        method: builder.options.method,
+        dtype,
+        backend: backend_description,
+        levels: prepared
+            .plan
+            .levels
+            .iter()
+            .enumerate()
+            .map(|(k, l)| LevelReport {
+                level: k,
+                shape: l.shape.clone(),
+                chunks: l.chunks.clone(),
+                step_factors: l.step_factors.clone(),
+                pass_seconds: pass_seconds.get(k).copied().unwrap_or(0.0),
+            })
+            .collect(),
+        seconds,
+        input_bytes,
+        input_mb_per_s,
+        chunks_decoded: counters.decoded.load(Ordering::Relaxed),
+        chunks_redecoded: counters.redecoded.load(Ordering::Relaxed),
+        chunks_copied_raw: counters.raw_copied.load(Ordering::Relaxed),
+        stage_seconds: StageSeconds {
+            read: ns(&counters.read_ns),
+            compute: ns(&counters.compute_ns),
+            write: ns(&counters.write_ns),
+        },
+        threads,
+    })
+}
+
+fn chunk_count(shape: &[u64], chunks: &[u64]) -> u64 {
+    shape
+        .iter()
+        .zip(chunks)
+        .map(|(&n, &c)| n.div_ceil(c))
+        .product()
+}
+
+#[derive(Default)]
+struct Counters {
+    decoded: AtomicU64,
+    redecoded: AtomicU64,
+    raw_copied: AtomicU64,
+    read_ns: AtomicU64,
+    compute_ns: AtomicU64,
+    write_ns: AtomicU64,
+}
+
+struct BuildContext<'a> {
+    source: &'a SourceImage,
+    plan: &'a PyramidPlan,
+    method: Method,
+    levels: &'a [LevelArray],
+    group: &'a OutputGroup,
+    backend: &'a dyn Downsampler,
+    threads: usize,
+    memory_bytes: u64,
+    raw_copy_level0: bool,
+    progress: &'a dyn Progress,
+    cancel: Option<Arc<AtomicBool>>,
+    counters: Counters,
+}
+
+impl BuildContext<'_> {
+    fn step(&self, level: usize) -> Step {
+        Step {
+            method: self.method,
+            factors: self.plan.levels[level + 1].step_factors.clone(),
+            src_shape: self.plan.levels[level].shape.clone(),
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+}
+
+/// The regions one task handles, per level of its pass, on one axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AxisSpan {
+    /// What the task computes at this level (`[lo, hi)`).
+    computed: (u64, u64),
+    /// What the task writes at this level (chunk-aligned).
+    owned: (u64, u64),
+}
+
+/// A pass: source level `first`, produced levels `first+1 ..= last`.
+struct Pass {
+    first: usize,
+    last: usize,
+    /// Task grid shape (output chunks of level `last`).
+    grid: Vec<u64>,
+    /// `spans[axis][task coordinate][level - first]`.
+    spans: Vec<Vec<Vec<AxisSpan>>>,
+    /// Whether level `first` is written by this pass (level 0 only).
+    writes_first: bool,
+}
+
+impl Pass {
+    fn new(context: &BuildContext<'_>, first: usize, last: usize) -> Self {
+        let plan = context.plan;
+        let top = &plan.levels[last];
+        let ndim = top.shape.len();
+        let writes_first = first == 0;
+        // Level 0 copied as encoded bytes needs no decoded data of its own.
+        let decodes_first_owned = writes_first && !context.raw_copy_level0;
+        let grid: Vec<u64> = top
+            .shape
+            .iter()
+            .zip(&top.chunks)
+            .map(|(&n, &c)| n.div_ceil(c))
+            .collect();
+        let spans = (0..ndim)
+            .map(|a| {
+                (0..grid[a])
+                    .map(|i| {
+                        let lo = i * top.chunks[a];
+                        let hi = (lo + top.chunks[a]).min(top.shape[a]);
+                        let mut per_level = vec![
+                            AxisSpan {
+                                computed: (lo, hi),
+                                owned: (lo, hi)
+                            };
+                            last - first + 1
+                        ];
+                        for level in (first..last).rev() {
+                            let above = per_level[level + 1 - first];
+                            let step = context.step(level);
+                            let f = u64::from(step.factors[a]);
+                            let n = plan.levels[level].shape[a];
+                            let owned = (above.owned.0 * f, (above.owned.1 * f).min(n));
+                            let needed = crate::method::source_range(
+                                step.method,
+                                step.factors[a],
+                                n,
+                                above.computed.0,
+                                above.computed.1,
+                            );
+                            let writes = level > first || decodes_first_owned;
+                            let computed = if writes {
+                                (needed.0.min(owned.0), needed.1.max(owned.1))
+                            } else {
+                                needed
+                            };
+                            per_level[level - first] = AxisSpan { computed, owned };
+                        }
+                        per_level
+                    })
+                    .collect()
+            })
+            .collect();
+        Self {
+            first,
+            last,
+            grid,
+            spans,
+            writes_first,
+        }
+    }
+
+    fn task_count(&self) -> u64 {
+        self.grid.iter().product()
+    }
+
+    fn task_coordinates(&self, task: u64) -> Vec<usize> {
+        let mut rest = task;
+        let mut coordinates = vec![0usize; self.grid.len()];
+        for a in (0..self.grid.len()).rev() {
+            coordinates[a] = usize::try_from(rest % self.grid[a]).expect("grid fits usize");
+            rest /= self.grid[a];
+        }
+        coordinates
+    }
+
+    fn region(&self, coordinates: &[usize], level: usize, owned: bool) -> Region {
+        let (start, end): (Vec<u64>, Vec<u64>) = coordinates
+            .iter()
+            .enumerate()
+            .map(|(a, &i)| {
+                let span = self.spans[a][i][level - self.first];
+                if owned { span.owned } else { span.computed }
+            })
+            .unzip();
+        Region::from_bounds(&start, &end)
+    }
+
+    /// Largest working set of one task, in bytes (read buffers, every computed level, and
+    /// the gaussian `f64` intermediates).
+    fn task_bytes(&self, element_size: u64, method: Method) -> u64 {
+        let largest = |level: usize| -> u64 {
+            self.spans
+                .iter()
+                .map(|axis| {
+                    axis.iter()
+                        .map(|s| {
+                            let c = s[level - self.first].computed;
+                            c.1 - c.0
+                        })
+                        .max()
+                        .unwrap_or(1)
+                })
+                .product()
+        };
+        let source = largest(self.first);
+        let mut bytes = 2 * source * element_size;
+        for level in self.first + 1..=self.last {
+            bytes += 2 * largest(level) * element_size;
+        }
+        if method == Method::Gaussian {
+            bytes += source * 8;
+        }
+        bytes
+    }
+}
+
+/// Chooses the levels of the next pass and its concurrency from the memory budget.
+fn plan_pass(context: &BuildContext<'_>, first: usize, element_size: u64) -> (Pass, usize) {
+    let last_level = context.plan.len() - 1;
+    let budget = context.memory_bytes * 7 / 10;
+    let source_bytes = context.plan.levels[first].shape.iter().product::<u64>() * element_size;
+    let mut chosen: Option<(Pass, usize)> = None;
+    for last in first + 1..=last_level {
+        let pass = Pass::new(context, first, last);
+        let tasks = pass.task_count();
+        let workers = usize::try_from(tasks)
+            .unwrap_or(usize::MAX)
+            .min(context.threads)
+            .max(1);
+        let fits = workers as u64 * pass.task_bytes(element_size, context.method) <= budget;
+        let parallel_enough = tasks >= 2 * context.threads as u64 || source_bytes <= 32 << 20;
+        if chosen.is_none() || (fits && parallel_enough) {
+            chosen = Some((pass, workers));
+        } else {
+            break;
+        }
+    }
+    let (pass, mut workers) = chosen.expect("at least one level remains");
+    let task_bytes = pass.task_bytes(element_size, context.method);
+    let affordable = usize::try_from(budget / task_bytes.max(1))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if affordable < workers {
+        debug!(
+            "memory budget allows {affordable} concurrent tasks of {task_bytes} bytes (instead of {workers})"
+        );
+        workers = affordable;
+    }
+    if task_bytes > budget {
+        warn!(
+            "one task needs about {} MiB, more than the --memory budget allows; use smaller --chunks to stay within it",
+            task_bytes >> 20
+        );
+    }
+    (pass, workers)
+}
+
+/// Runs every pass; returns the seconds of the pass that produced each level.
+fn run_passes<T: StoreElement>(context: &BuildContext<'_>) -> Result<Vec<f64>, BuildError> {
+    let levels = context.plan.len();
+    let mut seconds = vec![0.0; levels];
+    if levels == 1 {
+        // Only level 0: copy it.
+        let started = Instant::now();
+        copy_level0_only::<T>(context)?;
+        seconds[0] = started.elapsed().as_secs_f64();
+        context.progress.pass_done(0..=0, started.elapsed());
+        return Ok(seconds);
+    }
+    let element_size = T::DTYPE.size() as u64;
+    let mut first = 0;
+    while first + 1 < levels {
+        let started = Instant::now();
+        let (pass, workers) = plan_pass(context, first, element_size);
+        debug!(
+            "pass: level {} → levels {}..={}, {} tasks on {} workers",
+            pass.first,
+            pass.first + 1,
+            pass.last,
+            pass.task_count(),
+            workers
+        );
+        run_pass::<T>(context, &pass, workers)?;
+        let elapsed = started.elapsed();
+        let produced = if pass.writes_first {
+            pass.first..=pass.last
+        } else {
+            pass.first + 1..=pass.last
+        };
+        for level in produced.clone() {
+            seconds[level] = elapsed.as_secs_f64();
+        }
+        debug!("levels {produced:?} done in {:.2} s", elapsed.as_secs_f64());
+        context.progress.pass_done(produced, elapsed);
+        first = pass.last;
+    }
+    Ok(seconds)
+}
+
+/// A one-level "pyramid": level 0 copied chunk by chunk.
+fn copy_level0_only<T: StoreElement>(context: &BuildContext<'_>) -> Result<(), BuildError> {
+    let level = &context.plan.levels[0];
+    let grid: Vec<u64> = level
+        .shape
+        .iter()
+        .zip(&level.chunks)
+        .map(|(&n, &c)| n.div_ceil(c))
+        .collect();
+    let total: u64 = grid.iter().product();
+    let reader = TileReader::<T>::new(
+        context.source.array.clone(),
+        context.source.path.clone(),
+        context.memory_bytes / 2,
+        Arc::new(|_: &Region| 1),
+    );
+    use rayon::prelude::*;
+    (0..total)
+        .into_par_iter()
+        .try_for_each(|i| -> Result<(), BuildError> {
+            if context.cancelled() {
+                return Err(BuildError::Interrupted);
+            }
+            let mut rest = i;
+            let mut idx = vec![0u64; grid.len()];
+            for a in (0..grid.len()).rev() {
+                idx[a] = rest % grid[a];
+                rest /= grid[a];
+            }
+            let chunk_region = context.levels[0].chunk_region(&idx);
+            if context.raw_copy_level0 {
+                context.levels[0].copy_encoded_chunk(context.source, &idx)?;
+                context.counters.raw_copied.fetch_add(1, Ordering::Relaxed);
+            } else {
+                let inside = chunk_region
+                    .intersect(&Region::whole(&level.shape))
+                    .expect("chunk inside the level");
+                let data = reader.read(&inside)?;
+                write_chunk_from::<T>(
+                    &context.levels[0],
+                    &idx,
+                    &chunk_region,
+                    &data,
+                    &inside,
+                    context.source,
+                )?;
+            }
+            context.progress.advance(1);
+            Ok(())
+        })?;
+    context.counters.decoded.fetch_add(
+        reader.stats.decoded.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
+    Ok(())
+}
+
+fn fill_of<T: StoreElement>(source: &SourceImage) -> T {
+    bytemuck::pod_read_unaligned(source.array.fill_value().as_ne_bytes())
+}
+
+/// Writes chunk `idx` (grid region `chunk_region`) from `data` covering `data_region`.
+fn write_chunk_from<T: StoreElement>(
+    level: &LevelArray,
+    idx: &[u64],
+    chunk_region: &Region,
+    data: &[T],
+    data_region: &Region,
+    source: &SourceImage,
+) -> Result<(), BuildError> {
+    let mut buffer = vec![fill_of::<T>(source); chunk_region.len()];
+    copy_overlap(data, data_region, &mut buffer, chunk_region);
+    level.write_chunk(idx, &buffer)?;
+    Ok(())
+}
+
+/// Chunk indices of a level whose chunks intersect `region` (chunk-aligned regions give
+/// exactly the chunks they own).
+fn chunks_in(region: &Region, chunks: &[u64]) -> Vec<Vec<u64>> {
+    let ranges: Vec<(u64, u64)> = (0..region.ndim())
+        .map(|a| {
+            (
+                region.start[a] / chunks[a],
+                region.end(a).div_ceil(chunks[a]),
+            )
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut idx: Vec<u64> = ranges.iter().map(|r| r.0).collect();
+    if ranges.iter().any(|r| r.0 >= r.1) {
+        return out;
+    }
+    loop {
+        out.push(idx.clone());
+        let mut a = ranges.len();
+        loop {
+            if a == 0 {
+                return out;
+            }
+            a -= 1;
+            idx[a] += 1;
+            if idx[a] < ranges[a].1 {
+                break;
+            }
+            idx[a] = ranges[a].0;
+        }
+    }
+}
+
+fn run_pass<T: StoreElement>(
+    context: &BuildContext<'_>,
+    pass: &Pass,
+    workers: usize,
+) -> Result<(), BuildError> {
+    let element_size = T::DTYPE.size() as u64;
+    let reading_source = pass.first == 0;
+    let (array, path) = if reading_source {
+        (context.source.array.clone(), context.source.path.clone())
+    } else {
+        let array = zarrs::array::Array::open(
+            Arc::new(
+                zarrs::filesystem::FilesystemStore::new(&context.group.path).map_err(|e| {
+                    StoreError::Io {
+                        action: "cannot open",
+                        path: context.group.path.clone(),
+                        source: std::io::Error::other(e.to_string()),
+                    }
+                })?,
+            ) as store::ReadStorage,
+            &format!("/{}", pass.first),
+        )
+        .map_err(|e| StoreError::OpenArray {
+            path: context.group.path.join(pass.first.to_string()),
+            source: Box::new(e),
+        })?;
+        (
+            Arc::new(array),
+            context.group.path.join(pass.first.to_string()),
+        )
+    };
+    let task_bytes = pass.task_bytes(element_size, context.method);
+    let cache_budget = context
+        .memory_bytes
+        .saturating_sub(workers as u64 * task_bytes);
+    // How many tasks read the chunk at a region of level `first`: per axis, the task
+    // columns whose read span overlaps it.
+    let read_spans: Vec<Vec<(u64, u64)>> = pass
+        .spans
+        .iter()
+        .map(|axis| axis.iter().map(|s| s[0].computed).collect())
+        .collect();
+    let reads_of: ReadCounter = Arc::new(move |region: &Region| {
+        (0..region.ndim())
+            .map(|a| {
+                read_spans[a]
+                    .iter()
+                    .filter(|c| c.0 < region.end(a) && region.start[a] < c.1)
+                    .count() as u64
+            })
+            .product()
+    });
+    let reader = TileReader::<T>::new(array, path, cache_budget, reads_of);
+    let next_task = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<BuildError>> = Mutex::new(None);
+    let tasks = usize::try_from(pass.task_count()).expect("task count fits usize");
+    rayon::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|_| {
+                loop {
+                    let task = next_task.fetch_add(1, Ordering::Relaxed);
+                    if task >= tasks || failed.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let result = if context.cancelled() {
+                        Err(BuildError::Interrupted)
+                    } else {
+                        run_task::<T>(context, pass, &reader, task as u64)
+                    };
+                    if let Err(e) = result {
+                        failed.store(true, Ordering::Relaxed);
+                        first_error.lock().expect("error lock").get_or_insert(e);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    context.counters.decoded.fetch_add(
+        reader.stats.decoded.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
+    context.counters.redecoded.fetch_add(
+        reader.stats.redecoded.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
+    match first_error.into_inner().expect("error lock") {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn run_task<T: StoreElement>(
+    context: &BuildContext<'_>,
+    pass: &Pass,
+    reader: &TileReader<T>,
+    task: u64,
+) -> Result<(), BuildError> {
+    use rayon::prelude::*;
+    let coordinates = pass.task_coordinates(task);
+    let timer = Instant::now();
+    let raw_copy = pass.writes_first && context.raw_copy_level0;
+    let read_region = pass.region(&coordinates, pass.first, false);
+    let data = reader.read(&read_region)?;
+    let source_tile = Tile::new(read_region, T::wrap(data));
+    let read_done = Instant::now();
+    add_ns(&context.counters.read_ns, read_done - timer);
+
+    let chain: Vec<(Step, Region)> = (pass.first..pass.last)
+        .map(|level| {
+            (
+                context.step(level),
+                pass.region(&coordinates, level + 1, false),
+            )
+        })
+        .collect();
+    let outputs = context.backend.downsample_chain(&source_tile, &chain)?;
+    let compute_done = Instant::now();
+    add_ns(&context.counters.compute_ns, compute_done - read_done);
+
+    let mut written = 0u64;
+    if pass.writes_first {
+        let owned = pass.region(&coordinates, pass.first, true);
+        let level = &context.levels[pass.first];
+        let chunk_shape = &context.plan.levels[pass.first].chunks;
+        let indices = chunks_in(&owned, chunk_shape);
+        written += indices.len() as u64;
+        indices
+            .par_iter()
+            .try_for_each(|idx| -> Result<(), BuildError> {
+                if raw_copy {
+                    level.copy_encoded_chunk(context.source, idx)?;
+                    context.counters.raw_copied.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                } else {
+                    let data = T::view(&source_tile.data).expect("typed tile");
+                    write_chunk_from::<T>(
+                        level,
+                        idx,
+                        &level.chunk_region(idx),
+                        data,
+                        &source_tile.region,
+                        context.source,
+                    )
+                }
+            })?;
+    }
+    for (offset, tile) in outputs.iter().enumerate() {
+        let level_index = pass.first + 1 + offset;
+        let owned = pass.region(&coordinates, level_index, true);
+        let level = &context.levels[level_index];
+        let indices = chunks_in(&owned, &context.plan.levels[level_index].chunks);
+        written += indices.len() as u64;
+        let data = T::view(&tile.data).expect("backend returns the source dtype");
+        indices.par_iter().try_for_each(|idx| {
+            write_chunk_from::<T>(
+                level,
+                idx,
+                &level.chunk_region(idx),
+                data,
+                &tile.region,
+                context.source,
+            )
+        })?;
+    }
+    add_ns(&context.counters.write_ns, compute_done.elapsed());
+    context.progress.advance(written);
+    Ok(())
+}
+
+fn add_ns(counter: &AtomicU64, elapsed: Duration) {
+    counter.fetch_add(
+        u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
+}

@@ -1,0 +1,44 @@
+//! # ome-pyramid
+//!
+//! Builds multiscale OME-Zarr (NGFF v0.4) pyramids from large Zarr volumes. The
+//! downsampling runs in WGSL compute shaders through `wgpu`, or on all CPU cores with the
+//! same results; memory stays within a budget however large the volume.
+//!
+//! ```no_run
+//! use ome_pyramid::{Method, PyramidBuilder};
+//!
+//! let report = PyramidBuilder::new("volume.zarr", "volume.ome.zarr")
+//!     .method(Method::Mean)
+//!     .memory_bytes(4 << 30)
+//!     .build()?;
+//! println!("{} levels in {:.1} s", report.levels.len(), report.seconds);
+//! # Ok::<(), ome_pyramid::BuildError>(())
+//! ```
+//!
+//! Data flows store → engine → backend → store:
+//! - [`plan`] decides level shapes and factors and [`ngff`] the metadata, without I/O;
+//! - [`store`] opens the input, reads tiles, and writes the level arrays;
+//! - [`backend`] holds the [`Downsampler`] trait and the CPU and GPU kernels;
+//! - [`engine`] is the only module that joins the store and the backends.
+//!
+//! The methods are defined exactly in [`method`]; integer results are identical on every
+//! backend for nearest and mean.
+
+pub mod backend;
+pub mod dtype;
+pub mod engine;
+pub mod method;
+pub mod ngff;
+pub mod plan;
+pub mod store;
+pub mod synthetic;
+pub mod tile;
+pub mod units;
+
+pub use backend::{BackendChoice, BackendError, BackendKind, Downsampler, Step};
+pub use dtype::DType;
+pub use engine::{BuildError, BuildOptions, BuildReport, NoProgress, Progress, PyramidBuilder};
+pub use method::Method;
+pub use plan::{Axis, AxisKind, FactorRule, PlanError, PyramidPlan};
+pub use store::{Compression, StoreError};
+pub use tile::{Region, Tile, TileData};

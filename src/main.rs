@@ -1,0 +1,671 @@
+//! The `ome-pyramid` command line (SPEC §1): `build`, `info`, `demo`.
+//!
+//! Exit codes: 0 success; 2 usage or invalid input; 1 any other failure. Errors are one
+//! `error:` line with their cause chain.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use ome_pyramid::engine::LevelReport;
+use ome_pyramid::store::{self, NodeKind};
+use ome_pyramid::synthetic::{self, ArrayFormat, ArraySpec, Codec};
+use ome_pyramid::units::{format_bytes, parse_size};
+use ome_pyramid::{
+    BackendChoice, BuildError, BuildOptions, BuildReport, Compression, DType, Method, Progress,
+    PyramidBuilder,
+};
+
+/// Builds multiscale OME-Zarr (NGFF v0.4) pyramids from Zarr volumes, on the GPU (WGSL
+/// compute shaders through wgpu) or on all CPU cores, with the same results.
+#[derive(Parser, Debug)]
+#[command(name = "ome-pyramid", version, about, long_about = None, propagate_version = true)]
+#[command(after_help = "Exit codes: 0 success, 2 usage or invalid input, 1 any other failure.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// More logging (-v: per-level timings, -vv: everything).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// No progress bar and only warnings and errors on stderr.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build the pyramid of INPUT (a Zarr v2/v3 array or an OME-Zarr image) into OUTPUT.
+    Build(BuildArgs),
+    /// Show the levels, shapes, chunks, dtype, codecs and transforms of a Zarr array or OME-Zarr image.
+    Info(InfoArgs),
+    /// Make a synthetic 3-D volume (structure plus noise) and build its pyramid.
+    Demo(DemoArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct PyramidArgs {
+    /// Downsampling method: nearest (first voxel of each window), mean (window average,
+    /// rounded half to even), gaussian (reflect-border blur with σ = f/3, then the mean).
+    #[arg(long, default_value = "mean", value_parser = parse_method)]
+    method: Method,
+    /// Compute backend: auto (a hardware GPU if found, else CPU), gpu (any adapter,
+    /// software ones included; error if none), cpu.
+    #[arg(long, default_value = "auto", value_parser = parse_backend)]
+    backend: BackendChoice,
+    /// Total number of levels including level 0 [default: until the top level fits in one chunk].
+    #[arg(long)]
+    levels: Option<usize>,
+    /// Per-axis factor of every step, e.g. z=1,y=2,x=2; `auto` halves the space axes whose
+    /// pixel size is within 1.5× of the finest.
+    #[arg(long, default_value = "auto", value_parser = parse_factors)]
+    factors: FactorsArg,
+    /// Output chunk shape, e.g. 64,256,256 (clipped to each level) [default: the input's].
+    #[arg(long, value_parser = parse_dims)]
+    chunks: Option<Dims>,
+    /// Working-set budget; peak memory stays near it whatever the volume size.
+    #[arg(long, default_value = "2GiB", value_parser = parse_size)]
+    memory: u64,
+    /// CPU threads for decode, encode and CPU kernels [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Codec of every output array: input (the input's codec where Zarr v2 can express it,
+    /// else blosc-lz4), blosc-lz4, blosc-zstd, zstd, gzip, none.
+    #[arg(long, default_value = "input")]
+    compression: Compression,
+    /// Compression level of the chosen codec.
+    #[arg(long, allow_hyphen_values = true)]
+    clevel: Option<i32>,
+    /// Replace OUTPUT if it exists (only if it is a Zarr store or empty).
+    #[arg(long)]
+    overwrite: bool,
+    /// Print the result as JSON on stdout instead of the summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct BuildArgs {
+    /// Zarr v2/v3 array, or OME-Zarr image group (its first dataset is level 0).
+    input: PathBuf,
+    /// The new OME-Zarr group to create.
+    output: PathBuf,
+    #[command(flatten)]
+    pyramid: PyramidArgs,
+    /// Axis names of a plain array, e.g. tczyx [default by dimensionality: yx, zyx, czyx, tczyx].
+    #[arg(long)]
+    axes: Option<String>,
+    /// Level-0 pixel size per axis, e.g. z=2.0,y=0.5,x=0.5 [default: the input's OME metadata, else 1].
+    #[arg(long, value_parser = parse_scale)]
+    scale: Option<NamedScale>,
+    /// Unit of the space axes, e.g. micrometer (um), nanometer (nm).
+    #[arg(long)]
+    unit: Option<String>,
+    /// Image name in the metadata [default: the input's name, else its file name].
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct InfoArgs {
+    /// A Zarr array, group or OME-Zarr image.
+    path: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// Where to write the pyramid.
+    #[arg(default_value = "demo.ome.zarr")]
+    output: PathBuf,
+    /// Shape of the synthetic volume (z,y,x).
+    #[arg(long, default_value = "128,1024,1024", value_parser = parse_dims)]
+    size: Dims,
+    /// Data type of the synthetic volume.
+    #[arg(long, default_value = "uint16", value_parser = parse_dtype)]
+    dtype: DType,
+    /// Chunk shape of the synthetic volume.
+    #[arg(long = "input-chunks", default_value = "64,256,256", value_parser = parse_dims)]
+    input_chunks: Dims,
+    /// Keep the synthetic input volume at this path instead of deleting it.
+    #[arg(long)]
+    keep_input: Option<PathBuf>,
+    #[command(flatten)]
+    pyramid: PyramidArgs,
+}
+
+/// A comma-separated list of sizes, e.g. `64,256,256`.
+#[derive(Debug, Clone)]
+struct Dims(Vec<u64>);
+
+/// Pixel sizes by axis name, e.g. `z=2.0,y=0.5,x=0.5`.
+#[derive(Debug, Clone)]
+struct NamedScale(Vec<(String, f64)>);
+
+#[derive(Debug, Clone)]
+enum FactorsArg {
+    Auto,
+    Named(Vec<(String, u32)>),
+}
+
+fn parse_method(s: &str) -> Result<Method, String> {
+    s.parse()
+        .map_err(|e: ome_pyramid::method::UnknownMethod| e.to_string())
+}
+
+fn parse_backend(s: &str) -> Result<BackendChoice, String> {
+    s.parse()
+        .map_err(|e: ome_pyramid::backend::UnknownBackend| e.to_string())
+}
+
+fn parse_dtype(s: &str) -> Result<DType, String> {
+    DType::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = DType::ALL.iter().map(|d| d.name()).collect();
+        format!("unknown dtype `{s}` (expected one of {})", names.join(", "))
+    })
+}
+
+fn parse_named<V: std::str::FromStr>(
+    s: &str,
+    what: &str,
+    example: &str,
+) -> Result<Vec<(String, V)>, String> {
+    s.split(',')
+        .map(|item| {
+            let (name, value) = item.split_once('=').ok_or_else(|| {
+                format!("`{item}` is not of the form axis=value (example: {example})")
+            })?;
+            let value = value
+                .trim()
+                .parse::<V>()
+                .map_err(|_| format!("`{value}` is not a valid {what} for axis `{name}`"))?;
+            Ok((name.trim().to_string(), value))
+        })
+        .collect()
+}
+
+fn parse_factors(s: &str) -> Result<FactorsArg, String> {
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(FactorsArg::Auto);
+    }
+    let named: Vec<(String, u32)> = parse_named(s, "factor", "z=1,y=2,x=2")?;
+    if let Some((name, _)) = named.iter().find(|(_, f)| *f == 0) {
+        return Err(format!("the factor of axis `{name}` must be at least 1"));
+    }
+    Ok(FactorsArg::Named(named))
+}
+
+fn parse_scale(s: &str) -> Result<NamedScale, String> {
+    let named: Vec<(String, f64)> = parse_named(s, "pixel size", "z=2.0,y=0.5,x=0.5")?;
+    if let Some((name, v)) = named.iter().find(|(_, v)| !(v.is_finite() && *v > 0.0)) {
+        return Err(format!(
+            "the pixel size of axis `{name}` must be a positive number, not {v}"
+        ));
+    }
+    Ok(NamedScale(named))
+}
+
+fn parse_dims(s: &str) -> Result<Dims, String> {
+    let values: Vec<u64> = s
+        .split(',')
+        .map(|v| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("`{v}` is not a positive integer (example: 64,256,256)"))
+        })
+        .collect::<Result<_, _>>()?;
+    if values.contains(&0) {
+        return Err("sizes must be at least 1".into());
+    }
+    Ok(Dims(values))
+}
+
+/// The progress bar, if one is shown; logging goes around it.
+static BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// A log writer that suspends the progress bar while a line is written.
+struct LogWriter(Vec<u8>);
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        let text = std::mem::take(&mut self.0);
+        let write = || {
+            let _ = std::io::stderr().write_all(&text);
+        };
+        match BAR.lock().ok().and_then(|b| b.clone()) {
+            Some(bar) => bar.suspend(write),
+            None => write(),
+        }
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => tracing::Level::WARN,
+        (false, 0) => tracing::Level::INFO,
+        (false, 1) => tracing::Level::DEBUG,
+        (false, _) => tracing::Level::TRACE,
+    };
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_target("ome_pyramid", level)
+        .with_default(if verbose >= 3 {
+            level
+        } else {
+            tracing::Level::WARN
+        });
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .without_time()
+                .with_target(false)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(|| LogWriter(Vec::new())),
+        )
+        .with(filter)
+        .try_init();
+}
+
+/// Shows build progress as a bar on a terminal.
+struct BarProgress {
+    bar: ProgressBar,
+}
+
+impl BarProgress {
+    fn new(visible: bool) -> Self {
+        let bar = if visible {
+            ProgressBar::new(0)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} chunks ({eta} left)",
+            )
+            .expect("valid template"),
+        );
+        if visible {
+            bar.enable_steady_tick(Duration::from_millis(200));
+            *BAR.lock().expect("bar lock") = Some(bar.clone());
+        }
+        Self { bar }
+    }
+}
+
+impl Progress for BarProgress {
+    fn start(&self, total_chunks: u64) {
+        self.bar.set_length(total_chunks);
+    }
+    fn advance(&self, chunks: u64) {
+        self.bar.inc(chunks);
+    }
+    fn pass_done(&self, levels: std::ops::RangeInclusive<usize>, elapsed: Duration) {
+        tracing::debug!(
+            "levels {}..={} written in {:.2} s",
+            levels.start(),
+            levels.end(),
+            elapsed.as_secs_f64()
+        );
+    }
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+        *BAR.lock().expect("bar lock") = None;
+    }
+}
+
+fn build_options(args: &PyramidArgs) -> BuildOptions {
+    BuildOptions {
+        method: args.method,
+        backend: args.backend,
+        levels: args.levels,
+        factors: match &args.factors {
+            FactorsArg::Auto => None,
+            FactorsArg::Named(named) => Some(named.clone()),
+        },
+        chunks: args.chunks.clone().map(|d| d.0),
+        compression: args.compression,
+        clevel: args.clevel,
+        overwrite: args.overwrite,
+        memory_bytes: args.memory,
+        threads: args.threads,
+        ..BuildOptions::default()
+    }
+}
+
+fn print_summary(report: &BuildReport) {
+    let shapes: Vec<String> = report
+        .levels
+        .iter()
+        .map(|l: &LevelReport| format!("{:?}", l.shape))
+        .collect();
+    println!(
+        "Built {} levels of `{}` from `{}` ({} {:?}, {}) in {:.2} s: {:.0} MB/s of input, method {}, backend {}.",
+        report.levels.len(),
+        report.output.display(),
+        report.input.display(),
+        report.dtype,
+        report.levels[0].shape,
+        format_bytes(report.input_bytes),
+        report.seconds,
+        report.input_mb_per_s,
+        report.method,
+        report.backend,
+    );
+    println!("  levels: {}", shapes.join(" → "));
+    if report.chunks_copied_raw > 0 {
+        println!(
+            "  level 0 copied without re-encoding ({} chunks)",
+            report.chunks_copied_raw
+        );
+    }
+    tracing::debug!(
+        "chunks decoded {} (re-decoded {}), stage seconds summed over tasks: read {:.2}, compute {:.2}, write {:.2}",
+        report.chunks_decoded,
+        report.chunks_redecoded,
+        report.stage_seconds.read,
+        report.stage_seconds.compute,
+        report.stage_seconds.write
+    );
+}
+
+fn run_builder(
+    builder: PyramidBuilder,
+    json_output: bool,
+    quiet: bool,
+) -> Result<BuildReport, BuildError> {
+    let show_bar = !quiet && !json_output && std::io::stderr().is_terminal();
+    let report = builder
+        .progress(Arc::new(BarProgress::new(show_bar)))
+        .build()?;
+    if json_output {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serialises")
+        );
+    } else if !quiet {
+        print_summary(&report);
+    }
+    Ok(report)
+}
+
+fn cmd_build(args: BuildArgs, quiet: bool) -> Result<(), BuildError> {
+    let mut options = build_options(&args.pyramid);
+    options.axes = args.axes;
+    options.scale = args.scale.map(|s| s.0).unwrap_or_default();
+    options.unit = args.unit;
+    options.name = args.name;
+    let builder = PyramidBuilder::new(&args.input, &args.output).options(options);
+    run_builder(builder, args.pyramid.json, quiet).map(|_| ())
+}
+
+fn cmd_demo(args: &DemoArgs, quiet: bool) -> Result<()> {
+    let (size, input_chunks) = (&args.size.0, &args.input_chunks.0);
+    if size.len() != 3 || input_chunks.len() != 3 {
+        return Err(anyhow!(UsageError(
+            "--size and --input-chunks take three values (z,y,x)".into()
+        )));
+    }
+    if args.pyramid.overwrite {
+        // Checked again by the build; refusing early avoids writing the input for nothing.
+    } else if args.output.exists() {
+        return Err(anyhow!(BuildError::OutputExists(args.output.clone())));
+    }
+    let (input, temporary) = match &args.keep_input {
+        Some(path) => {
+            if path.exists() {
+                return Err(anyhow!(UsageError(format!(
+                    "--keep-input `{}` already exists",
+                    path.display()
+                ))));
+            }
+            (path.clone(), false)
+        }
+        None => {
+            let parent = args
+                .output
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let name = format!(".ome-pyramid-demo-input-{}.zarr", std::process::id());
+            (parent.join(name), true)
+        }
+    };
+    let spec = ArraySpec {
+        shape: size.clone(),
+        chunks: input_chunks.clone(),
+        dtype: args.dtype,
+        format: ArrayFormat::V2,
+        codec: Codec::Zstd(1),
+    };
+    let bytes = size.iter().product::<u64>() * args.dtype.size() as u64;
+    if !quiet {
+        eprintln!(
+            "Writing a synthetic {} volume {:?} ({}, zstd level 1) to `{}` …",
+            args.dtype,
+            size,
+            format_bytes(bytes),
+            input.display()
+        );
+    }
+    let result = (|| -> Result<()> {
+        synthetic::write_synthetic(&input, &spec, 42)
+            .context("cannot write the synthetic volume")?;
+        let mut options = build_options(&args.pyramid);
+        options.unit = Some("micrometer".into());
+        options.name = Some("ome-pyramid demo".into());
+        let builder = PyramidBuilder::new(&input, &args.output).options(options);
+        run_builder(builder, args.pyramid.json, quiet)?;
+        if !quiet && !args.pyramid.json {
+            println!(
+                "Look inside with: ome-pyramid info {}",
+                args.output.display()
+            );
+        }
+        Ok(())
+    })();
+    if temporary {
+        let _ = std::fs::remove_dir_all(&input);
+    }
+    result
+}
+
+fn cmd_info(args: &InfoArgs) -> Result<()> {
+    let path = &args.path;
+    if !path.exists() {
+        return Err(anyhow!(store::StoreError::NotFound(path.clone())));
+    }
+    let node = store::probe_node(path)?;
+    let info = match node {
+        NodeKind::ArrayV2(_) | NodeKind::ArrayV3(_) => json!({
+            "path": path,
+            "kind": "array",
+            "arrays": [array_info(path, "")?],
+        }),
+        NodeKind::Group(attributes) => {
+            let image = ome_pyramid::ngff::read_input_image(&attributes).map_err(|source| {
+                store::StoreError::Ngff {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            let multiscales = attributes
+                .get("multiscales")
+                .or_else(|| attributes.get("ome").and_then(|o| o.get("multiscales")))
+                .cloned();
+            let datasets: Vec<serde_json::Value> = multiscales
+                .as_ref()
+                .and_then(|m| m.get(0))
+                .and_then(|m| m.get("datasets"))
+                .and_then(|d| d.as_array())
+                .cloned()
+                .unwrap_or_default();
+            let mut arrays = Vec::new();
+            for d in &datasets {
+                let p = d.get("path").and_then(|p| p.as_str()).unwrap_or_default();
+                let mut entry = array_info(&path.join(p), p)?;
+                entry["coordinateTransformations"] = d
+                    .get("coordinateTransformations")
+                    .cloned()
+                    .unwrap_or_default();
+                arrays.push(entry);
+            }
+            let first = multiscales
+                .as_ref()
+                .and_then(|m| m.get(0))
+                .cloned()
+                .unwrap_or_default();
+            json!({
+                "path": path,
+                "kind": if image.is_some() { "ome-zarr image" } else { "group" },
+                "version": first.get("version"),
+                "name": first.get("name"),
+                "axes": first.get("axes"),
+                "type": first.get("type"),
+                "metadata": first.get("metadata"),
+                "arrays": arrays,
+            })
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(());
+    }
+    println!(
+        "{} ({})",
+        path.display(),
+        info["kind"].as_str().unwrap_or("?")
+    );
+    if let Some(axes) = info.get("axes").and_then(|a| a.as_array()) {
+        let names: Vec<String> = axes
+            .iter()
+            .map(|a| {
+                let name = a["name"].as_str().unwrap_or("?");
+                match (a["type"].as_str(), a["unit"].as_str()) {
+                    (Some(t), Some(u)) => format!("{name} ({t}, {u})"),
+                    (Some(t), None) => format!("{name} ({t})"),
+                    _ => name.to_string(),
+                }
+            })
+            .collect();
+        println!("  axes: {}", names.join(", "));
+    }
+    if let Some(kind) = info.get("type").and_then(|t| t.as_str()) {
+        let backend = info["metadata"]["backend"].as_str().unwrap_or("?");
+        println!(
+            "  method: {kind} (backend {backend}), OME-NGFF {}",
+            info["version"].as_str().unwrap_or("?")
+        );
+    }
+    for array in info["arrays"].as_array().into_iter().flatten() {
+        let mut line = format!(
+            "  {:>4}  {} {} chunks {} {}",
+            array["path"]
+                .as_str()
+                .filter(|p| !p.is_empty())
+                .unwrap_or("."),
+            array["dtype"].as_str().unwrap_or("?"),
+            array["shape"],
+            array["chunks"],
+            array["codecs"].as_str().unwrap_or("?"),
+        );
+        if let Some(transforms) = array
+            .get("coordinateTransformations")
+            .and_then(|t| t.as_array())
+        {
+            for t in transforms {
+                if let Some(kind) = t["type"].as_str() {
+                    line.push_str(&format!("  {kind} {}", t[kind]));
+                }
+            }
+        }
+        println!("{line}");
+    }
+    Ok(())
+}
+
+fn array_info(dir: &Path, label: &str) -> Result<serde_json::Value> {
+    let source = store::open_source(dir)?;
+    Ok(json!({
+        "path": label,
+        "zarr_format": source.zarr_format,
+        "dtype": source.dtype.name(),
+        "shape": source.shape,
+        "chunks": source.chunk_shape,
+        "codecs": store::describe_codecs(&source.raw_metadata),
+        "fill_value": source.fill_value,
+    }))
+}
+
+/// A usage mistake found after argument parsing (exit code 2).
+#[derive(Debug)]
+struct UsageError(String);
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for UsageError {}
+
+/// 2 for mistakes in what the user gave, 1 for failures while running.
+fn exit_code(error: &anyhow::Error) -> u8 {
+    for cause in error.chain() {
+        if let Some(e) = cause.downcast_ref::<BuildError>() {
+            return if e.is_invalid_input() { 2 } else { 1 };
+        }
+        if let Some(e) = cause.downcast_ref::<store::StoreError>() {
+            return if e.is_invalid_input() { 2 } else { 1 };
+        }
+        if cause.downcast_ref::<UsageError>().is_some() {
+            return 2;
+        }
+    }
+    1
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    let result: Result<()> = match cli.command {
+        Command::Build(args) => cmd_build(args, cli.quiet).map_err(anyhow::Error::from),
+        Command::Info(args) => cmd_info(&args),
+        Command::Demo(args) => cmd_demo(&args, cli.quiet),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            if let Some(bar) = BAR.lock().ok().and_then(|mut b| b.take()) {
+                bar.finish_and_clear();
+            }
+            eprintln!("error: {error:#}");
+            ExitCode::from(exit_code(&error))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

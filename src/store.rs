@@ -1,0 +1,1032 @@
+//! Storage: opening the input, creating the output group and its level arrays, reading
+//! tiles and writing chunks (SPEC §1 inputs, §4 layout, §5 streaming). Built on `zarrs`.
+//!
+//! - Inputs: a Zarr v2 or v3 array (any codec and chunk grid `zarrs` reads, sharding
+//!   included), or a group holding OME-Zarr `multiscales` (v0.4 `.zattrs`, or v0.5 `ome`
+//!   attributes), whose first dataset is level 0.
+//! - Output: a Zarr v2 group; level `k` is the array `k` with `order "C"`,
+//!   `dimension_separator "/"`, a little-endian dtype, `filters null` and the chosen
+//!   compressor. `.zattrs` is written last, atomically.
+//! - [`TileReader`] reads any region of a level through a bounded cache of decoded chunks
+//!   that keeps a chunk exactly until the last tile that needs it has read it, so each
+//!   chunk is decoded once per pass whenever the memory budget allows.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value, json};
+use zarrs::array::{
+    Array, ArrayMetadataV2, ArrayShardedExt, ArrayShardedReadableExt, ArrayShardedReadableExtCache,
+    ArraySubset, ChunkGrid, CodecOptions, Element, ElementOwned,
+};
+use zarrs::filesystem::FilesystemStore;
+use zarrs::plugin::ExtensionName;
+use zarrs::storage::{ReadableStorageTraits, ReadableWritableStorageTraits, StoreKey};
+
+use crate::dtype::DType;
+use crate::ngff::{InputImage, NgffError, read_input_image};
+use crate::tile::{Region, TileElement, copy_overlap};
+
+/// A readable store.
+pub type ReadStorage = Arc<dyn ReadableStorageTraits>;
+/// A readable and writable store.
+pub type WriteStorage = Arc<dyn ReadableWritableStorageTraits>;
+
+/// Errors of the storage layer. Each names the path and, where there is one, the chunk.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The input path does not exist.
+    #[error("input `{0}` does not exist")]
+    NotFound(PathBuf),
+    /// The input path is not a Zarr array or group.
+    #[error("`{0}` is not a Zarr array or OME-Zarr image (no .zarray, .zgroup or zarr.json found)")]
+    NotZarr(PathBuf),
+    /// A group without `multiscales`.
+    #[error(
+        "`{0}` is a Zarr group without OME `multiscales` metadata; point at an array or an OME-Zarr image"
+    )]
+    NotAnImage(PathBuf),
+    /// Malformed metadata.
+    #[error("invalid metadata in `{path}`: {reason}")]
+    InvalidMetadata {
+        /// Where.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// OME metadata problems.
+    #[error("invalid OME metadata in `{path}`")]
+    Ngff {
+        /// Where.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: NgffError,
+    },
+    /// `multiscales` names a dataset that is not there or cannot be opened.
+    #[error("OME metadata in `{path}` names dataset `{dataset}`, which cannot be opened")]
+    MissingDataset {
+        /// The group.
+        path: PathBuf,
+        /// The dataset path.
+        dataset: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The array cannot be opened.
+    #[error("cannot open the Zarr array at `{path}`")]
+    OpenArray {
+        /// Where.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A data type outside SPEC §5.
+    #[error("`{path}` holds {dtype} data; supported are uint8/16/32/64, int8/16/32/64, float32/64")]
+    UnsupportedDType {
+        /// Where.
+        path: PathBuf,
+        /// The data type.
+        dtype: String,
+    },
+    /// An axis of length zero.
+    #[error("`{path}` has shape {shape:?}: every axis must have at least one element")]
+    EmptyAxis {
+        /// Where.
+        path: PathBuf,
+        /// The shape.
+        shape: Vec<u64>,
+    },
+    /// Reading or decoding a chunk failed.
+    #[error("cannot read chunk `{key}` of `{path}`")]
+    ReadChunk {
+        /// The array.
+        path: PathBuf,
+        /// The chunk's store key.
+        key: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Encoding or writing a chunk failed.
+    #[error("cannot write chunk `{key}` of `{path}`")]
+    WriteChunk {
+        /// The array.
+        path: PathBuf,
+        /// The chunk's store key.
+        key: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Any other file-system failure.
+    #[error("{action} `{path}`")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    /// True for problems with what the user gave (exit code 2), false for failures
+    /// while running (exit code 1).
+    #[must_use]
+    pub fn is_invalid_input(&self) -> bool {
+        !matches!(
+            self,
+            StoreError::ReadChunk { .. } | StoreError::WriteChunk { .. } | StoreError::Io { .. }
+        )
+    }
+}
+
+fn io_error<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn boxed<E: std::error::Error + Send + Sync + 'static>(
+    e: E,
+) -> Box<dyn std::error::Error + Send + Sync> {
+    Box::new(e)
+}
+
+/// Every element type the store reads and writes.
+pub trait StoreElement: TileElement + Element + ElementOwned {}
+impl<T: TileElement + Element + ElementOwned> StoreElement for T {}
+
+/// An opened input: level 0 and what is known about it.
+pub struct SourceImage {
+    /// The path the user gave.
+    pub path: PathBuf,
+    /// The level-0 array.
+    pub array: Arc<Array<dyn ReadableStorageTraits>>,
+    /// Path of the level-0 array inside the store (`/` for a plain array).
+    pub array_path: String,
+    /// Element type.
+    pub dtype: DType,
+    /// Shape.
+    pub shape: Vec<u64>,
+    /// Read granularity: the chunk shape, or the inner chunk shape of a sharded array.
+    pub chunk_shape: Vec<u64>,
+    /// Zarr format of the level-0 array (2 or 3).
+    pub zarr_format: u8,
+    /// The level-0 array's raw metadata (`.zarray` or `zarr.json`).
+    pub raw_metadata: Value,
+    /// The level-0 codec as a Zarr v2 compressor (`Some(Value::Null)` = uncompressed),
+    /// when v2 can express it and encoded chunks are valid v2 chunks as they are.
+    pub v2_compressor: Option<Value>,
+    /// The fill value as Zarr v2 JSON.
+    pub fill_value: Value,
+    /// OME image metadata, for an OME-Zarr input.
+    pub image: Option<InputImage>,
+}
+
+impl std::fmt::Debug for SourceImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceImage")
+            .field("path", &self.path)
+            .field("array_path", &self.array_path)
+            .field("dtype", &self.dtype)
+            .field("shape", &self.shape)
+            .field("chunk_shape", &self.chunk_shape)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read_json(path: &Path) -> Result<Option<Value>, StoreError> {
+    match fs::read(path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::InvalidMetadata {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::Io {
+            action: "cannot read",
+            path: path.to_path_buf(),
+            source: e,
+        }),
+    }
+}
+
+/// The kind of Zarr node found at a directory.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeKind {
+    /// A v2 array (`.zarray`).
+    ArrayV2(Value),
+    /// A v3 array (`zarr.json`, `node_type: array`).
+    ArrayV3(Value),
+    /// A group, with its attributes.
+    Group(Map<String, Value>),
+}
+
+/// Identifies the Zarr node at `dir`.
+///
+/// # Errors
+/// [`StoreError::NotZarr`] if there is none, [`StoreError::InvalidMetadata`] if its JSON is bad.
+pub fn probe_node(dir: &Path) -> Result<NodeKind, StoreError> {
+    if let Some(meta) = read_json(&dir.join("zarr.json"))? {
+        let attributes = meta
+            .get("attributes")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        return match meta.get("node_type").and_then(Value::as_str) {
+            Some("array") => Ok(NodeKind::ArrayV3(meta)),
+            Some("group") => Ok(NodeKind::Group(attributes)),
+            _ => Err(StoreError::InvalidMetadata {
+                path: dir.join("zarr.json"),
+                reason: "`node_type` must be `array` or `group`".into(),
+            }),
+        };
+    }
+    if let Some(meta) = read_json(&dir.join(".zarray"))? {
+        return Ok(NodeKind::ArrayV2(meta));
+    }
+    if dir.join(".zgroup").is_file() {
+        let attributes = match read_json(&dir.join(".zattrs"))? {
+            Some(Value::Object(map)) => map,
+            Some(_) => {
+                return Err(StoreError::InvalidMetadata {
+                    path: dir.join(".zattrs"),
+                    reason: "attributes must be a JSON object".into(),
+                });
+            }
+            None => Map::new(),
+        };
+        return Ok(NodeKind::Group(attributes));
+    }
+    Err(StoreError::NotZarr(dir.to_path_buf()))
+}
+
+/// Opens the input of a build: an array, or an OME-Zarr image group (level 0).
+///
+/// # Errors
+/// [`StoreError`] naming what is wrong: missing path, not Zarr, malformed metadata,
+/// missing dataset, unsupported dtype, zero-sized axis.
+pub fn open_source(path: &Path) -> Result<SourceImage, StoreError> {
+    if !path.exists() {
+        return Err(StoreError::NotFound(path.to_path_buf()));
+    }
+    if !path.is_dir() {
+        return Err(StoreError::NotZarr(path.to_path_buf()));
+    }
+    let store: ReadStorage =
+        Arc::new(
+            FilesystemStore::new(path).map_err(|e| StoreError::OpenArray {
+                path: path.to_path_buf(),
+                source: boxed(e),
+            })?,
+        );
+    let (array_path, raw_metadata, image) = match probe_node(path)? {
+        NodeKind::ArrayV2(meta) | NodeKind::ArrayV3(meta) => ("/".to_string(), meta, None),
+        NodeKind::Group(attributes) => {
+            let image = read_input_image(&attributes)
+                .map_err(|source| StoreError::Ngff {
+                    path: path.to_path_buf(),
+                    source,
+                })?
+                .ok_or_else(|| StoreError::NotAnImage(path.to_path_buf()))?;
+            let dataset = image.level0_path.trim_matches('/').to_string();
+            let dir = path.join(&dataset);
+            let meta = match probe_node(&dir) {
+                Ok(NodeKind::ArrayV2(meta) | NodeKind::ArrayV3(meta)) => meta,
+                Ok(NodeKind::Group(_)) => {
+                    return Err(StoreError::MissingDataset {
+                        path: path.to_path_buf(),
+                        dataset,
+                        source: "it is a group, not an array".into(),
+                    });
+                }
+                Err(e) => {
+                    return Err(StoreError::MissingDataset {
+                        path: path.to_path_buf(),
+                        dataset,
+                        source: boxed(e),
+                    });
+                }
+            };
+            (format!("/{dataset}"), meta, Some(image))
+        }
+    };
+    let array_dir = path.join(array_path.trim_start_matches('/'));
+    let array = Array::open(store, &array_path).map_err(|e| StoreError::OpenArray {
+        path: array_dir.clone(),
+        source: boxed(e),
+    })?;
+    let type_name = array
+        .data_type()
+        .name_v3()
+        .map(|n| n.to_string())
+        .unwrap_or_default();
+    let dtype = DType::from_name(&type_name).ok_or_else(|| StoreError::UnsupportedDType {
+        path: array_dir.clone(),
+        dtype: if type_name.is_empty() {
+            array.data_type().to_string()
+        } else {
+            type_name
+        },
+    })?;
+    let shape = array.shape().to_vec();
+    if shape.contains(&0) {
+        return Err(StoreError::EmptyAxis {
+            path: array_dir,
+            shape,
+        });
+    }
+    let grid = array.subchunk_grid();
+    let chunk_shape = grid
+        .chunk_shape_u64(&vec![0; shape.len()])
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| shape.clone());
+    let zarr_format = if matches!(raw_metadata.get("zarr_format"), Some(v) if v == 3) {
+        3
+    } else {
+        2
+    };
+    let v2_compressor = if array.is_sharded() {
+        None
+    } else {
+        v2_compressor_of(&raw_metadata, dtype)
+    };
+    let fill_value = fill_value_json(&array, dtype);
+    if let Some(image) = &image
+        && !image.axes.is_empty()
+        && image.axes.len() != shape.len()
+    {
+        return Err(StoreError::Ngff {
+            path: path.to_path_buf(),
+            source: NgffError::Malformed(format!(
+                "{} axes are listed but dataset `{}` has {} dimensions",
+                image.axes.len(),
+                image.level0_path,
+                shape.len()
+            )),
+        });
+    }
+    Ok(SourceImage {
+        path: path.to_path_buf(),
+        array: Arc::new(array),
+        array_path,
+        dtype,
+        shape,
+        chunk_shape,
+        zarr_format,
+        raw_metadata,
+        v2_compressor,
+        fill_value,
+        image,
+    })
+}
+
+fn fill_value_json(array: &Array<dyn ReadableStorageTraits>, dtype: DType) -> Value {
+    let bytes = array.fill_value().as_ne_bytes();
+    crate::dispatch_dtype!(dtype, T => {
+        let value: T = bytemuck::pod_read_unaligned(bytes);
+        number_json(value.to_f64_json())
+    })
+}
+
+trait JsonNumber {
+    fn to_f64_json(self) -> Value;
+}
+macro_rules! json_number {
+    ($($t:ty),*) => {$(
+        impl JsonNumber for $t {
+            fn to_f64_json(self) -> Value { json!(self) }
+        }
+    )*};
+}
+json_number!(u8, u16, u32, u64, i8, i16, i32, i64);
+impl JsonNumber for f32 {
+    fn to_f64_json(self) -> Value {
+        f64::from(self).to_f64_json()
+    }
+}
+impl JsonNumber for f64 {
+    fn to_f64_json(self) -> Value {
+        if self.is_nan() {
+            json!("NaN")
+        } else if self.is_infinite() {
+            json!(if self > 0.0 { "Infinity" } else { "-Infinity" })
+        } else {
+            json!(self)
+        }
+    }
+}
+fn number_json(v: Value) -> Value {
+    v
+}
+
+/// Drops fields that do not change the encoded bytes, so two compressors compare equal
+/// exactly when their chunks are interchangeable.
+fn normalise_compressor(mut compressor: Value) -> Value {
+    if let Some(map) = compressor.as_object_mut() {
+        if map.get("checksum") == Some(&Value::Bool(false)) {
+            map.remove("checksum");
+        }
+        map.remove("typesize");
+        if map.get("id").and_then(Value::as_str) == Some("blosc") {
+            map.entry("blocksize").or_insert(json!(0));
+        }
+    }
+    compressor
+}
+
+/// The input's codec as a v2 compressor, if its encoded chunks are valid v2 chunks of a
+/// C-order little-endian array with that compressor and no filters.
+fn v2_compressor_of(meta: &Value, dtype: DType) -> Option<Value> {
+    if meta.get("zarr_format").and_then(Value::as_u64) == Some(2) {
+        let filters_empty = match meta.get("filters") {
+            None | Some(Value::Null) => true,
+            Some(Value::Array(a)) => a.is_empty(),
+            _ => false,
+        };
+        let dtype_ok = meta.get("dtype").and_then(Value::as_str) == Some(dtype.zarr_v2_name())
+            || (dtype.size() == 1
+                && meta
+                    .get("dtype")
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| s.ends_with(&dtype.zarr_v2_name()[1..])));
+        let order_c = meta.get("order").and_then(Value::as_str).unwrap_or("C") == "C";
+        if !(filters_empty && dtype_ok && order_c) {
+            return None;
+        }
+        return Some(normalise_compressor(
+            meta.get("compressor").cloned().unwrap_or(Value::Null),
+        ));
+    }
+    let codecs = meta.get("codecs")?.as_array()?;
+    let name = |c: &Value| c.get("name").and_then(Value::as_str).map(str::to_string);
+    let config = |c: &Value| c.get("configuration").cloned().unwrap_or(json!({}));
+    let first = codecs.first()?;
+    if name(first)?.as_str() != "bytes" {
+        return None;
+    }
+    let endian = config(first)
+        .get("endian")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if dtype.size() > 1 && endian.as_deref() != Some("little") {
+        return None;
+    }
+    match codecs.len() {
+        1 => Some(Value::Null),
+        2 => {
+            let c = &codecs[1];
+            let cfg = config(c);
+            match name(c)?.as_str() {
+                "zstd" if cfg.get("checksum").and_then(Value::as_bool) != Some(true) => {
+                    Some(json!({"id": "zstd", "level": cfg.get("level")?.clone()}))
+                }
+                "gzip" => Some(json!({"id": "gzip", "level": cfg.get("level")?.clone()})),
+                "blosc" => {
+                    let shuffle = match cfg.get("shuffle").and_then(Value::as_str)? {
+                        "noshuffle" => 0,
+                        "shuffle" => 1,
+                        "bitshuffle" => 2,
+                        _ => return None,
+                    };
+                    Some(json!({
+                        "id": "blosc",
+                        "cname": cfg.get("cname")?.clone(),
+                        "clevel": cfg.get("clevel")?.clone(),
+                        "shuffle": shuffle,
+                        "blocksize": cfg.get("blocksize").cloned().unwrap_or(json!(0)),
+                    }))
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The codec of every output array (`--compression`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Compression {
+    /// The input's codec where Zarr v2 can express it, else blosc-lz4 level 5 with byte shuffle.
+    #[default]
+    Input,
+    /// Blosc with LZ4 and byte shuffle.
+    BloscLz4,
+    /// Blosc with Zstandard and byte shuffle.
+    BloscZstd,
+    /// Zstandard.
+    Zstd,
+    /// Gzip.
+    Gzip,
+    /// Uncompressed.
+    None,
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "input" => Compression::Input,
+            "blosc-lz4" | "blosc" => Compression::BloscLz4,
+            "blosc-zstd" => Compression::BloscZstd,
+            "zstd" => Compression::Zstd,
+            "gzip" => Compression::Gzip,
+            "none" | "raw" => Compression::None,
+            _ => {
+                return Err(format!(
+                    "unknown compression `{s}` (expected input, blosc-lz4, blosc-zstd, zstd, gzip or none)"
+                ));
+            }
+        })
+    }
+}
+
+impl Compression {
+    /// The Zarr v2 compressor JSON for this choice (`Value::Null` for none).
+    ///
+    /// # Errors
+    /// A message when `level` is outside the codec's range.
+    pub fn compressor_json(
+        self,
+        level: Option<i32>,
+        source: &SourceImage,
+    ) -> Result<Value, String> {
+        let check = |lo: i32, hi: i32, default: i32, name: &str| {
+            let l = level.unwrap_or(default);
+            if (lo..=hi).contains(&l) {
+                Ok(l)
+            } else {
+                Err(format!(
+                    "compression level {l} is outside {lo}..={hi} for {name}"
+                ))
+            }
+        };
+        let blosc = |cname: &str, clevel: i32| json!({"id": "blosc", "cname": cname, "clevel": clevel, "shuffle": 1, "blocksize": 0});
+        Ok(match self {
+            Compression::Input => match (&source.v2_compressor, level) {
+                (Some(c), None) => c.clone(),
+                (Some(c), Some(_)) if c.is_null() => {
+                    return Err("--clevel needs a compressor, but the input is uncompressed".into());
+                }
+                (Some(c), Some(l)) => {
+                    let mut c = c.clone();
+                    let key = if c.get("id").and_then(Value::as_str) == Some("blosc") {
+                        "clevel"
+                    } else {
+                        "level"
+                    };
+                    c[key] = json!(l);
+                    c
+                }
+                (None, _) => blosc("lz4", check(0, 9, 5, "blosc")?),
+            },
+            Compression::BloscLz4 => blosc("lz4", check(0, 9, 5, "blosc")?),
+            Compression::BloscZstd => blosc("zstd", check(0, 9, 5, "blosc")?),
+            Compression::Zstd => json!({"id": "zstd", "level": check(-131_072, 22, 1, "zstd")?}),
+            Compression::Gzip => json!({"id": "gzip", "level": check(0, 9, 1, "gzip")?}),
+            Compression::None => {
+                if level.is_some() {
+                    return Err("--clevel has no meaning with --compression none".into());
+                }
+                Value::Null
+            }
+        })
+    }
+}
+
+/// A short description of a Zarr array's codecs from its raw metadata, for `info`.
+#[must_use]
+pub fn describe_codecs(meta: &Value) -> String {
+    if meta.get("zarr_format").and_then(Value::as_u64) == Some(2) {
+        let compressor = meta.get("compressor").cloned().unwrap_or(Value::Null);
+        let filters = meta.get("filters").cloned().unwrap_or(Value::Null);
+        let mut s = if compressor.is_null() {
+            "uncompressed".to_string()
+        } else {
+            compressor.to_string()
+        };
+        if !(filters.is_null() || filters.as_array().is_some_and(Vec::is_empty)) {
+            s = format!("filters {filters}, {s}");
+        }
+        s
+    } else {
+        meta.get("codecs")
+            .map_or_else(|| "?".into(), Value::to_string)
+    }
+}
+
+/// The output group being written.
+pub struct OutputGroup {
+    /// Its directory.
+    pub path: PathBuf,
+    storage: WriteStorage,
+}
+
+impl std::fmt::Debug for OutputGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutputGroup")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Name of the attributes file written last.
+pub const ATTRIBUTES_FILE: &str = ".zattrs";
+
+impl OutputGroup {
+    /// Creates the output directory (which must not exist) and its `.zgroup`. No `.zattrs`
+    /// is written until [`OutputGroup::write_attributes`].
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] if the directory cannot be created.
+    pub fn create(path: &Path) -> Result<Self, StoreError> {
+        fs::create_dir_all(path).map_err(io_error("cannot create the output directory", path))?;
+        fs::write(path.join(".zgroup"), b"{\n  \"zarr_format\": 2\n}\n")
+            .map_err(io_error("cannot write", &path.join(".zgroup")))?;
+        let storage: WriteStorage =
+            Arc::new(FilesystemStore::new(path).map_err(|e| StoreError::Io {
+                action: "cannot open the output store",
+                path: path.to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            })?);
+        Ok(Self {
+            path: path.to_path_buf(),
+            storage,
+        })
+    }
+
+    /// Creates level array `level` with its `.zarray`.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the metadata is refused or cannot be written.
+    pub fn create_level(
+        &self,
+        level: usize,
+        shape: &[u64],
+        chunks: &[u64],
+        dtype: DType,
+        compressor: &Value,
+        fill_value: &Value,
+    ) -> Result<LevelArray, StoreError> {
+        let array_path = format!("/{level}");
+        let dir = self.path.join(level.to_string());
+        let meta = json!({
+            "zarr_format": 2,
+            "shape": shape,
+            "chunks": chunks,
+            "dtype": dtype.zarr_v2_name(),
+            "compressor": compressor,
+            "fill_value": fill_value,
+            "order": "C",
+            "filters": null,
+            "dimension_separator": "/",
+        });
+        let metadata: ArrayMetadataV2 =
+            serde_json::from_value(meta.clone()).map_err(|e| StoreError::InvalidMetadata {
+                path: dir.clone(),
+                reason: e.to_string(),
+            })?;
+        let array = Array::new_with_metadata(self.storage.clone(), &array_path, metadata.into())
+            .map_err(|e| StoreError::InvalidMetadata {
+                path: dir.clone(),
+                reason: e.to_string(),
+            })?;
+        // `.zarray` is written here rather than by zarrs so it holds exactly the Zarr v2 fields.
+        fs::create_dir_all(&dir).map_err(io_error("cannot create", &dir))?;
+        write_json_atomically(&dir.join(".zarray"), &meta)?;
+        Ok(LevelArray {
+            array,
+            storage: self.storage.clone(),
+            dir,
+        })
+    }
+
+    /// Writes `.zattrs` atomically: a temporary file, flushed, then renamed.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`].
+    pub fn write_attributes(&self, attributes: &Value) -> Result<(), StoreError> {
+        write_json_atomically(&self.path.join(ATTRIBUTES_FILE), attributes)
+    }
+}
+
+/// Writes JSON to `path` through a temporary file and a rename, so readers see either the
+/// old file or the whole new one.
+///
+/// # Errors
+/// [`StoreError::Io`].
+pub fn write_json_atomically(path: &Path, value: &Value) -> Result<(), StoreError> {
+    let tmp = path.with_extension("tmp-ome-pyramid");
+    let text = serde_json::to_string_pretty(value).expect("JSON values serialise");
+    let mut file = fs::File::create(&tmp).map_err(io_error("cannot create", &tmp))?;
+    file.write_all(text.as_bytes())
+        .map_err(io_error("cannot write", &tmp))?;
+    file.write_all(b"\n")
+        .map_err(io_error("cannot write", &tmp))?;
+    file.sync_all().map_err(io_error("cannot flush", &tmp))?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(io_error("cannot rename into place", path))?;
+    if let Some(dir) = path.parent() {
+        // Make the rename itself durable; not all platforms allow syncing a directory.
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// One output level array.
+pub struct LevelArray {
+    array: Array<dyn ReadableWritableStorageTraits>,
+    storage: WriteStorage,
+    dir: PathBuf,
+}
+
+impl LevelArray {
+    fn codec_options() -> CodecOptions {
+        CodecOptions::default().with_concurrent_target(1)
+    }
+
+    /// Encodes and writes one chunk (`data` covers the full chunk, padding included).
+    /// A chunk that holds only the fill value is not written (valid Zarr).
+    ///
+    /// # Errors
+    /// [`StoreError::WriteChunk`] naming the chunk.
+    pub fn write_chunk<T: StoreElement>(
+        &self,
+        indices: &[u64],
+        data: &[T],
+    ) -> Result<(), StoreError> {
+        self.array
+            .store_chunk_opt(indices, data, &Self::codec_options())
+            .map_err(|e| StoreError::WriteChunk {
+                path: self.dir.clone(),
+                key: self.array.chunk_key(indices).to_string(),
+                source: boxed(e),
+            })
+    }
+
+    /// Copies one chunk's encoded bytes from the source without decoding (the caller has
+    /// checked the codecs and chunk shapes match). A missing chunk stays missing.
+    ///
+    /// # Errors
+    /// [`StoreError::ReadChunk`] or [`StoreError::WriteChunk`].
+    pub fn copy_encoded_chunk(
+        &self,
+        source: &SourceImage,
+        indices: &[u64],
+    ) -> Result<u64, StoreError> {
+        let bytes =
+            source
+                .array
+                .retrieve_encoded_chunk(indices)
+                .map_err(|e| StoreError::ReadChunk {
+                    path: source.path.clone(),
+                    key: source.array.chunk_key(indices).to_string(),
+                    source: boxed(e),
+                })?;
+        let Some(bytes) = bytes else { return Ok(0) };
+        let len = bytes.len() as u64;
+        let key: StoreKey = self.array.chunk_key(indices);
+        self.storage
+            .set(&key, bytes.into())
+            .map_err(|e| StoreError::WriteChunk {
+                path: self.dir.clone(),
+                key: key.to_string(),
+                source: boxed(e),
+            })?;
+        Ok(len)
+    }
+
+    /// The chunk grid region of chunk `indices` (not clipped to the array).
+    #[must_use]
+    pub fn chunk_region(&self, indices: &[u64]) -> Region {
+        grid_region(self.array.chunk_grid(), indices)
+    }
+}
+
+fn grid_region(grid: &ChunkGrid, indices: &[u64]) -> Region {
+    let subset = grid
+        .subset(indices)
+        .ok()
+        .flatten()
+        .expect("chunk indices come from the grid itself");
+    Region::new(subset.start().to_vec(), subset.shape().to_vec())
+}
+
+/// Counters of a [`TileReader`].
+#[derive(Debug, Default)]
+pub struct ReadStats {
+    /// Chunks decoded.
+    pub decoded: AtomicU64,
+    /// Chunks decoded a second time or more because the cache could not keep them.
+    pub redecoded: AtomicU64,
+    /// Decoded bytes.
+    pub decoded_bytes: AtomicU64,
+}
+
+struct CacheSlot<T> {
+    data: Option<Arc<Vec<T>>>,
+    reads_left: u64,
+    decoded_before: bool,
+}
+
+type SharedSlot<T> = Arc<Mutex<CacheSlot<T>>>;
+
+/// How many reads of a pass will touch the chunk covering a region.
+pub type ReadCounter = Arc<dyn Fn(&Region) -> u64 + Send + Sync>;
+
+/// Reads regions of one array, decoding each chunk once while the cache budget allows.
+pub struct TileReader<T> {
+    array: Arc<Array<dyn ReadableStorageTraits>>,
+    path: PathBuf,
+    shard_cache: ArrayShardedReadableExtCache,
+    grid: ChunkGrid,
+    fill: T,
+    reads_of: ReadCounter,
+    slots: Mutex<HashMap<Vec<u64>, SharedSlot<T>>>,
+    cached_bytes: AtomicU64,
+    budget_bytes: u64,
+    /// Counters.
+    pub stats: ReadStats,
+}
+
+impl<T: StoreElement> TileReader<T> {
+    /// A reader of `array` (whose chunks are the read units), keeping decoded chunks while
+    /// future reads need them, within `budget_bytes`. `reads_of` says how many reads will
+    /// touch a chunk's region over the pass.
+    #[must_use]
+    pub fn new(
+        array: Arc<Array<dyn ReadableStorageTraits>>,
+        path: PathBuf,
+        budget_bytes: u64,
+        reads_of: ReadCounter,
+    ) -> Self {
+        let shard_cache = ArrayShardedReadableExtCache::new(&array);
+        let grid = array.subchunk_grid();
+        let fill: T = bytemuck::pod_read_unaligned(array.fill_value().as_ne_bytes());
+        Self {
+            array,
+            path,
+            shard_cache,
+            grid,
+            fill,
+            reads_of,
+            slots: Mutex::new(HashMap::new()),
+            cached_bytes: AtomicU64::new(0),
+            budget_bytes,
+            stats: ReadStats::default(),
+        }
+    }
+
+    fn decode(&self, indices: &[u64]) -> Result<Vec<T>, StoreError> {
+        let options = CodecOptions::default().with_concurrent_target(1);
+        let data: Vec<T> = self
+            .array
+            .retrieve_subchunk_opt(&self.shard_cache, indices, &options)
+            .map_err(|e| StoreError::ReadChunk {
+                path: self.path.clone(),
+                key: self.chunk_key(indices),
+                source: boxed(e),
+            })?;
+        self.stats.decoded.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .decoded_bytes
+            .fetch_add((data.len() * size_of::<T>()) as u64, Ordering::Relaxed);
+        Ok(data)
+    }
+
+    fn chunk_key(&self, indices: &[u64]) -> String {
+        if self.array.is_sharded() {
+            let shard: Vec<u64> = match (self.grid.subset(indices), self.array.chunk_grid()) {
+                (Ok(Some(sub)), grid) => grid
+                    .chunk_indices(sub.start())
+                    .ok()
+                    .flatten()
+                    .map(|v| v.to_vec())
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            format!("{} (inner chunk {indices:?})", self.array.chunk_key(&shard))
+        } else {
+            self.array.chunk_key(indices).to_string()
+        }
+    }
+
+    /// The decoded chunk `indices`, from the cache or the store.
+    fn chunk(&self, indices: &[u64], region: &Region) -> Result<Arc<Vec<T>>, StoreError> {
+        let slot = {
+            let mut slots = self.slots.lock().expect("cache lock");
+            slots
+                .entry(indices.to_vec())
+                .or_insert_with(|| {
+                    Arc::new(Mutex::new(CacheSlot {
+                        data: None,
+                        reads_left: (self.reads_of)(region),
+                        decoded_before: false,
+                    }))
+                })
+                .clone()
+        };
+        let mut guard = slot.lock().expect("slot lock");
+        let data = if let Some(data) = &guard.data {
+            data.clone()
+        } else {
+            // Decoding under the slot lock is sequential (no nested parallelism), so a reader
+            // waiting for this chunk always gets it.
+            let data = Arc::new(self.decode(indices)?);
+            if guard.decoded_before {
+                self.stats.redecoded.fetch_add(1, Ordering::Relaxed);
+            }
+            guard.decoded_before = true;
+            let bytes = (data.len() * size_of::<T>()) as u64;
+            if guard.reads_left > 1 && self.reserve(bytes) {
+                guard.data = Some(data.clone());
+            }
+            data
+        };
+        guard.reads_left = guard.reads_left.saturating_sub(1);
+        if guard.reads_left == 0 {
+            if let Some(cached) = guard.data.take() {
+                self.cached_bytes
+                    .fetch_sub((cached.len() * size_of::<T>()) as u64, Ordering::Relaxed);
+            }
+            drop(guard);
+            self.slots.lock().expect("cache lock").remove(indices);
+        }
+        Ok(data)
+    }
+
+    fn reserve(&self, bytes: u64) -> bool {
+        let mut current = self.cached_bytes.load(Ordering::Relaxed);
+        loop {
+            if current + bytes > self.budget_bytes {
+                return false;
+            }
+            match self.cached_bytes.compare_exchange_weak(
+                current,
+                current + bytes,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => current = now,
+            }
+        }
+    }
+
+    /// Reads `region` (inside the array) into a C-order buffer. Chunks are decoded in
+    /// parallel when the region spans several.
+    ///
+    /// # Errors
+    /// [`StoreError::ReadChunk`] naming the first chunk that failed.
+    pub fn read(&self, region: &Region) -> Result<Vec<T>, StoreError> {
+        use rayon::prelude::*;
+        let mut out = vec![self.fill; region.len()];
+        let subset = ArraySubset::new_with_start_shape(region.start.clone(), region.shape.clone())
+            .expect("start and shape have the same length");
+        let Some(chunks) = self.grid.chunks_in_array_subset(&subset).ok().flatten() else {
+            return Ok(out);
+        };
+        let indices: Vec<Vec<u64>> = chunks.indices().into_iter().map(|i| i.to_vec()).collect();
+        let decoded: Vec<(Region, Arc<Vec<T>>)> = indices
+            .par_iter()
+            .map(|idx| {
+                let chunk_region = grid_region(&self.grid, idx);
+                self.chunk(idx, &chunk_region)
+                    .map(|data| (chunk_region, data))
+            })
+            .collect::<Result<_, _>>()?;
+        for (chunk_region, data) in &decoded {
+            copy_overlap(data, chunk_region, &mut out, region);
+        }
+        Ok(out)
+    }
+
+    /// Bytes held by the cache now.
+    #[must_use]
+    pub fn cached_bytes(&self) -> u64 {
+        self.cached_bytes.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,339 @@
+//! Boxes in a level's voxel grid and the typed buffers that hold their data.
+//!
+//! A [`Region`] is an axis-aligned box in global coordinates of one level; a [`Tile`] is a
+//! region plus its elements in C order. Tiles are what travels between the store, the
+//! engine and the backends.
+
+use crate::dtype::{DType, Sample};
+
+/// An axis-aligned box `[start, start + shape)` in a level's voxel grid.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Region {
+    /// First voxel on each axis.
+    pub start: Vec<u64>,
+    /// Extent on each axis.
+    pub shape: Vec<u64>,
+}
+
+impl Region {
+    /// A region from its start and shape.
+    #[must_use]
+    pub fn new(start: Vec<u64>, shape: Vec<u64>) -> Self {
+        debug_assert_eq!(start.len(), shape.len());
+        Self { start, shape }
+    }
+
+    /// The whole of an array of `shape`.
+    #[must_use]
+    pub fn whole(shape: &[u64]) -> Self {
+        Self::new(vec![0; shape.len()], shape.to_vec())
+    }
+
+    /// A region from per-axis `[start, end)` bounds.
+    #[must_use]
+    pub fn from_bounds(start: &[u64], end: &[u64]) -> Self {
+        Self::new(
+            start.to_vec(),
+            start.iter().zip(end).map(|(s, e)| e - s).collect(),
+        )
+    }
+
+    /// Number of axes.
+    #[must_use]
+    pub fn ndim(&self) -> usize {
+        self.start.len()
+    }
+
+    /// One past the last voxel on `axis`.
+    #[must_use]
+    pub fn end(&self, axis: usize) -> u64 {
+        self.start[axis] + self.shape[axis]
+    }
+
+    /// Number of voxels.
+    #[must_use]
+    pub fn num_elements(&self) -> u64 {
+        self.shape.iter().product()
+    }
+
+    /// Number of voxels as `usize`.
+    ///
+    /// # Panics
+    /// If the count does not fit in `usize` (never on 64-bit targets for regions the engine
+    /// builds, which are bounded by the memory budget).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        usize::try_from(self.num_elements()).expect("region larger than the address space")
+    }
+
+    /// True if the region holds no voxel.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.shape.contains(&0)
+    }
+
+    /// True if `other` lies entirely inside `self`.
+    #[must_use]
+    pub fn contains(&self, other: &Region) -> bool {
+        (0..self.ndim()).all(|a| other.start[a] >= self.start[a] && other.end(a) <= self.end(a))
+    }
+
+    /// The overlap of two regions, if any.
+    #[must_use]
+    pub fn intersect(&self, other: &Region) -> Option<Region> {
+        let mut start = Vec::with_capacity(self.ndim());
+        let mut end = Vec::with_capacity(self.ndim());
+        for a in 0..self.ndim() {
+            let s = self.start[a].max(other.start[a]);
+            let e = self.end(a).min(other.end(a));
+            if s >= e {
+                return None;
+            }
+            start.push(s);
+            end.push(e);
+        }
+        Some(Region::from_bounds(&start, &end))
+    }
+
+    /// C-order strides of a buffer holding this region.
+    #[must_use]
+    pub fn strides(&self) -> Vec<usize> {
+        c_strides(&self.shape)
+    }
+}
+
+/// C-order strides (in elements) of an array of `shape`.
+#[must_use]
+pub fn c_strides(shape: &[u64]) -> Vec<usize> {
+    let mut strides = vec![1usize; shape.len()];
+    for a in (0..shape.len().saturating_sub(1)).rev() {
+        strides[a] = strides[a + 1] * usize::try_from(shape[a + 1]).unwrap_or(usize::MAX);
+    }
+    strides
+}
+
+/// Copies the part of `src` (holding `src_region`) that overlaps `dst_region` into `dst`
+/// (holding `dst_region`). Both buffers are C order.
+pub fn copy_overlap<T: Copy>(src: &[T], src_region: &Region, dst: &mut [T], dst_region: &Region) {
+    let Some(overlap) = src_region.intersect(dst_region) else {
+        return;
+    };
+    let ndim = overlap.ndim();
+    let src_strides = src_region.strides();
+    let dst_strides = dst_region.strides();
+    let row_len = usize::try_from(overlap.shape[ndim - 1]).unwrap_or(0);
+    let outer_shape = &overlap.shape[..ndim - 1];
+    let outer_rows: u64 = outer_shape.iter().product();
+    let mut index = vec![0u64; ndim.saturating_sub(1)];
+    for _ in 0..outer_rows {
+        let mut src_off = 0usize;
+        let mut dst_off = 0usize;
+        for a in 0..ndim {
+            let coordinate = overlap.start[a] + if a + 1 < ndim { index[a] } else { 0 };
+            src_off +=
+                usize::try_from(coordinate - src_region.start[a]).unwrap_or(0) * src_strides[a];
+            dst_off +=
+                usize::try_from(coordinate - dst_region.start[a]).unwrap_or(0) * dst_strides[a];
+        }
+        dst[dst_off..dst_off + row_len].copy_from_slice(&src[src_off..src_off + row_len]);
+        // Advance the odometer over the outer axes.
+        for a in (0..ndim - 1).rev() {
+            index[a] += 1;
+            if index[a] < outer_shape[a] {
+                break;
+            }
+            index[a] = 0;
+        }
+    }
+}
+
+/// Elements of a tile, typed by the array's data type.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs)]
+pub enum TileData {
+    U8(Vec<u8>),
+    U16(Vec<u16>),
+    U32(Vec<u32>),
+    U64(Vec<u64>),
+    I8(Vec<i8>),
+    I16(Vec<i16>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+/// Conversion between a typed `Vec<T>` and [`TileData`].
+pub trait TileElement: Sample {
+    /// Wraps a vector.
+    fn wrap(data: Vec<Self>) -> TileData;
+    /// Borrows the vector if `data` holds this type.
+    fn view(data: &TileData) -> Option<&[Self]>;
+    /// Unwraps the vector if `data` holds this type.
+    fn unwrap(data: TileData) -> Option<Vec<Self>>;
+}
+
+macro_rules! impl_tile_element {
+    ($t:ty, $variant:ident) => {
+        impl TileElement for $t {
+            fn wrap(data: Vec<Self>) -> TileData {
+                TileData::$variant(data)
+            }
+            fn view(data: &TileData) -> Option<&[Self]> {
+                match data {
+                    TileData::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn unwrap(data: TileData) -> Option<Vec<Self>> {
+                match data {
+                    TileData::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+impl_tile_element!(u8, U8);
+impl_tile_element!(u16, U16);
+impl_tile_element!(u32, U32);
+impl_tile_element!(u64, U64);
+impl_tile_element!(i8, I8);
+impl_tile_element!(i16, I16);
+impl_tile_element!(i32, I32);
+impl_tile_element!(i64, I64);
+impl_tile_element!(f32, F32);
+impl_tile_element!(f64, F64);
+
+impl TileData {
+    /// The data type held.
+    #[must_use]
+    pub fn dtype(&self) -> DType {
+        match self {
+            TileData::U8(_) => DType::U8,
+            TileData::U16(_) => DType::U16,
+            TileData::U32(_) => DType::U32,
+            TileData::U64(_) => DType::U64,
+            TileData::I8(_) => DType::I8,
+            TileData::I16(_) => DType::I16,
+            TileData::I32(_) => DType::I32,
+            TileData::I64(_) => DType::I64,
+            TileData::F32(_) => DType::F32,
+            TileData::F64(_) => DType::F64,
+        }
+    }
+
+    /// Number of elements.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        match self {
+            TileData::U8(v) => v.len(),
+            TileData::U16(v) => v.len(),
+            TileData::U32(v) => v.len(),
+            TileData::U64(v) => v.len(),
+            TileData::I8(v) => v.len(),
+            TileData::I16(v) => v.len(),
+            TileData::I32(v) => v.len(),
+            TileData::I64(v) => v.len(),
+            TileData::F32(v) => v.len(),
+            TileData::F64(v) => v.len(),
+        }
+    }
+
+    /// True if there are no elements.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The elements as little-endian bytes (the layout of every Zarr output here).
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            TileData::U8(v) => bytemuck::cast_slice(v),
+            TileData::U16(v) => bytemuck::cast_slice(v),
+            TileData::U32(v) => bytemuck::cast_slice(v),
+            TileData::U64(v) => bytemuck::cast_slice(v),
+            TileData::I8(v) => bytemuck::cast_slice(v),
+            TileData::I16(v) => bytemuck::cast_slice(v),
+            TileData::I32(v) => bytemuck::cast_slice(v),
+            TileData::I64(v) => bytemuck::cast_slice(v),
+            TileData::F32(v) => bytemuck::cast_slice(v),
+            TileData::F64(v) => bytemuck::cast_slice(v),
+        }
+    }
+
+    /// A buffer of `len` zeros of `dtype`.
+    #[must_use]
+    pub fn zeros(dtype: DType, len: usize) -> Self {
+        crate::dispatch_dtype!(dtype, T => T::wrap(vec![T::default(); len]))
+    }
+}
+
+/// A region of a level and its elements in C order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tile {
+    /// Where the data lies in the level.
+    pub region: Region,
+    /// The elements, `region.len()` of them.
+    pub data: TileData,
+}
+
+impl Tile {
+    /// A tile from a region and matching data.
+    ///
+    /// # Panics
+    /// If the element count does not match the region.
+    #[must_use]
+    pub fn new(region: Region, data: TileData) -> Self {
+        assert_eq!(
+            region.len(),
+            data.len(),
+            "tile data does not match its region"
+        );
+        Self { region, data }
+    }
+
+    /// The elements of `dst_region` (which must lie inside this tile) as a new tile.
+    #[must_use]
+    pub fn extract(&self, dst_region: &Region) -> Tile {
+        debug_assert!(self.region.contains(dst_region));
+        let data = crate::dispatch_dtype!(self.data.dtype(), T => {
+            let src = T::view(&self.data).expect("dtype matches");
+            let mut out = vec![T::default(); dst_region.len()];
+            copy_overlap(src, &self.region, &mut out, dst_region);
+            T::wrap(out)
+        });
+        Tile::new(dst_region.clone(), data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_overlap_copies_exactly_the_intersection() {
+        // src: 3x4 at (1,1); dst: 4x4 at (0,0)
+        let src_region = Region::new(vec![1, 1], vec![3, 4]);
+        let src: Vec<u32> = (0..12).collect();
+        let dst_region = Region::new(vec![0, 0], vec![4, 4]);
+        let mut dst = vec![99u32; 16];
+        copy_overlap(&src, &src_region, &mut dst, &dst_region);
+        assert_eq!(
+            dst,
+            vec![99, 99, 99, 99, 99, 0, 1, 2, 99, 4, 5, 6, 99, 8, 9, 10]
+        );
+    }
+
+    #[test]
+    fn intersect_and_contains() {
+        let a = Region::new(vec![0, 0], vec![4, 4]);
+        let b = Region::new(vec![2, 3], vec![4, 4]);
+        assert_eq!(a.intersect(&b), Some(Region::new(vec![2, 3], vec![2, 1])));
+        assert!(a.contains(&Region::new(vec![1, 1], vec![2, 2])));
+        assert!(!a.contains(&b));
+        assert_eq!(a.intersect(&Region::new(vec![4, 0], vec![1, 1])), None);
+    }
+}

@@ -1,0 +1,691 @@
+//! End-to-end tests of the `ome-pyramid` binary on temporary Zarr inputs: levels, shapes,
+//! transforms, values against the reference, the v0.4 schemas, and an untouched input.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::{
+    as_f64, compare, ngff_validator, reference_f64, round_to, run, stderr, stdout, tolerance,
+};
+use ome_pyramid::synthetic::{self, ArrayFormat, ArraySpec, Codec};
+use ome_pyramid::{DType, Method, TileData};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+fn spec(
+    shape: &[u64],
+    chunks: &[u64],
+    dtype: DType,
+    format: ArrayFormat,
+    codec: Codec,
+) -> ArraySpec {
+    ArraySpec {
+        shape: shape.to_vec(),
+        chunks: chunks.to_vec(),
+        dtype,
+        format,
+        codec,
+    }
+}
+
+fn synthetic_input(dir: &Path, name: &str, spec: &ArraySpec) -> PathBuf {
+    let path = dir.join(name);
+    synthetic::write_synthetic(&path, spec, 7).expect("write input");
+    path
+}
+
+fn attrs(output: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(output.join(".zattrs")).expect(".zattrs written"))
+        .unwrap()
+}
+
+fn multiscale(output: &Path) -> Value {
+    attrs(output)["multiscales"][0].clone()
+}
+
+fn level(output: &Path, k: usize) -> (Vec<u64>, TileData) {
+    synthetic::read_array(output, &format!("/{k}")).expect("level readable")
+}
+
+/// Every file under `dir` with its bytes.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+fn build(args: &[&str]) -> std::process::Output {
+    let mut all = vec!["build"];
+    all.extend_from_slice(args);
+    let out = run(&all);
+    assert!(
+        out.status.success(),
+        "build {args:?} failed: {}",
+        stderr(&out)
+    );
+    out
+}
+
+/// Each level equals the method applied to the level below as stored (SPEC §2).
+fn assert_levels_follow_the_reference(output: &Path, method: Method) {
+    let ms = multiscale(output);
+    let datasets = ms["datasets"].as_array().unwrap().len();
+    let factors: Vec<Vec<u32>> = serde_json::from_value(ms["metadata"]["factors"].clone()).unwrap();
+    assert_eq!(factors.len(), datasets - 1);
+    for k in 1..datasets {
+        let (shape, below) = level(output, k - 1);
+        let (_, got) = level(output, k);
+        let (expected_shape, reference) =
+            reference_f64(method, &as_f64(&below), &shape, &factors[k - 1]);
+        assert_eq!(level(output, k).0, expected_shape, "level {k} shape");
+        let expected = round_to(below.dtype(), &reference);
+        compare(&got, &expected, tolerance(method, below.dtype(), false))
+            .unwrap_or_else(|e| panic!("level {k} of {method}: {e}"));
+    }
+}
+
+fn assert_valid_ngff(output: &Path) {
+    let attributes = attrs(output);
+    for strict in [false, true] {
+        let validator = ngff_validator(strict);
+        let errors: Vec<String> = validator
+            .iter_errors(&attributes)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "strict={strict}: .zattrs does not validate: {errors:?}\n{attributes:#}"
+        );
+    }
+}
+
+#[test]
+fn the_schemas_accept_their_own_valid_examples_and_reject_invalid_ones() {
+    // The validator set-up itself is checked against the official test suites.
+    for (suite, strict) in [
+        ("image_suite.json", false),
+        ("strict_image_suite.json", true),
+    ] {
+        let path = common::data_dir().join("ngff/0.4/tests").join(suite);
+        let doc: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let validator = ngff_validator(strict);
+        let tests = doc["tests"].as_array().unwrap();
+        assert!(tests.len() > 3);
+        for t in tests {
+            assert_eq!(
+                validator.is_valid(&t["data"]),
+                t["valid"].as_bool().unwrap(),
+                "{suite}: {}",
+                t["formerly"]
+                    .as_str()
+                    .or(t["description"].as_str())
+                    .unwrap_or("?")
+            );
+        }
+    }
+}
+
+#[test]
+fn v2_uint16_volume_with_odd_shape() {
+    let dir = TempDir::new().unwrap();
+    let input = synthetic_input(
+        dir.path(),
+        "in.zarr",
+        &spec(
+            &[19, 45, 70],
+            &[8, 16, 16],
+            DType::U16,
+            ArrayFormat::V2,
+            Codec::Zstd(1),
+        ),
+    );
+    let before = snapshot(&input);
+    let output = dir.path().join("out.ome.zarr");
+    build(&[input.to_str().unwrap(), output.to_str().unwrap(), "--json"]);
+    assert_eq!(
+        before,
+        snapshot(&input),
+        "the input is unchanged, byte for byte"
+    );
+    let ms = multiscale(&output);
+    let shapes: Vec<Vec<u64>> = (0..ms["datasets"].as_array().unwrap().len())
+        .map(|k| level(&output, k).0)
+        .collect();
+    // Stop rule: until every space axis fits one chunk (8, 16, 16).
+    assert_eq!(
+        shapes,
+        vec![
+            vec![19, 45, 70],
+            vec![10, 23, 35],
+            vec![5, 12, 18],
+            vec![3, 6, 9]
+        ]
+    );
+    assert_eq!(ms["type"], "mean");
+    assert_eq!(
+        ms["metadata"]["backend"]
+            .as_str()
+            .map(|b| b.starts_with("cpu")),
+        Some(true)
+    );
+    assert_eq!(
+        ms["datasets"][2]["coordinateTransformations"],
+        json!([
+            {"type": "scale", "scale": [4.0, 4.0, 4.0]},
+            {"type": "translation", "translation": [1.5, 1.5, 1.5]}
+        ])
+    );
+    // Level 0 is the input.
+    assert_eq!(
+        level(&output, 0).1,
+        synthetic::read_array(&input, "/").unwrap().1
+    );
+    assert_levels_follow_the_reference(&output, Method::Mean);
+    assert_valid_ngff(&output);
+    // The .zarray of each level is plain Zarr v2 as SPEC §4 describes.
+    let zarray: Value =
+        serde_json::from_slice(&std::fs::read(output.join("1/.zarray")).unwrap()).unwrap();
+    assert_eq!(zarray["zarr_format"], 2);
+    assert_eq!(zarray["order"], "C");
+    assert_eq!(zarray["dimension_separator"], "/");
+    assert_eq!(zarray["dtype"], "<u2");
+    assert_eq!(zarray["filters"], Value::Null);
+    assert_eq!(zarray["compressor"], json!({"id": "zstd", "level": 1}));
+}
+
+#[test]
+fn every_method_on_a_v3_input() {
+    let dir = TempDir::new().unwrap();
+    let input = synthetic_input(
+        dir.path(),
+        "in.zarr",
+        &spec(
+            &[13, 30, 41],
+            &[7, 16, 16],
+            DType::I16,
+            ArrayFormat::V3,
+            Codec::BloscLz4(5),
+        ),
+    );
+    for method in Method::ALL {
+        let output = dir.path().join(format!("{method}.ome.zarr"));
+        build(&[
+            input.to_str().unwrap(),
+            output.to_str().unwrap(),
+            "--method",
+            method.name(),
+            "--backend",
+            "cpu",
+        ]);
+        let ms = multiscale(&output);
+        assert_eq!(ms["type"], method.name());
+        assert_levels_follow_the_reference(&output, method);
+        assert_valid_ngff(&output);
+        let translation = &ms["datasets"][1]["coordinateTransformations"][1]["translation"];
+        let expected = if method == Method::Nearest {
+            json!([0.0, 0.0, 0.0])
+        } else {
+            json!([0.5, 0.5, 0.5])
+        };
+        assert_eq!(translation, &expected, "{method}");
+        if method == Method::Gaussian {
+            assert_eq!(
+                ms["metadata"]["sigma"][0],
+                json!([2.0 / 3.0, 2.0 / 3.0, 2.0 / 3.0])
+            );
+        }
+    }
+}
+
+#[test]
+fn sharded_v3_input() {
+    let dir = TempDir::new().unwrap();
+    let input = synthetic_input(
+        dir.path(),
+        "in.zarr",
+        &spec(
+            &[20, 40, 40],
+            &[5, 10, 10],
+            DType::F32,
+            ArrayFormat::V3Sharded {
+                shard_shape: vec![10, 20, 20],
+            },
+            Codec::Zstd(3),
+        ),
+    );
+    let output = dir.path().join("out.ome.zarr");
+    build(&[
+        input.to_str().unwrap(),
+        output.to_str().unwrap(),
+        "--method",
+        "gaussian",
+        "--compression",
+        "blosc-zstd",
+    ]);
+    assert_levels_follow_the_reference(&output, Method::Gaussian);
+    // Output chunks default to the read granularity (the inner chunks).
+    assert_eq!(level(&output, 0).0, vec![20, 40, 40]);
+    let zarray: Value =
+        serde_json::from_slice(&std::fs::read(output.join("0/.zarray")).unwrap()).unwrap();
+    assert_eq!(zarray["chunks"], json!([5, 10, 10]));
+    assert_eq!(zarray["compressor"]["cname"], "zstd");
+    assert_valid_ngff(&output);
+}
+
+#[test]
+fn two_four_and_five_dimensional_arrays() {
+    let dir = TempDir::new().unwrap();
+    // (shape, chunks, --axes, expected axes)
+    type Case<'a> = (&'a [u64], &'a [u64], Option<&'a str>, &'a str);
+    let cases: [Case; 4] = [
+        (&[37, 50], &[16, 16], None, "yx"),
+        (&[3, 9, 20, 21], &[1, 4, 8, 8], None, "czyx"),
+        (&[2, 3, 6, 17, 18], &[1, 1, 4, 8, 8], Some("tczyx"), "tczyx"),
+        (&[4, 2, 17, 18], &[1, 1, 8, 8], Some("tcyx"), "tcyx"),
+    ];
+    for (i, (shape, chunks, axes, expected_axes)) in cases.into_iter().enumerate() {
+        let input = synthetic_input(
+            dir.path(),
+            &format!("in{i}.zarr"),
+            &spec(shape, chunks, DType::U8, ArrayFormat::V2, Codec::Gzip(1)),
+        );
+        let output = dir.path().join(format!("out{i}.ome.zarr"));
+        let mut args = vec![input.to_str().unwrap(), output.to_str().unwrap()];
+        if let Some(axes) = axes {
+            args.extend(["--axes", axes]);
+        }
+        build(&args);
+        let ms = multiscale(&output);
+        let names: String = ms["axes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, expected_axes);
+        // Time and channel axes are never reduced.
+        for k in 1..ms["datasets"].as_array().unwrap().len() {
+            let (shape_k, _) = level(&output, k);
+            for (a, axis) in ms["axes"].as_array().unwrap().iter().enumerate() {
+                if axis["type"] != "space" {
+                    assert_eq!(
+                        shape_k[a], shape[a],
+                        "{expected_axes}: axis {a} kept at level {k}"
+                    );
+                }
+            }
+        }
+        assert_levels_follow_the_reference(&output, Method::Mean);
+        assert_valid_ngff(&output);
+    }
+}
+
+#[test]
+fn anisotropic_scale_reduces_xy_first() {
+    let dir = TempDir::new().unwrap();
+    let input = synthetic_input(
+        dir.path(),
+        "in.zarr",
+        &spec(
+            &[16, 64, 64],
+            &[4, 8, 8],
+            DType::U16,
+            ArrayFormat::V2,
+            Codec::Zstd(1),
+        ),
+    );
+    let output = dir.path().join("out.ome.zarr");
+    build(&[
+        input.to_str().unwrap(),
+        output.to_str().unwrap(),
+        "--scale",
+        "z=2.0,y=0.5,x=0.5",
+        "--unit",
+        "um",
+        "--levels",
+        "5",
+    ]);
+    let ms = multiscale(&output);
+    assert_eq!(
+        ms["metadata"]["factors"],
+        json!([[1, 2, 2], [1, 2, 2], [2, 2, 2], [2, 2, 2]])
+    );
+    assert_eq!(ms["axes"][0]["unit"], "micrometer");
+    let transforms = &ms["datasets"][3]["coordinateTransformations"];
+    assert_eq!(transforms[0]["scale"], json!([4.0, 4.0, 4.0]));
+    // translation = s·(F − 1)/2 = 2·(2−1)/2, 0.5·(8−1)/2
+    assert_eq!(transforms[1]["translation"], json!([1.0, 1.75, 1.75]));
+    assert_eq!(level(&output, 4).0, vec![4, 4, 4]);
+    assert_levels_follow_the_reference(&output, Method::Mean);
+    assert_valid_ngff(&output);
+}
+
+#[test]
+fn ome_zarr_input_carries_axes_units_transforms_and_omero() {
+    let dir = TempDir::new().unwrap();
+    let group = dir.path().join("image.ome.zarr");
+    std::fs::create_dir_all(&group).unwrap();
+    std::fs::write(group.join(".zgroup"), r#"{"zarr_format": 2}"#).unwrap();
+    synthetic::write_synthetic(
+        &group.join("s0"),
+        &spec(
+            &[2, 10, 33, 34],
+            &[1, 5, 16, 16],
+            DType::U16,
+            ArrayFormat::V2,
+            Codec::Zstd(1),
+        ),
+        3,
+    )
+    .unwrap();
+    let omero = json!({"channels": [
+        {"color": "FF0000", "window": {"start": 0, "end": 1000, "min": 0, "max": 65535}, "label": "a"},
+        {"color": "00FF00", "window": {"start": 0, "end": 2000, "min": 0, "max": 65535}, "label": "b"}]});
+    let zattrs = json!({
+        "multiscales": [{
+            "version": "0.4",
+            "name": "original",
+            "axes": [{"name": "c", "type": "channel"}, {"name": "z", "type": "space", "unit": "micrometer"},
+                     {"name": "y", "type": "space", "unit": "micrometer"}, {"name": "x", "type": "space", "unit": "micrometer"}],
+            "datasets": [{"path": "s0", "coordinateTransformations": [
+                {"type": "scale", "scale": [1.0, 3.0, 0.75, 0.75]}, {"type": "translation", "translation": [0.0, 10.0, 5.0, 6.0]}]}],
+            "coordinateTransformations": [{"type": "scale", "scale": [1.0, 1.0, 1.0, 1.0]}]
+        }],
+        "omero": omero,
+    });
+    std::fs::write(group.join(".zattrs"), serde_json::to_vec(&zattrs).unwrap()).unwrap();
+    let before = snapshot(&group);
+    let output = dir.path().join("out.ome.zarr");
+    build(&[
+        group.to_str().unwrap(),
+        output.to_str().unwrap(),
+        "--method",
+        "nearest",
+    ]);
+    assert_eq!(before, snapshot(&group));
+    let attributes = attrs(&output);
+    assert_eq!(attributes["omero"], omero);
+    let ms = &attributes["multiscales"][0];
+    assert_eq!(ms["name"], "original");
+    assert_eq!(ms["axes"], zattrs["multiscales"][0]["axes"]);
+    assert_eq!(
+        ms["coordinateTransformations"],
+        zattrs["multiscales"][0]["coordinateTransformations"]
+    );
+    // z=3.0 vs y=x=0.75: xy are reduced first (3.0 > 1.5 × 0.75).
+    assert_eq!(ms["metadata"]["factors"][0], json!([1, 1, 2, 2]));
+    assert_eq!(
+        ms["datasets"][1]["coordinateTransformations"],
+        json!([
+            {"type": "scale", "scale": [1.0, 3.0, 1.5, 1.5]},
+            {"type": "translation", "translation": [0.0, 10.0, 5.0, 6.0]}
+        ])
+    );
+    assert_levels_follow_the_reference(&output, Method::Nearest);
+    assert_valid_ngff(&output);
+}
+
+#[test]
+fn results_do_not_depend_on_chunks_memory_or_threads() {
+    let dir = TempDir::new().unwrap();
+    let input = synthetic_input(
+        dir.path(),
+        "in.zarr",
+        &spec(
+            &[21, 70, 90],
+            &[7, 30, 20],
+            DType::U16,
+            ArrayFormat::V2,
+            Codec::Zstd(1),
+        ),
+    );
+    for method in [Method::Mean, Method::Gaussian] {
+        let reference = dir.path().join(format!("ref-{method}.ome.zarr"));
+        build(&[
+            input.to_str().unwrap(),
+            reference.to_str().unwrap(),
+            "--method",
+            method.name(),
+            "--chunks",
+            "32,64,64",
+            "--levels",
+            "4",
+        ]);
+        let variants: [&[&str]; 3] = [
+            &["--chunks", "8,16,24", "--threads", "1"],
+            &["--chunks", "5,11,13", "--memory", "16MiB", "--threads", "3"],
+            &["--chunks", "64,128,128"],
+        ];
+        for (i, extra) in variants.iter().enumerate() {
+            let output = dir.path().join(format!("{method}-{i}.ome.zarr"));
+            let mut args = vec![
+                input.to_str().unwrap(),
+                output.to_str().unwrap(),
+                "--method",
+                method.name(),
+                "--levels",
+                "4",
+            ];
+            args.extend_from_slice(extra);
+            build(&args);
+            for k in 0..4 {
+                assert_eq!(
+                    level(&output, k),
+                    level(&reference, k),
+                    "{method} level {k} with {extra:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn each_input_chunk_is_decoded_once_per_pass() {
+    let dir = TempDir::new().unwrap();
+    let input = synthetic_input(
+        dir.path(),
+        "in.zarr",
+        &spec(
+            &[32, 96, 96],
+            &[8, 16, 16],
+            DType::U16,
+            ArrayFormat::V2,
+            Codec::Zstd(1),
+        ),
+    );
+    for method in Method::ALL {
+        let output = dir.path().join(format!("{method}.ome.zarr"));
+        let out = build(&[
+            input.to_str().unwrap(),
+            output.to_str().unwrap(),
+            "--method",
+            method.name(),
+            "--levels",
+            "2",
+            "--json",
+            "--compression",
+            "gzip",
+        ]);
+        let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        // One pass over 4×6×6 input chunks.
+        assert_eq!(report["chunks_decoded"], 144, "{method}: {report:#}");
+        assert_eq!(report["chunks_redecoded"], 0);
+    }
+}
+
+#[test]
+fn level0_is_copied_without_reencoding_when_codec_and_chunks_fit() {
+    let dir = TempDir::new().unwrap();
+    let input = synthetic_input(
+        dir.path(),
+        "in.zarr",
+        &spec(
+            &[16, 40, 40],
+            &[8, 16, 16],
+            DType::U16,
+            ArrayFormat::V2,
+            Codec::Zstd(1),
+        ),
+    );
+    let output = dir.path().join("out.ome.zarr");
+    let out = build(&[input.to_str().unwrap(), output.to_str().unwrap(), "--json"]);
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["chunks_copied_raw"], 2 * 3 * 3);
+    for (key, bytes) in snapshot(&input) {
+        if key
+            .file_name()
+            .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
+        {
+            let rel = key.strip_prefix(&input).unwrap();
+            assert_eq!(
+                std::fs::read(output.join("0").join(rel)).unwrap(),
+                bytes,
+                "{rel:?} copied as is"
+            );
+        }
+    }
+    // Different chunks: decoded and re-encoded.
+    let output = dir.path().join("rechunked.ome.zarr");
+    let out = build(&[
+        input.to_str().unwrap(),
+        output.to_str().unwrap(),
+        "--json",
+        "--chunks",
+        "16,16,16",
+    ]);
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["chunks_copied_raw"], 0);
+    assert_eq!(
+        level(&output, 0).1,
+        synthetic::read_array(&input, "/").unwrap().1
+    );
+}
+
+#[test]
+fn demo_and_info_work() {
+    let dir = TempDir::new().unwrap();
+    let output = dir.path().join("demo.ome.zarr");
+    let out = run(&[
+        "demo",
+        output.to_str().unwrap(),
+        "--size",
+        "16,64,96",
+        "--input-chunks",
+        "8,32,32",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Built 3 levels"), "{}", stdout(&out));
+    // Only the pyramid is left behind.
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["demo.ome.zarr".to_string()]);
+    assert_valid_ngff(&output);
+    let (_, data) = level(&output, 0);
+    let values = as_f64(&data);
+    let distinct: std::collections::BTreeSet<u64> = values.iter().map(|&v| v as u64).collect();
+    assert!(
+        distinct.len() > 1000,
+        "structure plus noise, not a constant"
+    );
+    let info = run(&["info", output.to_str().unwrap(), "--json"]);
+    assert!(info.status.success());
+    let info: Value = serde_json::from_str(&stdout(&info)).unwrap();
+    assert_eq!(info["arrays"].as_array().unwrap().len(), 3);
+    assert_eq!(info["arrays"][1]["shape"], json!([8, 32, 48]));
+    let text = stdout(&run(&["info", output.to_str().unwrap()]));
+    assert!(
+        text.contains("ome-zarr image") && text.contains("scale [2.0,2.0,2.0]"),
+        "{text}"
+    );
+}
+
+#[test]
+fn user_mistakes_exit_2_with_one_error_line() {
+    let dir = TempDir::new().unwrap();
+    let input = synthetic_input(
+        dir.path(),
+        "in.zarr",
+        &spec(
+            &[8, 16, 16],
+            &[4, 8, 8],
+            DType::U8,
+            ArrayFormat::V2,
+            Codec::None,
+        ),
+    );
+    let existing = dir.path().join("existing");
+    std::fs::create_dir(&existing).unwrap();
+    std::fs::write(existing.join("notes.txt"), "keep me").unwrap();
+    let i = input.to_str().unwrap();
+    let out = dir.path().join("o.zarr");
+    let o = out.to_str().unwrap();
+    let inside = input.join("pyramid");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["build", "/does/not/exist", o], "does not exist"),
+        (
+            vec!["build", existing.to_str().unwrap(), o],
+            "not a Zarr array",
+        ),
+        (
+            vec!["build", i, existing.to_str().unwrap()],
+            "already exists",
+        ),
+        (
+            vec!["build", i, existing.to_str().unwrap(), "--overwrite"],
+            "refusing to replace",
+        ),
+        (vec!["build", i, i], "same path"),
+        (vec!["build", i, inside.to_str().unwrap()], "lies inside"),
+        (vec!["build", i, o, "--method", "median"], "unknown method"),
+        (vec!["build", i, o, "--levels", "9"], "levels requested"),
+        (vec!["build", i, o, "--factors", "c=2"], "not an axis"),
+        (vec!["build", i, o, "--chunks", "4,4"], "2 values given"),
+        (
+            vec!["build", i, o, "--unit", "furlong"],
+            "unknown space unit",
+        ),
+        (vec!["build", i, o, "--memory", "lots"], "not a size"),
+        (vec!["build", i, o, "--axes", "tczyx"], "5 axes given"),
+        (vec!["build", i, o, "--axes", "zyz"], "appears twice"),
+        (
+            vec!["build", i, o, "--compression", "zstd", "--clevel", "99"],
+            "outside",
+        ),
+    ];
+    for (args, message) in cases {
+        let result = run(&args);
+        let err = stderr(&result);
+        assert_eq!(result.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(message),
+            "{args:?}: expected `{message}` in: {err}"
+        );
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !out.join(".zattrs").exists(),
+            "{args:?} left metadata behind"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(existing.join("notes.txt")).unwrap(),
+        "keep me"
+    );
+    assert!(!inside.exists());
+}

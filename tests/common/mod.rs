@@ -1,0 +1,314 @@
+//! Shared test helpers: golden vectors, a literal float64 reference of SPEC §2, the list of
+//! backends every kernel test runs on, the built binary, and the OME-NGFF schemas.
+#![allow(dead_code, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use ome_pyramid::dtype::Sample;
+use ome_pyramid::method::{Method, gaussian_kernel, gaussian_radius, reflect_index};
+use ome_pyramid::tile::TileElement;
+use ome_pyramid::{DType, Downsampler, TileData};
+use serde_json::Value;
+
+pub fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+}
+
+/// Converts JSON numbers to typed tile data.
+pub fn tile_data(dtype: DType, values: &[Value]) -> TileData {
+    ome_pyramid::dispatch_dtype!(dtype, T => {
+        T::wrap(values.iter().map(|v| T::from_f64(v.as_f64().expect("numeric golden value"))).collect())
+    })
+}
+
+/// Every element as f64 (exact for the golden types).
+pub fn as_f64(data: &TileData) -> Vec<f64> {
+    ome_pyramid::dispatch_dtype!(data.dtype(), T => T::view(data).unwrap().iter().map(|v| v.to_f64()).collect())
+}
+
+#[derive(Debug, Clone)]
+pub struct GoldenCase {
+    pub index: usize,
+    pub dtype: DType,
+    pub shape: Vec<u64>,
+    pub factors: Vec<u32>,
+    pub input: TileData,
+    pub expected_shape: Vec<u64>,
+    pub expected: TileData,
+}
+
+pub fn golden_cases(method: Method) -> Vec<GoldenCase> {
+    let path = data_dir()
+        .join("golden")
+        .join(format!("{}.json", method.name()));
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("golden file")).expect("golden JSON");
+    assert_eq!(doc["method"], method.name());
+    doc["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(index, case)| {
+            let dtype = DType::from_name(case["input"]["dtype"].as_str().unwrap()).unwrap();
+            let shape: Vec<u64> = serde_json::from_value(case["input"]["shape"].clone()).unwrap();
+            let expected_shape: Vec<u64> =
+                serde_json::from_value(case["expected"]["shape"].clone()).unwrap();
+            GoldenCase {
+                index,
+                dtype,
+                factors: serde_json::from_value(case["factors"].clone()).unwrap(),
+                input: tile_data(dtype, case["input"]["data"].as_array().unwrap()),
+                expected: tile_data(dtype, case["expected"]["data"].as_array().unwrap()),
+                shape,
+                expected_shape,
+            }
+        })
+        .collect()
+}
+
+/// How close a backend must be to the float64 reference (SPEC §2 "Agreement").
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Tolerance {
+    Exact,
+    /// Integers within this many units.
+    Units(f64),
+    /// Floats within this relative error.
+    Relative(f64),
+}
+
+pub fn tolerance(method: Method, dtype: DType, backend_is_gpu: bool) -> Tolerance {
+    match (method, dtype.is_float()) {
+        (Method::Nearest, _) => Tolerance::Exact,
+        (Method::Mean, false) => Tolerance::Exact,
+        (Method::Mean, true) => Tolerance::Relative(1e-6),
+        (Method::Gaussian, false) => {
+            if backend_is_gpu {
+                Tolerance::Units(1.0)
+            } else {
+                Tolerance::Exact
+            }
+        }
+        (Method::Gaussian, true) => Tolerance::Relative(1e-5),
+    }
+}
+
+/// Compares `got` with `expected`; returns a description of the first mismatch.
+pub fn compare(got: &TileData, expected: &TileData, tol: Tolerance) -> Result<(), String> {
+    if got.dtype() != expected.dtype() {
+        return Err(format!(
+            "dtype {} instead of {}",
+            got.dtype(),
+            expected.dtype()
+        ));
+    }
+    if got.len() != expected.len() {
+        return Err(format!(
+            "{} elements instead of {}",
+            got.len(),
+            expected.len()
+        ));
+    }
+    let (g, e) = (as_f64(got), as_f64(expected));
+    let scale = e.iter().fold(0f64, |m, v| m.max(v.abs()));
+    for (i, (a, b)) in g.iter().zip(&e).enumerate() {
+        let ok = match tol {
+            Tolerance::Exact => a == b || (a.is_nan() && b.is_nan()),
+            Tolerance::Units(u) => (a - b).abs() <= u,
+            Tolerance::Relative(r) => {
+                (a.is_nan() && b.is_nan()) || (a - b).abs() <= r * b.abs().max(1e-3 * scale)
+            }
+        };
+        if !ok {
+            return Err(format!(
+                "element {i}: got {a}, expected {b} (tolerance {tol:?})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// SPEC §2 taken literally, in float64: for gaussian, blur the whole array along every
+/// axis with f > 1 (reflect border), then the window mean over in-bounds voxels; no
+/// rounding in between. Returns unrounded values.
+pub fn reference_f64(
+    method: Method,
+    input: &[f64],
+    shape: &[u64],
+    factors: &[u32],
+) -> (Vec<u64>, Vec<f64>) {
+    let ndim = shape.len();
+    let out_shape: Vec<u64> = shape
+        .iter()
+        .zip(factors)
+        .map(|(&n, &f)| n.div_ceil(u64::from(f)))
+        .collect();
+    let strides = c_strides(shape);
+    let mut data = input.to_vec();
+    if method == Method::Gaussian {
+        for a in 0..ndim {
+            if factors[a] == 1 {
+                continue;
+            }
+            let kernel = gaussian_kernel(factors[a]);
+            let radius = i64::from(gaussian_radius(factors[a]));
+            let mut blurred = vec![0f64; data.len()];
+            for (flat, out) in blurred.iter_mut().enumerate() {
+                let i = (flat / strides[a]) as u64 % shape[a];
+                let base = flat - (i as usize) * strides[a];
+                let mut sum = 0.0;
+                for (k, w) in (-radius..=radius).zip(&kernel) {
+                    let j = reflect_index(i as i64 + k, shape[a]);
+                    sum += w * data[base + j as usize * strides[a]];
+                }
+                *out = sum;
+            }
+            data = blurred;
+        }
+    }
+    let total: u64 = out_shape.iter().product();
+    let mut out = Vec::with_capacity(total as usize);
+    for flat in 0..total {
+        let mut rest = flat;
+        let mut index = vec![0u64; ndim];
+        for a in (0..ndim).rev() {
+            index[a] = rest % out_shape[a];
+            rest /= out_shape[a];
+        }
+        let windows: Vec<(u64, u64)> = (0..ndim)
+            .map(|a| {
+                let f = u64::from(factors[a]);
+                let lo = index[a] * f;
+                let hi = if method == Method::Nearest {
+                    lo + 1
+                } else {
+                    ((index[a] + 1) * f).min(shape[a])
+                };
+                (lo, hi)
+            })
+            .collect();
+        let mut sum = 0.0;
+        let mut count = 0u64;
+        let mut position: Vec<u64> = windows.iter().map(|w| w.0).collect();
+        'window: loop {
+            let offset: usize = position
+                .iter()
+                .zip(&strides)
+                .map(|(&p, &s)| p as usize * s)
+                .sum();
+            sum += data[offset];
+            count += 1;
+            let mut a = ndim;
+            loop {
+                if a == 0 {
+                    break 'window;
+                }
+                a -= 1;
+                position[a] += 1;
+                if position[a] < windows[a].1 {
+                    break;
+                }
+                position[a] = windows[a].0;
+            }
+        }
+        out.push(sum / count as f64);
+    }
+    (out_shape, out)
+}
+
+fn c_strides(shape: &[u64]) -> Vec<usize> {
+    let mut strides = vec![1usize; shape.len()];
+    for a in (0..shape.len().saturating_sub(1)).rev() {
+        strides[a] = strides[a + 1] * shape[a + 1] as usize;
+    }
+    strides
+}
+
+/// Rounds reference values to a dtype as SPEC §2 says (integers half to even, clamped).
+pub fn round_to(dtype: DType, values: &[f64]) -> TileData {
+    ome_pyramid::dispatch_dtype!(dtype, T => T::wrap(values.iter().map(|&v| T::from_f64(v)).collect()))
+}
+
+/// The backends every kernel test runs on: the CPU, and the GPU where an adapter exists.
+/// Under `CI=true` a missing GPU adapter is a failure, not a skip.
+pub fn backends() -> Vec<(&'static str, Arc<dyn Downsampler>)> {
+    let mut list: Vec<(&'static str, Arc<dyn Downsampler>)> = vec![(
+        "cpu",
+        Arc::new(ome_pyramid::backend::cpu::CpuBackend::new()),
+    )];
+    if let Some(gpu) = gpu_backend() {
+        list.push(("gpu", gpu));
+    }
+    list
+}
+
+/// The GPU backend on any adapter (lavapipe included), shared by the tests of one binary.
+pub fn gpu_backend() -> Option<Arc<dyn Downsampler>> {
+    use std::sync::OnceLock;
+    static GPU: OnceLock<Option<Arc<dyn Downsampler>>> = OnceLock::new();
+    GPU.get_or_init(|| match ome_pyramid::backend::gpu::GpuBackend::new(true) {
+        Ok(gpu) => Some(Arc::new(gpu) as Arc<dyn Downsampler>),
+        Err(e) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true") && !gpu_optional() {
+                panic!("CI=true but no GPU adapter: {e}");
+            }
+            eprintln!("note: GPU tests skipped, no adapter: {e}");
+            None
+        }
+    })
+    .clone()
+}
+
+/// The GPU backend does not exist yet in this build (see issue "The GPU backend").
+fn gpu_optional() -> bool {
+    true
+}
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ome-pyramid"))
+}
+
+pub fn run(args: &[&str]) -> Output {
+    Command::new(binary())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("binary runs")
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A validator of `strict_image.schema` (which references `image.schema`) or
+/// `image.schema`, resolved offline from `tests/data/ngff/0.4`.
+pub fn ngff_validator(strict: bool) -> jsonschema::Validator {
+    let dir = data_dir().join("ngff/0.4/schemas");
+    let load = |name: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(dir.join(name)).unwrap()).unwrap()
+    };
+    let image = load("image.schema");
+    let registry = jsonschema::Registry::new()
+        .add(
+            "https://ngff.openmicroscopy.org/0.4/schemas/image.schema",
+            image.clone(),
+        )
+        .unwrap()
+        .prepare()
+        .unwrap();
+    let schema = if strict {
+        load("strict_image.schema")
+    } else {
+        image
+    };
+    jsonschema::options()
+        .with_registry(&registry)
+        .build(&schema)
+        .expect("schema compiles")
+}

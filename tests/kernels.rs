@@ -1,0 +1,474 @@
+//! Kernel tests, run once per backend (`cpu::…` and `gpu::…`): the golden vectors of
+//! `tests/data/golden`, a literal float64 reference of SPEC §2 on every dtype, and property
+//! tests of the invariants (shapes, constants, ranges, tiling independence).
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Tolerance, as_f64, compare, golden_cases, reference_f64, round_to, tolerance};
+use ome_pyramid::backend::required_source;
+use ome_pyramid::dtype::Sample;
+use ome_pyramid::synthetic::SplitMix64;
+use ome_pyramid::tile::{TileElement, copy_overlap};
+use ome_pyramid::{DType, Downsampler, Method, Region, Step, Tile, TileData};
+use proptest::prelude::*;
+
+/// Runs one step on the whole array.
+fn downsample_whole(
+    backend: &dyn Downsampler,
+    method: Method,
+    shape: &[u64],
+    factors: &[u32],
+    input: TileData,
+) -> Tile {
+    let step = Step {
+        method,
+        factors: factors.to_vec(),
+        src_shape: shape.to_vec(),
+    };
+    let src = Tile::new(Region::whole(shape), input);
+    backend
+        .downsample(&step, &src, &Region::whole(&step.dst_shape()))
+        .expect("downsample")
+}
+
+fn check_golden(backend: &dyn Downsampler, is_gpu: bool, method: Method) {
+    let cases = golden_cases(method);
+    assert!(cases.len() >= 40, "golden file has its cases");
+    let mut failures = Vec::new();
+    for case in cases {
+        let out = downsample_whole(
+            backend,
+            method,
+            &case.shape,
+            &case.factors,
+            case.input.clone(),
+        );
+        assert_eq!(
+            out.region.shape, case.expected_shape,
+            "case {} output shape",
+            case.index
+        );
+        let tol = tolerance(method, case.dtype, is_gpu);
+        if let Err(e) = compare(&out.data, &case.expected, tol) {
+            failures.push(format!(
+                "case {} ({} {:?} f={:?}): {e}",
+                case.index, case.dtype, case.shape, case.factors
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} golden cases differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+fn golden_nearest(backend: &dyn Downsampler, is_gpu: bool) {
+    check_golden(backend, is_gpu, Method::Nearest);
+}
+fn golden_mean(backend: &dyn Downsampler, is_gpu: bool) {
+    check_golden(backend, is_gpu, Method::Mean);
+}
+fn golden_gaussian(backend: &dyn Downsampler, is_gpu: bool) {
+    check_golden(backend, is_gpu, Method::Gaussian);
+}
+
+/// Random data spanning most of a dtype's range (so sums stress the accumulators).
+fn random_data(dtype: DType, len: usize, seed: u64) -> TileData {
+    let mut rng = SplitMix64::new(seed);
+    ome_pyramid::dispatch_dtype!(dtype, T => {
+        let values: Vec<T> = (0..len)
+            .map(|_| {
+                let bits = rng.next_u64();
+                let v: T = bytemuck::cast_slice::<u64, T>(std::slice::from_ref(&bits))[0];
+                if dtype.is_float() {
+                    // Finite floats of both signs and mixed magnitudes.
+                    T::from_f64((rng.next_f64() - 0.3) * 1000.0_f64.powf(rng.next_f64() * 2.0))
+                } else {
+                    v
+                }
+            })
+            .collect();
+        T::wrap(values)
+    })
+}
+
+/// Every dtype (u64, i64, i8 included, which the golden files lack) against the literal
+/// float64 reference, on shapes with partial edge windows and factors 2 and 3.
+fn reference_every_dtype(backend: &dyn Downsampler, is_gpu: bool) {
+    let shapes: [(&[u64], &[u32]); 4] = [
+        (&[7, 9], &[2, 2]),
+        (&[5, 6, 7], &[2, 3, 2]),
+        (&[2, 5, 9, 4], &[1, 2, 2, 3]),
+        (&[1, 2, 5, 6, 3], &[1, 1, 3, 2, 2]),
+    ];
+    for method in Method::ALL {
+        for dtype in DType::ALL {
+            if !backend.supports(dtype) {
+                continue;
+            }
+            for (k, (shape, factors)) in shapes.iter().enumerate() {
+                let len = shape.iter().product::<u64>() as usize;
+                let input = random_data(dtype, len, 1000 + k as u64);
+                let (_, reference) = reference_f64(method, &as_f64(&input), shape, factors);
+                let expected = round_to(dtype, &reference);
+                let out = downsample_whole(backend, method, shape, factors, input);
+                // 64-bit integers beyond 2^53 lose precision in the float64 reference.
+                let tol = match (method, dtype) {
+                    (Method::Gaussian, DType::U64 | DType::I64) => Tolerance::Relative(1e-12),
+                    (Method::Mean, DType::U64 | DType::I64) => Tolerance::Relative(1e-13),
+                    _ => tolerance(method, dtype, is_gpu),
+                };
+                compare(&out.data, &expected, tol).unwrap_or_else(|e| {
+                    panic!("{method} {dtype} shape {shape:?} factors {factors:?}: {e}")
+                });
+            }
+        }
+    }
+}
+
+/// 64-bit integer means are exact (i128 sums), including ties at the extremes.
+fn mean_exact_for_64_bit_extremes(backend: &dyn Downsampler, _is_gpu: bool) {
+    if !backend.supports(DType::U64) {
+        return;
+    }
+    let input = TileData::U64(vec![u64::MAX, u64::MAX - 1, u64::MAX, u64::MAX - 2]);
+    let out = downsample_whole(backend, Method::Mean, &[2, 2], &[2, 2], input);
+    // sum = 4·MAX − 3 → mean = MAX − 0.75 → MAX − 1.
+    assert_eq!(out.data, TileData::U64(vec![u64::MAX - 1]));
+    let input = TileData::I64(vec![i64::MIN, i64::MIN + 1]);
+    let out = downsample_whole(backend, Method::Mean, &[1, 2], &[1, 2], input);
+    // MIN + 0.5 → ties to even → MIN.
+    assert_eq!(out.data, TileData::I64(vec![i64::MIN]));
+}
+
+/// Ties round to even: [1,2] → 2 (1.5), [2,3] → 2 (2.5), [-3,-2] → -2 (-2.5).
+fn mean_rounds_half_to_even(backend: &dyn Downsampler, _is_gpu: bool) {
+    let out = downsample_whole(
+        backend,
+        Method::Mean,
+        &[1, 6],
+        &[1, 2],
+        TileData::I16(vec![1, 2, 2, 3, -3, -2]),
+    );
+    assert_eq!(out.data, TileData::I16(vec![2, 2, -2]));
+    let out = downsample_whole(
+        backend,
+        Method::Mean,
+        &[1, 4],
+        &[1, 2],
+        TileData::U8(vec![254, 255, 0, 1]),
+    );
+    assert_eq!(out.data, TileData::U8(vec![254, 0]));
+}
+
+/// NaN propagates through mean and gaussian (SPEC §2).
+fn nan_propagates(backend: &dyn Downsampler, _is_gpu: bool) {
+    let mut values = vec![1.0f32; 16];
+    values[5] = f32::NAN;
+    for method in [Method::Mean, Method::Gaussian] {
+        let out = downsample_whole(
+            backend,
+            method,
+            &[4, 4],
+            &[2, 2],
+            TileData::F32(values.clone()),
+        );
+        let TileData::F32(v) = out.data else { panic!() };
+        assert!(v[0].is_nan(), "{method}: the window holding NaN gives NaN");
+        if method == Method::Mean {
+            assert_eq!(&v[1..], &[1.0, 1.0, 1.0]);
+        }
+    }
+}
+
+/// Computes `dst` of a step as several tiles, each reading only its required source.
+fn downsample_tiled(
+    backend: &dyn Downsampler,
+    step: &Step,
+    input: &Tile,
+    split: &[u64],
+) -> TileData {
+    let dst_shape = step.dst_shape();
+    let whole = Region::whole(&dst_shape);
+    let mut out = TileData::zeros(input.data.dtype(), whole.len());
+    let ndim = dst_shape.len();
+    let counts: Vec<u64> = (0..ndim).map(|a| dst_shape[a].div_ceil(split[a])).collect();
+    let total: u64 = counts.iter().product();
+    for t in 0..total {
+        let mut rest = t;
+        let mut start = vec![0u64; ndim];
+        let mut end = vec![0u64; ndim];
+        for a in (0..ndim).rev() {
+            let i = rest % counts[a];
+            rest /= counts[a];
+            start[a] = i * split[a];
+            end[a] = ((i + 1) * split[a]).min(dst_shape[a]);
+        }
+        let dst = Region::from_bounds(&start, &end);
+        let needed = required_source(step, &dst);
+        let src = input.extract(&needed);
+        let tile = backend.downsample(step, &src, &dst).expect("tile");
+        ome_pyramid::dispatch_dtype!(input.data.dtype(), T => {
+            let mut buffer = T::unwrap(std::mem::replace(&mut out, TileData::U8(vec![]))).unwrap();
+            copy_overlap(T::view(&tile.data).unwrap(), &tile.region, &mut buffer, &whole);
+            out = T::wrap(buffer);
+        });
+    }
+    out
+}
+
+/// A random case for property tests: shape (2 to 5 axes), factors, dtype, data.
+#[derive(Debug, Clone)]
+struct Case {
+    shape: Vec<u64>,
+    factors: Vec<u32>,
+    dtype: DType,
+    method: Method,
+    seed: u64,
+    split: Vec<u64>,
+}
+
+fn case_strategy() -> impl Strategy<Value = Case> {
+    (2usize..=5)
+        .prop_flat_map(|ndim| {
+            (
+                proptest::collection::vec(1u64..=11, ndim),
+                proptest::collection::vec(1u32..=3, ndim),
+                proptest::sample::select(DType::ALL.to_vec()),
+                proptest::sample::select(Method::ALL.to_vec()),
+                any::<u64>(),
+                proptest::collection::vec(1u64..=4, ndim),
+            )
+        })
+        .prop_filter("at most 4000 voxels", |(shape, ..)| {
+            shape.iter().product::<u64>() <= 4000
+        })
+        .prop_map(|(shape, mut factors, dtype, method, seed, split)| {
+            if factors.iter().all(|&f| f == 1) {
+                factors[0] = 2;
+            }
+            Case {
+                shape,
+                factors,
+                dtype,
+                method,
+                seed,
+                split,
+            }
+        })
+}
+
+/// The invariants of SPEC §2 on one random case.
+fn check_invariants(backend: &dyn Downsampler, case: &Case) -> Result<(), TestCaseError> {
+    if !backend.supports(case.dtype) {
+        return Ok(());
+    }
+    let len = case.shape.iter().product::<u64>() as usize;
+    let input = random_data(case.dtype, len, case.seed);
+    let step = Step {
+        method: case.method,
+        factors: case.factors.clone(),
+        src_shape: case.shape.clone(),
+    };
+    let src = Tile::new(Region::whole(&case.shape), input.clone());
+    let whole = backend
+        .downsample(&step, &src, &Region::whole(&step.dst_shape()))
+        .unwrap();
+
+    // Output shape is ceil(n / f) on every axis.
+    let expected_shape: Vec<u64> = case
+        .shape
+        .iter()
+        .zip(&case.factors)
+        .map(|(&n, &f)| n.div_ceil(u64::from(f)))
+        .collect();
+    prop_assert_eq!(&whole.region.shape, &expected_shape);
+
+    // Results never depend on the tiling.
+    let tiled = downsample_tiled(backend, &step, &src, &case.split);
+    prop_assert!(
+        compare(&tiled, &whole.data, Tolerance::Exact).is_ok(),
+        "tiling changed the result"
+    );
+
+    let values = as_f64(&input);
+    let outputs = as_f64(&whole.data);
+    let strides: Vec<u64> = {
+        let mut s = vec![1u64; case.shape.len()];
+        for a in (0..case.shape.len() - 1).rev() {
+            s[a] = s[a + 1] * case.shape[a + 1];
+        }
+        s
+    };
+    for (flat, &y) in outputs.iter().enumerate() {
+        let mut rest = flat as u64;
+        let mut index = vec![0u64; case.shape.len()];
+        for a in (0..case.shape.len()).rev() {
+            index[a] = rest % expected_shape[a];
+            rest /= expected_shape[a];
+        }
+        // The voxels the output may depend on: the window (nearest, mean) or the blur
+        // support around it (gaussian), clipped to the array.
+        let support: Vec<(u64, u64)> = (0..case.shape.len())
+            .map(|a| {
+                let f = u64::from(case.factors[a]);
+                let halo = case.method.halo(case.factors[a]);
+                let lo = (index[a] * f).saturating_sub(halo);
+                let hi = (((index[a] + 1) * f).min(case.shape[a]) + halo).min(case.shape[a]);
+                (lo, hi)
+            })
+            .collect();
+        if case.method == Method::Nearest {
+            let source: u64 = index
+                .iter()
+                .zip(&case.factors)
+                .zip(&strides)
+                .map(|((&i, &f), &s)| i * u64::from(f) * s)
+                .sum();
+            let x = values[source as usize];
+            prop_assert!(
+                x == y || (x.is_nan() && y.is_nan()),
+                "nearest output {y} is input {x}"
+            );
+            continue;
+        }
+        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        let mut position: Vec<u64> = support.iter().map(|s| s.0).collect();
+        'support: loop {
+            let offset: u64 = position.iter().zip(&strides).map(|(&p, &s)| p * s).sum();
+            lo = lo.min(values[offset as usize]);
+            hi = hi.max(values[offset as usize]);
+            let mut a = position.len();
+            loop {
+                if a == 0 {
+                    break 'support;
+                }
+                a -= 1;
+                position[a] += 1;
+                if position[a] < support[a].1 {
+                    break;
+                }
+                position[a] = support[a].0;
+            }
+        }
+        // Within the window's range (plus float rounding of the result type).
+        let slack = if case.dtype.is_float() {
+            1e-5 * lo.abs().max(hi.abs())
+        } else {
+            0.5
+        };
+        prop_assert!(
+            y >= lo - slack && y <= hi + slack,
+            "output {y} outside [{lo}, {hi}] for {:?}",
+            case
+        );
+    }
+    Ok(())
+}
+
+/// The mean (and gaussian) of a constant array is that constant, for every dtype.
+fn constant_stays_constant(backend: &dyn Downsampler, _is_gpu: bool) {
+    for dtype in DType::ALL {
+        if !backend.supports(dtype) {
+            continue;
+        }
+        for method in [Method::Mean, Method::Gaussian] {
+            let value = match dtype {
+                DType::U8 => 201.0,
+                DType::I8 => -77.0,
+                DType::F32 | DType::F64 => 3.25,
+                _ => 12_345.0,
+            };
+            let shape = [3u64, 7, 5];
+            let input = round_to(dtype, &vec![value; 105]);
+            let out = downsample_whole(backend, method, &shape, &[2, 2, 3], input);
+            let expected = round_to(dtype, &vec![value; out.data.len()]);
+            let tol = if dtype.is_float() {
+                Tolerance::Relative(1e-6)
+            } else {
+                Tolerance::Exact
+            };
+            compare(&out.data, &expected, tol).unwrap_or_else(|e| panic!("{method} {dtype}: {e}"));
+        }
+    }
+}
+
+fn property_invariants(backend: &dyn Downsampler, is_gpu: bool) {
+    let cases = if is_gpu { 24 } else { 256 };
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&case_strategy(), |case| check_invariants(backend, &case))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Generates `cpu::name` and `gpu::name` for each kernel test. The GPU variant runs on any
+/// adapter (lavapipe in CI); under `CI=true` a missing adapter fails the test.
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod cpu {
+            $(
+                #[test]
+                fn $name() {
+                    let backend = ome_pyramid::backend::cpu::CpuBackend::new();
+                    super::$name(&backend, false);
+                }
+            )*
+        }
+        mod gpu {
+            $(
+                #[test]
+                fn $name() {
+                    if let Some(gpu) = super::common::gpu_backend() {
+                        super::$name(gpu.as_ref(), true);
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    golden_nearest,
+    golden_mean,
+    golden_gaussian,
+    reference_every_dtype,
+    mean_exact_for_64_bit_extremes,
+    mean_rounds_half_to_even,
+    nan_propagates,
+    constant_stays_constant,
+    property_invariants,
+);
+
+/// Integer nearest and mean are bit-identical between the CPU and the GPU (SPEC §2).
+#[test]
+fn gpu_matches_cpu_bit_for_bit_on_integers() {
+    let Some(gpu) = common::gpu_backend() else {
+        return;
+    };
+    let cpu: Arc<dyn Downsampler> = Arc::new(ome_pyramid::backend::cpu::CpuBackend::new());
+    for dtype in DType::ALL
+        .into_iter()
+        .filter(|d| !d.is_float() && gpu.supports(*d))
+    {
+        for method in [Method::Nearest, Method::Mean] {
+            for (shape, factors) in [
+                (&[33u64, 47][..], &[2u32, 2][..]),
+                (&[9, 17, 31], &[2, 2, 2]),
+                (&[3, 5, 12, 13], &[1, 3, 2, 3]),
+            ] {
+                let len = shape.iter().product::<u64>() as usize;
+                let input = random_data(dtype, len, 7);
+                let a = downsample_whole(cpu.as_ref(), method, shape, factors, input.clone());
+                let b = downsample_whole(gpu.as_ref(), method, shape, factors, input);
+                assert_eq!(a.data, b.data, "{method} {dtype} {shape:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The output opens in the Python tools people use and holds the values SPEC §2 defines,
+//! computed independently with numpy/scipy (`scripts/crosscheck.py`). Needs python3 with
+//! numpy, scipy, zarr and ome-zarr (`.ci/run` installs them); under `CI=true` their
+//! absence is a failure.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use ome_pyramid::DType;
+use ome_pyramid::synthetic::{self, ArrayFormat, ArraySpec, Codec};
+use tempfile::TempDir;
+
+fn python_ready() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import numpy, scipy, zarr, ome_zarr"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "CI=true but python3 with numpy, scipy, zarr and ome-zarr is missing"
+        );
+        eprintln!("note: python cross-check skipped (python3 with numpy, scipy, zarr, ome-zarr not found)");
+    }
+    ok
+}
+
+fn crosscheck(output: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/crosscheck.py");
+    let out = Command::new("python3").arg(script).arg(output).output().unwrap();
+    assert!(
+        out.status.success(),
+        "crosscheck of {} failed:\n{}{}",
+        output.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn zarr_python_scipy_and_ome_zarr_agree_with_the_output() {
+    if !python_ready() {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let cases = [
+        (DType::U16, &[23u64, 61, 50][..], &[8u64, 16, 16][..], None),
+        (DType::F32, &[9, 40, 33], &[4, 16, 16], Some("z=4.0,y=1.0,x=1.0")),
+        (DType::I8, &[2, 5, 30, 31], &[1, 2, 8, 8], None),
+    ];
+    for (i, (dtype, shape, chunks, scale)) in cases.into_iter().enumerate() {
+        let input = dir.path().join(format!("in{i}.zarr"));
+        let spec = ArraySpec {
+            shape: shape.to_vec(),
+            chunks: chunks.to_vec(),
+            dtype,
+            format: if i % 2 == 0 { ArrayFormat::V2 } else { ArrayFormat::V3 },
+            codec: Codec::Zstd(1),
+        };
+        synthetic::write_synthetic(&input, &spec, 11).unwrap();
+        for method in ["nearest", "mean", "gaussian"] {
+            let output = dir.path().join(format!("out{i}-{method}.ome.zarr"));
+            let mut args = vec!["build", input.to_str().unwrap(), output.to_str().unwrap(), "--method", method, "-q"];
+            if let Some(scale) = scale {
+                args.extend(["--scale", scale]);
+            }
+            let out = common::run(&args);
+            assert!(out.status.success(), "{}", common::stderr(&out));
+            crosscheck(&output);
+        }
+    }
+}
