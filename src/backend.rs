@@ -144,8 +144,8 @@ pub trait Downsampler: Send + Sync {
     /// A one-line description for logs and metadata, e.g. `cpu (2 threads)`.
     fn description(&self) -> String;
 
-    /// True if this backend computes `dtype` itself.
-    fn supports(&self, dtype: DType) -> bool;
+    /// True if this backend computes `method` on `dtype` itself, within SPEC §2's agreement.
+    fn supports(&self, method: Method, dtype: DType) -> bool;
 
     /// Computes one step on `dst`, reading from `src`, which must contain
     /// [`required_source`]`(step, dst)`.

@@ -615,44 +615,43 @@ fn prepare(builder: &PyramidBuilder) -> Result<Prepared, BuildError> {
 /// Picks the backend for this build; logs and describes the choice.
 fn select_backend(
     choice: BackendChoice,
+    method: Method,
     dtype: DType,
 ) -> Result<(Arc<dyn Downsampler>, String), BuildError> {
-    let cpu = || -> Arc<dyn Downsampler> { Arc::new(CpuBackend::new()) };
-    match choice {
-        BackendChoice::Cpu => {
-            let backend = cpu();
-            let description = backend.description();
-            Ok((backend, description))
+    let cpu = || -> (Arc<dyn Downsampler>, String) {
+        let backend = CpuBackend::new();
+        let description = backend.description();
+        (Arc::new(backend), description)
+    };
+    if choice == BackendChoice::Cpu {
+        return Ok(cpu());
+    }
+    let allow_software = choice == BackendChoice::Gpu;
+    match GpuBackend::new(allow_software) {
+        Ok(gpu) if gpu.supports(method, dtype) => {
+            let description = gpu.description();
+            info!("using the GPU backend: {description}");
+            Ok((Arc::new(gpu), description))
         }
-        BackendChoice::Gpu | BackendChoice::Auto => {
-            let allow_software = choice == BackendChoice::Gpu;
-            match GpuBackend::new(allow_software) {
-                Ok(gpu) if gpu.supports(dtype) => {
-                    let description = gpu.description();
-                    info!("using the GPU backend: {description}");
-                    Ok((Arc::new(gpu), description))
-                }
-                Ok(gpu) => {
-                    info!(
-                        "{dtype} data cannot be held by WGSL shaders; computing on the CPU instead of {}",
-                        gpu.description()
-                    );
-                    let backend = cpu();
-                    let description = format!(
-                        "{}; {dtype} is not supported on the GPU",
-                        backend.description()
-                    );
-                    Ok((backend, description))
-                }
-                Err(e) if choice == BackendChoice::Gpu => Err(e.into()),
-                Err(e) => {
-                    info!("no hardware GPU adapter ({e}); using the CPU backend");
-                    let backend = cpu();
-                    let description =
-                        format!("{}; auto: no hardware GPU adapter", backend.description());
-                    Ok((backend, description))
-                }
-            }
+        Ok(gpu) => {
+            info!(
+                "{method} on {dtype} data runs on the CPU: the GPU kernels cannot compute it within the spec's agreement ({})",
+                gpu.description()
+            );
+            let (backend, description) = cpu();
+            Ok((
+                backend,
+                format!("{description}; {method} on {dtype} is not computed on the GPU"),
+            ))
+        }
+        Err(e) if choice == BackendChoice::Gpu => Err(e.into()),
+        Err(e) => {
+            info!("no hardware GPU adapter ({e}); using the CPU backend");
+            let (backend, description) = cpu();
+            Ok((
+                backend,
+                format!("{description}; auto: no hardware GPU adapter"),
+            ))
         }
     }
 }
@@ -660,8 +659,11 @@ fn select_backend(
 fn run_build(builder: &PyramidBuilder, threads: usize) -> Result<BuildReport, BuildError> {
     let started = Instant::now();
     let prepared = prepare(builder)?;
-    let (backend, backend_description) =
-        select_backend(builder.options.backend, prepared.source.dtype)?;
+    let (backend, backend_description) = select_backend(
+        builder.options.backend,
+        builder.options.method,
+        prepared.source.dtype,
+    )?;
     prepare_output(&builder.output, builder.options.overwrite)?;
     let dtype = prepared.source.dtype;
     info!(

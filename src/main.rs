@@ -115,7 +115,11 @@ struct BuildArgs {
 #[derive(Args, Debug)]
 struct InfoArgs {
     /// A Zarr array, group or OME-Zarr image.
-    path: PathBuf,
+    #[arg(required_unless_present = "gpu")]
+    path: Option<PathBuf>,
+    /// List the GPU adapters wgpu finds, their limits, and which one `--backend auto` uses.
+    #[arg(long)]
+    gpu: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -486,10 +490,50 @@ fn cmd_demo(args: &DemoArgs, quiet: bool) -> Result<()> {
     result
 }
 
+fn cmd_gpu_info(json_output: bool) -> Result<()> {
+    let adapters = ome_pyramid::backend::gpu::list_adapters();
+    if json_output {
+        println!("{}", serde_json::to_string_pretty(&adapters)?);
+        return Ok(());
+    }
+    if adapters.is_empty() {
+        println!(
+            "No GPU adapter found (no Vulkan, Metal or DX12 driver); builds use the CPU backend."
+        );
+    }
+    let auto = adapters.iter().position(|a| a.used_by_auto);
+    for (i, a) in adapters.iter().enumerate() {
+        let role = match (auto == Some(i), a.software) {
+            (true, _) => "used by --backend auto",
+            (false, true) => "software: only with --backend gpu",
+            (false, false) => "",
+        };
+        println!("{} ({}, {}) {role}", a.name, a.backend, a.device_type);
+        println!("  driver: {}", a.driver);
+        println!(
+            "  max storage binding {}, max buffer {}, {} workgroups per dimension, {} invocations per workgroup",
+            format_bytes(a.max_storage_buffer_binding_size),
+            format_bytes(a.max_buffer_size),
+            a.max_compute_workgroups_per_dimension,
+            a.max_compute_invocations_per_workgroup
+        );
+    }
+    if auto.is_none() && !adapters.is_empty() {
+        println!("No hardware adapter: --backend auto uses the CPU.");
+    }
+    Ok(())
+}
+
 fn cmd_info(args: &InfoArgs) -> Result<()> {
-    let path = &args.path;
+    if args.gpu {
+        return cmd_gpu_info(args.json);
+    }
+    let path = args
+        .path
+        .as_ref()
+        .expect("clap requires PATH without --gpu");
     if !path.exists() {
-        return Err(anyhow!(store::StoreError::NotFound(path.clone())));
+        return Err(anyhow!(store::StoreError::NotFound(path.to_path_buf())));
     }
     let node = store::probe_node(path)?;
     let info = match node {

@@ -79,7 +79,7 @@ fn build(args: &[&str]) -> std::process::Output {
 }
 
 /// Each level equals the method applied to the level below as stored (SPEC §2).
-fn assert_levels_follow_the_reference(output: &Path, method: Method) {
+fn assert_levels_follow_the_reference(output: &Path, method: Method, gpu: bool) {
     let ms = multiscale(output);
     let datasets = ms["datasets"].as_array().unwrap().len();
     let factors: Vec<Vec<u32>> = serde_json::from_value(ms["metadata"]["factors"].clone()).unwrap();
@@ -91,7 +91,7 @@ fn assert_levels_follow_the_reference(output: &Path, method: Method) {
             reference_f64(method, &as_f64(&below), &shape, &factors[k - 1]);
         assert_eq!(level(output, k).0, expected_shape, "level {k} shape");
         let expected = round_to(below.dtype(), &reference);
-        compare(&got, &expected, tolerance(method, below.dtype(), false))
+        compare(&got, &expected, tolerance(method, below.dtype(), gpu))
             .unwrap_or_else(|e| panic!("level {k} of {method}: {e}"));
     }
 }
@@ -137,8 +137,7 @@ fn the_schemas_accept_their_own_valid_examples_and_reject_invalid_ones() {
     }
 }
 
-#[test]
-fn v2_uint16_volume_with_odd_shape() {
+fn v2_uint16_volume_with_odd_shape(backend: &str, gpu: bool) {
     let dir = TempDir::new().unwrap();
     let input = synthetic_input(
         dir.path(),
@@ -153,7 +152,13 @@ fn v2_uint16_volume_with_odd_shape() {
     );
     let before = snapshot(&input);
     let output = dir.path().join("out.ome.zarr");
-    build(&[input.to_str().unwrap(), output.to_str().unwrap(), "--json"]);
+    build(&[
+        input.to_str().unwrap(),
+        output.to_str().unwrap(),
+        "--json",
+        "--backend",
+        backend,
+    ]);
     assert_eq!(
         before,
         snapshot(&input),
@@ -177,7 +182,7 @@ fn v2_uint16_volume_with_odd_shape() {
     assert_eq!(
         ms["metadata"]["backend"]
             .as_str()
-            .map(|b| b.starts_with("cpu")),
+            .map(|b| b.starts_with(backend)),
         Some(true)
     );
     assert_eq!(
@@ -192,7 +197,7 @@ fn v2_uint16_volume_with_odd_shape() {
         level(&output, 0).1,
         synthetic::read_array(&input, "/").unwrap().1
     );
-    assert_levels_follow_the_reference(&output, Method::Mean);
+    assert_levels_follow_the_reference(&output, Method::Mean, gpu);
     assert_valid_ngff(&output);
     // The .zarray of each level is plain Zarr v2 as SPEC §4 describes.
     let zarray: Value =
@@ -205,8 +210,7 @@ fn v2_uint16_volume_with_odd_shape() {
     assert_eq!(zarray["compressor"], json!({"id": "zstd", "level": 1}));
 }
 
-#[test]
-fn every_method_on_a_v3_input() {
+fn every_method_on_a_v3_input(backend: &str, gpu: bool) {
     let dir = TempDir::new().unwrap();
     let input = synthetic_input(
         dir.path(),
@@ -227,11 +231,11 @@ fn every_method_on_a_v3_input() {
             "--method",
             method.name(),
             "--backend",
-            "cpu",
+            backend,
         ]);
         let ms = multiscale(&output);
         assert_eq!(ms["type"], method.name());
-        assert_levels_follow_the_reference(&output, method);
+        assert_levels_follow_the_reference(&output, method, gpu);
         assert_valid_ngff(&output);
         let translation = &ms["datasets"][1]["coordinateTransformations"][1]["translation"];
         let expected = if method == Method::Nearest {
@@ -249,8 +253,7 @@ fn every_method_on_a_v3_input() {
     }
 }
 
-#[test]
-fn sharded_v3_input() {
+fn sharded_v3_input(backend: &str, gpu: bool) {
     let dir = TempDir::new().unwrap();
     let input = synthetic_input(
         dir.path(),
@@ -273,8 +276,10 @@ fn sharded_v3_input() {
         "gaussian",
         "--compression",
         "blosc-zstd",
+        "--backend",
+        backend,
     ]);
-    assert_levels_follow_the_reference(&output, Method::Gaussian);
+    assert_levels_follow_the_reference(&output, Method::Gaussian, gpu);
     // Output chunks default to the read granularity (the inner chunks).
     assert_eq!(level(&output, 0).0, vec![20, 40, 40]);
     let zarray: Value =
@@ -284,8 +289,7 @@ fn sharded_v3_input() {
     assert_valid_ngff(&output);
 }
 
-#[test]
-fn two_four_and_five_dimensional_arrays() {
+fn two_four_and_five_dimensional_arrays(backend: &str, gpu: bool) {
     let dir = TempDir::new().unwrap();
     // (shape, chunks, --axes, expected axes)
     type Case<'a> = (&'a [u64], &'a [u64], Option<&'a str>, &'a str);
@@ -302,7 +306,14 @@ fn two_four_and_five_dimensional_arrays() {
             &spec(shape, chunks, DType::U8, ArrayFormat::V2, Codec::Gzip(1)),
         );
         let output = dir.path().join(format!("out{i}.ome.zarr"));
-        let mut args = vec![input.to_str().unwrap(), output.to_str().unwrap()];
+        let mut args = vec![
+            input.to_str().unwrap(),
+            output.to_str().unwrap(),
+            "--backend",
+            backend,
+            "--method",
+            "gaussian",
+        ];
         if let Some(axes) = axes {
             args.extend(["--axes", axes]);
         }
@@ -327,13 +338,12 @@ fn two_four_and_five_dimensional_arrays() {
                 }
             }
         }
-        assert_levels_follow_the_reference(&output, Method::Mean);
+        assert_levels_follow_the_reference(&output, Method::Gaussian, gpu);
         assert_valid_ngff(&output);
     }
 }
 
-#[test]
-fn anisotropic_scale_reduces_xy_first() {
+fn anisotropic_scale_reduces_xy_first(backend: &str, gpu: bool) {
     let dir = TempDir::new().unwrap();
     let input = synthetic_input(
         dir.path(),
@@ -356,6 +366,8 @@ fn anisotropic_scale_reduces_xy_first() {
         "um",
         "--levels",
         "5",
+        "--backend",
+        backend,
     ]);
     let ms = multiscale(&output);
     assert_eq!(
@@ -368,12 +380,11 @@ fn anisotropic_scale_reduces_xy_first() {
     // translation = s·(F − 1)/2 = 2·(2−1)/2, 0.5·(8−1)/2
     assert_eq!(transforms[1]["translation"], json!([1.0, 1.75, 1.75]));
     assert_eq!(level(&output, 4).0, vec![4, 4, 4]);
-    assert_levels_follow_the_reference(&output, Method::Mean);
+    assert_levels_follow_the_reference(&output, Method::Mean, gpu);
     assert_valid_ngff(&output);
 }
 
-#[test]
-fn ome_zarr_input_carries_axes_units_transforms_and_omero() {
+fn ome_zarr_input_carries_axes_units_transforms_and_omero(backend: &str, gpu: bool) {
     let dir = TempDir::new().unwrap();
     let group = dir.path().join("image.ome.zarr");
     std::fs::create_dir_all(&group).unwrap();
@@ -413,6 +424,8 @@ fn ome_zarr_input_carries_axes_units_transforms_and_omero() {
         output.to_str().unwrap(),
         "--method",
         "nearest",
+        "--backend",
+        backend,
     ]);
     assert_eq!(before, snapshot(&group));
     let attributes = attrs(&output);
@@ -433,12 +446,11 @@ fn ome_zarr_input_carries_axes_units_transforms_and_omero() {
             {"type": "translation", "translation": [0.0, 10.0, 5.0, 6.0]}
         ])
     );
-    assert_levels_follow_the_reference(&output, Method::Nearest);
+    assert_levels_follow_the_reference(&output, Method::Nearest, gpu);
     assert_valid_ngff(&output);
 }
 
-#[test]
-fn results_do_not_depend_on_chunks_memory_or_threads() {
+fn results_do_not_depend_on_chunks_memory_or_threads(backend: &str, _gpu: bool) {
     let dir = TempDir::new().unwrap();
     let input = synthetic_input(
         dir.path(),
@@ -462,6 +474,8 @@ fn results_do_not_depend_on_chunks_memory_or_threads() {
             "32,64,64",
             "--levels",
             "4",
+            "--backend",
+            backend,
         ]);
         let variants: [&[&str]; 3] = [
             &["--chunks", "8,16,24", "--threads", "1"],
@@ -477,6 +491,8 @@ fn results_do_not_depend_on_chunks_memory_or_threads() {
                 method.name(),
                 "--levels",
                 "4",
+                "--backend",
+                backend,
             ];
             args.extend_from_slice(extra);
             build(&args);
@@ -689,3 +705,199 @@ fn user_mistakes_exit_2_with_one_error_line() {
     );
     assert!(!inside.exists());
 }
+
+/// `build --backend gpu` gives exactly the CPU's pyramid for nearest and mean on every dtype
+/// the GPU holds, and gaussian within ±1 (integers) or 1e-5 (f32): 2-D to 5-D, odd shapes,
+/// anisotropic factors, several levels computed in a row on the device.
+#[test]
+fn gpu_pyramids_equal_cpu_pyramids() {
+    if common::gpu_backend().is_none() {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let cases: [(&[u64], &[u64], &str); 4] = [
+        (&[45, 67], &[16, 16], "y=2,x=3"),
+        (&[11, 37, 29], &[4, 8, 8], "z=1,y=2,x=2"),
+        (&[2, 9, 20, 23], &[1, 4, 8, 8], "auto"),
+        (&[2, 2, 7, 19, 18], &[1, 1, 4, 8, 8], "z=2,y=3,x=2"),
+    ];
+    let dtypes = [
+        DType::U8,
+        DType::U16,
+        DType::U32,
+        DType::I8,
+        DType::I16,
+        DType::I32,
+        DType::F32,
+    ];
+    for (i, (shape, chunks, factors)) in cases.into_iter().enumerate() {
+        for (j, dtype) in dtypes.into_iter().enumerate() {
+            if (i + j) % 2 == 1 {
+                continue; // every dtype on two shapes keeps the test quick on lavapipe
+            }
+            let input = synthetic_input(
+                dir.path(),
+                &format!("in-{i}-{dtype}.zarr"),
+                &spec(shape, chunks, dtype, ArrayFormat::V2, Codec::Zstd(1)),
+            );
+            for method in Method::ALL {
+                let mut outputs = Vec::new();
+                for backend in ["cpu", "gpu"] {
+                    let output = dir
+                        .path()
+                        .join(format!("out-{i}-{dtype}-{method}-{backend}.ome.zarr"));
+                    let mut args = vec![
+                        input.to_str().unwrap(),
+                        output.to_str().unwrap(),
+                        "--method",
+                        method.name(),
+                        "--backend",
+                        backend,
+                        "--factors",
+                        factors,
+                    ];
+                    if factors == "auto" {
+                        args.truncate(args.len() - 2);
+                    }
+                    build(&args);
+                    outputs.push(output);
+                }
+                let levels = multiscale(&outputs[0])["datasets"]
+                    .as_array()
+                    .unwrap()
+                    .len();
+                assert!(levels >= 2);
+                for k in 0..levels {
+                    let (shape_cpu, cpu) = level(&outputs[0], k);
+                    let (shape_gpu, gpu) = level(&outputs[1], k);
+                    assert_eq!(shape_cpu, shape_gpu);
+                    // Integer nearest and mean are bit-identical (SPEC §2); gaussian and
+                    // float means agree within the spec's tolerance, which compounds over
+                    // levels computed from slightly different data.
+                    let tol = match (method, dtype.is_float()) {
+                        (Method::Nearest, _) | (Method::Mean, false) => common::Tolerance::Exact,
+                        (Method::Mean, true) => common::Tolerance::Relative(1e-6 * k as f64),
+                        (Method::Gaussian, true) => common::Tolerance::Relative(1e-5 * k as f64),
+                        (Method::Gaussian, false) => common::Tolerance::Units(k as f64),
+                    };
+                    compare(&gpu, &cpu, tol)
+                        .unwrap_or_else(|e| panic!("{dtype} {shape:?} {method} level {k}: {e}"));
+                }
+                let backend = multiscale(&outputs[1])["metadata"]["backend"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                let on_gpu =
+                    !(method == Method::Gaussian && matches!(dtype, DType::U32 | DType::I32));
+                assert_eq!(
+                    backend.starts_with("gpu"),
+                    on_gpu,
+                    "{dtype} {method}: {backend}"
+                );
+            }
+        }
+    }
+}
+
+/// `auto` never takes a software adapter on its own; `--backend gpu` without any adapter
+/// is a clear error with exit code 1.
+#[test]
+fn backend_choice_is_never_silent() {
+    let dir = TempDir::new().unwrap();
+    let input = synthetic_input(
+        dir.path(),
+        "in.zarr",
+        &spec(
+            &[8, 32, 32],
+            &[8, 16, 16],
+            DType::U16,
+            ArrayFormat::V2,
+            Codec::Zstd(1),
+        ),
+    );
+    let output = dir.path().join("auto.ome.zarr");
+    let out = build(&[
+        input.to_str().unwrap(),
+        output.to_str().unwrap(),
+        "--backend",
+        "auto",
+    ]);
+    let backend = multiscale(&output)["metadata"]["backend"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hardware = ome_pyramid::backend::gpu::list_adapters()
+        .iter()
+        .any(|a| a.used_by_auto);
+    if hardware {
+        assert!(
+            backend.starts_with("gpu") && !backend.contains("software"),
+            "{backend}"
+        );
+    } else {
+        assert!(
+            backend.contains("auto: no hardware GPU adapter"),
+            "{backend}"
+        );
+        assert!(
+            stderr(&out).contains("using the CPU backend"),
+            "the choice is logged: {}",
+            stderr(&out)
+        );
+    }
+    // No adapter at all (only a backend this build lacks is allowed).
+    let output = dir.path().join("none.ome.zarr");
+    let result = std::process::Command::new(common::binary())
+        .args([
+            "build",
+            input.to_str().unwrap(),
+            output.to_str().unwrap(),
+            "--backend",
+            "gpu",
+        ])
+        .env("WGPU_BACKEND", "gl")
+        .output()
+        .unwrap();
+    assert_eq!(result.status.code(), Some(1), "{}", stderr(&result));
+    assert!(
+        stderr(&result).contains("no GPU adapter"),
+        "{}",
+        stderr(&result)
+    );
+    assert!(!output.join(".zattrs").exists());
+}
+
+/// Generates `cpu::name` and `gpu::name` for each end-to-end test. The GPU variant runs on
+/// any adapter (lavapipe in CI); under `CI=true` a missing adapter fails the test.
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod cpu {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name("cpu", false);
+                }
+            )*
+        }
+        mod gpu {
+            $(
+                #[test]
+                fn $name() {
+                    if super::common::gpu_backend().is_some() {
+                        super::$name("gpu", true);
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    v2_uint16_volume_with_odd_shape,
+    every_method_on_a_v3_input,
+    sharded_v3_input,
+    two_four_and_five_dimensional_arrays,
+    anisotropic_scale_reduces_xy_first,
+    ome_zarr_input_carries_axes_units_transforms_and_omero,
+    results_do_not_depend_on_chunks_memory_or_threads,
+);

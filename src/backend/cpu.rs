@@ -95,7 +95,7 @@ impl Downsampler for CpuBackend {
         format!("cpu, {} threads", rayon::current_num_threads())
     }
 
-    fn supports(&self, _dtype: DType) -> bool {
+    fn supports(&self, _method: Method, _dtype: DType) -> bool {
         true
     }
 

@@ -1,0 +1,99 @@
+// Shared by every kernel (prepended to nearest.wgsl, mean.wgsl, gaussian.wgsl).
+//
+// Element kinds, chosen per pipeline with the override ELEM:
+//   0 u8, 1 u16, 2 u32, 3 i8, 4 i16, 5 i32, 6 f32.
+// 8- and 16-bit elements travel packed in u32 words, little-endian: element i of a
+// buffer is bits [w·(i mod p), w·(i mod p + 1)) of word i / p, with p elements per word.
+//
+// Every array is padded to 5 axes with leading 1s. The parameter block `params` (u32):
+//   [0..5)   source tile shape          [5..10)  source strides (elements)
+//   [10..15) destination tile shape     [15..20) stencil offset per axis (into aux)
+//   [20] destination elements   [21] pass axis (gaussian)   [22] first pass (gaussian)
+//   [23] last pass (gaussian)    [24..29) source offset per axis (gaussian identity axes)
+override ELEM: u32 = 2u;
+
+const P_SRC_SHAPE: u32 = 0u;
+const P_SRC_STRIDE: u32 = 5u;
+const P_DST_SHAPE: u32 = 10u;
+const P_STENCIL: u32 = 15u;
+const P_DST_LEN: u32 = 20u;
+const P_AXIS: u32 = 21u;
+const P_FIRST: u32 = 22u;
+const P_LAST: u32 = 23u;
+const P_OFFSET: u32 = 24u;
+const WORKGROUP: u32 = 256u;
+
+fn elems_per_word() -> u32 {
+    if (ELEM == 0u || ELEM == 3u) { return 4u; }
+    if (ELEM == 1u || ELEM == 4u) { return 2u; }
+    return 1u;
+}
+
+fn elem_bits() -> u32 {
+    return 32u / elems_per_word();
+}
+
+fn is_signed() -> bool {
+    return ELEM == 3u || ELEM == 4u || ELEM == 5u;
+}
+
+fn is_float() -> bool {
+    return ELEM == 6u;
+}
+
+// The raw bits of element `lane` of `word`, zero-extended.
+fn unpack_bits(word: u32, lane: u32) -> u32 {
+    let bits = elem_bits();
+    if (bits == 32u) { return word; }
+    return (word >> (bits * lane)) & ((1u << bits) - 1u);
+}
+
+// Places raw element bits at `lane` of a word.
+fn pack_bits(value: u32, lane: u32) -> u32 {
+    let bits = elem_bits();
+    if (bits == 32u) { return value; }
+    return (value & ((1u << bits) - 1u)) << (bits * lane);
+}
+
+// Sign-extends raw bits of a signed element.
+fn as_i32(bits: u32) -> i32 {
+    let shift = 32u - elem_bits();
+    return (bitcast<i32>(bits << shift)) >> shift;
+}
+
+fn to_f32(bits: u32) -> f32 {
+    if (is_float()) { return bitcast<f32>(bits); }
+    if (is_signed()) { return f32(as_i32(bits)); }
+    return f32(bits);
+}
+
+// A filtered value back to element bits: integers round half to even and clamp
+// (8- and 16-bit types only; 32-bit integer gaussian runs on the CPU), floats are kept.
+fn from_f32(value: f32) -> u32 {
+    if (is_float()) { return bitcast<u32>(value); }
+    let r = round(value);
+    switch ELEM {
+        case 0u: { return u32(clamp(r, 0.0, 255.0)); }
+        case 1u: { return u32(clamp(r, 0.0, 65535.0)); }
+        case 3u: { return bitcast<u32>(i32(clamp(r, -128.0, 127.0))) & 0xffu; }
+        case 4u: { return bitcast<u32>(i32(clamp(r, -32768.0, 32767.0))) & 0xffffu; }
+        default: { return u32(max(r, 0.0)); }
+    }
+}
+
+// Index of this invocation across a 2-D dispatch of 256-wide workgroups.
+fn invocation(wg: vec3<u32>, groups: vec3<u32>, local: u32) -> u32 {
+    return (wg.y * groups.x + wg.x) * WORKGROUP + local;
+}
+
+// The 5-axis index of flat element `e` of the destination tile.
+fn dst_index(e: u32) -> array<u32, 5> {
+    var index: array<u32, 5>;
+    var rest = e;
+    for (var a = 4i; a >= 0i; a = a - 1i) {
+        let n = params[P_DST_SHAPE + u32(a)];
+        index[a] = rest % n;
+        rest = rest / n;
+    }
+    return index;
+}

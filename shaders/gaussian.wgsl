@@ -1,0 +1,66 @@
+// gaussian (SPEC §2): reflect-border Gaussian blur (σ = f/3, radius floor(4σ + 0.5)) along
+// every reduced axis, then the window mean; the same as src/backend/cpu/gaussian.rs.
+//
+// The blur and the window mean are folded into one tap list per output index (reflection
+// included), built on the CPU from the same stencils. One dispatch applies the taps of one
+// axis: the first pass reads the packed source elements, later passes the f32 result of
+// the previous one; the last pass rounds (integers: half to even, clamped) and packs.
+//
+// aux at params[P_STENCIL + pass axis]: offsets[outputs + 1], then (input index, weight
+// bits) pairs. Other axes map output i to input i + params[P_OFFSET + a].
+
+@group(0) @binding(0) var<storage, read> params: array<u32>;
+@group(0) @binding(1) var<storage, read> aux: array<u32>;
+@group(0) @binding(2) var<storage, read> src: array<u32>;
+@group(0) @binding(3) var<storage, read> src_f32: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dst: array<u32>;
+@group(0) @binding(5) var<storage, read_write> dst_f32: array<f32>;
+
+fn read_input(i: u32) -> f32 {
+    if (params[P_FIRST] == 1u) {
+        let per = elems_per_word();
+        return to_f32(unpack_bits(src[i / per], i % per));
+    }
+    return src_f32[i];
+}
+
+fn blurred_at(e: u32) -> f32 {
+    let index = dst_index(e);
+    let axis = params[P_AXIS];
+    var base = 0u;
+    for (var a = 0u; a < 5u; a = a + 1u) {
+        if (a != axis) {
+            base = base + (index[a] + params[P_OFFSET + a]) * params[P_SRC_STRIDE + a];
+        }
+    }
+    let stride = params[P_SRC_STRIDE + axis];
+    let table = params[P_STENCIL + axis];
+    let outputs = params[P_DST_SHAPE + axis];
+    let taps = table + outputs + 1u;
+    var sum = 0.0;
+    for (var t = aux[table + index[axis]]; t < aux[table + index[axis] + 1u]; t = t + 1u) {
+        let j = aux[taps + 2u * t];
+        let w = bitcast<f32>(aux[taps + 2u * t + 1u]);
+        sum = sum + w * read_input(base + j * stride);
+    }
+    return sum;
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+        @builtin(local_invocation_index) local: u32) {
+    let word = invocation(wg, groups, local);
+    let n = params[P_DST_LEN];
+    if (params[P_LAST] == 0u) {
+        if (word < n) { dst_f32[word] = blurred_at(word); }
+        return;
+    }
+    let per = elems_per_word();
+    if (word * per >= n) { return; }
+    var packed = 0u;
+    for (var lane = 0u; lane < per; lane = lane + 1u) {
+        let e = word * per + lane;
+        if (e < n) { packed = packed | pack_bits(from_f32(blurred_at(e)), lane); }
+    }
+    dst[word] = packed;
+}

@@ -1,0 +1,39 @@
+// nearest (SPEC §2): y[i] = x[i·f], the first voxel of each window; the same as
+// src/backend/cpu/nearest.rs. Bits are copied, so every element kind is exact.
+//
+// aux holds, per axis at params[P_STENCIL + a], pairs (first input, count) per output.
+
+@group(0) @binding(0) var<storage, read> params: array<u32>;
+@group(0) @binding(1) var<storage, read> aux: array<u32>;
+@group(0) @binding(2) var<storage, read> src: array<u32>;
+@group(0) @binding(3) var<storage, read_write> dst: array<u32>;
+
+fn load(i: u32) -> u32 {
+    let per = elems_per_word();
+    return unpack_bits(src[i / per], i % per);
+}
+
+fn nearest_at(e: u32) -> u32 {
+    let index = dst_index(e);
+    var offset = 0u;
+    for (var a = 0u; a < 5u; a = a + 1u) {
+        let first = aux[params[P_STENCIL + a] + 2u * index[a]];
+        offset = offset + first * params[P_SRC_STRIDE + a];
+    }
+    return load(offset);
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+        @builtin(local_invocation_index) local: u32) {
+    let word = invocation(wg, groups, local);
+    let per = elems_per_word();
+    let n = params[P_DST_LEN];
+    if (word * per >= n) { return; }
+    var packed = 0u;
+    for (var lane = 0u; lane < per; lane = lane + 1u) {
+        let e = word * per + lane;
+        if (e < n) { packed = packed | pack_bits(nearest_at(e), lane); }
+    }
+    dst[word] = packed;
+}

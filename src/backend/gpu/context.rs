@@ -1,0 +1,557 @@
+//! The GPU context: device, queue, shader modules and pipelines (built once per run and
+//! dtype), and the execution of a [`Program`] on a ring slot: upload, dispatch, readback.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::program::{Dispatch, Kernel, PARAM_WORDS, Program, Slot, elem_code, elements_per_word};
+use super::ring::{BufferRing, RingSlot, SlotBuffers, ensure};
+use crate::backend::BackendError;
+use crate::dtype::DType;
+use crate::tile::TileData;
+
+/// WGSL sources, one per kernel, each prefixed with the shared helpers.
+const COMMON: &str = include_str!("../../../shaders/common.wgsl");
+const NEAREST: &str = include_str!("../../../shaders/nearest.wgsl");
+const MEAN: &str = include_str!("../../../shaders/mean.wgsl");
+const GAUSSIAN: &str = include_str!("../../../shaders/gaussian.wgsl");
+
+/// The full WGSL source of a kernel (shared helpers + kernel).
+#[must_use]
+pub fn shader_source(kernel: Kernel) -> String {
+    let body = match kernel {
+        Kernel::Nearest => NEAREST,
+        Kernel::Mean => MEAN,
+        Kernel::GaussianPass => GAUSSIAN,
+    };
+    format!("{COMMON}\n{body}")
+}
+
+/// Time spent in each phase of one program, measured on the host around device waits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PhaseTimes {
+    /// Writing the source tile and tables.
+    pub upload: Duration,
+    /// The dispatches.
+    pub compute: Duration,
+    /// Copying results back and mapping them.
+    pub readback: Duration,
+}
+
+/// Device, queue and pipelines.
+pub struct GpuContext {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    pub(crate) info: wgpu::AdapterInfo,
+    pub(crate) limits: wgpu::Limits,
+    modules: HashMap<Kernel, wgpu::ShaderModule>,
+    pipelines: Mutex<HashMap<(Kernel, u32), Arc<wgpu::ComputePipeline>>>,
+    lost: Arc<Mutex<Option<String>>>,
+    dummy_read: wgpu::Buffer,
+    dummy_write: wgpu::Buffer,
+    ring: BufferRing,
+    poll_timeout: Duration,
+}
+
+fn gpu_error(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Gpu(e.to_string())
+}
+
+impl GpuContext {
+    /// Opens a device on `adapter` with the adapter's own (higher) limits.
+    ///
+    /// # Errors
+    /// [`BackendError::NoAdapter`] if the device cannot be created.
+    pub fn new(adapter: &wgpu::Adapter, ring_slots: usize) -> Result<Self, BackendError> {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("ome-pyramid"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            ..Default::default()
+        }))
+        .map_err(|e| BackendError::NoAdapter(format!("cannot open {}: {e}", info.name)))?;
+        let lost = Arc::new(Mutex::new(None));
+        let lost_flag = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            *lost_flag
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(format!("{reason:?}: {message}"));
+        });
+        device.on_uncaptured_error(Arc::new(|e| {
+            tracing::error!("GPU error outside a task: {e}")
+        }));
+        let modules = [Kernel::Nearest, Kernel::Mean, Kernel::GaussianPass]
+            .into_iter()
+            .map(|k| {
+                let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(match k {
+                        Kernel::Nearest => "nearest.wgsl",
+                        Kernel::Mean => "mean.wgsl",
+                        Kernel::GaussianPass => "gaussian.wgsl",
+                    }),
+                    source: wgpu::ShaderSource::Wgsl(Cow::Owned(shader_source(k))),
+                });
+                (k, module)
+            })
+            .collect();
+        let dummy = |label, usage| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 16,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        let dummy_read = dummy("unused input", wgpu::BufferUsages::STORAGE);
+        let dummy_write = dummy("unused output", wgpu::BufferUsages::STORAGE);
+        Ok(Self {
+            device,
+            queue,
+            info,
+            limits,
+            modules,
+            pipelines: Mutex::new(HashMap::new()),
+            lost,
+            dummy_read,
+            dummy_write,
+            ring: BufferRing::new(ring_slots),
+            poll_timeout: Duration::from_secs(
+                std::env::var("OME_PYRAMID_GPU_TIMEOUT_S")
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(600),
+            ),
+        })
+    }
+
+    /// Largest storage binding, in bytes.
+    #[must_use]
+    pub fn max_binding_bytes(&self) -> u64 {
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+    }
+
+    fn check_alive(&self) -> Result<(), BackendError> {
+        match self
+            .lost
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+        {
+            Some(reason) => Err(BackendError::Gpu(format!(
+                "the GPU device was lost ({reason})"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The pipeline of `kernel` specialised for `elem` (built on first use).
+    fn pipeline(&self, kernel: Kernel, elem: u32) -> Arc<wgpu::ComputePipeline> {
+        let mut pipelines = self
+            .pipelines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        pipelines
+            .entry((kernel, elem))
+            .or_insert_with(|| {
+                Arc::new(
+                    self.device
+                        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                            label: Some("ome-pyramid kernel"),
+                            layout: None,
+                            module: &self.modules[&kernel],
+                            entry_point: Some("main"),
+                            compilation_options: wgpu::PipelineCompilationOptions {
+                                constants: &[("ELEM", f64::from(elem))],
+                                ..Default::default()
+                            },
+                            cache: None,
+                        }),
+                )
+            })
+            .clone()
+    }
+
+    /// Bytes of each buffer the program binds; `None` if one exceeds the adapter's limits.
+    fn buffer_bytes(&self, dtype: DType, program: &Program) -> Option<(Vec<u64>, [u64; 2])> {
+        let per_word = elements_per_word(dtype);
+        let levels: Vec<u64> = program
+            .level_elements
+            .iter()
+            .map(|&n| n.div_ceil(per_word) * 4)
+            .collect();
+        let scratch = program.scratch_elements.map(|n| n * 4);
+        let aux = program.aux.len() as u64 * 4;
+        let max = self.max_binding_bytes();
+        let fits = levels
+            .iter()
+            .chain(&scratch)
+            .chain(std::iter::once(&aux))
+            .all(|&b| b <= max);
+        fits.then_some((levels, scratch))
+    }
+
+    /// True if every buffer of `program` fits the adapter's binding limit.
+    #[must_use]
+    pub fn fits(&self, dtype: DType, program: &Program) -> bool {
+        self.buffer_bytes(dtype, program).is_some()
+    }
+
+    /// Runs a program: uploads `source` (the packed source tile), dispatches, and reads every
+    /// level after the source back.
+    ///
+    /// # Errors
+    /// [`BackendError::Gpu`] on a device loss, a validation or out-of-memory error, a
+    /// timeout, or a program larger than the adapter's limits.
+    pub fn run(
+        &self,
+        dtype: DType,
+        source: &TileData,
+        program: &Program,
+    ) -> Result<Vec<TileData>, BackendError> {
+        self.run_with(dtype, source, program, false)
+            .map(|(data, _)| data)
+    }
+
+    /// As [`GpuContext::run`], also returning the time of each phase. With
+    /// `separate_phases`, upload, compute and readback are submitted and waited for one
+    /// after another, so each is measured on its own (for benchmarks; a normal run submits
+    /// once and lets the phases of different tasks overlap).
+    ///
+    /// # Errors
+    /// As [`GpuContext::run`].
+    pub fn run_with(
+        &self,
+        dtype: DType,
+        source: &TileData,
+        program: &Program,
+        separate_phases: bool,
+    ) -> Result<(Vec<TileData>, PhaseTimes), BackendError> {
+        self.check_alive()?;
+        let elem = elem_code(dtype).ok_or(BackendError::UnsupportedDType {
+            backend: "gpu",
+            dtype,
+        })?;
+        let (level_bytes, scratch_bytes) = self.buffer_bytes(dtype, program).ok_or_else(|| {
+            BackendError::Gpu("tile larger than the adapter's storage binding limit".into())
+        })?;
+        let mut slot = self.ring.acquire();
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out_of_memory = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let job = Job {
+            elem,
+            source,
+            program,
+            level_bytes: &level_bytes,
+            scratch_bytes: &scratch_bytes,
+            separate_phases,
+        };
+        let result = self.execute(&job, &mut slot);
+        let oom = pollster::block_on(out_of_memory.pop());
+        let invalid = pollster::block_on(validation.pop());
+        if let Some(e) = oom.or(invalid) {
+            return Err(gpu_error(e));
+        }
+        result
+    }
+
+    fn wait(&self, submission: wgpu::SubmissionIndex) -> Result<(), BackendError> {
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(submission),
+                timeout: Some(self.poll_timeout),
+            })
+            .map(|_| ())
+            .map_err(|e| BackendError::Gpu(format!("waiting for the GPU: {e}")))
+    }
+
+    /// Sizes the slot's buffers, uploads, encodes the dispatches, submits, and reads back.
+    fn execute(
+        &self,
+        job: &Job<'_>,
+        slot: &mut RingSlot<'_>,
+    ) -> Result<(Vec<TileData>, PhaseTimes), BackendError> {
+        let started = Instant::now();
+        let mut times = PhaseTimes::default();
+        let device = &self.device;
+        let program = job.program;
+        let max = self.limits.max_buffer_size;
+        let storage = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_DST
+            | wgpu::BufferUsages::COPY_SRC;
+        let buffers: &mut SlotBuffers = slot;
+        if buffers.levels.len() < job.level_bytes.len() {
+            buffers.levels.resize_with(job.level_bytes.len(), || None);
+        }
+        for (i, &bytes) in job.level_bytes.iter().enumerate() {
+            ensure(device, &mut buffers.levels[i], bytes, storage, "level", max);
+        }
+        for (i, &bytes) in job.scratch_bytes.iter().enumerate() {
+            if bytes > 0 {
+                ensure(
+                    device,
+                    &mut buffers.scratch[i],
+                    bytes,
+                    wgpu::BufferUsages::STORAGE,
+                    "scratch",
+                    max,
+                );
+            }
+        }
+        let align = u64::from(self.limits.min_storage_buffer_offset_alignment).max(4);
+        let block = (PARAM_WORDS as u64 * 4).next_multiple_of(align);
+        let params_bytes = block * program.dispatches.len() as u64;
+        let copy_dst = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+        ensure(
+            device,
+            &mut buffers.params,
+            params_bytes,
+            copy_dst,
+            "params",
+            max,
+        );
+        ensure(
+            device,
+            &mut buffers.aux,
+            program.aux.len() as u64 * 4,
+            copy_dst,
+            "aux",
+            max,
+        );
+        let readback_bytes: u64 = job.level_bytes[1..].iter().sum();
+        let map_read = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
+        ensure(
+            device,
+            &mut buffers.readback,
+            readback_bytes,
+            map_read,
+            "readback",
+            max,
+        );
+
+        // Upload: the source words (8/16-bit elements packed, padded to whole words), the
+        // parameter blocks at aligned offsets, and the stencil tables.
+        let bytes = job.source.as_bytes();
+        let padded = bytes.len().next_multiple_of(4);
+        let level0 = &buffers.levels[0].as_ref().expect("ensured").buffer;
+        if padded == bytes.len() {
+            self.queue.write_buffer(level0, 0, bytes);
+        } else {
+            let mut words = Vec::with_capacity(padded);
+            words.extend_from_slice(bytes);
+            words.resize(padded, 0);
+            self.queue.write_buffer(level0, 0, &words);
+        }
+        let mut params = vec![0u8; usize::try_from(params_bytes).expect("fits")];
+        for (i, d) in program.dispatches.iter().enumerate() {
+            let at = usize::try_from(block).expect("fits") * i;
+            params[at..at + PARAM_WORDS * 4].copy_from_slice(bytemuck::cast_slice(&d.params));
+        }
+        let params_buffer = &buffers.params.as_ref().expect("ensured").buffer;
+        self.queue.write_buffer(params_buffer, 0, &params);
+        let aux_buffer = &buffers.aux.as_ref().expect("ensured").buffer;
+        if !program.aux.is_empty() {
+            self.queue
+                .write_buffer(aux_buffer, 0, bytemuck::cast_slice(&program.aux));
+        }
+        if job.separate_phases {
+            self.wait(self.queue.submit([]))?;
+        }
+        let uploaded = Instant::now();
+        times.upload = uploaded - started;
+
+        let slot_buffer = |s: Slot| -> &wgpu::Buffer {
+            match s {
+                Slot::Level(i) => &buffers.levels[i].as_ref().expect("ensured").buffer,
+                Slot::Scratch(i) => &buffers.scratch[i].as_ref().expect("ensured").buffer,
+            }
+        };
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("pyramid chain"),
+        });
+        let max_groups = self.limits.max_compute_workgroups_per_dimension.max(1);
+        for (i, dispatch) in program.dispatches.iter().enumerate() {
+            let pipeline = self.pipeline(dispatch.kernel, job.elem);
+            let layout = pipeline.get_bind_group_layout(0);
+            let params_binding = wgpu::BufferBinding {
+                buffer: params_buffer,
+                offset: block * i as u64,
+                size: std::num::NonZeroU64::new(PARAM_WORDS as u64 * 4),
+            };
+            let entries = self.bind_entries(dispatch, params_binding, aux_buffer, &slot_buffer);
+            let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &layout,
+                entries: &entries,
+            });
+            let groups = dispatch.invocations.div_ceil(256).max(1);
+            let x = groups.min(max_groups);
+            let y = groups.div_ceil(x);
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(x, y, 1);
+        }
+        let mut computed = None;
+        if job.separate_phases {
+            self.wait(self.queue.submit([encoder.finish()]))?;
+            computed = Some(Instant::now());
+            encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("readback"),
+            });
+        }
+        let readback = &buffers.readback.as_ref().expect("ensured").buffer;
+        let mut offset = 0;
+        for (i, &bytes) in job.level_bytes.iter().enumerate().skip(1) {
+            encoder.copy_buffer_to_buffer(slot_buffer(Slot::Level(i)), 0, readback, offset, bytes);
+            offset += bytes;
+        }
+        let submission = self.queue.submit([encoder.finish()]);
+        let (sender, receiver) = mpsc::channel();
+        let slice = readback.slice(0..readback_bytes.max(4));
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = sender.send(r);
+        });
+        self.wait(submission)?;
+        let computed = computed.unwrap_or_else(Instant::now);
+        times.compute = computed - uploaded;
+        receiver
+            .recv_timeout(self.poll_timeout)
+            .map_err(|_| BackendError::Gpu("the readback never completed".into()))?
+            .map_err(gpu_error)?;
+        self.check_alive()?;
+        let outputs = {
+            let view = slice.get_mapped_range().map_err(gpu_error)?;
+            let dtype = job.source.dtype();
+            let mut at = 0usize;
+            let mut outputs = Vec::with_capacity(job.level_bytes.len() - 1);
+            for (i, &bytes) in job.level_bytes.iter().enumerate().skip(1) {
+                let elements = usize::try_from(program.level_elements[i]).expect("fits");
+                outputs.push(unpack(
+                    dtype,
+                    &view[at..at + elements * dtype.size()],
+                    elements,
+                ));
+                at += usize::try_from(bytes).expect("fits");
+            }
+            outputs
+        };
+        readback.unmap();
+        times.readback = computed.elapsed();
+        Ok((outputs, times))
+    }
+
+    /// Measures a device-to-device copy of `bytes` (the memory-bandwidth ceiling of the
+    /// kernels): the time of one copy, the best of `repeats`.
+    ///
+    /// # Errors
+    /// [`BackendError::Gpu`] if the device fails.
+    pub fn copy_time(&self, bytes: u64, repeats: usize) -> Result<Duration, BackendError> {
+        let bytes = bytes
+            .next_multiple_of(4)
+            .min(self.limits.max_buffer_size / 4 * 4);
+        let make = |label| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes,
+                usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        let (a, b) = (make("copy source"), make("copy target"));
+        let mut best = Duration::MAX;
+        for _ in 0..repeats.max(1) {
+            let mut encoder = self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("copy"),
+                });
+            encoder.copy_buffer_to_buffer(&a, 0, &b, 0, bytes);
+            let started = Instant::now();
+            self.wait(self.queue.submit([encoder.finish()]))?;
+            best = best.min(started.elapsed());
+        }
+        Ok(best)
+    }
+
+    fn bind_entries<'b>(
+        &'b self,
+        dispatch: &Dispatch,
+        params: wgpu::BufferBinding<'b>,
+        aux: &'b wgpu::Buffer,
+        slot_buffer: &dyn Fn(Slot) -> &'b wgpu::Buffer,
+    ) -> Vec<wgpu::BindGroupEntry<'b>> {
+        let entry = |binding: u32, buffer: &'b wgpu::Buffer| wgpu::BindGroupEntry {
+            binding,
+            resource: buffer.as_entire_binding(),
+        };
+        let mut entries = vec![
+            wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(params),
+            },
+            entry(1, aux),
+        ];
+        match dispatch.kernel {
+            Kernel::Nearest | Kernel::Mean => {
+                entries.push(entry(2, slot_buffer(dispatch.input)));
+                entries.push(entry(3, slot_buffer(dispatch.output)));
+            }
+            Kernel::GaussianPass => {
+                let (words_in, floats_in) = match dispatch.input {
+                    Slot::Level(_) => (slot_buffer(dispatch.input), &self.dummy_read),
+                    Slot::Scratch(_) => (&self.dummy_read, slot_buffer(dispatch.input)),
+                };
+                let (words_out, floats_out) = match dispatch.output {
+                    Slot::Level(_) => (slot_buffer(dispatch.output), &self.dummy_write),
+                    Slot::Scratch(_) => (&self.dummy_write, slot_buffer(dispatch.output)),
+                };
+                entries.extend([
+                    entry(2, words_in),
+                    entry(3, floats_in),
+                    entry(4, words_out),
+                    entry(5, floats_out),
+                ]);
+            }
+        }
+        entries
+    }
+
+    /// Ring slots (tasks in flight on the device at once).
+    #[must_use]
+    pub fn ring_slots(&self) -> usize {
+        self.ring.capacity()
+    }
+}
+
+/// One program to run on a slot.
+struct Job<'a> {
+    elem: u32,
+    source: &'a TileData,
+    program: &'a Program,
+    level_bytes: &'a [u64],
+    scratch_bytes: &'a [u64; 2],
+    separate_phases: bool,
+}
+
+/// Elements from little-endian bytes (u8/u16 packed words are the same bytes).
+fn unpack(dtype: DType, bytes: &[u8], elements: usize) -> TileData {
+    crate::dispatch_dtype!(dtype, T => {
+        use crate::tile::TileElement;
+        let mut values = vec![T::default(); elements];
+        bytemuck::cast_slice_mut::<T, u8>(&mut values).copy_from_slice(&bytes[..elements * size_of::<T>()]);
+        T::wrap(values)
+    })
+}
+
+#[cfg(target_endian = "big")]
+compile_error!("the GPU backend assumes a little-endian host (as every wgpu target is)");

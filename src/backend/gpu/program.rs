@@ -1,0 +1,367 @@
+//! Turns a chain of steps into GPU work: the dispatches, their parameter blocks, and the
+//! `aux` table of stencils they read. Pure: no wgpu, so it is tested without a GPU.
+//!
+//! Arrays are padded to 5 axes with leading 1s. The layout of a parameter block is written
+//! down once, in `shaders/common.wgsl`; the constants here follow it.
+
+use crate::backend::Step;
+use crate::dtype::DType;
+use crate::method::{AxisStencil, Method};
+use crate::tile::Region;
+
+/// Axes every kernel sees (shapes are padded with leading 1s).
+pub const MAX_AXES: usize = 5;
+/// u32 values in a parameter block.
+pub const PARAM_WORDS: usize = 32;
+
+const P_SRC_SHAPE: usize = 0;
+const P_SRC_STRIDE: usize = 5;
+const P_DST_SHAPE: usize = 10;
+const P_STENCIL: usize = 15;
+const P_DST_LEN: usize = 20;
+const P_AXIS: usize = 21;
+const P_FIRST: usize = 22;
+const P_LAST: usize = 23;
+const P_OFFSET: usize = 24;
+
+/// Which shader a dispatch runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// `shaders/nearest.wgsl`
+    Nearest,
+    /// `shaders/mean.wgsl`
+    Mean,
+    /// `shaders/gaussian.wgsl`, one axis per dispatch
+    GaussianPass,
+}
+
+/// A buffer a dispatch reads or writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// Packed elements of level `k + i` of the chain (`0` is the source tile).
+    Level(usize),
+    /// An `f32` scratch buffer (gaussian intermediates), `0` or `1`.
+    Scratch(usize),
+}
+
+/// One compute dispatch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dispatch {
+    /// The shader.
+    pub kernel: Kernel,
+    /// Its parameter block.
+    pub params: [u32; PARAM_WORDS],
+    /// What it reads.
+    pub input: Slot,
+    /// What it writes.
+    pub output: Slot,
+    /// Invocations needed (one per output word, or per `f32` for scratch outputs).
+    pub invocations: u32,
+}
+
+/// All GPU work of one chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Program {
+    /// Dispatches in order.
+    pub dispatches: Vec<Dispatch>,
+    /// Stencil tables, indexed by the parameter blocks.
+    pub aux: Vec<u32>,
+    /// Elements of each level buffer (`0` is the source).
+    pub level_elements: Vec<u64>,
+    /// `f32` values each scratch buffer must hold.
+    pub scratch_elements: [u64; 2],
+}
+
+/// Elements of `dtype` per u32 word.
+#[must_use]
+pub fn elements_per_word(dtype: DType) -> u64 {
+    match dtype.size() {
+        1 => 4,
+        2 => 2,
+        _ => 1,
+    }
+}
+
+/// The `ELEM` override of the shaders for a dtype, if the GPU holds it.
+#[must_use]
+pub fn elem_code(dtype: DType) -> Option<u32> {
+    Some(match dtype {
+        DType::U8 => 0,
+        DType::U16 => 1,
+        DType::U32 => 2,
+        DType::I8 => 3,
+        DType::I16 => 4,
+        DType::I32 => 5,
+        DType::F32 => 6,
+        DType::U64 | DType::I64 | DType::F64 => return None,
+    })
+}
+
+/// True if the GPU computes `method` on `dtype` within SPEC §2's agreement. Gaussian on
+/// 32-bit integers is not: `f32` arithmetic cannot keep values up to 2³² within ±1.
+#[must_use]
+pub fn gpu_computes(method: Method, dtype: DType) -> bool {
+    elem_code(dtype).is_some()
+        && !(method == Method::Gaussian && matches!(dtype, DType::U32 | DType::I32))
+}
+
+fn pad(values: &[u64], fill: u64) -> [u32; MAX_AXES] {
+    let mut out = [u32::try_from(fill).unwrap_or(u32::MAX); MAX_AXES];
+    let lead = MAX_AXES - values.len();
+    for (slot, &v) in out[lead..].iter_mut().zip(values) {
+        *slot = u32::try_from(v).expect("tile axis fits u32");
+    }
+    out
+}
+
+fn strides(shape: &[u64]) -> Vec<u64> {
+    let mut s = vec![1u64; shape.len()];
+    for a in (0..shape.len().saturating_sub(1)).rev() {
+        s[a] = s[a + 1] * shape[a + 1];
+    }
+    s
+}
+
+fn to_u32(v: usize) -> u32 {
+    u32::try_from(v).expect("GPU index fits u32")
+}
+
+/// Appends (first, count) pairs for one axis; returns the table offset.
+fn push_windows(aux: &mut Vec<u32>, stencil: &AxisStencil, outputs: usize) -> u32 {
+    let at = to_u32(aux.len());
+    for o in 0..outputs {
+        let (first, count) = match stencil {
+            AxisStencil::Identity { offset } => (offset + o, 1),
+            AxisStencil::Pick { first } => (first[o], 1),
+            AxisStencil::Window { start, count } => (start[o], count[o]),
+            AxisStencil::Taps { .. } => unreachable!("taps are not windows"),
+        };
+        aux.push(to_u32(first));
+        aux.push(to_u32(count));
+    }
+    at
+}
+
+/// Appends a tap table (CSR offsets, then index/weight pairs); returns its offset.
+fn push_taps(aux: &mut Vec<u32>, offsets: &[usize], index: &[usize], weight: &[f64]) -> u32 {
+    let at = to_u32(aux.len());
+    aux.extend(offsets.iter().map(|&o| to_u32(o)));
+    for (&i, &w) in index.iter().zip(weight) {
+        aux.push(to_u32(i));
+        #[allow(clippy::cast_possible_truncation)]
+        aux.push((w as f32).to_bits());
+    }
+    at
+}
+
+/// A table for padded leading axes: one output, reading input 0.
+fn push_unit_axis(aux: &mut Vec<u32>) -> u32 {
+    let at = to_u32(aux.len());
+    aux.extend([0, 1]);
+    at
+}
+
+/// Builds the program for `chain` starting from a source tile over `src_region`.
+///
+/// # Panics
+/// If a region does not cover what the next step needs (an engine bug) or an axis does
+/// not fit in `u32`.
+#[must_use]
+pub fn build(dtype: DType, src_region: &Region, chain: &[(Step, Region)]) -> Program {
+    let per_word = elements_per_word(dtype);
+    let ndim = src_region.ndim();
+    let lead = MAX_AXES - ndim;
+    let mut aux = Vec::new();
+    let mut dispatches = Vec::new();
+    let mut level_elements = vec![src_region.num_elements()];
+    let mut scratch_elements = [0u64; 2];
+    let mut src = src_region.clone();
+    for (level, (step, dst)) in chain.iter().enumerate() {
+        level_elements.push(dst.num_elements());
+        let stencils: Vec<AxisStencil> = (0..ndim)
+            .map(|a| {
+                AxisStencil::new(
+                    step.method,
+                    step.factors[a],
+                    step.src_shape[a],
+                    (src.start[a], src.end(a)),
+                    (dst.start[a], dst.end(a)),
+                )
+            })
+            .collect();
+        let dst_len = dst.num_elements();
+        match step.method {
+            Method::Nearest | Method::Mean => {
+                let mut params = [0u32; PARAM_WORDS];
+                params[P_SRC_SHAPE..P_SRC_SHAPE + 5].copy_from_slice(&pad(&src.shape, 1));
+                params[P_SRC_STRIDE..P_SRC_STRIDE + 5]
+                    .copy_from_slice(&pad(&strides(&src.shape), 0));
+                params[P_DST_SHAPE..P_DST_SHAPE + 5].copy_from_slice(&pad(&dst.shape, 1));
+                for a in 0..MAX_AXES {
+                    params[P_STENCIL + a] = if a < lead {
+                        push_unit_axis(&mut aux)
+                    } else {
+                        let outputs = usize::try_from(dst.shape[a - lead]).expect("fits");
+                        push_windows(&mut aux, &stencils[a - lead], outputs)
+                    };
+                }
+                params[P_DST_LEN] = u32::try_from(dst_len).expect("tile fits u32");
+                dispatches.push(Dispatch {
+                    kernel: if step.method == Method::Nearest {
+                        Kernel::Nearest
+                    } else {
+                        Kernel::Mean
+                    },
+                    params,
+                    input: Slot::Level(level),
+                    output: Slot::Level(level + 1),
+                    invocations: u32::try_from(dst_len.div_ceil(per_word)).expect("fits"),
+                });
+            }
+            Method::Gaussian => {
+                let passes: Vec<usize> = (0..ndim)
+                    .filter(|&a| matches!(stencils[a], AxisStencil::Taps { .. }))
+                    .collect();
+                assert!(
+                    !passes.is_empty(),
+                    "a gaussian step reduces at least one axis"
+                );
+                let mut shape = src.shape.clone();
+                let mut input = Slot::Level(level);
+                for (i, &axis) in passes.iter().enumerate() {
+                    let first = i == 0;
+                    let last = i + 1 == passes.len();
+                    let mut out_shape = shape.clone();
+                    out_shape[axis] = dst.shape[axis];
+                    let mut offsets = [0u32; MAX_AXES];
+                    if first {
+                        // Identity axes are cropped to the destination in the first pass.
+                        for a in 0..ndim {
+                            if let AxisStencil::Identity { offset } = stencils[a] {
+                                out_shape[a] = dst.shape[a];
+                                offsets[a + lead] = to_u32(offset);
+                            }
+                        }
+                    }
+                    let AxisStencil::Taps {
+                        offsets: csr,
+                        index,
+                        weight,
+                    } = &stencils[axis]
+                    else {
+                        unreachable!()
+                    };
+                    let mut params = [0u32; PARAM_WORDS];
+                    params[P_SRC_SHAPE..P_SRC_SHAPE + 5].copy_from_slice(&pad(&shape, 1));
+                    params[P_SRC_STRIDE..P_SRC_STRIDE + 5]
+                        .copy_from_slice(&pad(&strides(&shape), 0));
+                    params[P_DST_SHAPE..P_DST_SHAPE + 5].copy_from_slice(&pad(&out_shape, 1));
+                    params[P_STENCIL + axis + lead] = push_taps(&mut aux, csr, index, weight);
+                    let out_len: u64 = out_shape.iter().product();
+                    params[P_DST_LEN] = u32::try_from(out_len).expect("tile fits u32");
+                    params[P_AXIS] = to_u32(axis + lead);
+                    params[P_FIRST] = u32::from(first);
+                    params[P_LAST] = u32::from(last);
+                    params[P_OFFSET..P_OFFSET + 5].copy_from_slice(&offsets);
+                    let output = if last {
+                        Slot::Level(level + 1)
+                    } else {
+                        Slot::Scratch(i % 2)
+                    };
+                    if let Slot::Scratch(s) = output {
+                        scratch_elements[s] = scratch_elements[s].max(out_len);
+                    }
+                    let invocations = if last {
+                        out_len.div_ceil(per_word)
+                    } else {
+                        out_len
+                    };
+                    dispatches.push(Dispatch {
+                        kernel: Kernel::GaussianPass,
+                        params,
+                        input,
+                        output,
+                        invocations: u32::try_from(invocations).expect("fits"),
+                    });
+                    input = output;
+                    shape = out_shape;
+                }
+                assert_eq!(shape, dst.shape, "passes end on the destination shape");
+            }
+        }
+        src = dst.clone();
+    }
+    Program {
+        dispatches,
+        aux,
+        level_elements,
+        scratch_elements,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(method: Method, factors: &[u32], shape: &[u64]) -> Step {
+        Step {
+            method,
+            factors: factors.to_vec(),
+            src_shape: shape.to_vec(),
+        }
+    }
+
+    #[test]
+    fn mean_chain_pads_to_five_axes() {
+        let s1 = step(Method::Mean, &[2, 2], &[7, 9]);
+        let s2 = step(Method::Mean, &[2, 2], &[4, 5]);
+        let program = build(
+            DType::U16,
+            &Region::whole(&[7, 9]),
+            &[(s1, Region::whole(&[4, 5])), (s2, Region::whole(&[2, 3]))],
+        );
+        assert_eq!(program.dispatches.len(), 2);
+        let p = &program.dispatches[0].params;
+        assert_eq!(&p[0..5], &[1, 1, 1, 7, 9]);
+        assert_eq!(&p[5..10], &[0, 0, 0, 9, 1]);
+        assert_eq!(&p[10..15], &[1, 1, 1, 4, 5]);
+        assert_eq!(p[20], 20);
+        // u16: two per word.
+        assert_eq!(program.dispatches[0].invocations, 10);
+        assert_eq!(program.level_elements, vec![63, 20, 6]);
+        // The last window of the 7-long axis has one voxel.
+        let y_table = p[15 + 3] as usize;
+        assert_eq!(&program.aux[y_table + 6..y_table + 8], &[6, 1]);
+    }
+
+    #[test]
+    fn gaussian_makes_one_pass_per_reduced_axis() {
+        let s = step(Method::Gaussian, &[1, 2, 2], &[3, 10, 12]);
+        let dst = Region::new(vec![1, 0, 0], vec![1, 5, 6]);
+        let program = build(DType::F32, &Region::whole(&[3, 10, 12]), &[(s, dst)]);
+        assert_eq!(program.dispatches.len(), 2);
+        let first = &program.dispatches[0];
+        assert_eq!(
+            (first.input, first.output),
+            (Slot::Level(0), Slot::Scratch(0))
+        );
+        // The identity axis is cropped to 1 with offset 1 in the first pass.
+        assert_eq!(&first.params[10..15], &[1, 1, 1, 5, 12]);
+        assert_eq!(first.params[24 + 2], 1);
+        let last = &program.dispatches[1];
+        assert_eq!(
+            (last.input, last.output),
+            (Slot::Scratch(0), Slot::Level(1))
+        );
+        assert_eq!(&last.params[10..15], &[1, 1, 1, 5, 6]);
+        assert_eq!(program.scratch_elements[0], 60);
+    }
+
+    #[test]
+    fn gaussian_on_32_bit_integers_stays_on_the_cpu() {
+        assert!(!gpu_computes(Method::Gaussian, DType::U32));
+        assert!(gpu_computes(Method::Mean, DType::I32));
+        assert!(gpu_computes(Method::Gaussian, DType::I16));
+        assert!(!gpu_computes(Method::Nearest, DType::F64));
+    }
+}
