@@ -942,30 +942,28 @@ impl Pass {
         Region::from_bounds(&start, &end)
     }
 
-    /// Largest working set of one task, in bytes (read buffers, every computed level, and
-    /// the gaussian `f64` intermediates).
+    /// Largest working set of one task, in bytes: the source tile, every computed level
+    /// (and the chunk buffers written from it), and the gaussian `f64` slabs.
     fn task_bytes(&self, element_size: u64, method: Method) -> u64 {
-        let largest = |level: usize| -> u64 {
-            self.spans
-                .iter()
-                .map(|axis| {
-                    axis.iter()
-                        .map(|s| {
-                            let c = s[level - self.first].computed;
-                            c.1 - c.0
-                        })
-                        .max()
-                        .unwrap_or(1)
+        let extent = |level: usize, axis: &Vec<Vec<AxisSpan>>| -> u64 {
+            axis.iter()
+                .map(|s| {
+                    let c = s[level - self.first].computed;
+                    c.1 - c.0
                 })
-                .product()
+                .max()
+                .unwrap_or(1)
         };
+        let largest = |level: usize| -> u64 { self.spans.iter().map(|axis| extent(level, axis)).product() };
         let source = largest(self.first);
-        let mut bytes = 2 * source * element_size;
+        let mut bytes = source * element_size;
         for level in self.first + 1..=self.last {
             bytes += 2 * largest(level) * element_size;
         }
         if method == Method::Gaussian {
-            bytes += source * 8;
+            // One f64 slab of the outermost axis (and smaller ones) per thread.
+            let outer = self.spans.first().map_or(1, |axis| extent(self.first, axis)).max(1);
+            bytes += 2 * 8 * source / outer;
         }
         bytes
     }

@@ -1003,25 +1003,24 @@ impl<T: StoreElement> TileReader<T> {
     /// [`StoreError::ReadChunk`] naming the first chunk that failed.
     pub fn read(&self, region: &Region) -> Result<Vec<T>, StoreError> {
         use rayon::prelude::*;
-        let mut out = vec![self.fill; region.len()];
+        let out = vec![self.fill; region.len()];
         let subset = ArraySubset::new_with_start_shape(region.start.clone(), region.shape.clone())
             .expect("start and shape have the same length");
         let Some(chunks) = self.grid.chunks_in_array_subset(&subset).ok().flatten() else {
             return Ok(out);
         };
         let indices: Vec<Vec<u64>> = chunks.indices().into_iter().map(|i| i.to_vec()).collect();
-        let decoded: Vec<(Region, Arc<Vec<T>>)> = indices
-            .par_iter()
-            .map(|idx| {
-                let chunk_region = grid_region(&self.grid, idx);
-                self.chunk(idx, &chunk_region)
-                    .map(|data| (chunk_region, data))
-            })
-            .collect::<Result<_, _>>()?;
-        for (chunk_region, data) in &decoded {
-            copy_overlap(data, chunk_region, &mut out, region);
-        }
-        Ok(out)
+        // Each decoded chunk is copied in as soon as it is ready and then dropped (unless
+        // the cache keeps it), so a read holds the tile plus a few chunks, not two tiles.
+        let target = Mutex::new(out);
+        indices.par_iter().try_for_each(|idx| {
+            let chunk_region = grid_region(&self.grid, idx);
+            let data = self.chunk(idx, &chunk_region)?;
+            let mut out = target.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            copy_overlap(&data, &chunk_region, out.as_mut_slice(), region);
+            Ok::<(), StoreError>(())
+        })?;
+        Ok(target.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// Bytes held by the cache now.

@@ -3,8 +3,11 @@
 //! rounding in between; integers are rounded half to even and clamped at the end.
 //!
 //! The blur and the window mean are folded into one tap list per output index
-//! ([`AxisStencil::Taps`]), applied axis by axis in `f64`, outermost axis first. The outer
-//! passes combine whole contiguous slabs (vectorised), so only the last pass gathers.
+//! ([`AxisStencil::Taps`]), applied axis by axis in `f64`, outermost axis first. The work
+//! recurses over output slabs: output `o` of the outermost axis is the weighted sum of a
+//! few input slabs (a contiguous, vectorised combination), and that slab is reduced the
+//! same way along the next axis. Scratch memory is one slab per axis, not a copy of the
+//! tile, and the summation order is the same as applying whole-array passes.
 
 use rayon::prelude::*;
 
@@ -15,113 +18,103 @@ use crate::method::AxisStencil;
 /// Slabs are combined in blocks of this many values so the destination stays in L1.
 const BLOCK: usize = 2048;
 
-/// Applies `stencil` along `axis` of `src` (C order, `shape`), giving `out_len` outputs on
-/// that axis, in `f64`.
-fn apply_axis<S: Sample>(
-    src: &[S],
-    shape: &[usize],
-    axis: usize,
-    stencil: &AxisStencil,
-    out_len: usize,
-) -> Vec<f64> {
-    let outer: usize = shape[..axis].iter().product();
-    let n_in = shape[axis];
-    let inner: usize = shape[axis + 1..].iter().product();
-    let mut out = vec![0f64; outer * out_len * inner];
-    if out.is_empty() {
-        return out;
-    }
-    // One output slab: outer block `b`, output index `o`, `inner` contiguous values.
-    let fill_slab = |slab_number: usize, slab: &mut [f64]| {
-        let b = slab_number / out_len;
-        let o = slab_number % out_len;
-        let input_slab = |i: usize| &src[(b * n_in + i) * inner..(b * n_in + i + 1) * inner];
-        match stencil {
-            AxisStencil::Identity { offset } => {
-                for (d, v) in slab.iter_mut().zip(input_slab(offset + o)) {
-                    *d = v.to_f64();
-                }
+/// `out = Σ_t w_t · slab(index_t)` (or the single slab of an identity axis), where
+/// `slab(i)` is the `i`-th of the contiguous slabs of length `out.len()` in `src`.
+fn combine_slabs<S: Sample>(src: &[S], stencil: &AxisStencil, o: usize, out: &mut [f64]) {
+    let inner = out.len();
+    let slab = |i: usize| &src[i * inner..(i + 1) * inner];
+    match stencil {
+        AxisStencil::Identity { offset } => {
+            for (d, v) in out.iter_mut().zip(slab(offset + o)) {
+                *d = v.to_f64();
             }
-            AxisStencil::Taps {
-                offsets,
-                index,
-                weight,
-            } => {
-                let taps = offsets[o]..offsets[o + 1];
-                if inner == 1 {
-                    slab[0] = taps
-                        .map(|t| weight[t] * input_slab(index[t])[0].to_f64())
-                        .sum();
-                    return;
-                }
-                for start in (0..inner).step_by(BLOCK) {
-                    let end = (start + BLOCK).min(inner);
-                    let dst = &mut slab[start..end];
-                    for t in taps.clone() {
-                        let w = weight[t];
-                        for (d, v) in dst.iter_mut().zip(&input_slab(index[t])[start..end]) {
-                            *d += w * v.to_f64();
-                        }
+        }
+        AxisStencil::Taps { offsets, index, weight } => {
+            out.fill(0.0);
+            for start in (0..inner).step_by(BLOCK) {
+                let end = (start + BLOCK).min(inner);
+                let block = &mut out[start..end];
+                for t in offsets[o]..offsets[o + 1] {
+                    let w = weight[t];
+                    for (d, v) in block.iter_mut().zip(&slab(index[t])[start..end]) {
+                        *d += w * v.to_f64();
                     }
                 }
             }
-            AxisStencil::Pick { .. } | AxisStencil::Window { .. } => {
-                unreachable!("gaussian builds taps or identity stencils only")
-            }
         }
-    };
-    if inner == 1 {
-        // The last axis: one row of outputs per input row; group rows to amortise.
-        let fill_row = |b: usize, row: &mut [f64]| {
-            for (o, out) in row.iter_mut().enumerate() {
-                let mut one = [0f64];
-                fill_slab(b * out_len + o, &mut one);
-                *out = one[0];
-            }
-        };
-        if out.len() >= PARALLEL_MIN_OUTPUTS {
-            out.par_chunks_mut(out_len)
-                .enumerate()
-                .for_each(|(b, row)| fill_row(b, row));
-        } else {
-            out.chunks_mut(out_len)
-                .enumerate()
-                .for_each(|(b, row)| fill_row(b, row));
+        AxisStencil::Pick { .. } | AxisStencil::Window { .. } => {
+            unreachable!("gaussian builds taps or identity stencils only")
         }
-    } else if out.len() >= PARALLEL_MIN_OUTPUTS {
-        out.par_chunks_mut(inner)
-            .enumerate()
-            .for_each(|(s, slab)| fill_slab(s, slab));
-    } else {
-        out.chunks_mut(inner)
-            .enumerate()
-            .for_each(|(s, slab)| fill_slab(s, slab));
     }
-    out
+}
+
+/// Output `o` of the last axis of one row.
+fn row_output<S: Sample>(row: &[S], stencil: &AxisStencil, o: usize) -> f64 {
+    match stencil {
+        AxisStencil::Identity { offset } => row[offset + o].to_f64(),
+        AxisStencil::Taps { offsets, index, weight } => {
+            (offsets[o]..offsets[o + 1]).map(|t| weight[t] * row[index[t]].to_f64()).sum()
+        }
+        AxisStencil::Pick { .. } | AxisStencil::Window { .. } => {
+            unreachable!("gaussian builds taps or identity stencils only")
+        }
+    }
+}
+
+/// Reduces `src` (C order, `shape`) along every axis into `out` (C order, `dst_shape`).
+/// `scratch[k]` holds the slab of depth `k`.
+fn reduce<S: Sample, T: Sample>(
+    src: &[S],
+    shape: &[usize],
+    stencils: &[AxisStencil],
+    dst_shape: &[usize],
+    out: &mut [T],
+    scratch: &mut [Vec<f64>],
+) {
+    if shape.len() == 1 {
+        for (o, y) in out.iter_mut().enumerate() {
+            *y = T::from_f64(row_output(src, &stencils[0], o));
+        }
+        return;
+    }
+    let inner: usize = shape[1..].iter().product();
+    let out_inner: usize = dst_shape[1..].iter().product();
+    let (slab, deeper) = scratch.split_first_mut().expect("one scratch slab per axis");
+    slab.resize(inner, 0.0);
+    for (o, out_slab) in out.chunks_mut(out_inner).enumerate() {
+        combine_slabs(src, &stencils[0], o, slab);
+        reduce(slab.as_slice(), &shape[1..], &stencils[1..], &dst_shape[1..], out_slab, deeper);
+    }
 }
 
 /// Gaussian on one tile.
 pub(crate) fn gaussian<T: Sample>(src: &[T], geometry: &StepGeometry) -> Vec<T> {
-    let ndim = geometry.src_shape.len();
-    let mut shape = geometry.src_shape.clone();
-    let mut blurred: Option<Vec<f64>> = None;
-    for axis in 0..ndim {
-        let out_len = geometry.dst_shape[axis];
-        let stencil = &geometry.stencils[axis];
-        let unchanged =
-            matches!(stencil, AxisStencil::Identity { offset: 0 }) && shape[axis] == out_len;
-        if unchanged {
-            continue;
+    let shape = &geometry.src_shape;
+    let dst_shape = &geometry.dst_shape;
+    let ndim = shape.len();
+    let mut dst = vec![T::default(); dst_shape.iter().product()];
+    if dst.is_empty() {
+        return dst;
+    }
+    let inner: usize = shape[1..].iter().product();
+    let out_inner: usize = dst_shape[1..].iter().product();
+    // Each output slab of the outermost axis is independent: run them in parallel.
+    let slab_task = |scratch: &mut Vec<Vec<f64>>, o: usize, out_slab: &mut [T]| {
+        let (slab, deeper) = scratch.split_first_mut().expect("scratch per axis");
+        slab.resize(inner, 0.0);
+        combine_slabs(src, &geometry.stencils[0], o, slab);
+        reduce(slab.as_slice(), &shape[1..], &geometry.stencils[1..], &dst_shape[1..], out_slab, deeper);
+    };
+    let new_scratch = || vec![Vec::new(); ndim];
+    if dst.len() >= PARALLEL_MIN_OUTPUTS {
+        dst.par_chunks_mut(out_inner)
+            .enumerate()
+            .for_each_init(new_scratch, |scratch, (o, out_slab)| slab_task(scratch, o, out_slab));
+    } else {
+        let mut scratch = new_scratch();
+        for (o, out_slab) in dst.chunks_mut(out_inner).enumerate() {
+            slab_task(&mut scratch, o, out_slab);
         }
-        let next = match &blurred {
-            None => apply_axis(src, &shape, axis, stencil, out_len),
-            Some(values) => apply_axis(values, &shape, axis, stencil, out_len),
-        };
-        shape[axis] = out_len;
-        blurred = Some(next);
     }
-    match blurred {
-        Some(values) => values.into_iter().map(T::from_f64).collect(),
-        None => src.to_vec(),
-    }
+    dst
 }
