@@ -31,20 +31,12 @@ fn tile(dtype: DType, shape: &[u64]) -> Tile {
 }
 
 fn kernels(c: &mut Criterion) {
-    let shape: &[u64] = if full_run() {
-        &[64, 512, 512]
-    } else {
-        &[4, 16, 16]
-    };
+    let shape: &[u64] = if full_run() { &[64, 512, 512] } else { &[4, 16, 16] };
     let cpu = CpuBackend::new();
     let gpu = GpuBackend::new(true).ok();
-    let gpu_label = gpu.as_ref().map(|g| {
-        if g.is_software() {
-            "gpu(software)"
-        } else {
-            "gpu"
-        }
-    });
+    let gpu_label = gpu
+        .as_ref()
+        .map(|g| if g.is_software() { "gpu(software)" } else { "gpu" });
     let mut group = c.benchmark_group("kernels");
     group
         .sample_size(10)
@@ -77,10 +69,7 @@ fn kernels(c: &mut Criterion) {
                     b.iter_custom(|iterations| {
                         let mut total = Duration::ZERO;
                         for _ in 0..iterations {
-                            let (_, times) = gpu
-                                .context()
-                                .run_with(dtype, &src.data, &prog, true)
-                                .unwrap();
+                            let (_, times) = gpu.context().run_with(dtype, &src.data, &prog, true).unwrap();
                             total += match phase {
                                 "upload" => times.upload,
                                 "compute" => times.compute,

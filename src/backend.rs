@@ -163,11 +163,7 @@ pub trait Downsampler: Send + Sync {
     ///
     /// # Errors
     /// As [`Downsampler::downsample`].
-    fn downsample_chain(
-        &self,
-        src: &Tile,
-        chain: &[(Step, Region)],
-    ) -> Result<Vec<Tile>, BackendError> {
+    fn downsample_chain(&self, src: &Tile, chain: &[(Step, Region)]) -> Result<Vec<Tile>, BackendError> {
         let mut outputs: Vec<Tile> = Vec::with_capacity(chain.len());
         for (step, dst) in chain {
             let tile = self.downsample(step, outputs.last().unwrap_or(src), dst)?;

@@ -154,9 +154,7 @@ pub fn div_round_half_even_i64(sum: i64, count: i64) -> i64 {
 ///
 /// `Acc` is the exact accumulator of a window sum: `i64` for integers up to 32 bits, `i128`
 /// for 64-bit integers, `f64` for floats.
-pub trait Sample:
-    bytemuck::Pod + Copy + Send + Sync + PartialEq + PartialOrd + fmt::Debug + Default + 'static
-{
+pub trait Sample: bytemuck::Pod + Copy + Send + Sync + PartialEq + PartialOrd + fmt::Debug + Default + 'static {
     /// The matching [`DType`].
     const DTYPE: DType;
     /// Exact accumulator for window sums.

@@ -32,8 +32,7 @@ use crate::method::Method;
 use crate::ngff::{self, MultiscalesSpec, NgffError};
 use crate::plan::{self, Axis, AxisKind, FactorRule, PlanError, PlanRequest, PyramidPlan};
 use crate::store::{
-    self, Compression, LevelArray, OutputGroup, ReadCounter, SourceImage, StoreElement, StoreError,
-    TileReader,
+    self, Compression, LevelArray, OutputGroup, ReadCounter, SourceImage, StoreElement, StoreError, TileReader,
 };
 use crate::tile::{Region, Tile, copy_overlap};
 
@@ -126,9 +125,7 @@ pub enum BuildError {
         relation: &'static str,
     },
     /// `overwrite` on something that is not a Zarr store.
-    #[error(
-        "refusing to replace `{0}`: it exists and is not a Zarr store (remove it yourself if you mean it)"
-    )]
+    #[error("refusing to replace `{0}`: it exists and is not a Zarr store (remove it yourself if you mean it)")]
     RefuseOverwrite(PathBuf),
     /// The build was cancelled.
     #[error("the build was interrupted")]
@@ -236,6 +233,17 @@ pub struct BuildReport {
     pub stage_seconds: StageSeconds,
     /// Worker threads.
     pub threads: usize,
+    /// Peak resident memory of the process so far, if the platform reports it (Linux).
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Peak resident memory of this process (`VmHWM` on Linux), or `None` elsewhere.
+#[must_use]
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Builds a pyramid: `PyramidBuilder::new(input, output).method(Method::Mean).build()`.
@@ -348,9 +356,10 @@ impl PyramidBuilder {
     /// from failures while running. On error no `.zattrs` is written, so the output never
     /// claims levels it does not have.
     pub fn build(self) -> Result<BuildReport, BuildError> {
-        let threads = self.options.threads.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
-        });
+        let threads = self
+            .options
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
         if threads == 0 {
             return Err(BuildError::InvalidOption {
                 option: "threads",
@@ -442,15 +451,16 @@ fn by_axis_name<V: Copy>(
 ) -> Result<Vec<Option<V>>, BuildError> {
     let mut out = vec![None; axes.len()];
     for (name, v) in values {
-        let a = axes.iter().position(|ax| &ax.name == name).ok_or_else(|| {
-            BuildError::InvalidOption {
+        let a = axes
+            .iter()
+            .position(|ax| &ax.name == name)
+            .ok_or_else(|| BuildError::InvalidOption {
                 option,
                 reason: format!(
                     "`{name}` is not an axis of this image (axes: {})",
                     plan::axis_names(axes)
                 ),
-            }
-        })?;
+            })?;
         if out[a].is_some() {
             return Err(BuildError::InvalidOption {
                 option,
@@ -487,11 +497,7 @@ fn prepare(builder: &PyramidBuilder) -> Result<Prepared, BuildError> {
     let ndim = source.shape.len();
 
     // Axes: the input's OME axes, or --axes, or the default for the dimensionality.
-    let image_axes = source
-        .image
-        .as_ref()
-        .map(|i| i.axes.clone())
-        .filter(|a| !a.is_empty());
+    let image_axes = source.image.as_ref().map(|i| i.axes.clone()).filter(|a| !a.is_empty());
     let mut axes = match (&options.axes, image_axes) {
         (Some(_), Some(_)) => {
             return Err(BuildError::InvalidOption {
@@ -542,10 +548,7 @@ fn prepare(builder: &PyramidBuilder) -> Result<Prepared, BuildError> {
             if chunks.len() != ndim {
                 return Err(BuildError::InvalidOption {
                     option: "chunks",
-                    reason: format!(
-                        "{} values given but the array has {ndim} dimensions",
-                        chunks.len()
-                    ),
+                    reason: format!("{} values given but the array has {ndim} dimensions", chunks.len()),
                 });
             }
             if chunks.contains(&0) {
@@ -648,10 +651,7 @@ fn select_backend(
         Err(e) => {
             info!("no hardware GPU adapter ({e}); using the CPU backend");
             let (backend, description) = cpu();
-            Ok((
-                backend,
-                format!("{description}; auto: no hardware GPU adapter"),
-            ))
+            Ok((backend, format!("{description}; auto: no hardware GPU adapter")))
         }
     }
 }
@@ -659,11 +659,8 @@ fn select_backend(
 fn run_build(builder: &PyramidBuilder, threads: usize) -> Result<BuildReport, BuildError> {
     let started = Instant::now();
     let prepared = prepare(builder)?;
-    let (backend, backend_description) = select_backend(
-        builder.options.backend,
-        builder.options.method,
-        prepared.source.dtype,
-    )?;
+    let (backend, backend_description) =
+        select_backend(builder.options.backend, builder.options.method, prepared.source.dtype)?;
     prepare_output(&builder.output, builder.options.overwrite)?;
     let dtype = prepared.source.dtype;
     info!(
@@ -737,11 +734,7 @@ fn run_build(builder: &PyramidBuilder, threads: usize) -> Result<BuildReport, Bu
             .as_ref()
             .and_then(|i| i.multiscale_transforms.as_deref()),
     };
-    let omero = prepared
-        .source
-        .image
-        .as_ref()
-        .and_then(|i| i.omero.as_ref());
+    let omero = prepared.source.image.as_ref().and_then(|i| i.omero.as_ref());
     group.write_attributes(&ngff::build_group_attributes(&spec, omero))?;
 
     let seconds = started.elapsed().as_secs_f64();
@@ -781,15 +774,12 @@ fn run_build(builder: &PyramidBuilder, threads: usize) -> Result<BuildReport, Bu
             write: ns(&counters.write_ns),
         },
         threads,
+        peak_rss_bytes: peak_rss_bytes(),
     })
 }
 
 fn chunk_count(shape: &[u64], chunks: &[u64]) -> u64 {
-    shape
-        .iter()
-        .zip(chunks)
-        .map(|(&n, &c)| n.div_ceil(c))
-        .product()
+    shape.iter().zip(chunks).map(|(&n, &c)| n.div_ceil(c)).product()
 }
 
 #[derive(Default)]
@@ -827,9 +817,7 @@ impl BuildContext<'_> {
     }
 
     fn cancelled(&self) -> bool {
-        self.cancel
-            .as_ref()
-            .is_some_and(|c| c.load(Ordering::Relaxed))
+        self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
     }
 }
 
@@ -978,10 +966,7 @@ fn plan_pass(context: &BuildContext<'_>, first: usize, element_size: u64) -> (Pa
     for last in first + 1..=last_level {
         let pass = Pass::new(context, first, last);
         let tasks = pass.task_count();
-        let workers = usize::try_from(tasks)
-            .unwrap_or(usize::MAX)
-            .min(context.threads)
-            .max(1);
+        let workers = usize::try_from(tasks).unwrap_or(usize::MAX).min(context.threads).max(1);
         let fits = workers as u64 * pass.task_bytes(element_size, context.method) <= budget;
         let parallel_enough = tasks >= 2 * context.threads as u64 || source_bytes <= 32 << 20;
         if chosen.is_none() || (fits && parallel_enough) {
@@ -992,13 +977,9 @@ fn plan_pass(context: &BuildContext<'_>, first: usize, element_size: u64) -> (Pa
     }
     let (pass, mut workers) = chosen.expect("at least one level remains");
     let task_bytes = pass.task_bytes(element_size, context.method);
-    let affordable = usize::try_from(budget / task_bytes.max(1))
-        .unwrap_or(usize::MAX)
-        .max(1);
+    let affordable = usize::try_from(budget / task_bytes.max(1)).unwrap_or(usize::MAX).max(1);
     if affordable < workers {
-        debug!(
-            "memory budget allows {affordable} concurrent tasks of {task_bytes} bytes (instead of {workers})"
-        );
+        debug!("memory budget allows {affordable} concurrent tasks of {task_bytes} bytes (instead of {workers})");
         workers = affordable;
     }
     if task_bytes > budget {
@@ -1069,43 +1050,39 @@ fn copy_level0_only<T: StoreElement>(context: &BuildContext<'_>) -> Result<(), B
         Arc::new(|_: &Region| 1),
     );
     use rayon::prelude::*;
-    (0..total)
-        .into_par_iter()
-        .try_for_each(|i| -> Result<(), BuildError> {
-            if context.cancelled() {
-                return Err(BuildError::Interrupted);
-            }
-            let mut rest = i;
-            let mut idx = vec![0u64; grid.len()];
-            for a in (0..grid.len()).rev() {
-                idx[a] = rest % grid[a];
-                rest /= grid[a];
-            }
-            let chunk_region = context.levels[0].chunk_region(&idx);
-            if context.raw_copy_level0 {
-                context.levels[0].copy_encoded_chunk(context.source, &idx)?;
-                context.counters.raw_copied.fetch_add(1, Ordering::Relaxed);
-            } else {
-                let inside = chunk_region
-                    .intersect(&Region::whole(&level.shape))
-                    .expect("chunk inside the level");
-                let data = reader.read(&inside)?;
-                write_chunk_from::<T>(
-                    &context.levels[0],
-                    &idx,
-                    &chunk_region,
-                    &data,
-                    &inside,
-                    context.source,
-                )?;
-            }
-            context.progress.advance(1);
-            Ok(())
-        })?;
-    context.counters.decoded.fetch_add(
-        reader.stats.decoded.load(Ordering::Relaxed),
-        Ordering::Relaxed,
-    );
+    (0..total).into_par_iter().try_for_each(|i| -> Result<(), BuildError> {
+        if context.cancelled() {
+            return Err(BuildError::Interrupted);
+        }
+        let mut rest = i;
+        let mut idx = vec![0u64; grid.len()];
+        for a in (0..grid.len()).rev() {
+            idx[a] = rest % grid[a];
+            rest /= grid[a];
+        }
+        let chunk_region = context.levels[0].chunk_region(&idx);
+        let started = Instant::now();
+        if context.raw_copy_level0 {
+            context.levels[0].copy_encoded_chunk(context.source, &idx)?;
+            context.counters.raw_copied.fetch_add(1, Ordering::Relaxed);
+            add_ns(&context.counters.write_ns, started.elapsed());
+        } else {
+            let inside = chunk_region
+                .intersect(&Region::whole(&level.shape))
+                .expect("chunk inside the level");
+            let data = reader.read(&inside)?;
+            let read = Instant::now();
+            add_ns(&context.counters.read_ns, read - started);
+            write_chunk_from::<T>(&context.levels[0], &idx, &chunk_region, &data, &inside, context.source)?;
+            add_ns(&context.counters.write_ns, read.elapsed());
+        }
+        context.progress.advance(1);
+        Ok(())
+    })?;
+    context
+        .counters
+        .decoded
+        .fetch_add(reader.stats.decoded.load(Ordering::Relaxed), Ordering::Relaxed);
     Ok(())
 }
 
@@ -1132,12 +1109,7 @@ fn write_chunk_from<T: StoreElement>(
 /// exactly the chunks they own).
 fn chunks_in(region: &Region, chunks: &[u64]) -> Vec<Vec<u64>> {
     let ranges: Vec<(u64, u64)> = (0..region.ndim())
-        .map(|a| {
-            (
-                region.start[a] / chunks[a],
-                region.end(a).div_ceil(chunks[a]),
-            )
-        })
+        .map(|a| (region.start[a] / chunks[a], region.end(a).div_ceil(chunks[a])))
         .collect();
     let mut out = Vec::new();
     let mut idx: Vec<u64> = ranges.iter().map(|r| r.0).collect();
@@ -1161,11 +1133,7 @@ fn chunks_in(region: &Region, chunks: &[u64]) -> Vec<Vec<u64>> {
     }
 }
 
-fn run_pass<T: StoreElement>(
-    context: &BuildContext<'_>,
-    pass: &Pass,
-    workers: usize,
-) -> Result<(), BuildError> {
+fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: &Pass, workers: usize) -> Result<(), BuildError> {
     let element_size = T::DTYPE.size() as u64;
     let reading_source = pass.first == 0;
     let (array, path) = if reading_source {
@@ -1173,12 +1141,10 @@ fn run_pass<T: StoreElement>(
     } else {
         let array = zarrs::array::Array::open(
             Arc::new(
-                zarrs::filesystem::FilesystemStore::new(&context.group.path).map_err(|e| {
-                    StoreError::Io {
-                        action: "cannot open",
-                        path: context.group.path.clone(),
-                        source: std::io::Error::other(e.to_string()),
-                    }
+                zarrs::filesystem::FilesystemStore::new(&context.group.path).map_err(|e| StoreError::Io {
+                    action: "cannot open",
+                    path: context.group.path.clone(),
+                    source: std::io::Error::other(e.to_string()),
                 })?,
             ) as store::ReadStorage,
             &format!("/{}", pass.first),
@@ -1187,15 +1153,10 @@ fn run_pass<T: StoreElement>(
             path: context.group.path.join(pass.first.to_string()),
             source: Box::new(e),
         })?;
-        (
-            Arc::new(array),
-            context.group.path.join(pass.first.to_string()),
-        )
+        (Arc::new(array), context.group.path.join(pass.first.to_string()))
     };
     let task_bytes = pass.task_bytes(element_size, context.method);
-    let cache_budget = context
-        .memory_bytes
-        .saturating_sub(workers as u64 * task_bytes);
+    let cache_budget = context.memory_bytes.saturating_sub(workers as u64 * task_bytes);
     // How many tasks read the chunk at a region of level `first`: per axis, the task
     // columns whose read span overlaps it.
     let read_spans: Vec<Vec<(u64, u64)>> = pass
@@ -1240,14 +1201,14 @@ fn run_pass<T: StoreElement>(
             });
         }
     });
-    context.counters.decoded.fetch_add(
-        reader.stats.decoded.load(Ordering::Relaxed),
-        Ordering::Relaxed,
-    );
-    context.counters.redecoded.fetch_add(
-        reader.stats.redecoded.load(Ordering::Relaxed),
-        Ordering::Relaxed,
-    );
+    context
+        .counters
+        .decoded
+        .fetch_add(reader.stats.decoded.load(Ordering::Relaxed), Ordering::Relaxed);
+    context
+        .counters
+        .redecoded
+        .fetch_add(reader.stats.redecoded.load(Ordering::Relaxed), Ordering::Relaxed);
     match first_error.into_inner().expect("error lock") {
         Some(e) => Err(e),
         None => Ok(()),
@@ -1271,12 +1232,7 @@ fn run_task<T: StoreElement>(
     add_ns(&context.counters.read_ns, read_done - timer);
 
     let chain: Vec<(Step, Region)> = (pass.first..pass.last)
-        .map(|level| {
-            (
-                context.step(level),
-                pass.region(&coordinates, level + 1, false),
-            )
-        })
+        .map(|level| (context.step(level), pass.region(&coordinates, level + 1, false)))
         .collect();
     let outputs = context.backend.downsample_chain(&source_tile, &chain)?;
     let compute_done = Instant::now();
@@ -1289,25 +1245,23 @@ fn run_task<T: StoreElement>(
         let chunk_shape = &context.plan.levels[pass.first].chunks;
         let indices = chunks_in(&owned, chunk_shape);
         written += indices.len() as u64;
-        indices
-            .par_iter()
-            .try_for_each(|idx| -> Result<(), BuildError> {
-                if raw_copy {
-                    level.copy_encoded_chunk(context.source, idx)?;
-                    context.counters.raw_copied.fetch_add(1, Ordering::Relaxed);
-                    Ok(())
-                } else {
-                    let data = T::view(&source_tile.data).expect("typed tile");
-                    write_chunk_from::<T>(
-                        level,
-                        idx,
-                        &level.chunk_region(idx),
-                        data,
-                        &source_tile.region,
-                        context.source,
-                    )
-                }
-            })?;
+        indices.par_iter().try_for_each(|idx| -> Result<(), BuildError> {
+            if raw_copy {
+                level.copy_encoded_chunk(context.source, idx)?;
+                context.counters.raw_copied.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            } else {
+                let data = T::view(&source_tile.data).expect("typed tile");
+                write_chunk_from::<T>(
+                    level,
+                    idx,
+                    &level.chunk_region(idx),
+                    data,
+                    &source_tile.region,
+                    context.source,
+                )
+            }
+        })?;
     }
     for (offset, tile) in outputs.iter().enumerate() {
         let level_index = pass.first + 1 + offset;
@@ -1317,14 +1271,7 @@ fn run_task<T: StoreElement>(
         written += indices.len() as u64;
         let data = T::view(&tile.data).expect("backend returns the source dtype");
         indices.par_iter().try_for_each(|idx| {
-            write_chunk_from::<T>(
-                level,
-                idx,
-                &level.chunk_region(idx),
-                data,
-                &tile.region,
-                context.source,
-            )
+            write_chunk_from::<T>(level, idx, &level.chunk_region(idx), data, &tile.region, context.source)
         })?;
     }
     add_ns(&context.counters.write_ns, compute_done.elapsed());
@@ -1333,8 +1280,5 @@ fn run_task<T: StoreElement>(
 }
 
 fn add_ns(counter: &AtomicU64, elapsed: Duration) {
-    counter.fetch_add(
-        u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
-        Ordering::Relaxed,
-    );
+    counter.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
 }

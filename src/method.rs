@@ -175,13 +175,7 @@ pub enum AxisStencil {
 /// of a step with this method and factor on an axis of length `n` (windows plus halo,
 /// clipped to the axis; reflection never reaches outside the clipped range).
 #[must_use]
-pub fn source_range(
-    method: Method,
-    factor: u32,
-    n: u64,
-    out_start: u64,
-    out_end: u64,
-) -> (u64, u64) {
+pub fn source_range(method: Method, factor: u32, n: u64, out_start: u64, out_end: u64) -> (u64, u64) {
     let f = u64::from(factor);
     let halo = method.halo(factor);
     let first = out_start * f;
@@ -210,24 +204,17 @@ impl AxisStencil {
         );
         let local = |i: u64| usize::try_from(i - src.0).expect("local index fits usize");
         if factor == 1 {
-            return AxisStencil::Identity {
-                offset: local(dst.0),
-            };
+            return AxisStencil::Identity { offset: local(dst.0) };
         }
         match method {
             Method::Nearest => AxisStencil::Pick {
-                first: (dst.0..dst.1)
-                    .map(|o| local(window(o, factor, n).0))
-                    .collect(),
+                first: (dst.0..dst.1).map(|o| local(window(o, factor, n).0)).collect(),
             },
             Method::Mean => {
                 let (start, count) = (dst.0..dst.1)
                     .map(|o| {
                         let (lo, hi) = window(o, factor, n);
-                        (
-                            local(lo),
-                            usize::try_from(hi - lo).expect("window fits usize"),
-                        )
+                        (local(lo), usize::try_from(hi - lo).expect("window fits usize"))
                     })
                     .unzip();
                 AxisStencil::Window { start, count }
@@ -261,11 +248,7 @@ impl AxisStencil {
                     }
                     offsets.push(index.len());
                 }
-                AxisStencil::Taps {
-                    offsets,
-                    index,
-                    weight,
-                }
+                AxisStencil::Taps { offsets, index, weight }
             }
         }
     }
@@ -312,12 +295,7 @@ mod tests {
         for n in [1u64, 2, 3, 7, 20] {
             let outputs = n.div_ceil(2);
             let stencil = AxisStencil::new(Method::Gaussian, 2, n, (0, n), (0, outputs));
-            let AxisStencil::Taps {
-                offsets,
-                index,
-                weight,
-            } = stencil
-            else {
+            let AxisStencil::Taps { offsets, index, weight } = stencil else {
                 panic!("gaussian gives taps")
             };
             for o in 0..outputs as usize {

@@ -92,9 +92,7 @@ pub enum NgffError {
     #[error("OME `multiscales` lists no dataset")]
     NoDatasets,
     /// A transformation has the wrong number of values.
-    #[error(
-        "coordinate transformation of dataset `{path}` has {got} values but the image has {ndim} axes"
-    )]
+    #[error("coordinate transformation of dataset `{path}` has {got} values but the image has {ndim} axes")]
     TransformLength {
         /// Dataset path.
         path: String,
@@ -149,8 +147,8 @@ pub fn read_input_image(attributes: &Map<String, Value>) -> Result<Option<InputI
     let Some(multiscales) = root.get("multiscales") else {
         return Ok(None);
     };
-    let list: Vec<Multiscale> = serde_json::from_value(multiscales.clone())
-        .map_err(|e| NgffError::Malformed(e.to_string()))?;
+    let list: Vec<Multiscale> =
+        serde_json::from_value(multiscales.clone()).map_err(|e| NgffError::Malformed(e.to_string()))?;
     let first = list
         .into_iter()
         .next()
@@ -338,10 +336,7 @@ pub fn build_multiscale(spec: &MultiscalesSpec<'_>) -> Multiscale {
             }
         })
         .collect();
-    let step_factors: Vec<&Vec<u32>> = spec.plan.levels[1..]
-        .iter()
-        .map(|l| &l.step_factors)
-        .collect();
+    let step_factors: Vec<&Vec<u32>> = spec.plan.levels[1..].iter().map(|l| &l.step_factors).collect();
     let mut metadata = json!({
         "method": spec.method.name(),
         "software": "ome-pyramid",
@@ -363,9 +358,8 @@ pub fn build_multiscale(spec: &MultiscalesSpec<'_>) -> Multiscale {
         metadata["sigma"] = json!(sigma);
         metadata["truncate"] = json!(4.0);
         metadata["border"] = json!("reflect (half-sample symmetric)");
-        metadata["description"] = json!(
-            "gaussian blur along each reduced axis, then the window mean (scipy.ndimage.gaussian_filter + mean)"
-        );
+        metadata["description"] =
+            json!("gaussian blur along each reduced axis, then the window mean (scipy.ndimage.gaussian_filter + mean)");
     }
     Multiscale {
         version: Some("0.4".into()),
@@ -450,10 +444,7 @@ mod tests {
         assert!(image.omero.is_some());
         let v05 = json!({"ome": v04});
         assert_eq!(
-            read_input_image(v05.as_object().unwrap())
-                .unwrap()
-                .unwrap()
-                .level0_path,
+            read_input_image(v05.as_object().unwrap()).unwrap().unwrap().level0_path,
             "s0"
         );
         assert!(

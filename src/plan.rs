@@ -167,10 +167,7 @@ pub fn default_axes(ndim: usize) -> Result<Vec<Axis>, PlanError> {
         5 => "tczyx",
         _ => return Err(PlanError::UnsupportedDimensionality(ndim)),
     };
-    Ok(names
-        .chars()
-        .map(|c| Axis::from_name(&c.to_string()))
-        .collect())
+    Ok(names.chars().map(|c| Axis::from_name(&c.to_string())).collect())
 }
 
 /// Axes from a string such as `tczyx` (one letter per axis) or `t,c,z,y,x`.
@@ -301,22 +298,14 @@ impl PyramidPlan {
 impl fmt::Display for PyramidPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (k, level) in self.levels.iter().enumerate() {
-            writeln!(
-                f,
-                "level {k}: shape {:?} chunks {:?}",
-                level.shape, level.chunks
-            )?;
+            writeln!(f, "level {k}: shape {:?} chunks {:?}", level.shape, level.chunks)?;
         }
         Ok(())
     }
 }
 
 fn clip_chunks(chunks: &[u64], shape: &[u64]) -> Vec<u64> {
-    chunks
-        .iter()
-        .zip(shape)
-        .map(|(&c, &n)| c.min(n).max(1))
-        .collect()
+    chunks.iter().zip(shape).map(|(&c, &n)| c.min(n).max(1)).collect()
 }
 
 /// Step factors by the anisotropy rule for a level of `shape` with current `pixel` sizes.
@@ -461,23 +450,15 @@ mod tests {
         let shapes: Vec<_> = plan.levels.iter().map(|l| l.shape.clone()).collect();
         assert_eq!(
             shapes,
-            vec![
-                vec![256, 1024, 1024],
-                vec![128, 512, 512],
-                vec![64, 256, 256]
-            ]
+            vec![vec![256, 1024, 1024], vec![128, 512, 512], vec![64, 256, 256]]
         );
     }
 
     #[test]
     fn anisotropic_z_waits_until_xy_catch_up() {
         // z=2.0, y=x=0.5: two xy-only steps, then isotropic ones (SPEC §3).
-        let plan =
-            plan_pyramid(&request(&[64, 2048, 2048], &[16, 64, 64], &[2.0, 0.5, 0.5])).unwrap();
-        let factors: Vec<_> = plan.levels[1..]
-            .iter()
-            .map(|l| l.step_factors.clone())
-            .collect();
+        let plan = plan_pyramid(&request(&[64, 2048, 2048], &[16, 64, 64], &[2.0, 0.5, 0.5])).unwrap();
+        let factors: Vec<_> = plan.levels[1..].iter().map(|l| l.step_factors.clone()).collect();
         assert_eq!(factors[0], vec![1, 2, 2]);
         assert_eq!(factors[1], vec![1, 2, 2]);
         assert_eq!(factors[2], vec![2, 2, 2]);
@@ -526,9 +507,6 @@ mod tests {
     fn factors_on_channel_axes_are_refused() {
         let mut r = request(&[3, 64, 64, 64], &[1, 8, 8, 8], &[1.0; 4]);
         r.factors = FactorRule::Fixed(vec![2, 2, 2, 2]);
-        assert!(matches!(
-            plan_pyramid(&r),
-            Err(PlanError::InvalidFactor { .. })
-        ));
+        assert!(matches!(plan_pyramid(&r), Err(PlanError::InvalidFactor { .. })));
     }
 }

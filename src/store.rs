@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value, json};
 use zarrs::array::{
-    Array, ArrayMetadataV2, ArrayShardedExt, ArrayShardedReadableExt, ArrayShardedReadableExtCache,
-    ArraySubset, ChunkGrid, CodecOptions, Element, ElementOwned,
+    Array, ArrayMetadataV2, ArrayShardedExt, ArrayShardedReadableExt, ArrayShardedReadableExtCache, ArraySubset,
+    ChunkGrid, CodecOptions, Element, ElementOwned,
 };
 use zarrs::filesystem::FilesystemStore;
 use zarrs::plugin::ExtensionName;
@@ -47,9 +47,7 @@ pub enum StoreError {
     #[error("`{0}` is not a Zarr array or OME-Zarr image (no .zarray, .zgroup or zarr.json found)")]
     NotZarr(PathBuf),
     /// A group without `multiscales`.
-    #[error(
-        "`{0}` is a Zarr group without OME `multiscales` metadata; point at an array or an OME-Zarr image"
-    )]
+    #[error("`{0}` is a Zarr group without OME `multiscales` metadata; point at an array or an OME-Zarr image")]
     NotAnImage(PathBuf),
     /// Malformed metadata.
     #[error("invalid metadata in `{path}`: {reason}")]
@@ -151,10 +149,7 @@ impl StoreError {
     }
 }
 
-fn io_error<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
     move |source| StoreError::Io {
         action,
         path: path.to_path_buf(),
@@ -162,9 +157,7 @@ fn io_error<'a>(
     }
 }
 
-fn boxed<E: std::error::Error + Send + Sync + 'static>(
-    e: E,
-) -> Box<dyn std::error::Error + Send + Sync> {
+fn boxed<E: std::error::Error + Send + Sync + 'static>(e: E) -> Box<dyn std::error::Error + Send + Sync> {
     Box::new(e)
 }
 
@@ -213,14 +206,12 @@ impl std::fmt::Debug for SourceImage {
 
 fn read_json(path: &Path) -> Result<Option<Value>, StoreError> {
     match fs::read(path) {
-        Ok(bytes) => {
-            serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| StoreError::InvalidMetadata {
-                    path: path.to_path_buf(),
-                    reason: e.to_string(),
-                })
-        }
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::InvalidMetadata {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(StoreError::Io {
             action: "cannot read",
@@ -292,13 +283,10 @@ pub fn open_source(path: &Path) -> Result<SourceImage, StoreError> {
     if !path.is_dir() {
         return Err(StoreError::NotZarr(path.to_path_buf()));
     }
-    let store: ReadStorage =
-        Arc::new(
-            FilesystemStore::new(path).map_err(|e| StoreError::OpenArray {
-                path: path.to_path_buf(),
-                source: boxed(e),
-            })?,
-        );
+    let store: ReadStorage = Arc::new(FilesystemStore::new(path).map_err(|e| StoreError::OpenArray {
+        path: path.to_path_buf(),
+        source: boxed(e),
+    })?);
     let (array_path, raw_metadata, image) = match probe_node(path)? {
         NodeKind::ArrayV2(meta) | NodeKind::ArrayV3(meta) => ("/".to_string(), meta, None),
         NodeKind::Group(attributes) => {
@@ -335,11 +323,7 @@ pub fn open_source(path: &Path) -> Result<SourceImage, StoreError> {
         path: array_dir.clone(),
         source: boxed(e),
     })?;
-    let type_name = array
-        .data_type()
-        .name_v3()
-        .map(|n| n.to_string())
-        .unwrap_or_default();
+    let type_name = array.data_type().name_v3().map(|n| n.to_string()).unwrap_or_default();
     let dtype = DType::from_name(&type_name).ok_or_else(|| StoreError::UnsupportedDType {
         path: array_dir.clone(),
         dtype: if type_name.is_empty() {
@@ -350,10 +334,7 @@ pub fn open_source(path: &Path) -> Result<SourceImage, StoreError> {
     })?;
     let shape = array.shape().to_vec();
     if shape.contains(&0) {
-        return Err(StoreError::EmptyAxis {
-            path: array_dir,
-            shape,
-        });
+        return Err(StoreError::EmptyAxis { path: array_dir, shape });
     }
     let grid = array.subchunk_grid();
     let chunk_shape = grid
@@ -485,10 +466,7 @@ fn v2_compressor_of(meta: &Value, dtype: DType) -> Option<Value> {
     if name(first)?.as_str() != "bytes" {
         return None;
     }
-    let endian = config(first)
-        .get("endian")
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let endian = config(first).get("endian").and_then(Value::as_str).map(str::to_string);
     if dtype.size() > 1 && endian.as_deref() != Some("little") {
         return None;
     }
@@ -567,19 +545,13 @@ impl Compression {
     ///
     /// # Errors
     /// A message when `level` is outside the codec's range.
-    pub fn compressor_json(
-        self,
-        level: Option<i32>,
-        source: &SourceImage,
-    ) -> Result<Value, String> {
+    pub fn compressor_json(self, level: Option<i32>, source: &SourceImage) -> Result<Value, String> {
         let check = |lo: i32, hi: i32, default: i32, name: &str| {
             let l = level.unwrap_or(default);
             if (lo..=hi).contains(&l) {
                 Ok(l)
             } else {
-                Err(format!(
-                    "compression level {l} is outside {lo}..={hi} for {name}"
-                ))
+                Err(format!("compression level {l} is outside {lo}..={hi} for {name}"))
             }
         };
         let blosc = |cname: &str, clevel: i32| json!({"id": "blosc", "cname": cname, "clevel": clevel, "shuffle": 1, "blocksize": 0});
@@ -631,8 +603,7 @@ pub fn describe_codecs(meta: &Value) -> String {
         }
         s
     } else {
-        meta.get("codecs")
-            .map_or_else(|| "?".into(), Value::to_string)
+        meta.get("codecs").map_or_else(|| "?".into(), Value::to_string)
     }
 }
 
@@ -664,12 +635,11 @@ impl OutputGroup {
         fs::create_dir_all(path).map_err(io_error("cannot create the output directory", path))?;
         fs::write(path.join(".zgroup"), b"{\n  \"zarr_format\": 2\n}\n")
             .map_err(io_error("cannot write", &path.join(".zgroup")))?;
-        let storage: WriteStorage =
-            Arc::new(FilesystemStore::new(path).map_err(|e| StoreError::Io {
-                action: "cannot open the output store",
-                path: path.to_path_buf(),
-                source: std::io::Error::other(e.to_string()),
-            })?);
+        let storage: WriteStorage = Arc::new(FilesystemStore::new(path).map_err(|e| StoreError::Io {
+            action: "cannot open the output store",
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })?);
         Ok(Self {
             path: path.to_path_buf(),
             storage,
@@ -707,11 +677,12 @@ impl OutputGroup {
                 path: dir.clone(),
                 reason: e.to_string(),
             })?;
-        let array = Array::new_with_metadata(self.storage.clone(), &array_path, metadata.into())
-            .map_err(|e| StoreError::InvalidMetadata {
+        let array = Array::new_with_metadata(self.storage.clone(), &array_path, metadata.into()).map_err(|e| {
+            StoreError::InvalidMetadata {
                 path: dir.clone(),
                 reason: e.to_string(),
-            })?;
+            }
+        })?;
         // `.zarray` is written here rather than by zarrs so it holds exactly the Zarr v2 fields.
         fs::create_dir_all(&dir).map_err(io_error("cannot create", &dir))?;
         write_json_atomically(&dir.join(".zarray"), &meta)?;
@@ -742,8 +713,7 @@ pub fn write_json_atomically(path: &Path, value: &Value) -> Result<(), StoreErro
     let mut file = fs::File::create(&tmp).map_err(io_error("cannot create", &tmp))?;
     file.write_all(text.as_bytes())
         .map_err(io_error("cannot write", &tmp))?;
-    file.write_all(b"\n")
-        .map_err(io_error("cannot write", &tmp))?;
+    file.write_all(b"\n").map_err(io_error("cannot write", &tmp))?;
     file.sync_all().map_err(io_error("cannot flush", &tmp))?;
     drop(file);
     fs::rename(&tmp, path).map_err(io_error("cannot rename into place", path))?;
@@ -773,11 +743,7 @@ impl LevelArray {
     ///
     /// # Errors
     /// [`StoreError::WriteChunk`] naming the chunk.
-    pub fn write_chunk<T: StoreElement>(
-        &self,
-        indices: &[u64],
-        data: &[T],
-    ) -> Result<(), StoreError> {
+    pub fn write_chunk<T: StoreElement>(&self, indices: &[u64], data: &[T]) -> Result<(), StoreError> {
         self.array
             .store_chunk_opt(indices, data, &Self::codec_options())
             .map_err(|e| StoreError::WriteChunk {
@@ -792,20 +758,15 @@ impl LevelArray {
     ///
     /// # Errors
     /// [`StoreError::ReadChunk`] or [`StoreError::WriteChunk`].
-    pub fn copy_encoded_chunk(
-        &self,
-        source: &SourceImage,
-        indices: &[u64],
-    ) -> Result<u64, StoreError> {
-        let bytes =
-            source
-                .array
-                .retrieve_encoded_chunk(indices)
-                .map_err(|e| StoreError::ReadChunk {
-                    path: source.path.clone(),
-                    key: source.array.chunk_key(indices).to_string(),
-                    source: boxed(e),
-                })?;
+    pub fn copy_encoded_chunk(&self, source: &SourceImage, indices: &[u64]) -> Result<u64, StoreError> {
+        let bytes = source
+            .array
+            .retrieve_encoded_chunk(indices)
+            .map_err(|e| StoreError::ReadChunk {
+                path: source.path.clone(),
+                key: source.array.chunk_key(indices).to_string(),
+                source: boxed(e),
+            })?;
         let Some(bytes) = bytes else { return Ok(0) };
         let len = bytes.len() as u64;
         let key: StoreKey = self.array.chunk_key(indices);
@@ -1028,4 +989,47 @@ impl<T: StoreElement> TileReader<T> {
     pub fn cached_bytes(&self) -> u64 {
         self.cached_bytes.load(Ordering::Relaxed)
     }
+}
+
+/// What a decode-only pass did.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct DecodeReport {
+    /// Chunks decoded.
+    pub chunks: u64,
+    /// Decoded bytes.
+    pub bytes: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// Reads and decodes every chunk of the input's level 0 once, in parallel on the current
+/// rayon pool, and discards the data: the floor under any pyramid build of that input.
+///
+/// # Errors
+/// [`StoreError`] if the input cannot be opened or a chunk cannot be read.
+pub fn decode_only(path: &Path) -> Result<DecodeReport, StoreError> {
+    use rayon::prelude::*;
+    let source = open_source(path)?;
+    let started = std::time::Instant::now();
+    let grid = source.array.subchunk_grid();
+    let shape = grid.grid_shape().to_vec();
+    let total: u64 = shape.iter().product();
+    let bytes = crate::dispatch_dtype!(source.dtype, T => {
+        let reader = TileReader::<T>::new(source.array.clone(), source.path.clone(), 0, Arc::new(|_: &Region| 1));
+        (0..total).into_par_iter().try_for_each(|i| {
+            let mut rest = i;
+            let mut idx = vec![0u64; shape.len()];
+            for a in (0..shape.len()).rev() {
+                idx[a] = rest % shape[a];
+                rest /= shape[a];
+            }
+            reader.decode(&idx).map(drop)
+        })?;
+        reader.stats.decoded_bytes.load(Ordering::Relaxed)
+    });
+    Ok(DecodeReport {
+        chunks: total,
+        bytes,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }

@@ -71,7 +71,9 @@ fn v3_codecs(codec: Codec, dtype: DType) -> Vec<Value> {
     let mut codecs = vec![json!({"name": "bytes", "configuration": {"endian": "little"}})];
     match codec {
         Codec::None => {}
-        Codec::Zstd(level) => codecs.push(json!({"name": "zstd", "configuration": {"level": level, "checksum": false}})),
+        Codec::Zstd(level) => {
+            codecs.push(json!({"name": "zstd", "configuration": {"level": level, "checksum": false}}))
+        }
         Codec::BloscLz4(level) => codecs.push(json!({"name": "blosc", "configuration": {
             "cname": "lz4", "clevel": level, "shuffle": "shuffle", "typesize": dtype.size(), "blocksize": 0}})),
         Codec::Gzip(level) => codecs.push(json!({"name": "gzip", "configuration": {"level": level}})),
@@ -83,10 +85,7 @@ fn v3_codecs(codec: Codec, dtype: DType) -> Vec<Value> {
 ///
 /// # Errors
 /// [`StoreError`] if the directory or metadata cannot be written.
-pub fn create_array(
-    path: &Path,
-    spec: &ArraySpec,
-) -> Result<Array<dyn ReadableWritableStorageTraits>, StoreError> {
+pub fn create_array(path: &Path, spec: &ArraySpec) -> Result<Array<dyn ReadableWritableStorageTraits>, StoreError> {
     std::fs::create_dir_all(path).map_err(|source| StoreError::Io {
         action: "cannot create",
         path: path.to_path_buf(),
@@ -137,9 +136,7 @@ pub fn create_array(
     };
     let array = Array::new_with_metadata(store, "/", metadata).map_err(|e| invalid(&e))?;
     let options = ArrayMetadataOptions::default().with_include_zarrs_metadata(false);
-    array
-        .store_metadata_opt(&options)
-        .map_err(|e| invalid(&e))?;
+    array.store_metadata_opt(&options).map_err(|e| invalid(&e))?;
     Ok(array)
 }
 
@@ -161,19 +158,13 @@ fn write_with<T: StoreElement>(
             idx[a] = rest % grid_shape[a];
             rest /= grid_shape[a];
         }
-        let subset = array
-            .chunk_subset(&idx)
-            .expect("chunk indices from the grid");
+        let subset = array.chunk_subset(&idx).expect("chunk indices from the grid");
         let region = Region::new(subset.start().to_vec(), subset.shape().to_vec());
         let mut data = Vec::with_capacity(region.len());
         let mut position = region.start.clone();
         for _ in 0..region.len() {
             let inside = position.iter().zip(&spec.shape).all(|(p, n)| p < n);
-            data.push(if inside {
-                value(&position)
-            } else {
-                T::default()
-            });
+            data.push(if inside { value(&position) } else { T::default() });
             for a in (0..ndim).rev() {
                 position[a] += 1;
                 if position[a] < region.end(a) {
@@ -218,12 +209,11 @@ pub fn write_array(path: &Path, spec: &ArraySpec, data: &TileData) -> Result<(),
 /// # Errors
 /// [`StoreError`] if it cannot be opened or read.
 pub fn read_array(path: &Path, array_path: &str) -> Result<(Vec<u64>, TileData), StoreError> {
-    let store: crate::store::ReadStorage =
-        Arc::new(FilesystemStore::new(path).map_err(|e| StoreError::Io {
-            action: "cannot open",
-            path: path.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        })?);
+    let store: crate::store::ReadStorage = Arc::new(FilesystemStore::new(path).map_err(|e| StoreError::Io {
+        action: "cannot open",
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })?);
     let array = Array::open(store, array_path).map_err(|e| StoreError::OpenArray {
         path: path.join(array_path.trim_start_matches('/')),
         source: Box::new(e),
@@ -329,8 +319,9 @@ impl Blobs {
     }
 }
 
-/// Writes a synthetic volume: smooth bright blobs over a dim background, fine stripes,
-/// and per-voxel noise, scaled to the dtype's range. Reproducible from `seed`.
+/// Writes a synthetic volume that looks like camera data: smooth bright blobs over a dim
+/// background and fine stripes, as photon counts (about 100 to 3100) with shot noise
+/// (standard deviation √counts), scaled to the dtype. Reproducible from `seed`.
 ///
 /// # Errors
 /// [`StoreError`] on I/O failure.
@@ -339,37 +330,37 @@ pub fn write_synthetic(path: &Path, spec: &ArraySpec, seed: u64) -> Result<(), S
     let blobs = Blobs::new(&spec.shape, 12, &mut rng);
     let noise_seed = rng.next_u64();
     let last = spec.shape.len() - 1;
-    // A value in roughly [0, 1].
-    let unit_value = move |p: &[u64]| -> f64 {
+    let counts = move |p: &[u64]| -> f64 {
         let structure = f64::from(blobs.at(p)).min(1.5) / 1.5;
         #[allow(clippy::cast_precision_loss)]
-        let stripes = 0.05
-            * ((p[last] as f64) * 0.37).sin()
-            * ((p[last.saturating_sub(1)] as f64) * 0.11).cos();
-        let key = p
+        let stripes = 0.05 * ((p[last] as f64) * 0.37).sin() * ((p[last.saturating_sub(1)] as f64) * 0.11).cos();
+        let mean = 100.0 + 3000.0 * (structure + stripes).max(0.0);
+        // Shot noise: a sum of four uniforms is close to normal (σ = 1/√3 before scaling).
+        let mut key = p
             .iter()
             .fold(noise_seed, |h, &i| hash64(h ^ i.wrapping_mul(0x9E37_79B9)));
-        #[allow(clippy::cast_precision_loss)]
-        let noise = ((key >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 0.1;
-        (0.08 + 0.8 * structure + stripes + noise).clamp(0.0, 1.0)
+        let mut normal = -2.0;
+        for _ in 0..4 {
+            key = hash64(key);
+            #[allow(clippy::cast_precision_loss)]
+            let uniform = (key >> 11) as f64 / (1u64 << 53) as f64;
+            normal += uniform;
+        }
+        (mean + mean.sqrt() * normal * 3f64.sqrt()).max(0.0)
     };
     crate::dispatch_dtype!(spec.dtype, T => {
-        let (lo, hi) = value_range::<T>();
-        write_with::<T>(path, spec, &|p: &[u64]| T::from_f64(lo + (hi - lo) * unit_value(p)))
+        let (scale, offset) = counts_to_dtype(T::DTYPE);
+        write_with::<T>(path, spec, &|p: &[u64]| T::from_f64(counts(p) * scale + offset))
     })
 }
 
-/// The span synthetic data covers for each type.
-fn value_range<T: Sample>() -> (f64, f64) {
-    match T::DTYPE {
-        DType::U8 => (0.0, 255.0),
-        DType::U16 => (0.0, 60_000.0),
-        DType::U32 => (0.0, 4.0e9),
-        DType::U64 => (0.0, 1.0e15),
-        DType::I8 => (-100.0, 120.0),
-        DType::I16 => (-20_000.0, 30_000.0),
-        DType::I32 => (-1.0e9, 2.0e9),
-        DType::I64 => (-1.0e15, 1.0e15),
-        DType::F32 | DType::F64 => (0.0, 1000.0),
+/// How photon counts map onto each type: `value = counts · scale + offset`.
+fn counts_to_dtype(dtype: DType) -> (f64, f64) {
+    match dtype {
+        DType::U8 => (1.0 / 16.0, 0.0),
+        DType::I8 => (1.0 / 16.0, -100.0),
+        DType::U16 | DType::U32 | DType::U64 => (1.0, 0.0),
+        DType::I16 | DType::I32 | DType::I64 => (1.0, -1000.0),
+        DType::F32 | DType::F64 => (0.1, 0.0),
     }
 }

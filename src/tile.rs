@@ -32,10 +32,7 @@ impl Region {
     /// A region from per-axis `[start, end)` bounds.
     #[must_use]
     pub fn from_bounds(start: &[u64], end: &[u64]) -> Self {
-        Self::new(
-            start.to_vec(),
-            start.iter().zip(end).map(|(s, e)| e - s).collect(),
-        )
+        Self::new(start.to_vec(), start.iter().zip(end).map(|(s, e)| e - s).collect())
     }
 
     /// Number of axes.
@@ -130,10 +127,8 @@ pub fn copy_overlap<T: Copy>(src: &[T], src_region: &Region, dst: &mut [T], dst_
         let mut dst_off = 0usize;
         for a in 0..ndim {
             let coordinate = overlap.start[a] + if a + 1 < ndim { index[a] } else { 0 };
-            src_off +=
-                usize::try_from(coordinate - src_region.start[a]).unwrap_or(0) * src_strides[a];
-            dst_off +=
-                usize::try_from(coordinate - dst_region.start[a]).unwrap_or(0) * dst_strides[a];
+            src_off += usize::try_from(coordinate - src_region.start[a]).unwrap_or(0) * src_strides[a];
+            dst_off += usize::try_from(coordinate - dst_region.start[a]).unwrap_or(0) * dst_strides[a];
         }
         dst[dst_off..dst_off + row_len].copy_from_slice(&src[src_off..src_off + row_len]);
         // Advance the odometer over the outer axes.
@@ -287,11 +282,7 @@ impl Tile {
     /// If the element count does not match the region.
     #[must_use]
     pub fn new(region: Region, data: TileData) -> Self {
-        assert_eq!(
-            region.len(),
-            data.len(),
-            "tile data does not match its region"
-        );
+        assert_eq!(region.len(), data.len(), "tile data does not match its region");
         Self { region, data }
     }
 
@@ -321,10 +312,7 @@ mod tests {
         let dst_region = Region::new(vec![0, 0], vec![4, 4]);
         let mut dst = vec![99u32; 16];
         copy_overlap(&src, &src_region, &mut dst, &dst_region);
-        assert_eq!(
-            dst,
-            vec![99, 99, 99, 99, 99, 0, 1, 2, 99, 4, 5, 6, 99, 8, 9, 10]
-        );
+        assert_eq!(dst, vec![99, 99, 99, 99, 99, 0, 1, 2, 99, 4, 5, 6, 99, 8, 9, 10]);
     }
 
     #[test]

@@ -6,21 +6,13 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::{
-    as_f64, compare, ngff_validator, reference_f64, round_to, run, stderr, stdout, tolerance,
-};
+use common::{as_f64, compare, ngff_validator, reference_f64, round_to, run, stderr, stdout, tolerance};
 use ome_pyramid::synthetic::{self, ArrayFormat, ArraySpec, Codec};
 use ome_pyramid::{DType, Method, TileData};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-fn spec(
-    shape: &[u64],
-    chunks: &[u64],
-    dtype: DType,
-    format: ArrayFormat,
-    codec: Codec,
-) -> ArraySpec {
+fn spec(shape: &[u64], chunks: &[u64], dtype: DType, format: ArrayFormat, codec: Codec) -> ArraySpec {
     ArraySpec {
         shape: shape.to_vec(),
         chunks: chunks.to_vec(),
@@ -37,8 +29,7 @@ fn synthetic_input(dir: &Path, name: &str, spec: &ArraySpec) -> PathBuf {
 }
 
 fn attrs(output: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(output.join(".zattrs")).expect(".zattrs written"))
-        .unwrap()
+    serde_json::from_slice(&std::fs::read(output.join(".zattrs")).expect(".zattrs written")).unwrap()
 }
 
 fn multiscale(output: &Path) -> Value {
@@ -70,11 +61,7 @@ fn build(args: &[&str]) -> std::process::Output {
     let mut all = vec!["build"];
     all.extend_from_slice(args);
     let out = run(&all);
-    assert!(
-        out.status.success(),
-        "build {args:?} failed: {}",
-        stderr(&out)
-    );
+    assert!(out.status.success(), "build {args:?} failed: {}", stderr(&out));
     out
 }
 
@@ -87,8 +74,7 @@ fn assert_levels_follow_the_reference(output: &Path, method: Method, gpu: bool) 
     for k in 1..datasets {
         let (shape, below) = level(output, k - 1);
         let (_, got) = level(output, k);
-        let (expected_shape, reference) =
-            reference_f64(method, &as_f64(&below), &shape, &factors[k - 1]);
+        let (expected_shape, reference) = reference_f64(method, &as_f64(&below), &shape, &factors[k - 1]);
         assert_eq!(level(output, k).0, expected_shape, "level {k} shape");
         let expected = round_to(below.dtype(), &reference);
         compare(&got, &expected, tolerance(method, below.dtype(), gpu))
@@ -100,10 +86,7 @@ fn assert_valid_ngff(output: &Path) {
     let attributes = attrs(output);
     for strict in [false, true] {
         let validator = ngff_validator(strict);
-        let errors: Vec<String> = validator
-            .iter_errors(&attributes)
-            .map(|e| e.to_string())
-            .collect();
+        let errors: Vec<String> = validator.iter_errors(&attributes).map(|e| e.to_string()).collect();
         assert!(
             errors.is_empty(),
             "strict={strict}: .zattrs does not validate: {errors:?}\n{attributes:#}"
@@ -114,10 +97,7 @@ fn assert_valid_ngff(output: &Path) {
 #[test]
 fn the_schemas_accept_their_own_valid_examples_and_reject_invalid_ones() {
     // The validator set-up itself is checked against the official test suites.
-    for (suite, strict) in [
-        ("image_suite.json", false),
-        ("strict_image_suite.json", true),
-    ] {
+    for (suite, strict) in [("image_suite.json", false), ("strict_image_suite.json", true)] {
         let path = common::data_dir().join("ngff/0.4/tests").join(suite);
         let doc: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
         let validator = ngff_validator(strict);
@@ -128,10 +108,7 @@ fn the_schemas_accept_their_own_valid_examples_and_reject_invalid_ones() {
                 validator.is_valid(&t["data"]),
                 t["valid"].as_bool().unwrap(),
                 "{suite}: {}",
-                t["formerly"]
-                    .as_str()
-                    .or(t["description"].as_str())
-                    .unwrap_or("?")
+                t["formerly"].as_str().or(t["description"].as_str()).unwrap_or("?")
             );
         }
     }
@@ -142,13 +119,7 @@ fn v2_uint16_volume_with_odd_shape(backend: &str, gpu: bool) {
     let input = synthetic_input(
         dir.path(),
         "in.zarr",
-        &spec(
-            &[19, 45, 70],
-            &[8, 16, 16],
-            DType::U16,
-            ArrayFormat::V2,
-            Codec::Zstd(1),
-        ),
+        &spec(&[19, 45, 70], &[8, 16, 16], DType::U16, ArrayFormat::V2, Codec::Zstd(1)),
     );
     let before = snapshot(&input);
     let output = dir.path().join("out.ome.zarr");
@@ -159,11 +130,7 @@ fn v2_uint16_volume_with_odd_shape(backend: &str, gpu: bool) {
         "--backend",
         backend,
     ]);
-    assert_eq!(
-        before,
-        snapshot(&input),
-        "the input is unchanged, byte for byte"
-    );
+    assert_eq!(before, snapshot(&input), "the input is unchanged, byte for byte");
     let ms = multiscale(&output);
     let shapes: Vec<Vec<u64>> = (0..ms["datasets"].as_array().unwrap().len())
         .map(|k| level(&output, k).0)
@@ -171,18 +138,11 @@ fn v2_uint16_volume_with_odd_shape(backend: &str, gpu: bool) {
     // Stop rule: until every space axis fits one chunk (8, 16, 16).
     assert_eq!(
         shapes,
-        vec![
-            vec![19, 45, 70],
-            vec![10, 23, 35],
-            vec![5, 12, 18],
-            vec![3, 6, 9]
-        ]
+        vec![vec![19, 45, 70], vec![10, 23, 35], vec![5, 12, 18], vec![3, 6, 9]]
     );
     assert_eq!(ms["type"], "mean");
     assert_eq!(
-        ms["metadata"]["backend"]
-            .as_str()
-            .map(|b| b.starts_with(backend)),
+        ms["metadata"]["backend"].as_str().map(|b| b.starts_with(backend)),
         Some(true)
     );
     assert_eq!(
@@ -193,15 +153,11 @@ fn v2_uint16_volume_with_odd_shape(backend: &str, gpu: bool) {
         ])
     );
     // Level 0 is the input.
-    assert_eq!(
-        level(&output, 0).1,
-        synthetic::read_array(&input, "/").unwrap().1
-    );
+    assert_eq!(level(&output, 0).1, synthetic::read_array(&input, "/").unwrap().1);
     assert_levels_follow_the_reference(&output, Method::Mean, gpu);
     assert_valid_ngff(&output);
     // The .zarray of each level is plain Zarr v2 as SPEC §4 describes.
-    let zarray: Value =
-        serde_json::from_slice(&std::fs::read(output.join("1/.zarray")).unwrap()).unwrap();
+    let zarray: Value = serde_json::from_slice(&std::fs::read(output.join("1/.zarray")).unwrap()).unwrap();
     assert_eq!(zarray["zarr_format"], 2);
     assert_eq!(zarray["order"], "C");
     assert_eq!(zarray["dimension_separator"], "/");
@@ -245,10 +201,7 @@ fn every_method_on_a_v3_input(backend: &str, gpu: bool) {
         };
         assert_eq!(translation, &expected, "{method}");
         if method == Method::Gaussian {
-            assert_eq!(
-                ms["metadata"]["sigma"][0],
-                json!([2.0 / 3.0, 2.0 / 3.0, 2.0 / 3.0])
-            );
+            assert_eq!(ms["metadata"]["sigma"][0], json!([2.0 / 3.0, 2.0 / 3.0, 2.0 / 3.0]));
         }
     }
 }
@@ -282,8 +235,7 @@ fn sharded_v3_input(backend: &str, gpu: bool) {
     assert_levels_follow_the_reference(&output, Method::Gaussian, gpu);
     // Output chunks default to the read granularity (the inner chunks).
     assert_eq!(level(&output, 0).0, vec![20, 40, 40]);
-    let zarray: Value =
-        serde_json::from_slice(&std::fs::read(output.join("0/.zarray")).unwrap()).unwrap();
+    let zarray: Value = serde_json::from_slice(&std::fs::read(output.join("0/.zarray")).unwrap()).unwrap();
     assert_eq!(zarray["chunks"], json!([5, 10, 10]));
     assert_eq!(zarray["compressor"]["cname"], "zstd");
     assert_valid_ngff(&output);
@@ -331,10 +283,7 @@ fn two_four_and_five_dimensional_arrays(backend: &str, gpu: bool) {
             let (shape_k, _) = level(&output, k);
             for (a, axis) in ms["axes"].as_array().unwrap().iter().enumerate() {
                 if axis["type"] != "space" {
-                    assert_eq!(
-                        shape_k[a], shape[a],
-                        "{expected_axes}: axis {a} kept at level {k}"
-                    );
+                    assert_eq!(shape_k[a], shape[a], "{expected_axes}: axis {a} kept at level {k}");
                 }
             }
         }
@@ -348,13 +297,7 @@ fn anisotropic_scale_reduces_xy_first(backend: &str, gpu: bool) {
     let input = synthetic_input(
         dir.path(),
         "in.zarr",
-        &spec(
-            &[16, 64, 64],
-            &[4, 8, 8],
-            DType::U16,
-            ArrayFormat::V2,
-            Codec::Zstd(1),
-        ),
+        &spec(&[16, 64, 64], &[4, 8, 8], DType::U16, ArrayFormat::V2, Codec::Zstd(1)),
     );
     let output = dir.path().join("out.ome.zarr");
     build(&[
@@ -455,13 +398,7 @@ fn results_do_not_depend_on_chunks_memory_or_threads(backend: &str, _gpu: bool) 
     let input = synthetic_input(
         dir.path(),
         "in.zarr",
-        &spec(
-            &[21, 70, 90],
-            &[7, 30, 20],
-            DType::U16,
-            ArrayFormat::V2,
-            Codec::Zstd(1),
-        ),
+        &spec(&[21, 70, 90], &[7, 30, 20], DType::U16, ArrayFormat::V2, Codec::Zstd(1)),
     );
     for method in [Method::Mean, Method::Gaussian] {
         let reference = dir.path().join(format!("ref-{method}.ome.zarr"));
@@ -513,13 +450,7 @@ fn each_input_chunk_is_decoded_once_per_pass() {
     let input = synthetic_input(
         dir.path(),
         "in.zarr",
-        &spec(
-            &[32, 96, 96],
-            &[8, 16, 16],
-            DType::U16,
-            ArrayFormat::V2,
-            Codec::Zstd(1),
-        ),
+        &spec(&[32, 96, 96], &[8, 16, 16], DType::U16, ArrayFormat::V2, Codec::Zstd(1)),
     );
     for method in Method::ALL {
         let output = dir.path().join(format!("{method}.ome.zarr"));
@@ -547,23 +478,14 @@ fn level0_is_copied_without_reencoding_when_codec_and_chunks_fit() {
     let input = synthetic_input(
         dir.path(),
         "in.zarr",
-        &spec(
-            &[16, 40, 40],
-            &[8, 16, 16],
-            DType::U16,
-            ArrayFormat::V2,
-            Codec::Zstd(1),
-        ),
+        &spec(&[16, 40, 40], &[8, 16, 16], DType::U16, ArrayFormat::V2, Codec::Zstd(1)),
     );
     let output = dir.path().join("out.ome.zarr");
     let out = build(&[input.to_str().unwrap(), output.to_str().unwrap(), "--json"]);
     let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(report["chunks_copied_raw"], 2 * 3 * 3);
     for (key, bytes) in snapshot(&input) {
-        if key
-            .file_name()
-            .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
-        {
+        if key.file_name().is_some_and(|n| !n.to_string_lossy().starts_with('.')) {
             let rel = key.strip_prefix(&input).unwrap();
             assert_eq!(
                 std::fs::read(output.join("0").join(rel)).unwrap(),
@@ -583,10 +505,7 @@ fn level0_is_copied_without_reencoding_when_codec_and_chunks_fit() {
     ]);
     let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(report["chunks_copied_raw"], 0);
-    assert_eq!(
-        level(&output, 0).1,
-        synthetic::read_array(&input, "/").unwrap().1
-    );
+    assert_eq!(level(&output, 0).1, synthetic::read_array(&input, "/").unwrap().1);
 }
 
 #[test]
@@ -613,10 +532,7 @@ fn demo_and_info_work() {
     let (_, data) = level(&output, 0);
     let values = as_f64(&data);
     let distinct: std::collections::BTreeSet<u64> = values.iter().map(|&v| v as u64).collect();
-    assert!(
-        distinct.len() > 1000,
-        "structure plus noise, not a constant"
-    );
+    assert!(distinct.len() > 1000, "structure plus noise, not a constant");
     let info = run(&["info", output.to_str().unwrap(), "--json"]);
     assert!(info.status.success());
     let info: Value = serde_json::from_str(&stdout(&info)).unwrap();
@@ -635,13 +551,7 @@ fn user_mistakes_exit_2_with_one_error_line() {
     let input = synthetic_input(
         dir.path(),
         "in.zarr",
-        &spec(
-            &[8, 16, 16],
-            &[4, 8, 8],
-            DType::U8,
-            ArrayFormat::V2,
-            Codec::None,
-        ),
+        &spec(&[8, 16, 16], &[4, 8, 8], DType::U8, ArrayFormat::V2, Codec::None),
     );
     let existing = dir.path().join("existing");
     std::fs::create_dir(&existing).unwrap();
@@ -652,14 +562,8 @@ fn user_mistakes_exit_2_with_one_error_line() {
     let inside = input.join("pyramid");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["build", "/does/not/exist", o], "does not exist"),
-        (
-            vec!["build", existing.to_str().unwrap(), o],
-            "not a Zarr array",
-        ),
-        (
-            vec!["build", i, existing.to_str().unwrap()],
-            "already exists",
-        ),
+        (vec!["build", existing.to_str().unwrap(), o], "not a Zarr array"),
+        (vec!["build", i, existing.to_str().unwrap()], "already exists"),
         (
             vec!["build", i, existing.to_str().unwrap(), "--overwrite"],
             "refusing to replace",
@@ -670,10 +574,7 @@ fn user_mistakes_exit_2_with_one_error_line() {
         (vec!["build", i, o, "--levels", "9"], "levels requested"),
         (vec!["build", i, o, "--factors", "c=2"], "not an axis"),
         (vec!["build", i, o, "--chunks", "4,4"], "2 values given"),
-        (
-            vec!["build", i, o, "--unit", "furlong"],
-            "unknown space unit",
-        ),
+        (vec!["build", i, o, "--unit", "furlong"], "unknown space unit"),
         (vec!["build", i, o, "--memory", "lots"], "not a size"),
         (vec!["build", i, o, "--axes", "tczyx"], "5 axes given"),
         (vec!["build", i, o, "--axes", "zyz"], "appears twice"),
@@ -686,23 +587,14 @@ fn user_mistakes_exit_2_with_one_error_line() {
         let result = run(&args);
         let err = stderr(&result);
         assert_eq!(result.status.code(), Some(2), "{args:?}: {err}");
-        assert!(
-            err.contains(message),
-            "{args:?}: expected `{message}` in: {err}"
-        );
+        assert!(err.contains(message), "{args:?}: expected `{message}` in: {err}");
         assert!(
             !err.contains("panicked") && !err.contains("backtrace"),
             "{args:?}: {err}"
         );
-        assert!(
-            !out.join(".zattrs").exists(),
-            "{args:?} left metadata behind"
-        );
+        assert!(!out.join(".zattrs").exists(), "{args:?} left metadata behind");
     }
-    assert_eq!(
-        std::fs::read_to_string(existing.join("notes.txt")).unwrap(),
-        "keep me"
-    );
+    assert_eq!(std::fs::read_to_string(existing.join("notes.txt")).unwrap(), "keep me");
     assert!(!inside.exists());
 }
 
@@ -743,9 +635,7 @@ fn gpu_pyramids_equal_cpu_pyramids() {
             for method in Method::ALL {
                 let mut outputs = Vec::new();
                 for backend in ["cpu", "gpu"] {
-                    let output = dir
-                        .path()
-                        .join(format!("out-{i}-{dtype}-{method}-{backend}.ome.zarr"));
+                    let output = dir.path().join(format!("out-{i}-{dtype}-{method}-{backend}.ome.zarr"));
                     let mut args = vec![
                         input.to_str().unwrap(),
                         output.to_str().unwrap(),
@@ -762,10 +652,7 @@ fn gpu_pyramids_equal_cpu_pyramids() {
                     build(&args);
                     outputs.push(output);
                 }
-                let levels = multiscale(&outputs[0])["datasets"]
-                    .as_array()
-                    .unwrap()
-                    .len();
+                let levels = multiscale(&outputs[0])["datasets"].as_array().unwrap().len();
                 assert!(levels >= 2);
                 for k in 0..levels {
                     let (shape_cpu, cpu) = level(&outputs[0], k);
@@ -780,20 +667,14 @@ fn gpu_pyramids_equal_cpu_pyramids() {
                         (Method::Gaussian, true) => common::Tolerance::Relative(1e-5 * k as f64),
                         (Method::Gaussian, false) => common::Tolerance::Units(k as f64),
                     };
-                    compare(&gpu, &cpu, tol)
-                        .unwrap_or_else(|e| panic!("{dtype} {shape:?} {method} level {k}: {e}"));
+                    compare(&gpu, &cpu, tol).unwrap_or_else(|e| panic!("{dtype} {shape:?} {method} level {k}: {e}"));
                 }
                 let backend = multiscale(&outputs[1])["metadata"]["backend"]
                     .as_str()
                     .unwrap()
                     .to_string();
-                let on_gpu =
-                    !(method == Method::Gaussian && matches!(dtype, DType::U32 | DType::I32));
-                assert_eq!(
-                    backend.starts_with("gpu"),
-                    on_gpu,
-                    "{dtype} {method}: {backend}"
-                );
+                let on_gpu = !(method == Method::Gaussian && matches!(dtype, DType::U32 | DType::I32));
+                assert_eq!(backend.starts_with("gpu"), on_gpu, "{dtype} {method}: {backend}");
             }
         }
     }
@@ -807,38 +688,18 @@ fn backend_choice_is_never_silent() {
     let input = synthetic_input(
         dir.path(),
         "in.zarr",
-        &spec(
-            &[8, 32, 32],
-            &[8, 16, 16],
-            DType::U16,
-            ArrayFormat::V2,
-            Codec::Zstd(1),
-        ),
+        &spec(&[8, 32, 32], &[8, 16, 16], DType::U16, ArrayFormat::V2, Codec::Zstd(1)),
     );
     let output = dir.path().join("auto.ome.zarr");
-    let out = build(&[
-        input.to_str().unwrap(),
-        output.to_str().unwrap(),
-        "--backend",
-        "auto",
-    ]);
-    let backend = multiscale(&output)["metadata"]["backend"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let out = build(&[input.to_str().unwrap(), output.to_str().unwrap(), "--backend", "auto"]);
+    let backend = multiscale(&output)["metadata"]["backend"].as_str().unwrap().to_string();
     let hardware = ome_pyramid::backend::gpu::list_adapters()
         .iter()
         .any(|a| a.used_by_auto);
     if hardware {
-        assert!(
-            backend.starts_with("gpu") && !backend.contains("software"),
-            "{backend}"
-        );
+        assert!(backend.starts_with("gpu") && !backend.contains("software"), "{backend}");
     } else {
-        assert!(
-            backend.contains("auto: no hardware GPU adapter"),
-            "{backend}"
-        );
+        assert!(backend.contains("auto: no hardware GPU adapter"), "{backend}");
         assert!(
             stderr(&out).contains("using the CPU backend"),
             "the choice is logged: {}",
@@ -859,11 +720,7 @@ fn backend_choice_is_never_silent() {
         .output()
         .unwrap();
     assert_eq!(result.status.code(), Some(1), "{}", stderr(&result));
-    assert!(
-        stderr(&result).contains("no GPU adapter"),
-        "{}",
-        stderr(&result)
-    );
+    assert!(stderr(&result).contains("no GPU adapter"), "{}", stderr(&result));
     assert!(!output.join(".zattrs").exists());
 }
 

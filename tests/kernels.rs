@@ -41,13 +41,7 @@ fn check_golden(backend: &dyn Downsampler, is_gpu: bool, method: Method) {
         if !backend.supports(method, case.dtype) {
             continue;
         }
-        let out = downsample_whole(
-            backend,
-            method,
-            &case.shape,
-            &case.factors,
-            case.input.clone(),
-        );
+        let out = downsample_whole(backend, method, &case.shape, &case.factors, case.input.clone());
         assert_eq!(
             out.region.shape, case.expected_shape,
             "case {} output shape",
@@ -125,9 +119,8 @@ fn reference_every_dtype(backend: &dyn Downsampler, is_gpu: bool) {
                     (Method::Mean, DType::U64 | DType::I64) => Tolerance::Relative(1e-13),
                     _ => tolerance(method, dtype, is_gpu),
                 };
-                compare(&out.data, &expected, tol).unwrap_or_else(|e| {
-                    panic!("{method} {dtype} shape {shape:?} factors {factors:?}: {e}")
-                });
+                compare(&out.data, &expected, tol)
+                    .unwrap_or_else(|e| panic!("{method} {dtype} shape {shape:?} factors {factors:?}: {e}"));
             }
         }
     }
@@ -173,13 +166,7 @@ fn nan_propagates(backend: &dyn Downsampler, _is_gpu: bool) {
     let mut values = vec![1.0f32; 16];
     values[5] = f32::NAN;
     for method in [Method::Mean, Method::Gaussian] {
-        let out = downsample_whole(
-            backend,
-            method,
-            &[4, 4],
-            &[2, 2],
-            TileData::F32(values.clone()),
-        );
+        let out = downsample_whole(backend, method, &[4, 4], &[2, 2], TileData::F32(values.clone()));
         let TileData::F32(v) = out.data else { panic!() };
         assert!(v[0].is_nan(), "{method}: the window holding NaN gives NaN");
         if method == Method::Mean {
@@ -189,12 +176,7 @@ fn nan_propagates(backend: &dyn Downsampler, _is_gpu: bool) {
 }
 
 /// Computes `dst` of a step as several tiles, each reading only its required source.
-fn downsample_tiled(
-    backend: &dyn Downsampler,
-    step: &Step,
-    input: &Tile,
-    split: &[u64],
-) -> TileData {
+fn downsample_tiled(backend: &dyn Downsampler, step: &Step, input: &Tile, split: &[u64]) -> TileData {
     let dst_shape = step.dst_shape();
     let whole = Region::whole(&dst_shape);
     let mut out = TileData::zeros(input.data.dtype(), whole.len());
@@ -333,10 +315,7 @@ fn check_invariants(backend: &dyn Downsampler, case: &Case) -> Result<(), TestCa
                 .map(|((&i, &f), &s)| i * u64::from(f) * s)
                 .sum();
             let x = values[source as usize];
-            prop_assert!(
-                x == y || (x.is_nan() && y.is_nan()),
-                "nearest output {y} is input {x}"
-            );
+            prop_assert!(x == y || (x.is_nan() && y.is_nan()), "nearest output {y} is input {x}");
             continue;
         }
         let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);

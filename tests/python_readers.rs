@@ -22,20 +22,14 @@ fn python_ready() -> bool {
             std::env::var("CI").map_or(true, |v| v != "true"),
             "CI=true but python3 with numpy, scipy, zarr and ome-zarr is missing"
         );
-        eprintln!(
-            "note: python cross-check skipped (python3 with numpy, scipy, zarr, ome-zarr not found)"
-        );
+        eprintln!("note: python cross-check skipped (python3 with numpy, scipy, zarr, ome-zarr not found)");
     }
     ok
 }
 
 fn crosscheck(output: &Path) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/crosscheck.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(output)
-        .output()
-        .unwrap();
+    let out = Command::new("python3").arg(script).arg(output).output().unwrap();
     assert!(
         out.status.success(),
         "crosscheck of {} failed:\n{}{}",
@@ -53,12 +47,7 @@ fn zarr_python_scipy_and_ome_zarr_agree_with_the_output() {
     let dir = TempDir::new().unwrap();
     let cases = [
         (DType::U16, &[23u64, 61, 50][..], &[8u64, 16, 16][..], None),
-        (
-            DType::F32,
-            &[9, 40, 33],
-            &[4, 16, 16],
-            Some("z=4.0,y=1.0,x=1.0"),
-        ),
+        (DType::F32, &[9, 40, 33], &[4, 16, 16], Some("z=4.0,y=1.0,x=1.0")),
         (DType::I8, &[2, 5, 30, 31], &[1, 2, 8, 8], None),
     ];
     for (i, (dtype, shape, chunks, scale)) in cases.into_iter().enumerate() {
@@ -67,11 +56,7 @@ fn zarr_python_scipy_and_ome_zarr_agree_with_the_output() {
             shape: shape.to_vec(),
             chunks: chunks.to_vec(),
             dtype,
-            format: if i % 2 == 0 {
-                ArrayFormat::V2
-            } else {
-                ArrayFormat::V3
-            },
+            format: if i % 2 == 0 { ArrayFormat::V2 } else { ArrayFormat::V3 },
             codec: Codec::Zstd(1),
         };
         synthetic::write_synthetic(&input, &spec, 11).unwrap();

@@ -9,33 +9,23 @@ use ome_pyramid::backend::gpu::{Kernel, shader_source};
 fn every_kernel_validates_and_compiles_for_every_element_kind() {
     for kernel in [Kernel::Nearest, Kernel::Mean, Kernel::GaussianPass] {
         let source = shader_source(kernel);
-        let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| {
-            panic!("{kernel:?} does not parse:\n{}", e.emit_to_string(&source))
-        });
-        let info = naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::empty(),
-        )
-        .validate(&module)
-        .unwrap_or_else(|e| {
-            panic!(
-                "{kernel:?} does not validate:\n{}",
-                e.emit_to_string(&source)
-            )
-        });
+        let module = naga::front::wgsl::parse_str(&source)
+            .unwrap_or_else(|e| panic!("{kernel:?} does not parse:\n{}", e.emit_to_string(&source)));
+        let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{kernel:?} does not validate:\n{}", e.emit_to_string(&source)));
         let elems: Vec<u32> = DType::ALL.iter().filter_map(|&d| elem_code(d)).collect();
         assert_eq!(elems.len(), 7, "u8, u16, u32, i8, i16, i32, f32 on the GPU");
         for elem in elems {
             let mut constants = naga::back::PipelineConstants::default();
             constants.insert("ELEM".to_string(), f64::from(elem));
-            let (specialised, specialised_info) =
-                naga::back::pipeline_constants::process_overrides(
-                    &module,
-                    &info,
-                    Some((naga::ShaderStage::Compute, "main")),
-                    &constants,
-                )
-                .unwrap_or_else(|e| panic!("{kernel:?} with ELEM={elem}: {e}"));
+            let (specialised, specialised_info) = naga::back::pipeline_constants::process_overrides(
+                &module,
+                &info,
+                Some((naga::ShaderStage::Compute, "main")),
+                &constants,
+            )
+            .unwrap_or_else(|e| panic!("{kernel:?} with ELEM={elem}: {e}"));
             let pipeline = naga::back::spv::PipelineOptions {
                 shader_stage: naga::ShaderStage::Compute,
                 entry_point: "main".into(),
@@ -46,9 +36,7 @@ fn every_kernel_validates_and_compiles_for_every_element_kind() {
                 &naga::back::spv::Options::default(),
                 Some(&pipeline),
             )
-            .unwrap_or_else(|e| {
-                panic!("{kernel:?} with ELEM={elem} does not compile to SPIR-V: {e}")
-            });
+            .unwrap_or_else(|e| panic!("{kernel:?} with ELEM={elem} does not compile to SPIR-V: {e}"));
             assert!(words.len() > 100);
         }
     }
@@ -57,17 +45,13 @@ fn every_kernel_validates_and_compiles_for_every_element_kind() {
 #[test]
 fn an_invalid_shader_is_caught() {
     // The check above would notice a broken kernel: a type error fails validation.
-    let broken = shader_source(Kernel::Mean)
-        .replace("let n = count[0] * count[1]", "let n = 1.5 * count[1]");
+    let broken = shader_source(Kernel::Mean).replace("let n = count[0] * count[1]", "let n = 1.5 * count[1]");
     let module = naga::front::wgsl::parse_str(&broken);
     let failed = match module {
         Err(_) => true,
-        Ok(m) => naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::empty(),
-        )
-        .validate(&m)
-        .is_err(),
+        Ok(m) => naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
+            .validate(&m)
+            .is_err(),
     };
     assert!(failed);
 }

@@ -100,8 +100,7 @@ impl Downsampler for CpuBackend {
     }
 
     fn downsample(&self, step: &Step, src: &Tile, dst: &Region) -> Result<Tile, BackendError> {
-        let data =
-            crate::dispatch_dtype!(src.data.dtype(), T => T::wrap(run_typed::<T>(step, src, dst)));
+        let data = crate::dispatch_dtype!(src.data.dtype(), T => T::wrap(run_typed::<T>(step, src, dst)));
         Ok(Tile::new(dst.clone(), data))
     }
 }

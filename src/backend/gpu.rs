@@ -59,9 +59,7 @@ pub struct AdapterSummary {
 fn is_hardware(kind: wgpu::DeviceType) -> bool {
     matches!(
         kind,
-        wgpu::DeviceType::DiscreteGpu
-            | wgpu::DeviceType::IntegratedGpu
-            | wgpu::DeviceType::VirtualGpu
+        wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu | wgpu::DeviceType::VirtualGpu
     )
 }
 
@@ -76,18 +74,15 @@ fn preference(kind: wgpu::DeviceType) -> u8 {
 }
 
 fn all_adapters() -> Vec<wgpu::Adapter> {
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
 }
 
 /// Every adapter wgpu finds, best first.
 #[must_use]
 pub fn list_adapters() -> Vec<AdapterSummary> {
-    let mut adapters: Vec<(wgpu::AdapterInfo, wgpu::Limits)> = all_adapters()
-        .iter()
-        .map(|a| (a.get_info(), a.limits()))
-        .collect();
+    let mut adapters: Vec<(wgpu::AdapterInfo, wgpu::Limits)> =
+        all_adapters().iter().map(|a| (a.get_info(), a.limits())).collect();
     adapters.sort_by_key(|(info, _)| preference(info.device_type));
     adapters
         .into_iter()
@@ -97,9 +92,7 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
             name: info.name,
             backend: format!("{:?}", info.backend),
             device_type: format!("{:?}", info.device_type),
-            driver: format!("{} {}", info.driver, info.driver_info)
-                .trim()
-                .to_string(),
+            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
             max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
             max_buffer_size: limits.max_buffer_size,
             max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
@@ -170,11 +163,7 @@ impl GpuBackend {
     }
 
     /// Runs a chain on the device in one submission.
-    fn run_chain(
-        &self,
-        src: &Tile,
-        chain: &[(Step, Region)],
-    ) -> Result<Option<Vec<Tile>>, BackendError> {
+    fn run_chain(&self, src: &Tile, chain: &[(Step, Region)]) -> Result<Option<Vec<Tile>>, BackendError> {
         let dtype = src.data.dtype();
         let program = program::build(dtype, &src.region, chain);
         if !self.context.fits(dtype, &program) {
@@ -191,12 +180,7 @@ impl GpuBackend {
     }
 
     /// One step on a destination too large for one program: halves along the longest axis.
-    fn downsample_split(
-        &self,
-        step: &Step,
-        src: &Tile,
-        dst: &Region,
-    ) -> Result<Tile, BackendError> {
+    fn downsample_split(&self, step: &Step, src: &Tile, dst: &Region) -> Result<Tile, BackendError> {
         let chain = [(step.clone(), dst.clone())];
         if let Some(mut tiles) = self.run_chain(src, &chain)? {
             return Ok(tiles.remove(0));
@@ -268,15 +252,9 @@ impl Downsampler for GpuBackend {
         self.downsample_split(step, src, dst)
     }
 
-    fn downsample_chain(
-        &self,
-        src: &Tile,
-        chain: &[(Step, Region)],
-    ) -> Result<Vec<Tile>, BackendError> {
+    fn downsample_chain(&self, src: &Tile, chain: &[(Step, Region)]) -> Result<Vec<Tile>, BackendError> {
         let dtype = src.data.dtype();
-        let on_gpu = chain
-            .iter()
-            .all(|(step, _)| self.supports(step.method, dtype));
+        let on_gpu = chain.iter().all(|(step, _)| self.supports(step.method, dtype));
         if on_gpu && let Some(tiles) = self.run_chain(src, chain)? {
             return Ok(tiles);
         }

@@ -40,11 +40,8 @@ pub struct GoldenCase {
 }
 
 pub fn golden_cases(method: Method) -> Vec<GoldenCase> {
-    let path = data_dir()
-        .join("golden")
-        .join(format!("{}.json", method.name()));
-    let doc: Value =
-        serde_json::from_slice(&std::fs::read(&path).expect("golden file")).expect("golden JSON");
+    let path = data_dir().join("golden").join(format!("{}.json", method.name()));
+    let doc: Value = serde_json::from_slice(&std::fs::read(&path).expect("golden file")).expect("golden JSON");
     assert_eq!(doc["method"], method.name());
     doc["cases"]
         .as_array()
@@ -54,8 +51,7 @@ pub fn golden_cases(method: Method) -> Vec<GoldenCase> {
         .map(|(index, case)| {
             let dtype = DType::from_name(case["input"]["dtype"].as_str().unwrap()).unwrap();
             let shape: Vec<u64> = serde_json::from_value(case["input"]["shape"].clone()).unwrap();
-            let expected_shape: Vec<u64> =
-                serde_json::from_value(case["expected"]["shape"].clone()).unwrap();
+            let expected_shape: Vec<u64> = serde_json::from_value(case["expected"]["shape"].clone()).unwrap();
             GoldenCase {
                 index,
                 dtype,
@@ -98,18 +94,10 @@ pub fn tolerance(method: Method, dtype: DType, backend_is_gpu: bool) -> Toleranc
 /// Compares `got` with `expected`; returns a description of the first mismatch.
 pub fn compare(got: &TileData, expected: &TileData, tol: Tolerance) -> Result<(), String> {
     if got.dtype() != expected.dtype() {
-        return Err(format!(
-            "dtype {} instead of {}",
-            got.dtype(),
-            expected.dtype()
-        ));
+        return Err(format!("dtype {} instead of {}", got.dtype(), expected.dtype()));
     }
     if got.len() != expected.len() {
-        return Err(format!(
-            "{} elements instead of {}",
-            got.len(),
-            expected.len()
-        ));
+        return Err(format!("{} elements instead of {}", got.len(), expected.len()));
     }
     let (g, e) = (as_f64(got), as_f64(expected));
     let scale = e.iter().fold(0f64, |m, v| m.max(v.abs()));
@@ -117,14 +105,10 @@ pub fn compare(got: &TileData, expected: &TileData, tol: Tolerance) -> Result<()
         let ok = match tol {
             Tolerance::Exact => a == b || (a.is_nan() && b.is_nan()),
             Tolerance::Units(u) => (a - b).abs() <= u,
-            Tolerance::Relative(r) => {
-                (a.is_nan() && b.is_nan()) || (a - b).abs() <= r * b.abs().max(1e-3 * scale)
-            }
+            Tolerance::Relative(r) => (a.is_nan() && b.is_nan()) || (a - b).abs() <= r * b.abs().max(1e-3 * scale),
         };
         if !ok {
-            return Err(format!(
-                "element {i}: got {a}, expected {b} (tolerance {tol:?})"
-            ));
+            return Err(format!("element {i}: got {a}, expected {b} (tolerance {tol:?})"));
         }
     }
     Ok(())
@@ -133,12 +117,7 @@ pub fn compare(got: &TileData, expected: &TileData, tol: Tolerance) -> Result<()
 /// SPEC §2 taken literally, in float64: for gaussian, blur the whole array along every
 /// axis with f > 1 (reflect border), then the window mean over in-bounds voxels; no
 /// rounding in between. Returns unrounded values.
-pub fn reference_f64(
-    method: Method,
-    input: &[f64],
-    shape: &[u64],
-    factors: &[u32],
-) -> (Vec<u64>, Vec<f64>) {
+pub fn reference_f64(method: Method, input: &[f64], shape: &[u64], factors: &[u32]) -> (Vec<u64>, Vec<f64>) {
     let ndim = shape.len();
     let out_shape: Vec<u64> = shape
         .iter()
@@ -193,11 +172,7 @@ pub fn reference_f64(
         let mut count = 0u64;
         let mut position: Vec<u64> = windows.iter().map(|w| w.0).collect();
         'window: loop {
-            let offset: usize = position
-                .iter()
-                .zip(&strides)
-                .map(|(&p, &s)| p as usize * s)
-                .sum();
+            let offset: usize = position.iter().zip(&strides).map(|(&p, &s)| p as usize * s).sum();
             sum += data[offset];
             count += 1;
             let mut a = ndim;
@@ -234,10 +209,8 @@ pub fn round_to(dtype: DType, values: &[f64]) -> TileData {
 /// The backends every kernel test runs on: the CPU, and the GPU where an adapter exists.
 /// Under `CI=true` a missing GPU adapter is a failure, not a skip.
 pub fn backends() -> Vec<(&'static str, Arc<dyn Downsampler>)> {
-    let mut list: Vec<(&'static str, Arc<dyn Downsampler>)> = vec![(
-        "cpu",
-        Arc::new(ome_pyramid::backend::cpu::CpuBackend::new()),
-    )];
+    let mut list: Vec<(&'static str, Arc<dyn Downsampler>)> =
+        vec![("cpu", Arc::new(ome_pyramid::backend::cpu::CpuBackend::new()))];
     if let Some(gpu) = gpu_backend() {
         list.push(("gpu", gpu));
     }
@@ -285,9 +258,7 @@ pub fn stdout(output: &Output) -> String {
 /// `image.schema`, resolved offline from `tests/data/ngff/0.4`.
 pub fn ngff_validator(strict: bool) -> jsonschema::Validator {
     let dir = data_dir().join("ngff/0.4/schemas");
-    let load = |name: &str| -> Value {
-        serde_json::from_slice(&std::fs::read(dir.join(name)).unwrap()).unwrap()
-    };
+    let load = |name: &str| -> Value { serde_json::from_slice(&std::fs::read(dir.join(name)).unwrap()).unwrap() };
     let image = load("image.schema");
     let registry = jsonschema::Registry::new()
         .add(
@@ -297,11 +268,7 @@ pub fn ngff_validator(strict: bool) -> jsonschema::Validator {
         .unwrap()
         .prepare()
         .unwrap();
-    let schema = if strict {
-        load("strict_image.schema")
-    } else {
-        image
-    };
+    let schema = if strict { load("strict_image.schema") } else { image };
     jsonschema::options()
         .with_registry(&registry)
         .build(&schema)

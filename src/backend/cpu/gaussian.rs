@@ -52,9 +52,9 @@ fn combine_slabs<S: Sample>(src: &[S], stencil: &AxisStencil, o: usize, out: &mu
 fn row_output<S: Sample>(row: &[S], stencil: &AxisStencil, o: usize) -> f64 {
     match stencil {
         AxisStencil::Identity { offset } => row[offset + o].to_f64(),
-        AxisStencil::Taps { offsets, index, weight } => {
-            (offsets[o]..offsets[o + 1]).map(|t| weight[t] * row[index[t]].to_f64()).sum()
-        }
+        AxisStencil::Taps { offsets, index, weight } => (offsets[o]..offsets[o + 1])
+            .map(|t| weight[t] * row[index[t]].to_f64())
+            .sum(),
         AxisStencil::Pick { .. } | AxisStencil::Window { .. } => {
             unreachable!("gaussian builds taps or identity stencils only")
         }
@@ -83,7 +83,14 @@ fn reduce<S: Sample, T: Sample>(
     slab.resize(inner, 0.0);
     for (o, out_slab) in out.chunks_mut(out_inner).enumerate() {
         combine_slabs(src, &stencils[0], o, slab);
-        reduce(slab.as_slice(), &shape[1..], &stencils[1..], &dst_shape[1..], out_slab, deeper);
+        reduce(
+            slab.as_slice(),
+            &shape[1..],
+            &stencils[1..],
+            &dst_shape[1..],
+            out_slab,
+            deeper,
+        );
     }
 }
 
@@ -103,7 +110,14 @@ pub(crate) fn gaussian<T: Sample>(src: &[T], geometry: &StepGeometry) -> Vec<T> 
         let (slab, deeper) = scratch.split_first_mut().expect("scratch per axis");
         slab.resize(inner, 0.0);
         combine_slabs(src, &geometry.stencils[0], o, slab);
-        reduce(slab.as_slice(), &shape[1..], &geometry.stencils[1..], &dst_shape[1..], out_slab, deeper);
+        reduce(
+            slab.as_slice(),
+            &shape[1..],
+            &geometry.stencils[1..],
+            &dst_shape[1..],
+            out_slab,
+            deeper,
+        );
     };
     let new_scratch = || vec![Vec::new(); ndim];
     if dst.len() >= PARALLEL_MIN_OUTPUTS {

@@ -5,10 +5,7 @@ use super::{StepGeometry, fill_rows, first_input};
 use crate::method::AxisStencil;
 
 /// Nearest on one tile.
-pub(crate) fn nearest<T: Copy + Default + Send + Sync>(
-    src: &[T],
-    geometry: &StepGeometry,
-) -> Vec<T> {
+pub(crate) fn nearest<T: Copy + Default + Send + Sync>(src: &[T], geometry: &StepGeometry) -> Vec<T> {
     let ndim = geometry.src_shape.len();
     let src_strides = &geometry.src_strides;
     let last = &geometry.stencils[ndim - 1];

@@ -79,14 +79,10 @@ impl GpuContext {
         let lost = Arc::new(Mutex::new(None));
         let lost_flag = lost.clone();
         device.set_device_lost_callback(move |reason, message| {
-            *lost_flag
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            *lost_flag.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
                 Some(format!("{reason:?}: {message}"));
         });
-        device.on_uncaptured_error(Arc::new(|e| {
-            tracing::error!("GPU error outside a task: {e}")
-        }));
+        device.on_uncaptured_error(Arc::new(|e| tracing::error!("GPU error outside a task: {e}")));
         let modules = [Kernel::Nearest, Kernel::Mean, Kernel::GaussianPass]
             .into_iter()
             .map(|k| {
@@ -134,7 +130,9 @@ impl GpuContext {
     /// Largest storage binding, in bytes.
     #[must_use]
     pub fn max_binding_bytes(&self) -> u64 {
-        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
     }
 
     fn check_alive(&self) -> Result<(), BackendError> {
@@ -144,36 +142,28 @@ impl GpuContext {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .as_ref()
         {
-            Some(reason) => Err(BackendError::Gpu(format!(
-                "the GPU device was lost ({reason})"
-            ))),
+            Some(reason) => Err(BackendError::Gpu(format!("the GPU device was lost ({reason})"))),
             None => Ok(()),
         }
     }
 
     /// The pipeline of `kernel` specialised for `elem` (built on first use).
     fn pipeline(&self, kernel: Kernel, elem: u32) -> Arc<wgpu::ComputePipeline> {
-        let mut pipelines = self
-            .pipelines
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut pipelines = self.pipelines.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         pipelines
             .entry((kernel, elem))
             .or_insert_with(|| {
-                Arc::new(
-                    self.device
-                        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                            label: Some("ome-pyramid kernel"),
-                            layout: None,
-                            module: &self.modules[&kernel],
-                            entry_point: Some("main"),
-                            compilation_options: wgpu::PipelineCompilationOptions {
-                                constants: &[("ELEM", f64::from(elem))],
-                                ..Default::default()
-                            },
-                            cache: None,
-                        }),
-                )
+                Arc::new(self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some("ome-pyramid kernel"),
+                    layout: None,
+                    module: &self.modules[&kernel],
+                    entry_point: Some("main"),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &[("ELEM", f64::from(elem))],
+                        ..Default::default()
+                    },
+                    cache: None,
+                }))
             })
             .clone()
     }
@@ -209,14 +199,8 @@ impl GpuContext {
     /// # Errors
     /// [`BackendError::Gpu`] on a device loss, a validation or out-of-memory error, a
     /// timeout, or a program larger than the adapter's limits.
-    pub fn run(
-        &self,
-        dtype: DType,
-        source: &TileData,
-        program: &Program,
-    ) -> Result<Vec<TileData>, BackendError> {
-        self.run_with(dtype, source, program, false)
-            .map(|(data, _)| data)
+    pub fn run(&self, dtype: DType, source: &TileData, program: &Program) -> Result<Vec<TileData>, BackendError> {
+        self.run_with(dtype, source, program, false).map(|(data, _)| data)
     }
 
     /// As [`GpuContext::run`], also returning the time of each phase. With
@@ -234,13 +218,10 @@ impl GpuContext {
         separate_phases: bool,
     ) -> Result<(Vec<TileData>, PhaseTimes), BackendError> {
         self.check_alive()?;
-        let elem = elem_code(dtype).ok_or(BackendError::UnsupportedDType {
-            backend: "gpu",
-            dtype,
-        })?;
-        let (level_bytes, scratch_bytes) = self.buffer_bytes(dtype, program).ok_or_else(|| {
-            BackendError::Gpu("tile larger than the adapter's storage binding limit".into())
-        })?;
+        let elem = elem_code(dtype).ok_or(BackendError::UnsupportedDType { backend: "gpu", dtype })?;
+        let (level_bytes, scratch_bytes) = self
+            .buffer_bytes(dtype, program)
+            .ok_or_else(|| BackendError::Gpu("tile larger than the adapter's storage binding limit".into()))?;
         let mut slot = self.ring.acquire();
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let out_of_memory = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
@@ -272,19 +253,13 @@ impl GpuContext {
     }
 
     /// Sizes the slot's buffers, uploads, encodes the dispatches, submits, and reads back.
-    fn execute(
-        &self,
-        job: &Job<'_>,
-        slot: &mut RingSlot<'_>,
-    ) -> Result<(Vec<TileData>, PhaseTimes), BackendError> {
+    fn execute(&self, job: &Job<'_>, slot: &mut RingSlot<'_>) -> Result<(Vec<TileData>, PhaseTimes), BackendError> {
         let started = Instant::now();
         let mut times = PhaseTimes::default();
         let device = &self.device;
         let program = job.program;
         let max = self.limits.max_buffer_size;
-        let storage = wgpu::BufferUsages::STORAGE
-            | wgpu::BufferUsages::COPY_DST
-            | wgpu::BufferUsages::COPY_SRC;
+        let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
         let buffers: &mut SlotBuffers = slot;
         if buffers.levels.len() < job.level_bytes.len() {
             buffers.levels.resize_with(job.level_bytes.len(), || None);
@@ -308,14 +283,7 @@ impl GpuContext {
         let block = (PARAM_WORDS as u64 * 4).next_multiple_of(align);
         let params_bytes = block * program.dispatches.len() as u64;
         let copy_dst = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
-        ensure(
-            device,
-            &mut buffers.params,
-            params_bytes,
-            copy_dst,
-            "params",
-            max,
-        );
+        ensure(device, &mut buffers.params, params_bytes, copy_dst, "params", max);
         ensure(
             device,
             &mut buffers.aux,
@@ -326,14 +294,7 @@ impl GpuContext {
         );
         let readback_bytes: u64 = job.level_bytes[1..].iter().sum();
         let map_read = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
-        ensure(
-            device,
-            &mut buffers.readback,
-            readback_bytes,
-            map_read,
-            "readback",
-            max,
-        );
+        ensure(device, &mut buffers.readback, readback_bytes, map_read, "readback", max);
 
         // Upload: the source words (8/16-bit elements packed, padded to whole words), the
         // parameter blocks at aligned offsets, and the stencil tables.
@@ -436,11 +397,7 @@ impl GpuContext {
             let mut outputs = Vec::with_capacity(job.level_bytes.len() - 1);
             for (i, &bytes) in job.level_bytes.iter().enumerate().skip(1) {
                 let elements = usize::try_from(program.level_elements[i]).expect("fits");
-                outputs.push(unpack(
-                    dtype,
-                    &view[at..at + elements * dtype.size()],
-                    elements,
-                ));
+                outputs.push(unpack(dtype, &view[at..at + elements * dtype.size()], elements));
                 at += usize::try_from(bytes).expect("fits");
             }
             outputs
@@ -456,9 +413,7 @@ impl GpuContext {
     /// # Errors
     /// [`BackendError::Gpu`] if the device fails.
     pub fn copy_time(&self, bytes: u64, repeats: usize) -> Result<Duration, BackendError> {
-        let bytes = bytes
-            .next_multiple_of(4)
-            .min(self.limits.max_buffer_size / 4 * 4);
+        let bytes = bytes.next_multiple_of(4).min(self.limits.max_buffer_size / 4 * 4);
         let make = |label| {
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
@@ -472,9 +427,7 @@ impl GpuContext {
         for _ in 0..repeats.max(1) {
             let mut encoder = self
                 .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("copy"),
-                });
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("copy") });
             encoder.copy_buffer_to_buffer(&a, 0, &b, 0, bytes);
             let started = Instant::now();
             self.wait(self.queue.submit([encoder.finish()]))?;

@@ -101,8 +101,7 @@ pub fn elem_code(dtype: DType) -> Option<u32> {
 /// 32-bit integers is not: `f32` arithmetic cannot keep values up to 2³² within ±1.
 #[must_use]
 pub fn gpu_computes(method: Method, dtype: DType) -> bool {
-    elem_code(dtype).is_some()
-        && !(method == Method::Gaussian && matches!(dtype, DType::U32 | DType::I32))
+    elem_code(dtype).is_some() && !(method == Method::Gaussian && matches!(dtype, DType::U32 | DType::I32))
 }
 
 fn pad(values: &[u64], fill: u64) -> [u32; MAX_AXES] {
@@ -194,8 +193,7 @@ pub fn build(dtype: DType, src_region: &Region, chain: &[(Step, Region)]) -> Pro
             Method::Nearest | Method::Mean => {
                 let mut params = [0u32; PARAM_WORDS];
                 params[P_SRC_SHAPE..P_SRC_SHAPE + 5].copy_from_slice(&pad(&src.shape, 1));
-                params[P_SRC_STRIDE..P_SRC_STRIDE + 5]
-                    .copy_from_slice(&pad(&strides(&src.shape), 0));
+                params[P_SRC_STRIDE..P_SRC_STRIDE + 5].copy_from_slice(&pad(&strides(&src.shape), 0));
                 params[P_DST_SHAPE..P_DST_SHAPE + 5].copy_from_slice(&pad(&dst.shape, 1));
                 for a in 0..MAX_AXES {
                     params[P_STENCIL + a] = if a < lead {
@@ -222,10 +220,7 @@ pub fn build(dtype: DType, src_region: &Region, chain: &[(Step, Region)]) -> Pro
                 let passes: Vec<usize> = (0..ndim)
                     .filter(|&a| matches!(stencils[a], AxisStencil::Taps { .. }))
                     .collect();
-                assert!(
-                    !passes.is_empty(),
-                    "a gaussian step reduces at least one axis"
-                );
+                assert!(!passes.is_empty(), "a gaussian step reduces at least one axis");
                 let mut shape = src.shape.clone();
                 let mut input = Slot::Level(level);
                 for (i, &axis) in passes.iter().enumerate() {
@@ -253,8 +248,7 @@ pub fn build(dtype: DType, src_region: &Region, chain: &[(Step, Region)]) -> Pro
                     };
                     let mut params = [0u32; PARAM_WORDS];
                     params[P_SRC_SHAPE..P_SRC_SHAPE + 5].copy_from_slice(&pad(&shape, 1));
-                    params[P_SRC_STRIDE..P_SRC_STRIDE + 5]
-                        .copy_from_slice(&pad(&strides(&shape), 0));
+                    params[P_SRC_STRIDE..P_SRC_STRIDE + 5].copy_from_slice(&pad(&strides(&shape), 0));
                     params[P_DST_SHAPE..P_DST_SHAPE + 5].copy_from_slice(&pad(&out_shape, 1));
                     params[P_STENCIL + axis + lead] = push_taps(&mut aux, csr, index, weight);
                     let out_len: u64 = out_shape.iter().product();
@@ -271,11 +265,7 @@ pub fn build(dtype: DType, src_region: &Region, chain: &[(Step, Region)]) -> Pro
                     if let Slot::Scratch(s) = output {
                         scratch_elements[s] = scratch_elements[s].max(out_len);
                     }
-                    let invocations = if last {
-                        out_len.div_ceil(per_word)
-                    } else {
-                        out_len
-                    };
+                    let invocations = if last { out_len.div_ceil(per_word) } else { out_len };
                     dispatches.push(Dispatch {
                         kernel: Kernel::GaussianPass,
                         params,
@@ -341,18 +331,12 @@ mod tests {
         let program = build(DType::F32, &Region::whole(&[3, 10, 12]), &[(s, dst)]);
         assert_eq!(program.dispatches.len(), 2);
         let first = &program.dispatches[0];
-        assert_eq!(
-            (first.input, first.output),
-            (Slot::Level(0), Slot::Scratch(0))
-        );
+        assert_eq!((first.input, first.output), (Slot::Level(0), Slot::Scratch(0)));
         // The identity axis is cropped to 1 with offset 1 in the first pass.
         assert_eq!(&first.params[10..15], &[1, 1, 1, 5, 12]);
         assert_eq!(first.params[24 + 2], 1);
         let last = &program.dispatches[1];
-        assert_eq!(
-            (last.input, last.output),
-            (Slot::Scratch(0), Slot::Level(1))
-        );
+        assert_eq!((last.input, last.output), (Slot::Scratch(0), Slot::Level(1)));
         assert_eq!(&last.params[10..15], &[1, 1, 1, 5, 6]);
         assert_eq!(program.scratch_elements[0], 60);
     }

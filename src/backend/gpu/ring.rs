@@ -51,10 +51,7 @@ pub fn ensure<'a>(
             usage,
             mapped_at_creation: false,
         });
-        *slot = Some(SizedBuffer {
-            buffer,
-            bytes: size,
-        });
+        *slot = Some(SizedBuffer { buffer, bytes: size });
     }
     &slot.as_ref().expect("just ensured").buffer
 }
@@ -106,9 +103,7 @@ impl BufferRing {
     }
 
     fn lock(&self) -> MutexGuard<'_, (Vec<SlotBuffers>, usize)> {
-        self.free
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.free.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Takes a free slot, waiting while all are in use.

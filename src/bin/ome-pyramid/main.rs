@@ -1,7 +1,9 @@
-//! The `ome-pyramid` command line (SPEC §1): `build`, `info`, `demo`.
+//! The `ome-pyramid` command line (SPEC §1): `build`, `info`, `bench`, `demo`, `synth`.
 //!
 //! Exit codes: 0 success; 2 usage or invalid input; 1 any other failure. Errors are one
 //! `error:` line with their cause chain.
+
+mod bench;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -19,8 +21,7 @@ use ome_pyramid::store::{self, NodeKind};
 use ome_pyramid::synthetic::{self, ArrayFormat, ArraySpec, Codec};
 use ome_pyramid::units::{format_bytes, parse_size};
 use ome_pyramid::{
-    BackendChoice, BuildError, BuildOptions, BuildReport, Compression, DType, Method, Progress,
-    PyramidBuilder,
+    BackendChoice, BuildError, BuildOptions, BuildReport, Compression, DType, Method, Progress, PyramidBuilder,
 };
 
 /// Builds multiscale OME-Zarr (NGFF v0.4) pyramids from Zarr volumes, on the GPU (WGSL
@@ -45,8 +46,42 @@ enum Command {
     Build(BuildArgs),
     /// Show the levels, shapes, chunks, dtype, codecs and transforms of a Zarr array or OME-Zarr image.
     Info(InfoArgs),
+    /// Time CPU against GPU per method on INPUT or a synthetic volume (peak memory, stages, speedup).
+    Bench(bench::BenchArgs),
     /// Make a synthetic 3-D volume (structure plus noise) and build its pyramid.
     Demo(DemoArgs),
+    /// Write a synthetic Zarr array (camera-like data) to try things on.
+    Synth(SynthArgs),
+}
+
+#[derive(Args, Debug)]
+struct SynthArgs {
+    /// The new array's directory.
+    output: PathBuf,
+    /// Shape, e.g. 256,1024,1024 (2 to 5 axes).
+    #[arg(long, default_value = "128,1024,1024", value_parser = parse_dims)]
+    size: Dims,
+    /// Chunk shape (inner chunks when sharded).
+    #[arg(long, default_value = "64,256,256", value_parser = parse_dims)]
+    chunks: Dims,
+    /// Data type.
+    #[arg(long, default_value = "uint16", value_parser = parse_dtype)]
+    dtype: DType,
+    /// Zarr format: v2, v3, or v3-sharded (see --shards).
+    #[arg(long, default_value = "v2")]
+    format: String,
+    /// Shard shape for --format v3-sharded [default: 2× the chunks].
+    #[arg(long, value_parser = parse_dims)]
+    shards: Option<Dims>,
+    /// Codec: zstd, blosc-lz4, gzip, none.
+    #[arg(long, default_value = "zstd")]
+    codec: String,
+    /// Codec level.
+    #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
+    clevel: i32,
+    /// Random seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -148,7 +183,7 @@ struct DemoArgs {
 
 /// A comma-separated list of sizes, e.g. `64,256,256`.
 #[derive(Debug, Clone)]
-struct Dims(Vec<u64>);
+pub(crate) struct Dims(pub(crate) Vec<u64>);
 
 /// Pixel sizes by axis name, e.g. `z=2.0,y=0.5,x=0.5`.
 #[derive(Debug, Clone)]
@@ -161,8 +196,7 @@ enum FactorsArg {
 }
 
 fn parse_method(s: &str) -> Result<Method, String> {
-    s.parse()
-        .map_err(|e: ome_pyramid::method::UnknownMethod| e.to_string())
+    s.parse().map_err(|e: ome_pyramid::method::UnknownMethod| e.to_string())
 }
 
 fn parse_backend(s: &str) -> Result<BackendChoice, String> {
@@ -170,23 +204,19 @@ fn parse_backend(s: &str) -> Result<BackendChoice, String> {
         .map_err(|e: ome_pyramid::backend::UnknownBackend| e.to_string())
 }
 
-fn parse_dtype(s: &str) -> Result<DType, String> {
+pub(crate) fn parse_dtype(s: &str) -> Result<DType, String> {
     DType::from_name(s).ok_or_else(|| {
         let names: Vec<&str> = DType::ALL.iter().map(|d| d.name()).collect();
         format!("unknown dtype `{s}` (expected one of {})", names.join(", "))
     })
 }
 
-fn parse_named<V: std::str::FromStr>(
-    s: &str,
-    what: &str,
-    example: &str,
-) -> Result<Vec<(String, V)>, String> {
+fn parse_named<V: std::str::FromStr>(s: &str, what: &str, example: &str) -> Result<Vec<(String, V)>, String> {
     s.split(',')
         .map(|item| {
-            let (name, value) = item.split_once('=').ok_or_else(|| {
-                format!("`{item}` is not of the form axis=value (example: {example})")
-            })?;
+            let (name, value) = item
+                .split_once('=')
+                .ok_or_else(|| format!("`{item}` is not of the form axis=value (example: {example})"))?;
             let value = value
                 .trim()
                 .parse::<V>()
@@ -217,7 +247,7 @@ fn parse_scale(s: &str) -> Result<NamedScale, String> {
     Ok(NamedScale(named))
 }
 
-fn parse_dims(s: &str) -> Result<Dims, String> {
+pub(crate) fn parse_dims(s: &str) -> Result<Dims, String> {
     let values: Vec<u64> = s
         .split(',')
         .map(|v| {
@@ -268,11 +298,7 @@ fn init_logging(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::filter::Targets::new()
         .with_target("ome_pyramid", level)
-        .with_default(if verbose >= 3 {
-            level
-        } else {
-            tracing::Level::WARN
-        });
+        .with_default(if verbose >= 3 { level } else { tracing::Level::WARN });
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let _ = tracing_subscriber::registry()
@@ -300,10 +326,8 @@ impl BarProgress {
             ProgressBar::hidden()
         };
         bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} chunks ({eta} left)",
-            )
-            .expect("valid template"),
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} chunks ({eta} left)")
+                .expect("valid template"),
         );
         if visible {
             bar.enable_steady_tick(Duration::from_millis(200));
@@ -389,20 +413,11 @@ fn print_summary(report: &BuildReport) {
     );
 }
 
-fn run_builder(
-    builder: PyramidBuilder,
-    json_output: bool,
-    quiet: bool,
-) -> Result<BuildReport, BuildError> {
+fn run_builder(builder: PyramidBuilder, json_output: bool, quiet: bool) -> Result<BuildReport, BuildError> {
     let show_bar = !quiet && !json_output && std::io::stderr().is_terminal();
-    let report = builder
-        .progress(Arc::new(BarProgress::new(show_bar)))
-        .build()?;
+    let report = builder.progress(Arc::new(BarProgress::new(show_bar))).build()?;
     if json_output {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("report serialises")
-        );
+        println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
     } else if !quiet {
         print_summary(&report);
     }
@@ -469,18 +484,14 @@ fn cmd_demo(args: &DemoArgs, quiet: bool) -> Result<()> {
         );
     }
     let result = (|| -> Result<()> {
-        synthetic::write_synthetic(&input, &spec, 42)
-            .context("cannot write the synthetic volume")?;
+        synthetic::write_synthetic(&input, &spec, 42).context("cannot write the synthetic volume")?;
         let mut options = build_options(&args.pyramid);
         options.unit = Some("micrometer".into());
         options.name = Some("ome-pyramid demo".into());
         let builder = PyramidBuilder::new(&input, &args.output).options(options);
         run_builder(builder, args.pyramid.json, quiet)?;
         if !quiet && !args.pyramid.json {
-            println!(
-                "Look inside with: ome-pyramid info {}",
-                args.output.display()
-            );
+            println!("Look inside with: ome-pyramid info {}", args.output.display());
         }
         Ok(())
     })();
@@ -490,6 +501,64 @@ fn cmd_demo(args: &DemoArgs, quiet: bool) -> Result<()> {
     result
 }
 
+fn cmd_synth(args: &SynthArgs, quiet: bool) -> Result<()> {
+    let (size, chunks) = (&args.size.0, &args.chunks.0);
+    if !(2..=5).contains(&size.len()) || chunks.len() != size.len() {
+        return Err(anyhow!(UsageError(
+            "--size needs 2 to 5 values and --chunks as many".into()
+        )));
+    }
+    if args.output.exists() {
+        return Err(anyhow!(BuildError::OutputExists(args.output.clone())));
+    }
+    let format = match args.format.as_str() {
+        "v2" => ArrayFormat::V2,
+        "v3" => ArrayFormat::V3,
+        "v3-sharded" => ArrayFormat::V3Sharded {
+            shard_shape: match &args.shards {
+                Some(shards) if shards.0.len() == size.len() => shards.0.clone(),
+                Some(_) => return Err(anyhow!(UsageError("--shards needs as many values as --size".into()))),
+                None => chunks.iter().map(|c| 2 * c).collect(),
+            },
+        },
+        other => {
+            return Err(anyhow!(UsageError(format!(
+                "unknown format `{other}` (expected v2, v3, v3-sharded)"
+            ))));
+        }
+    };
+    let codec = match args.codec.as_str() {
+        "zstd" => Codec::Zstd(args.clevel),
+        "blosc-lz4" | "blosc" => Codec::BloscLz4(args.clevel),
+        "gzip" => Codec::Gzip(args.clevel),
+        "none" => Codec::None,
+        other => {
+            return Err(anyhow!(UsageError(format!(
+                "unknown codec `{other}` (expected zstd, blosc-lz4, gzip, none)"
+            ))));
+        }
+    };
+    let spec = ArraySpec {
+        shape: size.clone(),
+        chunks: chunks.clone(),
+        dtype: args.dtype,
+        format,
+        codec,
+    };
+    synthetic::write_synthetic(&args.output, &spec, args.seed).context("cannot write the synthetic array")?;
+    if !quiet {
+        let bytes = size.iter().product::<u64>() * args.dtype.size() as u64;
+        println!(
+            "Wrote {} {} {size:?} ({}) to `{}`.",
+            args.format,
+            args.dtype,
+            format_bytes(bytes),
+            args.output.display()
+        );
+    }
+    Ok(())
+}
+
 fn cmd_gpu_info(json_output: bool) -> Result<()> {
     let adapters = ome_pyramid::backend::gpu::list_adapters();
     if json_output {
@@ -497,9 +566,7 @@ fn cmd_gpu_info(json_output: bool) -> Result<()> {
         return Ok(());
     }
     if adapters.is_empty() {
-        println!(
-            "No GPU adapter found (no Vulkan, Metal or DX12 driver); builds use the CPU backend."
-        );
+        println!("No GPU adapter found (no Vulkan, Metal or DX12 driver); builds use the CPU backend.");
     }
     let auto = adapters.iter().position(|a| a.used_by_auto);
     for (i, a) in adapters.iter().enumerate() {
@@ -528,10 +595,7 @@ fn cmd_info(args: &InfoArgs) -> Result<()> {
     if args.gpu {
         return cmd_gpu_info(args.json);
     }
-    let path = args
-        .path
-        .as_ref()
-        .expect("clap requires PATH without --gpu");
+    let path = args.path.as_ref().expect("clap requires PATH without --gpu");
     if !path.exists() {
         return Err(anyhow!(store::StoreError::NotFound(path.to_path_buf())));
     }
@@ -543,11 +607,9 @@ fn cmd_info(args: &InfoArgs) -> Result<()> {
             "arrays": [array_info(path, "")?],
         }),
         NodeKind::Group(attributes) => {
-            let image = ome_pyramid::ngff::read_input_image(&attributes).map_err(|source| {
-                store::StoreError::Ngff {
-                    path: path.clone(),
-                    source,
-                }
+            let image = ome_pyramid::ngff::read_input_image(&attributes).map_err(|source| store::StoreError::Ngff {
+                path: path.clone(),
+                source,
             })?;
             let multiscales = attributes
                 .get("multiscales")
@@ -564,17 +626,10 @@ fn cmd_info(args: &InfoArgs) -> Result<()> {
             for d in &datasets {
                 let p = d.get("path").and_then(|p| p.as_str()).unwrap_or_default();
                 let mut entry = array_info(&path.join(p), p)?;
-                entry["coordinateTransformations"] = d
-                    .get("coordinateTransformations")
-                    .cloned()
-                    .unwrap_or_default();
+                entry["coordinateTransformations"] = d.get("coordinateTransformations").cloned().unwrap_or_default();
                 arrays.push(entry);
             }
-            let first = multiscales
-                .as_ref()
-                .and_then(|m| m.get(0))
-                .cloned()
-                .unwrap_or_default();
+            let first = multiscales.as_ref().and_then(|m| m.get(0)).cloned().unwrap_or_default();
             json!({
                 "path": path,
                 "kind": if image.is_some() { "ome-zarr image" } else { "group" },
@@ -591,11 +646,7 @@ fn cmd_info(args: &InfoArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&info)?);
         return Ok(());
     }
-    println!(
-        "{} ({})",
-        path.display(),
-        info["kind"].as_str().unwrap_or("?")
-    );
+    println!("{} ({})", path.display(), info["kind"].as_str().unwrap_or("?"));
     if let Some(axes) = info.get("axes").and_then(|a| a.as_array()) {
         let names: Vec<String> = axes
             .iter()
@@ -620,19 +671,13 @@ fn cmd_info(args: &InfoArgs) -> Result<()> {
     for array in info["arrays"].as_array().into_iter().flatten() {
         let mut line = format!(
             "  {:>4}  {} {} chunks {} {}",
-            array["path"]
-                .as_str()
-                .filter(|p| !p.is_empty())
-                .unwrap_or("."),
+            array["path"].as_str().filter(|p| !p.is_empty()).unwrap_or("."),
             array["dtype"].as_str().unwrap_or("?"),
             array["shape"],
             array["chunks"],
             array["codecs"].as_str().unwrap_or("?"),
         );
-        if let Some(transforms) = array
-            .get("coordinateTransformations")
-            .and_then(|t| t.as_array())
-        {
+        if let Some(transforms) = array.get("coordinateTransformations").and_then(|t| t.as_array()) {
             for t in transforms {
                 if let Some(kind) = t["type"].as_str() {
                     line.push_str(&format!("  {kind} {}", t[kind]));
@@ -659,7 +704,7 @@ fn array_info(dir: &Path, label: &str) -> Result<serde_json::Value> {
 
 /// A usage mistake found after argument parsing (exit code 2).
 #[derive(Debug)]
-struct UsageError(String);
+pub(crate) struct UsageError(pub(crate) String);
 impl std::fmt::Display for UsageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -690,6 +735,8 @@ fn main() -> ExitCode {
         Command::Build(args) => cmd_build(args, cli.quiet).map_err(anyhow::Error::from),
         Command::Info(args) => cmd_info(&args),
         Command::Demo(args) => cmd_demo(&args, cli.quiet),
+        Command::Bench(args) => bench::run(&args, cli.quiet),
+        Command::Synth(args) => cmd_synth(&args, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
