@@ -150,6 +150,21 @@ pub fn div_round_half_even_i64(sum: i64, count: i64) -> i64 {
     }
 }
 
+/// How close (in units in the last place) a filtered value must be to a half-integer to
+/// count as that exact tie.
+pub const TIE_ULPS: f64 = 64.0;
+
+/// `value`, moved onto the half-integer it is within [`TIE_ULPS`] ulps of, if any.
+#[must_use]
+pub fn snap_half(value: f64) -> f64 {
+    let half = value.floor() + 0.5;
+    if (value - half).abs() <= TIE_ULPS * f64::EPSILON * value.abs().max(1.0) {
+        half
+    } else {
+        value
+    }
+}
+
 /// An element type the kernels compute on.
 ///
 /// `Acc` is the exact accumulator of a window sum: `i64` for integers up to 32 bits, `i128`
@@ -168,6 +183,14 @@ pub trait Sample: bytemuck::Pod + Copy + Send + Sync + PartialEq + PartialOrd + 
     fn to_f64(self) -> f64;
     /// Converts a filtered value back: integers round half to even and clamp, floats cast.
     fn from_f64(value: f64) -> Self;
+
+    /// As [`Sample::from_f64`] for a value computed in floating point whose exact value may
+    /// be a half-integer: within [`TIE_ULPS`] units in the last place of one, it is taken as
+    /// that tie and rounded to even. (A gaussian over an axis of one or two voxels, or over
+    /// symmetric data, gives exact ties that summation order would otherwise decide.)
+    fn from_filtered(value: f64) -> Self {
+        Self::from_f64(snap_half(value))
+    }
 }
 
 macro_rules! impl_sample_int {
@@ -242,6 +265,10 @@ impl_sample_int!(i64, DType::I64, i128);
 
 impl Sample for f32 {
     const DTYPE: DType = DType::F32;
+    #[inline(always)]
+    fn from_filtered(value: f64) -> Self {
+        Self::from_f64(value)
+    }
     type Acc = f64;
     #[inline(always)]
     fn to_acc(self) -> f64 {
@@ -267,6 +294,10 @@ impl Sample for f32 {
 
 impl Sample for f64 {
     const DTYPE: DType = DType::F64;
+    #[inline(always)]
+    fn from_filtered(value: f64) -> Self {
+        value
+    }
     type Acc = f64;
     #[inline(always)]
     fn to_acc(self) -> f64 {

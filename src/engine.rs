@@ -15,8 +15,9 @@
 //! number of concurrent tasks are chosen so that the tasks' working sets fit `--memory`;
 //! memory therefore does not grow with the volume.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,7 @@ use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::GpuBackend;
 use crate::backend::{BackendChoice, BackendError, Downsampler, Step};
 use crate::dtype::DType;
+use crate::journal::{self, Journal, JournalError, OutputLock};
 use crate::method::Method;
 use crate::ngff::{self, MultiscalesSpec, NgffError};
 use crate::plan::{self, Axis, AxisKind, FactorRule, PlanError, PlanRequest, PyramidPlan};
@@ -35,6 +37,7 @@ use crate::store::{
     self, Compression, LevelArray, OutputGroup, ReadCounter, SourceImage, StoreElement, StoreError, TileReader,
 };
 use crate::tile::{Region, Tile, copy_overlap};
+use zarrs::array::ArrayShardedExt;
 
 /// Everything `build` can be asked (SPEC §1). `Default` gives the documented defaults.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +70,8 @@ pub struct BuildOptions {
     pub threads: Option<usize>,
     /// Image name in the metadata; `None` for the input's name or file name.
     pub name: Option<String>,
+    /// Continue an interrupted build of the same output with the same settings.
+    pub resume: bool,
 }
 
 impl Default for BuildOptions {
@@ -86,6 +91,7 @@ impl Default for BuildOptions {
             memory_bytes: 2 << 30,
             threads: None,
             name: None,
+            resume: false,
         }
     }
 }
@@ -127,9 +133,26 @@ pub enum BuildError {
     /// `overwrite` on something that is not a Zarr store.
     #[error("refusing to replace `{0}`: it exists and is not a Zarr store (remove it yourself if you mean it)")]
     RefuseOverwrite(PathBuf),
-    /// The build was cancelled.
-    #[error("the build was interrupted")]
-    Interrupted,
+    /// The output directory cannot be created.
+    #[error("cannot create the output `{path}`")]
+    OutputNotCreatable {
+        /// The output.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The lock, the build record or the journal.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The build was cancelled; `--resume` continues it.
+    #[error("the build was interrupted ({tasks_done} of {tasks} tasks of this run finished)")]
+    Interrupted {
+        /// Tasks finished in this run (they are kept for `--resume`).
+        tasks_done: u64,
+        /// Tasks of the pass that was running.
+        tasks: u64,
+    },
 }
 
 impl BuildError {
@@ -142,9 +165,11 @@ impl BuildError {
             | BuildError::InvalidOption { .. }
             | BuildError::OutputExists(_)
             | BuildError::UnsafeOutput { .. }
-            | BuildError::RefuseOverwrite(_) => true,
+            | BuildError::RefuseOverwrite(_)
+            | BuildError::OutputNotCreatable { .. } => true,
             BuildError::Store(e) => e.is_invalid_input(),
-            BuildError::Backend(_) | BuildError::Interrupted => false,
+            BuildError::Journal(e) => e.is_invalid_input(),
+            BuildError::Backend(_) | BuildError::Interrupted { .. } => false,
         }
     }
 }
@@ -254,6 +279,16 @@ pub struct PyramidBuilder {
     options: BuildOptions,
     progress: Arc<dyn Progress>,
     cancel: Option<Arc<AtomicBool>>,
+    layers: StoreLayers,
+}
+
+/// Wrappers around the stores a build reads and writes (instrumentation, fault injection).
+#[derive(Clone, Default)]
+pub struct StoreLayers {
+    /// Wraps the input store.
+    pub input: Option<Arc<dyn Fn(store::ReadStorage) -> store::ReadStorage + Send + Sync>>,
+    /// Wraps the output store.
+    pub output: Option<Arc<dyn Fn(store::WriteStorage) -> store::WriteStorage + Send + Sync>>,
 }
 
 impl std::fmt::Debug for PyramidBuilder {
@@ -276,6 +311,7 @@ impl PyramidBuilder {
             options: BuildOptions::default(),
             progress: Arc::new(NoProgress),
             cancel: None,
+            layers: StoreLayers::default(),
         }
     }
 
@@ -339,6 +375,33 @@ impl PyramidBuilder {
     #[must_use]
     pub fn progress(mut self, progress: Arc<dyn Progress>) -> Self {
         self.progress = progress;
+        self
+    }
+
+    /// Wraps the input store with `layer` (e.g. to inject read failures in tests).
+    #[must_use]
+    pub fn input_store_layer(
+        mut self,
+        layer: impl Fn(store::ReadStorage) -> store::ReadStorage + Send + Sync + 'static,
+    ) -> Self {
+        self.layers.input = Some(Arc::new(layer));
+        self
+    }
+
+    /// Wraps the output store with `layer` (e.g. to inject write failures in tests).
+    #[must_use]
+    pub fn output_store_layer(
+        mut self,
+        layer: impl Fn(store::WriteStorage) -> store::WriteStorage + Send + Sync + 'static,
+    ) -> Self {
+        self.layers.output = Some(Arc::new(layer));
+        self
+    }
+
+    /// Continues an interrupted build of the same output with the same settings.
+    #[must_use]
+    pub fn resume(mut self, resume: bool) -> Self {
+        self.options.resume = resume;
         self
     }
 
@@ -433,6 +496,13 @@ fn prepare_output(output: &Path, overwrite: bool) -> Result<(), BuildError> {
     if !(empty || zarr) {
         return Err(BuildError::RefuseOverwrite(output.to_path_buf()));
     }
+    if let Some(pid) = journal::live_lock_holder(output) {
+        return Err(JournalError::Locked {
+            path: output.to_path_buf(),
+            pid,
+        }
+        .into());
+    }
     std::fs::remove_dir_all(output).map_err(|source| {
         BuildError::Store(StoreError::Io {
             action: "cannot remove the old output",
@@ -493,7 +563,7 @@ fn prepare(builder: &PyramidBuilder) -> Result<Prepared, BuildError> {
         });
     }
     check_output_location(&builder.input, &builder.output)?;
-    let source = store::open_source(&builder.input)?;
+    let source = store::open_source_with(&builder.input, builder.layers.input.as_deref())?;
     let ndim = source.shape.len();
 
     // Axes: the input's OME axes, or --axes, or the default for the dimensionality.
@@ -661,7 +731,33 @@ fn run_build(builder: &PyramidBuilder, threads: usize) -> Result<BuildReport, Bu
     let prepared = prepare(builder)?;
     let (backend, backend_description) =
         select_backend(builder.options.backend, builder.options.method, prepared.source.dtype)?;
-    prepare_output(&builder.output, builder.options.overwrite)?;
+    let output = &builder.output;
+    let options = &builder.options;
+    if options.resume && options.overwrite {
+        return Err(BuildError::InvalidOption {
+            option: "resume",
+            reason: "--resume continues a build and --overwrite starts over; choose one".into(),
+        });
+    }
+    let resuming = options.resume && output.exists();
+    if options.resume && !resuming {
+        info!("`{}` does not exist yet: starting a new build", output.display());
+    }
+    if !resuming {
+        prepare_output(output, options.overwrite)?;
+        std::fs::create_dir_all(output).map_err(|source| BuildError::OutputNotCreatable {
+            path: output.clone(),
+            source,
+        })?;
+    }
+    let lock = OutputLock::acquire(output)?;
+    let record = build_record(builder, &prepared, backend.as_ref());
+    if resuming {
+        journal::check_record(output, &record)?;
+    } else {
+        journal::write_record(output, &record)?;
+    }
+    let journal = Journal::open(output, resuming)?;
     let dtype = prepared.source.dtype;
     info!(
         "{} → {}: {} {:?} {}, {} levels, method {}, backend {}",
@@ -678,7 +774,7 @@ fn run_build(builder: &PyramidBuilder, threads: usize) -> Result<BuildReport, Bu
         builder.options.method,
         backend_description
     );
-    let group = OutputGroup::create(&builder.output)?;
+    let group = OutputGroup::create_with(&builder.output, builder.layers.output.as_deref())?;
     let levels: Vec<LevelArray> = prepared
         .plan
         .levels
@@ -709,6 +805,8 @@ fn run_build(builder: &PyramidBuilder, threads: usize) -> Result<BuildReport, Bu
         progress: builder.progress.as_ref(),
         cancel: builder.cancel.clone(),
         counters: Counters::default(),
+        journal: &journal,
+        task_delay: test_task_delay(),
     };
     let total_chunks: u64 = prepared
         .plan
@@ -736,6 +834,9 @@ fn run_build(builder: &PyramidBuilder, threads: usize) -> Result<BuildReport, Bu
     };
     let omero = prepared.source.image.as_ref().and_then(|i| i.omero.as_ref());
     group.write_attributes(&ngff::build_group_attributes(&spec, omero))?;
+    // The metadata is in place: the journal, the record and the lock are no longer needed.
+    journal.finish(output);
+    drop(lock);
 
     let seconds = started.elapsed().as_secs_f64();
     let input_bytes = prepared.source.shape.iter().product::<u64>() * dtype.size() as u64;
@@ -778,6 +879,39 @@ fn run_build(builder: &PyramidBuilder, threads: usize) -> Result<BuildReport, Bu
     })
 }
 
+/// Every setting that decides the output's bytes: a resumed build must match it.
+fn build_record(builder: &PyramidBuilder, prepared: &Prepared, backend: &dyn Downsampler) -> Value {
+    let backend = match backend.kind() {
+        crate::backend::BackendKind::Cpu => "cpu".to_string(),
+        crate::backend::BackendKind::Gpu => backend.description(),
+    };
+    serde_json::json!({
+        "software": format!("ome-pyramid {}", env!("CARGO_PKG_VERSION")),
+        "input": absolute(&builder.input),
+        "input_array": prepared.source.array_path,
+        "input_metadata": prepared.source.raw_metadata,
+        "method": builder.options.method,
+        "levels": prepared.plan,
+        "axes": prepared.axes,
+        "pixel_size": prepared.pixel_size,
+        "translation": prepared.translation,
+        "compressor": prepared.compressor,
+        "fill_value": prepared.source.fill_value,
+        "level0_copied_as_encoded": prepared.raw_copy_level0,
+        "name": prepared.name,
+        "backend": backend,
+    })
+}
+
+/// A pause before each task, for tests that interrupt builds (`OME_PYRAMID_TEST_TASK_DELAY_MS`).
+fn test_task_delay() -> Option<Duration> {
+    std::env::var("OME_PYRAMID_TEST_TASK_DELAY_MS")
+        .ok()?
+        .parse()
+        .ok()
+        .map(Duration::from_millis)
+}
+
 fn chunk_count(shape: &[u64], chunks: &[u64]) -> u64 {
     shape.iter().zip(chunks).map(|(&n, &c)| n.div_ceil(c)).product()
 }
@@ -805,6 +939,8 @@ struct BuildContext<'a> {
     progress: &'a dyn Progress,
     cancel: Option<Arc<AtomicBool>>,
     counters: Counters,
+    journal: &'a Journal,
+    task_delay: Option<Duration>,
 }
 
 impl BuildContext<'_> {
@@ -958,12 +1094,23 @@ impl Pass {
 }
 
 /// Chooses the levels of the next pass and its concurrency from the memory budget.
-fn plan_pass(context: &BuildContext<'_>, first: usize, element_size: u64) -> (Pass, usize) {
+/// `planned_last` (from the journal of an interrupted build) fixes the levels, so a resumed
+/// build replays the same tasks whatever its memory budget and thread count.
+fn plan_pass(
+    context: &BuildContext<'_>,
+    first: usize,
+    element_size: u64,
+    planned_last: Option<usize>,
+) -> (Pass, usize) {
     let last_level = context.plan.len() - 1;
     let budget = context.memory_bytes * 7 / 10;
     let source_bytes = context.plan.levels[first].shape.iter().product::<u64>() * element_size;
     let mut chosen: Option<(Pass, usize)> = None;
-    for last in first + 1..=last_level {
+    let candidates = match planned_last {
+        Some(last) => last..=last,
+        None => first + 1..=last_level,
+    };
+    for last in candidates {
         let pass = Pass::new(context, first, last);
         let tasks = pass.task_count();
         let workers = usize::try_from(tasks).unwrap_or(usize::MAX).min(context.threads).max(1);
@@ -1007,7 +1154,14 @@ fn run_passes<T: StoreElement>(context: &BuildContext<'_>) -> Result<Vec<f64>, B
     let mut first = 0;
     while first + 1 < levels {
         let started = Instant::now();
-        let (pass, workers) = plan_pass(context, first, element_size);
+        let planned = context
+            .journal
+            .planned_pass(first)
+            .filter(|&last| last > first && last < levels);
+        let (pass, workers) = plan_pass(context, first, element_size, planned);
+        if planned.is_none() {
+            context.journal.pass_started(pass.first, pass.last)?;
+        }
         debug!(
             "pass: level {} → levels {}..={}, {} tasks on {} workers",
             pass.first,
@@ -1049,10 +1203,21 @@ fn copy_level0_only<T: StoreElement>(context: &BuildContext<'_>) -> Result<(), B
         context.memory_bytes / 2,
         Arc::new(|_: &Region| 1),
     );
+    let finished = AtomicU64::new(0);
     use rayon::prelude::*;
     (0..total).into_par_iter().try_for_each(|i| -> Result<(), BuildError> {
+        if context.journal.is_done(0, i) {
+            context.progress.advance(1);
+            return Ok(());
+        }
         if context.cancelled() {
-            return Err(BuildError::Interrupted);
+            return Err(BuildError::Interrupted {
+                tasks_done: finished.load(Ordering::Relaxed),
+                tasks: total,
+            });
+        }
+        if let Some(delay) = context.task_delay {
+            std::thread::sleep(delay);
         }
         let mut rest = i;
         let mut idx = vec![0u64; grid.len()];
@@ -1076,6 +1241,8 @@ fn copy_level0_only<T: StoreElement>(context: &BuildContext<'_>) -> Result<(), B
             write_chunk_from::<T>(&context.levels[0], &idx, &chunk_region, &data, &inside, context.source)?;
             add_ns(&context.counters.write_ns, read.elapsed());
         }
+        context.journal.task_done(0, i)?;
+        finished.fetch_add(1, Ordering::Relaxed);
         context.progress.advance(1);
         Ok(())
     })?;
@@ -1135,50 +1302,53 @@ fn chunks_in(region: &Region, chunks: &[u64]) -> Vec<Vec<u64>> {
 
 fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: &Pass, workers: usize) -> Result<(), BuildError> {
     let element_size = T::DTYPE.size() as u64;
-    let reading_source = pass.first == 0;
-    let (array, path) = if reading_source {
+    let (array, path) = if pass.first == 0 {
         (context.source.array.clone(), context.source.path.clone())
     } else {
-        let array = zarrs::array::Array::open(
-            Arc::new(
-                zarrs::filesystem::FilesystemStore::new(&context.group.path).map_err(|e| StoreError::Io {
-                    action: "cannot open",
-                    path: context.group.path.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                })?,
-            ) as store::ReadStorage,
-            &format!("/{}", pass.first),
+        (
+            context.group.open_level(pass.first)?,
+            context.group.path.join(pass.first.to_string()),
         )
-        .map_err(|e| StoreError::OpenArray {
-            path: context.group.path.join(pass.first.to_string()),
-            source: Box::new(e),
-        })?;
-        (Arc::new(array), context.group.path.join(pass.first.to_string()))
     };
+    let tasks = pass.task_count();
     let task_bytes = pass.task_bytes(element_size, context.method);
     let cache_budget = context.memory_bytes.saturating_sub(workers as u64 * task_bytes);
-    // How many tasks read the chunk at a region of level `first`: per axis, the task
-    // columns whose read span overlaps it.
-    let read_spans: Vec<Vec<(u64, u64)>> = pass
-        .spans
-        .iter()
-        .map(|axis| axis.iter().map(|s| s[0].computed).collect())
-        .collect();
-    let reads_of: ReadCounter = Arc::new(move |region: &Region| {
-        (0..region.ndim())
-            .map(|a| {
-                read_spans[a]
-                    .iter()
-                    .filter(|c| c.0 < region.end(a) && region.start[a] < c.1)
-                    .count() as u64
-            })
-            .product()
-    });
+    let resumed = context.journal.done_in_pass(pass.first) > 0;
+    let reads_of: ReadCounter = if resumed {
+        // Count reads over the tasks still to run, chunk by chunk.
+        let grid = array.subchunk_grid();
+        let mut counts: HashMap<Vec<u64>, u64> = HashMap::new();
+        for task in (0..tasks).filter(|&t| !context.journal.is_done(pass.first, t)) {
+            let region = pass.region(&pass.task_coordinates(task), pass.first, false);
+            for idx in store::chunks_of_region(&grid, &region) {
+                let chunk_region = store::grid_region(&grid, &idx);
+                *counts.entry(chunk_region.start).or_default() += 1;
+            }
+        }
+        Arc::new(move |region: &Region| counts.get(&region.start).copied().unwrap_or(1))
+    } else {
+        // Per axis, the task columns whose read span overlaps the chunk.
+        let read_spans: Vec<Vec<(u64, u64)>> = pass
+            .spans
+            .iter()
+            .map(|axis| axis.iter().map(|s| s[0].computed).collect())
+            .collect();
+        Arc::new(move |region: &Region| {
+            (0..region.ndim())
+                .map(|a| {
+                    read_spans[a]
+                        .iter()
+                        .filter(|c| c.0 < region.end(a) && region.start[a] < c.1)
+                        .count() as u64
+                })
+                .product()
+        })
+    };
     let reader = TileReader::<T>::new(array, path, cache_budget, reads_of);
-    let next_task = AtomicUsize::new(0);
+    let next_task = AtomicU64::new(0);
+    let finished = AtomicU64::new(0);
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<BuildError>> = Mutex::new(None);
-    let tasks = usize::try_from(pass.task_count()).expect("task count fits usize");
     rayon::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|_| {
@@ -1187,15 +1357,34 @@ fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: &Pass, workers: u
                     if task >= tasks || failed.load(Ordering::Relaxed) {
                         break;
                     }
+                    if context.journal.is_done(pass.first, task) {
+                        context.progress.advance(task_chunks(context, pass, task));
+                        continue;
+                    }
                     let result = if context.cancelled() {
-                        Err(BuildError::Interrupted)
+                        Err(BuildError::Interrupted {
+                            tasks_done: finished.load(Ordering::Relaxed),
+                            tasks,
+                        })
                     } else {
-                        run_task::<T>(context, pass, &reader, task as u64)
+                        if let Some(delay) = context.task_delay {
+                            std::thread::sleep(delay);
+                        }
+                        run_task::<T>(context, pass, &reader, task)
+                            .and_then(|()| Ok(context.journal.task_done(pass.first, task)?))
                     };
-                    if let Err(e) = result {
-                        failed.store(true, Ordering::Relaxed);
-                        first_error.lock().expect("error lock").get_or_insert(e);
-                        break;
+                    match result {
+                        Ok(()) => {
+                            finished.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            failed.store(true, Ordering::Relaxed);
+                            first_error
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .get_or_insert(e);
+                            break;
+                        }
                     }
                 }
             });
@@ -1209,10 +1398,28 @@ fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: &Pass, workers: u
         .counters
         .redecoded
         .fetch_add(reader.stats.redecoded.load(Ordering::Relaxed), Ordering::Relaxed);
-    match first_error.into_inner().expect("error lock") {
+    match first_error
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Output chunks a task writes (for progress when a resumed build skips it).
+fn task_chunks(context: &BuildContext<'_>, pass: &Pass, task: u64) -> u64 {
+    let coordinates = pass.task_coordinates(task);
+    let first_written = if pass.writes_first { pass.first } else { pass.first + 1 };
+    (first_written..=pass.last)
+        .map(|level| {
+            chunks_in(
+                &pass.region(&coordinates, level, true),
+                &context.plan.levels[level].chunks,
+            )
+            .len() as u64
+        })
+        .sum()
 }
 
 fn run_task<T: StoreElement>(

@@ -27,6 +27,7 @@
 pub mod backend;
 pub mod dtype;
 pub mod engine;
+pub mod journal;
 pub mod method;
 pub mod ngff;
 pub mod plan;

@@ -277,6 +277,17 @@ pub fn probe_node(dir: &Path) -> Result<NodeKind, StoreError> {
 /// [`StoreError`] naming what is wrong: missing path, not Zarr, malformed metadata,
 /// missing dataset, unsupported dtype, zero-sized axis.
 pub fn open_source(path: &Path) -> Result<SourceImage, StoreError> {
+    open_source_with(path, None)
+}
+
+/// As [`open_source`], reading chunks through `layer` (a wrapper of the file store).
+///
+/// # Errors
+/// As [`open_source`].
+pub fn open_source_with(
+    path: &Path,
+    layer: Option<&(dyn Fn(ReadStorage) -> ReadStorage + Send + Sync)>,
+) -> Result<SourceImage, StoreError> {
     if !path.exists() {
         return Err(StoreError::NotFound(path.to_path_buf()));
     }
@@ -287,6 +298,10 @@ pub fn open_source(path: &Path) -> Result<SourceImage, StoreError> {
         path: path.to_path_buf(),
         source: boxed(e),
     })?);
+    let store = match layer {
+        Some(layer) => layer(store),
+        None => store,
+    };
     let (array_path, raw_metadata, image) = match probe_node(path)? {
         NodeKind::ArrayV2(meta) | NodeKind::ArrayV3(meta) => ("/".to_string(), meta, None),
         NodeKind::Group(attributes) => {
@@ -626,12 +641,23 @@ impl std::fmt::Debug for OutputGroup {
 pub const ATTRIBUTES_FILE: &str = ".zattrs";
 
 impl OutputGroup {
-    /// Creates the output directory (which must not exist) and its `.zgroup`. No `.zattrs`
-    /// is written until [`OutputGroup::write_attributes`].
+    /// Creates the output directory and its `.zgroup`. No `.zattrs` is written until
+    /// [`OutputGroup::write_attributes`].
     ///
     /// # Errors
     /// [`StoreError::Io`] if the directory cannot be created.
     pub fn create(path: &Path) -> Result<Self, StoreError> {
+        Self::create_with(path, None)
+    }
+
+    /// As [`OutputGroup::create`], writing chunks through `layer` (a wrapper of the file store).
+    ///
+    /// # Errors
+    /// As [`OutputGroup::create`].
+    pub fn create_with(
+        path: &Path,
+        layer: Option<&(dyn Fn(WriteStorage) -> WriteStorage + Send + Sync)>,
+    ) -> Result<Self, StoreError> {
         fs::create_dir_all(path).map_err(io_error("cannot create the output directory", path))?;
         fs::write(path.join(".zgroup"), b"{\n  \"zarr_format\": 2\n}\n")
             .map_err(io_error("cannot write", &path.join(".zgroup")))?;
@@ -640,10 +666,28 @@ impl OutputGroup {
             path: path.to_path_buf(),
             source: std::io::Error::other(e.to_string()),
         })?);
+        let storage = match layer {
+            Some(layer) => layer(storage),
+            None => storage,
+        };
         Ok(Self {
             path: path.to_path_buf(),
             storage,
         })
+    }
+
+    /// Opens level `level` (already written) for reading, through the same store.
+    ///
+    /// # Errors
+    /// [`StoreError::OpenArray`] if its metadata cannot be read.
+    pub fn open_level(&self, level: usize) -> Result<Arc<Array<dyn ReadableStorageTraits>>, StoreError> {
+        let storage: ReadStorage = self.storage.clone();
+        Array::open(storage, &format!("/{level}"))
+            .map(Arc::new)
+            .map_err(|e| StoreError::OpenArray {
+                path: self.path.join(level.to_string()),
+                source: boxed(e),
+            })
     }
 
     /// Creates level array `level` with its `.zarray`.
@@ -787,13 +831,29 @@ impl LevelArray {
     }
 }
 
-fn grid_region(grid: &ChunkGrid, indices: &[u64]) -> Region {
+/// The region of chunk `indices` of `grid` (not clipped to the array).
+///
+/// # Panics
+/// If the indices are outside the grid.
+#[must_use]
+pub fn grid_region(grid: &ChunkGrid, indices: &[u64]) -> Region {
     let subset = grid
         .subset(indices)
         .ok()
         .flatten()
         .expect("chunk indices come from the grid itself");
     Region::new(subset.start().to_vec(), subset.shape().to_vec())
+}
+
+/// Indices of the chunks of `grid` that intersect `region`.
+#[must_use]
+pub fn chunks_of_region(grid: &ChunkGrid, region: &Region) -> Vec<Vec<u64>> {
+    let subset = ArraySubset::new_with_start_shape(region.start.clone(), region.shape.clone())
+        .expect("start and shape have the same length");
+    match grid.chunks_in_array_subset(&subset) {
+        Ok(Some(chunks)) => chunks.indices().into_iter().map(|i| i.to_vec()).collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// Counters of a [`TileReader`].
@@ -965,12 +1025,7 @@ impl<T: StoreElement> TileReader<T> {
     pub fn read(&self, region: &Region) -> Result<Vec<T>, StoreError> {
         use rayon::prelude::*;
         let out = vec![self.fill; region.len()];
-        let subset = ArraySubset::new_with_start_shape(region.start.clone(), region.shape.clone())
-            .expect("start and shape have the same length");
-        let Some(chunks) = self.grid.chunks_in_array_subset(&subset).ok().flatten() else {
-            return Ok(out);
-        };
-        let indices: Vec<Vec<u64>> = chunks.indices().into_iter().map(|i| i.to_vec()).collect();
+        let indices = chunks_of_region(&self.grid, region);
         // Each decoded chunk is copied in as soon as it is ready and then dropped (unless
         // the cache keeps it), so a read holds the tile plus a few chunks, not two tiles.
         let target = Mutex::new(out);

@@ -74,8 +74,62 @@ fn preference(kind: wgpu::DeviceType) -> u8 {
 }
 
 fn all_adapters() -> Vec<wgpu::Adapter> {
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+    driver_chatter_to_log(|| {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+    })
+}
+
+/// Runs `probe` with the process's stderr sent to a temporary file, then logs what the
+/// drivers wrote there at debug level. Mesa's Vulkan drivers print
+/// `error: XDG_RUNTIME_DIR is invalid or not set` on headless machines while adapters are
+/// enumerated; that is not an error of ours and must not look like one.
+#[cfg(unix)]
+fn driver_chatter_to_log<R>(probe: impl FnOnce() -> R) -> R {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsFd;
+    let _ = std::io::stderr().flush();
+    let saved = std::io::stderr().as_fd().try_clone_to_owned();
+    let capture = tempfile_in_tmp();
+    let (Ok(saved), Some(mut capture)) = (saved, capture) else {
+        return probe();
+    };
+    if nix::unistd::dup2_stderr(&capture).is_err() {
+        return probe();
+    }
+    let result = probe();
+    let _ = std::io::stderr().flush();
+    let _ = nix::unistd::dup2_stderr(&saved);
+    let mut text = String::new();
+    if capture.rewind().is_ok() && capture.read_to_string(&mut text).is_ok() {
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            tracing::debug!("GPU driver: {line}");
+        }
+    }
+    result
+}
+
+#[cfg(not(unix))]
+fn driver_chatter_to_log<R>(probe: impl FnOnce() -> R) -> R {
+    probe()
+}
+
+/// An anonymous temporary file (unlinked at once), or `None` if none can be made.
+#[cfg(unix)]
+fn tempfile_in_tmp() -> Option<std::fs::File> {
+    let path = std::env::temp_dir().join(format!(
+        ".ome-pyramid-driver-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .ok()?;
+    let _ = std::fs::remove_file(&path);
+    Some(file)
 }
 
 /// Every adapter wgpu finds, best first.

@@ -201,9 +201,10 @@ fn c_strides(shape: &[u64]) -> Vec<usize> {
     strides
 }
 
-/// Rounds reference values to a dtype as SPEC §2 says (integers half to even, clamped).
+/// Rounds reference values to a dtype as SPEC §2 says (integers half to even, clamped;
+/// values within float error of a half-integer are that tie).
 pub fn round_to(dtype: DType, values: &[f64]) -> TileData {
-    ome_pyramid::dispatch_dtype!(dtype, T => T::wrap(values.iter().map(|&v| T::from_f64(v)).collect()))
+    ome_pyramid::dispatch_dtype!(dtype, T => T::wrap(values.iter().map(|&v| T::from_filtered(v)).collect()))
 }
 
 /// The backends every kernel test runs on: the CPU, and the GPU where an adapter exists.

@@ -1,6 +1,7 @@
 //! Gaussian (SPEC §2): blur along every axis with `f > 1` by a normalised Gaussian
 //! (`σ = f/3`, radius `floor(4σ + 0.5)`, reflect border), then the window mean, with no
-//! rounding in between; integers are rounded half to even and clamped at the end.
+//! rounding in between; integers are rounded half to even and clamped at the end (values
+//! within float error of a half-integer are that tie: see [`Sample::from_filtered`]).
 //!
 //! The blur and the window mean are folded into one tap list per output index
 //! ([`AxisStencil::Taps`]), applied axis by axis in `f64`, outermost axis first. The work
@@ -73,7 +74,7 @@ fn reduce<S: Sample, T: Sample>(
 ) {
     if shape.len() == 1 {
         for (o, y) in out.iter_mut().enumerate() {
-            *y = T::from_f64(row_output(src, &stencils[0], o));
+            *y = T::from_filtered(row_output(src, &stencils[0], o));
         }
         return;
     }

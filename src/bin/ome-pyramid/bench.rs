@@ -59,6 +59,9 @@ pub struct BenchArgs {
     /// Also draw the comparison as an SVG bar chart.
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Only time the decode-only pass (every input chunk read and decoded once).
+    #[arg(long)]
+    decode_only: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -266,7 +269,8 @@ pub fn run(args: &BenchArgs, quiet: bool) -> Result<()> {
             .build()?
             .install(|| store::decode_only(&input))?;
         let mut rows: Vec<Row> = Vec::new();
-        for &method in &args.methods.0 {
+        let methods: &[Method] = if args.decode_only { &[] } else { &args.methods.0 };
+        for &method in methods {
             for backend in &backends {
                 let thread_counts = if backend == "cpu" { sweep.clone() } else { vec![cores] };
                 for threads in thread_counts {

@@ -8,7 +8,8 @@ mod bench;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -145,6 +146,10 @@ struct BuildArgs {
     /// Image name in the metadata [default: the input's name, else its file name].
     #[arg(long)]
     name: Option<String>,
+    /// Continue an interrupted build of OUTPUT with the same options: chunks already written
+    /// are kept, the rest is built, and the result equals an uninterrupted build.
+    #[arg(long, conflicts_with = "overwrite")]
+    resume: bool,
 }
 
 #[derive(Args, Debug)]
@@ -430,7 +435,10 @@ fn cmd_build(args: BuildArgs, quiet: bool) -> Result<(), BuildError> {
     options.scale = args.scale.map(|s| s.0).unwrap_or_default();
     options.unit = args.unit;
     options.name = args.name;
-    let builder = PyramidBuilder::new(&args.input, &args.output).options(options);
+    options.resume = args.resume;
+    let builder = PyramidBuilder::new(&args.input, &args.output)
+        .options(options)
+        .cancel_flag(cancel_flag());
     run_builder(builder, args.pyramid.json, quiet).map(|_| ())
 }
 
@@ -728,8 +736,79 @@ fn exit_code(error: &anyhow::Error) -> u8 {
     1
 }
 
+/// Set by the first Ctrl-C; builds stop after the tasks in progress, keeping them for `--resume`.
+fn cancel_flag() -> Arc<AtomicBool> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    FLAG.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(false));
+        let seen = flag.clone();
+        let installed = ctrlc::set_handler(move || {
+            if seen.swap(true, Ordering::SeqCst) {
+                eprintln!("\nstopped at once; --resume redoes the tasks that were in progress");
+                std::process::exit(1);
+            }
+            eprintln!("\nstopping after the tasks in progress (Ctrl-C again to stop at once) …");
+        });
+        if let Err(e) = installed {
+            tracing::warn!("Ctrl-C will stop the build at once ({e})");
+        }
+        flag
+    })
+    .clone()
+}
+
+/// The command line to continue an interrupted build: the same arguments plus `--resume`.
+fn resume_command() -> String {
+    let mut args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|a| a == "--resume") {
+        args.push("--resume".into());
+    }
+    args.iter()
+        .map(|a| {
+            if a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=,:@".contains(c)) {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Parses the command line; a usage mistake becomes one `error:` line and exit code 2.
+fn parse_cli() -> Result<Cli, ExitCode> {
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return Err(ExitCode::SUCCESS);
+            }
+            let text = e.render().to_string();
+            let message: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .collect();
+            let message = message.join(" ");
+            let message = message.strip_prefix("error: ").unwrap_or(&message);
+            eprintln!("error: {message} (see --help)");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_cli() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     init_logging(cli.verbose, cli.quiet);
     let result: Result<()> = match cli.command {
         Command::Build(args) => cmd_build(args, cli.quiet).map_err(anyhow::Error::from),
@@ -745,6 +824,12 @@ fn main() -> ExitCode {
                 bar.finish_and_clear();
             }
             eprintln!("error: {error:#}");
+            let interrupted = error
+                .chain()
+                .any(|c| matches!(c.downcast_ref::<BuildError>(), Some(BuildError::Interrupted { .. })));
+            if interrupted {
+                eprintln!("hint: the finished work is kept; continue with: {}", resume_command());
+            }
             ExitCode::from(exit_code(&error))
         }
     }
