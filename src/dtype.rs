@@ -128,8 +128,13 @@ impl fmt::Display for DType {
 #[must_use]
 pub fn div_round_half_even(sum: i128, count: i128) -> i128 {
     debug_assert!(count > 0);
-    let quotient = sum.div_euclid(count);
-    let twice_remainder = 2 * sum.rem_euclid(count);
+    let (quotient, remainder) = if count.count_ones() == 1 {
+        // Windows of factor 2 hold 1, 2, 4, 8 … voxels: shifts instead of divisions.
+        (sum >> count.trailing_zeros(), sum & (count - 1))
+    } else {
+        (sum.div_euclid(count), sum.rem_euclid(count))
+    };
+    let twice_remainder = 2 * remainder;
     if twice_remainder > count || (twice_remainder == count && quotient & 1 == 1) {
         quotient + 1
     } else {
@@ -141,8 +146,12 @@ pub fn div_round_half_even(sum: i128, count: i128) -> i128 {
 #[must_use]
 pub fn div_round_half_even_i64(sum: i64, count: i64) -> i64 {
     debug_assert!(count > 0);
-    let quotient = sum.div_euclid(count);
-    let twice_remainder = 2 * sum.rem_euclid(count);
+    let (quotient, remainder) = if count.count_ones() == 1 {
+        (sum >> count.trailing_zeros(), sum & (count - 1))
+    } else {
+        (sum.div_euclid(count), sum.rem_euclid(count))
+    };
+    let twice_remainder = 2 * remainder;
     if twice_remainder > count || (twice_remainder == count && quotient & 1 == 1) {
         quotient + 1
     } else {
@@ -179,6 +188,13 @@ pub trait Sample: bytemuck::Pod + Copy + Send + Sync + PartialEq + PartialOrd + 
     fn to_acc(self) -> Self::Acc;
     /// The mean of a window from its exact sum and element count, rounded per SPEC §2.
     fn mean_from_sum(sum: Self::Acc, count: u64) -> Self;
+
+    /// [`Sample::mean_from_sum`] over a row of sums that share one `count`.
+    fn mean_from_sums(sums: &[Self::Acc], count: u64, out: &mut [Self]) {
+        for (o, &s) in out.iter_mut().zip(sums) {
+            *o = Self::mean_from_sum(s, count);
+        }
+    }
     /// Converts to `f64` (exact for every type but 64-bit integers beyond 2^53).
     fn to_f64(self) -> f64;
     /// Converts a filtered value back: integers round half to even and clamp, floats cast.
@@ -209,6 +225,26 @@ macro_rules! impl_sample_int {
                 #[allow(clippy::cast_possible_truncation)]
                 let value = mean as $t;
                 value
+            }
+            fn mean_from_sums(sums: &[i64], count: u64, out: &mut [Self]) {
+                if count > 1 && count.is_power_of_two() {
+                    // Branch-free shifts, so the loop vectorises.
+                    let shift = count.trailing_zeros();
+                    #[allow(clippy::cast_possible_wrap)]
+                    let (mask, half) = ((count - 1) as i64, (count / 2) as i64);
+                    for (o, &s) in out.iter_mut().zip(sums) {
+                        let quotient = s >> shift;
+                        let remainder = s & mask;
+                        let up = (remainder > half) | ((remainder == half) & (quotient & 1 == 1));
+                        #[allow(clippy::cast_possible_truncation)]
+                        let value = (quotient + i64::from(up)) as $t;
+                        *o = value;
+                    }
+                } else {
+                    for (o, &s) in out.iter_mut().zip(sums) {
+                        *o = Self::mean_from_sum(s, count);
+                    }
+                }
             }
             #[inline(always)]
             fn to_f64(self) -> f64 {

@@ -1345,6 +1345,7 @@ fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: &Pass, workers: u
         })
     };
     let reader = TileReader::<T>::new(array, path, cache_budget, reads_of);
+    let buffers = BufferPool::<T>::new();
     let next_task = AtomicU64::new(0);
     let finished = AtomicU64::new(0);
     let failed = AtomicBool::new(false);
@@ -1370,7 +1371,7 @@ fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: &Pass, workers: u
                         if let Some(delay) = context.task_delay {
                             std::thread::sleep(delay);
                         }
-                        run_task::<T>(context, pass, &reader, task)
+                        run_task::<T>(context, pass, &reader, &buffers, task)
                             .and_then(|()| Ok(context.journal.task_done(pass.first, task)?))
                     };
                     match result {
@@ -1426,6 +1427,7 @@ fn run_task<T: StoreElement>(
     context: &BuildContext<'_>,
     pass: &Pass,
     reader: &TileReader<T>,
+    buffers: &BufferPool<T>,
     task: u64,
 ) -> Result<(), BuildError> {
     use rayon::prelude::*;
@@ -1433,7 +1435,7 @@ fn run_task<T: StoreElement>(
     let timer = Instant::now();
     let raw_copy = pass.writes_first && context.raw_copy_level0;
     let read_region = pass.region(&coordinates, pass.first, false);
-    let data = reader.read(&read_region)?;
+    let data = reader.read_into(&read_region, buffers.take())?;
     let source_tile = Tile::new(read_region, T::wrap(data));
     let read_done = Instant::now();
     add_ns(&context.counters.read_ns, read_done - timer);
@@ -1483,7 +1485,39 @@ fn run_task<T: StoreElement>(
     }
     add_ns(&context.counters.write_ns, compute_done.elapsed());
     context.progress.advance(written);
+    if let Some(data) = T::unwrap(source_tile.data) {
+        buffers.give(data);
+    }
     Ok(())
+}
+
+/// Source-tile buffers handed from one task to the next, so large tiles reuse memory that
+/// is already mapped instead of faulting in fresh pages every time.
+struct BufferPool<T> {
+    free: Mutex<Vec<Vec<T>>>,
+}
+
+impl<T> BufferPool<T> {
+    fn new() -> Self {
+        Self {
+            free: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take(&self) -> Vec<T> {
+        self.free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn give(&self, buffer: Vec<T>) {
+        self.free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(buffer);
+    }
 }
 
 fn add_ns(counter: &AtomicU64, elapsed: Duration) {

@@ -190,6 +190,9 @@ pub struct SourceImage {
     pub fill_value: Value,
     /// OME image metadata, for an OME-Zarr input.
     pub image: Option<InputImage>,
+    /// True if chunks are plain files under `path` (no store layer in between), so encoded
+    /// chunks can be copied file to file.
+    pub plain_files: bool,
 }
 
 impl std::fmt::Debug for SourceImage {
@@ -298,6 +301,7 @@ pub fn open_source_with(
         path: path.to_path_buf(),
         source: boxed(e),
     })?);
+    let plain_files = layer.is_none();
     let store = match layer {
         Some(layer) => layer(store),
         None => store,
@@ -394,6 +398,7 @@ pub fn open_source_with(
         v2_compressor,
         fill_value,
         image,
+        plain_files,
     })
 }
 
@@ -627,6 +632,7 @@ pub struct OutputGroup {
     /// Its directory.
     pub path: PathBuf,
     storage: WriteStorage,
+    plain_files: bool,
 }
 
 impl std::fmt::Debug for OutputGroup {
@@ -666,6 +672,7 @@ impl OutputGroup {
             path: path.to_path_buf(),
             source: std::io::Error::other(e.to_string()),
         })?);
+        let plain_files = layer.is_none();
         let storage = match layer {
             Some(layer) => layer(storage),
             None => storage,
@@ -673,6 +680,7 @@ impl OutputGroup {
         Ok(Self {
             path: path.to_path_buf(),
             storage,
+            plain_files,
         })
     }
 
@@ -734,6 +742,7 @@ impl OutputGroup {
             array,
             storage: self.storage.clone(),
             dir,
+            root: self.plain_files.then(|| self.path.clone()),
         })
     }
 
@@ -775,6 +784,8 @@ pub struct LevelArray {
     array: Array<dyn ReadableWritableStorageTraits>,
     storage: WriteStorage,
     dir: PathBuf,
+    /// The group directory, when chunks are plain files under it.
+    root: Option<PathBuf>,
 }
 
 impl LevelArray {
@@ -803,6 +814,26 @@ impl LevelArray {
     /// # Errors
     /// [`StoreError::ReadChunk`] or [`StoreError::WriteChunk`].
     pub fn copy_encoded_chunk(&self, source: &SourceImage, indices: &[u64]) -> Result<u64, StoreError> {
+        if let (Some(root), true) = (&self.root, source.plain_files) {
+            // File to file: one copy in the kernel (a reflink where the file system has them).
+            let from = source.path.join(source.array.chunk_key(indices).as_str());
+            let key = self.array.chunk_key(indices);
+            let to = root.join(key.as_str());
+            let write_error = |e: std::io::Error| StoreError::WriteChunk {
+                path: self.dir.clone(),
+                key: key.to_string(),
+                source: Box::new(e),
+            };
+            if let Some(dir) = to.parent() {
+                fs::create_dir_all(dir).map_err(write_error)?;
+            }
+            return match fs::copy(&from, &to) {
+                Ok(bytes) => Ok(bytes),
+                // A missing chunk is the fill value: it stays missing.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !from.exists() => Ok(0),
+                Err(e) => Err(write_error(e)),
+            };
+        }
         let bytes = source
             .array
             .retrieve_encoded_chunk(indices)
@@ -1023,8 +1054,19 @@ impl<T: StoreElement> TileReader<T> {
     /// # Errors
     /// [`StoreError::ReadChunk`] naming the first chunk that failed.
     pub fn read(&self, region: &Region) -> Result<Vec<T>, StoreError> {
+        self.read_into(region, Vec::new())
+    }
+
+    /// As [`TileReader::read`], reusing `buffer`'s allocation (large tiles would otherwise
+    /// be fresh, page-faulting memory for every task).
+    ///
+    /// # Errors
+    /// As [`TileReader::read`].
+    pub fn read_into(&self, region: &Region, mut buffer: Vec<T>) -> Result<Vec<T>, StoreError> {
         use rayon::prelude::*;
-        let out = vec![self.fill; region.len()];
+        buffer.clear();
+        buffer.resize(region.len(), self.fill);
+        let out = buffer;
         let indices = chunks_of_region(&self.grid, region);
         // Each decoded chunk is copied in as soon as it is ready and then dropped (unless
         // the cache keeps it), so a read holds the tile plus a few chunks, not two tiles.

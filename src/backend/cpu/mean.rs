@@ -2,12 +2,15 @@
 //!
 //! Integers are summed exactly (`i64`, or `i128` for 64-bit types) and the quotient is
 //! rounded to nearest, ties to even; floats are summed in `f64`, so NaN propagates.
+//!
+//! Per output row, the input rows of the window are first added element by element (a
+//! contiguous, vectorised pass), then neighbouring sums are combined along the last axis.
 
 use super::{StepGeometry, fill_rows};
 use crate::dtype::Sample;
 use crate::method::AxisStencil;
 
-/// The input window `(first, count)` of output `o` on an outer axis.
+/// The input window `(first, count)` of output `o` on an axis.
 fn window_of(stencil: &AxisStencil, o: usize) -> (usize, usize) {
     match stencil {
         AxisStencil::Identity { offset } => (offset + o, 1),
@@ -17,50 +20,14 @@ fn window_of(stencil: &AxisStencil, o: usize) -> (usize, usize) {
     }
 }
 
-/// Adds the windows of one input row into `acc` (one accumulator per output).
-#[inline]
-fn accumulate_row<T: Sample>(acc: &mut [T::Acc], row: &[T], stencil: &AxisStencil) {
-    match stencil {
-        AxisStencil::Identity { offset } => {
-            for (a, &v) in acc.iter_mut().zip(&row[*offset..]) {
-                *a += v.to_acc();
-            }
-        }
-        AxisStencil::Window { start, count } => {
-            // Windows are consecutive with stride f; only the last may be partial.
-            let factor = count[0];
-            let first = start[0];
-            let full = if count[count.len() - 1] == factor {
-                count.len()
-            } else {
-                count.len() - 1
-            };
-            let body = &row[first..first + full * factor];
-            if factor == 2 {
-                for (a, pair) in acc[..full].iter_mut().zip(body.chunks_exact(2)) {
-                    *a += pair[0].to_acc();
-                    *a += pair[1].to_acc();
-                }
-            } else {
-                for (a, window) in acc[..full].iter_mut().zip(body.chunks_exact(factor)) {
-                    for &v in window {
-                        *a += v.to_acc();
-                    }
-                }
-            }
-            for o in full..count.len() {
-                for &v in &row[start[o]..start[o] + count[o]] {
-                    acc[o] += v.to_acc();
-                }
-            }
-        }
-        AxisStencil::Pick { first } => {
-            for (a, &i) in acc.iter_mut().zip(first) {
-                *a += row[i].to_acc();
-            }
-        }
-        AxisStencil::Taps { .. } => unreachable!("mean never builds taps"),
+/// The span `[lo, hi)` of the input row the last-axis stencil reads.
+fn row_span(stencil: &AxisStencil, outputs: usize) -> (usize, usize) {
+    if outputs == 0 {
+        return (0, 0);
     }
+    let (lo, _) = window_of(stencil, 0);
+    let (first, count) = window_of(stencil, outputs - 1);
+    (lo, first + count)
 }
 
 /// Mean on one tile.
@@ -69,12 +36,13 @@ pub(crate) fn mean<T: Sample>(src: &[T], geometry: &StepGeometry) -> Vec<T> {
     let last = &geometry.stencils[ndim - 1];
     let src_row_len = geometry.src_shape[ndim - 1];
     let dst_row_len = geometry.dst_shape[ndim - 1];
+    let (lo, hi) = row_span(last, dst_row_len);
     let mut dst = vec![T::default(); geometry.dst_shape.iter().product()];
     fill_rows(
         &mut dst,
         &geometry.dst_shape,
-        || (vec![T::Acc::default(); dst_row_len], Vec::<usize>::new()),
-        |(acc, rows), outer, out_row| {
+        || (vec![T::Acc::default(); hi - lo], Vec::<usize>::new()),
+        |(column_sums, rows), outer, out_row| {
             // Offsets of every input row in the window of this output row.
             rows.clear();
             rows.push(0);
@@ -91,16 +59,50 @@ pub(crate) fn mean<T: Sample>(src: &[T], geometry: &StepGeometry) -> Vec<T> {
                     rows[r] += first * stride;
                 }
             }
-            acc.fill(T::Acc::default());
-            for &r in rows.iter() {
-                accumulate_row::<T>(acc, &src[r..r + src_row_len], last);
+            // Column sums over the window's rows: contiguous adds.
+            let (head, tail) = rows.split_first().expect("at least one row");
+            for (sum, &v) in column_sums.iter_mut().zip(&src[head + lo..head + hi]) {
+                *sum = v.to_acc();
             }
-            for (x, (out, &sum)) in out_row.iter_mut().zip(acc.iter()).enumerate() {
-                let count = match last {
-                    AxisStencil::Window { count, .. } => count[x] as u64,
-                    _ => 1,
-                };
-                *out = T::mean_from_sum(sum, outer_count * count);
+            for &r in tail {
+                debug_assert!(r + src_row_len <= src.len());
+                for (sum, &v) in column_sums.iter_mut().zip(&src[r + lo..r + hi]) {
+                    *sum += v.to_acc();
+                }
+            }
+            // Along the last axis.
+            match last {
+                AxisStencil::Window { start, count } if count[0] == 2 => {
+                    let full = if count[count.len() - 1] == 2 {
+                        count.len()
+                    } else {
+                        count.len() - 1
+                    };
+                    // The partial last window (one voxel wide) lies past the pairs compacted
+                    // below, so its column is read first.
+                    let partial: Vec<T> = (full..count.len())
+                        .map(|x| T::mean_from_sum(column_sums[start[x] - lo], outer_count * count[x] as u64))
+                        .collect();
+                    // Pair sums, compacted in place (output i reads columns 2i and 2i + 1).
+                    let base = start[0] - lo;
+                    for i in 0..full {
+                        let mut sum = column_sums[base + 2 * i];
+                        sum += column_sums[base + 2 * i + 1];
+                        column_sums[i] = sum;
+                    }
+                    T::mean_from_sums(&column_sums[..full], outer_count * 2, &mut out_row[..full]);
+                    out_row[full..].copy_from_slice(&partial);
+                }
+                stencil => {
+                    for (x, out) in out_row.iter_mut().enumerate() {
+                        let (first, count) = window_of(stencil, x);
+                        let mut sum = column_sums[first - lo];
+                        for &v in &column_sums[first - lo + 1..first - lo + count] {
+                            sum += v;
+                        }
+                        *out = T::mean_from_sum(sum, outer_count * count as u64);
+                    }
+                }
             }
         },
     );
