@@ -855,6 +855,13 @@ impl LevelArray {
         Ok(len)
     }
 
+    /// Indices of the chunks that intersect `region` (for a chunk-aligned region, exactly
+    /// the chunks it covers).
+    #[must_use]
+    pub fn chunks_in(&self, region: &Region) -> Vec<Vec<u64>> {
+        chunks_of_region(self.array.chunk_grid(), region)
+    }
+
     /// The chunk grid region of chunk `indices` (not clipped to the array).
     #[must_use]
     pub fn chunk_region(&self, indices: &[u64]) -> Region {

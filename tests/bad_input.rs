@@ -4,29 +4,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use common::snapshot;
+
+use std::path::Path;
 
 use ome_pyramid::DType;
 use ome_pyramid::synthetic::{self, ArrayFormat, ArraySpec, Codec};
 use serde_json::json;
 use tempfile::TempDir;
-
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.insert(path.clone(), std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    files
-}
 
 fn array(path: &Path, shape: &[u64], dtype: DType) {
     let chunks: Vec<u64> = shape.iter().map(|&n| n.clamp(1, 8)).collect();

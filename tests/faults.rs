@@ -5,7 +5,8 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use common::snapshot;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -93,25 +94,6 @@ fn input(dir: &Path, shape: &[u64], chunks: &[u64]) -> PathBuf {
     };
     synthetic::write_synthetic(&path, &spec, 1).unwrap();
     path
-}
-
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.insert(
-                    path.strip_prefix(dir).unwrap().to_path_buf(),
-                    std::fs::read(&path).unwrap(),
-                );
-            }
-        }
-    }
-    files
 }
 
 fn build_cmd(args: &[&str]) -> Command {

@@ -2,6 +2,7 @@
 //! backends every kernel test runs on, the built binary, and the OME-NGFF schemas.
 #![allow(dead_code, missing_docs)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -274,4 +275,24 @@ pub fn ngff_validator(strict: bool) -> jsonschema::Validator {
         .with_registry(&registry)
         .build(&schema)
         .expect("schema compiles")
+}
+
+/// Every file under `dir`, by path relative to `dir`, with its bytes.
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.insert(
+                    path.strip_prefix(dir).unwrap().to_path_buf(),
+                    std::fs::read(&path).unwrap(),
+                );
+            }
+        }
+    }
+    files
 }
