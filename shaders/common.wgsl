@@ -1,4 +1,5 @@
-// Shared by every kernel (prepended to nearest.wgsl, mean.wgsl, gaussian.wgsl).
+// Shared by every kernel (prepended to nearest.wgsl, mean.wgsl, gaussian.wgsl). Each
+// kernel defines `fn output_bits(e: u32) -> u32`, the element bits of output `e`.
 //
 // Element kinds, chosen per pipeline with the override ELEM:
 //   0 u8, 1 u16, 2 u32, 3 i8, 4 i16, 5 i32, 6 f32.
@@ -96,4 +97,16 @@ fn dst_index(e: u32) -> array<u32, 5> {
         rest = rest / n;
     }
     return index;
+}
+
+// The word of the output buffer holding outputs word·p … word·p + p − 1 (p elements per
+// word), each from the kernel's `output_bits(e)`; `n` is the number of outputs.
+fn packed_outputs(word: u32, n: u32) -> u32 {
+    let per = elems_per_word();
+    var packed = 0u;
+    for (var lane = 0u; lane < per; lane = lane + 1u) {
+        let e = word * per + lane;
+        if (e < n) { packed = packed | pack_bits(output_bits(e), lane); }
+    }
+    return packed;
 }

@@ -46,6 +46,11 @@ fn blurred_at(e: u32) -> f32 {
     return sum;
 }
 
+// Output bits of the last pass: rounded (integers) and packed by `packed_outputs`.
+fn output_bits(e: u32) -> u32 {
+    return from_f32(blurred_at(e));
+}
+
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
         @builtin(local_invocation_index) local: u32) {
@@ -55,12 +60,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: v
         if (word < n) { dst_f32[word] = blurred_at(word); }
         return;
     }
-    let per = elems_per_word();
-    if (word * per >= n) { return; }
-    var packed = 0u;
-    for (var lane = 0u; lane < per; lane = lane + 1u) {
-        let e = word * per + lane;
-        if (e < n) { packed = packed | pack_bits(from_f32(blurred_at(e)), lane); }
-    }
-    dst[word] = packed;
+    if (word * elems_per_word() >= n) { return; }
+    dst[word] = packed_outputs(word, n);
 }

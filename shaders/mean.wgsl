@@ -71,7 +71,8 @@ fn divide_rounded(lo_in: u32, hi_in: u32, count: u32) -> u32 {
     return bitcast<u32>(quotient + select(0i, 1i, up)) & select(0xffffffffu, (1u << elem_bits()) - 1u, elem_bits() < 32u);
 }
 
-fn mean_at(e: u32) -> u32 {
+// The element bits of output `e` (called by `packed_outputs` in common.wgsl).
+fn output_bits(e: u32) -> u32 {
     let index = dst_index(e);
     var first: array<u32, 5>;
     var count: array<u32, 5>;
@@ -128,13 +129,7 @@ fn mean_at(e: u32) -> u32 {
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
         @builtin(local_invocation_index) local: u32) {
     let word = invocation(wg, groups, local);
-    let per = elems_per_word();
     let n = params[P_DST_LEN];
-    if (word * per >= n) { return; }
-    var packed = 0u;
-    for (var lane = 0u; lane < per; lane = lane + 1u) {
-        let e = word * per + lane;
-        if (e < n) { packed = packed | pack_bits(mean_at(e), lane); }
-    }
-    dst[word] = packed;
+    if (word * elems_per_word() >= n) { return; }
+    dst[word] = packed_outputs(word, n);
 }

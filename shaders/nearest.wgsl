@@ -13,7 +13,8 @@ fn load(i: u32) -> u32 {
     return unpack_bits(src[i / per], i % per);
 }
 
-fn nearest_at(e: u32) -> u32 {
+// The element bits of output `e` (called by `packed_outputs` in common.wgsl).
+fn output_bits(e: u32) -> u32 {
     let index = dst_index(e);
     var offset = 0u;
     for (var a = 0u; a < 5u; a = a + 1u) {
@@ -27,13 +28,7 @@ fn nearest_at(e: u32) -> u32 {
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
         @builtin(local_invocation_index) local: u32) {
     let word = invocation(wg, groups, local);
-    let per = elems_per_word();
     let n = params[P_DST_LEN];
-    if (word * per >= n) { return; }
-    var packed = 0u;
-    for (var lane = 0u; lane < per; lane = lane + 1u) {
-        let e = word * per + lane;
-        if (e < n) { packed = packed | pack_bits(nearest_at(e), lane); }
-    }
-    dst[word] = packed;
+    if (word * elems_per_word() >= n) { return; }
+    dst[word] = packed_outputs(word, n);
 }

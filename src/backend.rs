@@ -16,7 +16,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::dtype::DType;
-use crate::method::{Method, source_range};
+use crate::method::{AxisStencil, Method, source_range};
 use crate::tile::{Region, Tile};
 
 /// One pyramid step: how level `k` (of `src_shape`) becomes level `k + 1`.
@@ -31,6 +31,25 @@ pub struct Step {
 }
 
 impl Step {
+    /// The per-axis stencils of this step from a source tile over `src` to the outputs `dst`.
+    ///
+    /// # Panics
+    /// If `src` does not cover [`required_source`]`(self, dst)` (an engine bug).
+    #[must_use]
+    pub fn stencils(&self, src: &Region, dst: &Region) -> Vec<AxisStencil> {
+        (0..dst.ndim())
+            .map(|a| {
+                AxisStencil::new(
+                    self.method,
+                    self.factors[a],
+                    self.src_shape[a],
+                    (src.start[a], src.end(a)),
+                    (dst.start[a], dst.end(a)),
+                )
+            })
+            .collect()
+    }
+
     /// Shape of the level this step produces: `ceil(n / f)` per axis.
     #[must_use]
     pub fn dst_shape(&self) -> Vec<u64> {

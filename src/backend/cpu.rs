@@ -39,17 +39,7 @@ pub(crate) struct StepGeometry {
 
 impl StepGeometry {
     pub(crate) fn new(step: &Step, src: &Region, dst: &Region) -> Self {
-        let stencils = (0..dst.ndim())
-            .map(|a| {
-                AxisStencil::new(
-                    step.method,
-                    step.factors[a],
-                    step.src_shape[a],
-                    (src.start[a], src.end(a)),
-                    (dst.start[a], dst.end(a)),
-                )
-            })
-            .collect();
+        let stencils = step.stencils(src, dst);
         let to_usize = |s: &[u64]| {
             s.iter()
                 .map(|&n| usize::try_from(n).expect("tile axis fits usize"))

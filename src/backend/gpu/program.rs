@@ -177,17 +177,7 @@ pub fn build(dtype: DType, src_region: &Region, chain: &[(Step, Region)]) -> Pro
     let mut src = src_region.clone();
     for (level, (step, dst)) in chain.iter().enumerate() {
         level_elements.push(dst.num_elements());
-        let stencils: Vec<AxisStencil> = (0..ndim)
-            .map(|a| {
-                AxisStencil::new(
-                    step.method,
-                    step.factors[a],
-                    step.src_shape[a],
-                    (src.start[a], src.end(a)),
-                    (dst.start[a], dst.end(a)),
-                )
-            })
-            .collect();
+        let stencils = step.stencils(&src, dst);
         let dst_len = dst.num_elements();
         match step.method {
             Method::Nearest | Method::Mean => {
