@@ -906,15 +906,31 @@ pub struct ReadStats {
 }
 
 struct CacheSlot<T> {
+    /// The whole decoded chunk, while the budget keeps it.
     data: Option<Arc<Vec<T>>>,
+    /// Parts of the chunk kept for the reads that need only a part (a neighbour's halo),
+    /// when the whole chunk does not fit the budget.
+    bands: Vec<(Region, Arc<Vec<T>>)>,
     reads_left: u64,
     decoded_before: bool,
+}
+
+impl<T> CacheSlot<T> {
+    fn cached_bytes(&self) -> u64 {
+        let whole = self.data.as_ref().map_or(0, |d| d.len());
+        let bands: usize = self.bands.iter().map(|(_, b)| b.len()).sum();
+        ((whole + bands) * size_of::<T>()) as u64
+    }
 }
 
 type SharedSlot<T> = Arc<Mutex<CacheSlot<T>>>;
 
 /// How many reads of a pass will touch the chunk covering a region.
 pub type ReadCounter = Arc<dyn Fn(&Region) -> u64 + Send + Sync>;
+
+/// The bands of the chunk covering a region: sub-regions such that every read of the pass
+/// that needs only part of the chunk (a neighbouring tile's halo) lies inside one of them.
+pub type ChunkBands = Arc<dyn Fn(&Region) -> Vec<Region> + Send + Sync>;
 
 /// Reads regions of one array, decoding each chunk once while the cache budget allows.
 pub struct TileReader<T> {
@@ -924,9 +940,13 @@ pub struct TileReader<T> {
     grid: ChunkGrid,
     fill: T,
     reads_of: ReadCounter,
+    bands_of: Option<ChunkBands>,
     slots: Mutex<HashMap<Vec<u64>, SharedSlot<T>>>,
     cached_bytes: AtomicU64,
     budget_bytes: u64,
+    /// Whole chunks are kept only while the cache holds less than this, so that the bands
+    /// of a chunk layer (kept longest) always find room.
+    whole_budget_bytes: u64,
     /// Counters.
     pub stats: ReadStats,
 }
@@ -952,9 +972,11 @@ impl<T: StoreElement> TileReader<T> {
             grid,
             fill,
             reads_of,
+            bands_of: None,
             slots: Mutex::new(HashMap::new()),
             cached_bytes: AtomicU64::new(0),
             budget_bytes,
+            whole_budget_bytes: budget_bytes,
             stats: ReadStats::default(),
         }
     }
@@ -993,8 +1015,42 @@ impl<T: StoreElement> TileReader<T> {
         }
     }
 
-    /// The decoded chunk `indices`, from the cache or the store.
-    fn chunk(&self, indices: &[u64], region: &Region) -> Result<Arc<Vec<T>>, StoreError> {
+    /// Keeps, when a chunk is too large for the cache budget, the bands that `bands_of`
+    /// names: the parts of the chunk that reads needing only part of it (tile halos) use.
+    /// Without it such reads decode the whole chunk again.
+    #[must_use]
+    pub fn with_bands(mut self, bands_of: ChunkBands) -> Self {
+        // A neighbour's halo may be read a whole layer of tiles (along the first axis)
+        // before the chunk's own tile: room for the bands of one such layer of chunks.
+        let layer_chunks: u64 = self.grid.grid_shape().iter().skip(1).product();
+        // The largest bands among the chunks at index 0 or 1 on each axis (edge and inner).
+        let shape = self.grid.grid_shape().to_vec();
+        let band_bytes = (0..1u64 << shape.len())
+            .map(|corner| {
+                let indices: Vec<u64> = (0..shape.len())
+                    .map(|a| ((corner >> a) & 1).min(shape[a].saturating_sub(1)))
+                    .collect();
+                bands_of(&grid_region(&self.grid, &indices))
+                    .iter()
+                    .map(|band| band.num_elements() * size_of::<T>() as u64)
+                    .sum::<u64>()
+            })
+            .max()
+            .unwrap_or(0);
+        self.whole_budget_bytes = self.budget_bytes.saturating_sub(layer_chunks * band_bytes);
+        self.bands_of = Some(bands_of);
+        self
+    }
+
+    /// The part of chunk `indices` (covering `chunk_region`) that `wanted` (a sub-region
+    /// of it) needs, from the cache or the store: the data and the region it holds, the
+    /// whole chunk or a cached band containing `wanted`.
+    fn chunk(
+        &self,
+        indices: &[u64],
+        chunk_region: &Region,
+        wanted: &Region,
+    ) -> Result<(Arc<Vec<T>>, Region), StoreError> {
         let slot = {
             let mut slots = self.slots.lock().expect("cache lock");
             slots
@@ -1002,15 +1058,19 @@ impl<T: StoreElement> TileReader<T> {
                 .or_insert_with(|| {
                     Arc::new(Mutex::new(CacheSlot {
                         data: None,
-                        reads_left: (self.reads_of)(region),
+                        bands: Vec::new(),
+                        reads_left: (self.reads_of)(chunk_region),
                         decoded_before: false,
                     }))
                 })
                 .clone()
         };
         let mut guard = slot.lock().expect("slot lock");
-        let data = if let Some(data) = &guard.data {
-            data.clone()
+        let cached_band = || guard.bands.iter().find(|(band, _)| band.contains(wanted)).cloned();
+        let found = if let Some(data) = &guard.data {
+            (data.clone(), chunk_region.clone())
+        } else if let Some((band, data)) = cached_band() {
+            (data, band)
         } else {
             // Decoding under the slot lock is sequential (no nested parallelism), so a reader
             // waiting for this chunk always gets it.
@@ -1019,28 +1079,57 @@ impl<T: StoreElement> TileReader<T> {
                 self.stats.redecoded.fetch_add(1, Ordering::Relaxed);
             }
             guard.decoded_before = true;
-            let bytes = (data.len() * size_of::<T>()) as u64;
-            if guard.reads_left > 1 && self.reserve(bytes) {
-                guard.data = Some(data.clone());
+            if guard.reads_left > 1 {
+                self.keep(&mut guard, &data, chunk_region);
             }
-            data
+            (data, chunk_region.clone())
         };
         guard.reads_left = guard.reads_left.saturating_sub(1);
         if guard.reads_left == 0 {
-            if let Some(cached) = guard.data.take() {
-                self.cached_bytes
-                    .fetch_sub((cached.len() * size_of::<T>()) as u64, Ordering::Relaxed);
-            }
+            self.cached_bytes.fetch_sub(guard.cached_bytes(), Ordering::Relaxed);
+            guard.data = None;
+            guard.bands.clear();
             drop(guard);
             self.slots.lock().expect("cache lock").remove(indices);
         }
-        Ok(data)
+        Ok(found)
     }
 
-    fn reserve(&self, bytes: u64) -> bool {
+    /// Caches a freshly decoded chunk that later reads need: whole if the budget allows,
+    /// else its bands (once per chunk; later whole-chunk reads decode it again).
+    fn keep(&self, slot: &mut CacheSlot<T>, data: &Arc<Vec<T>>, chunk_region: &Region) {
+        let whole = (data.len() * size_of::<T>()) as u64;
+        let band_bytes = slot.cached_bytes();
+        if self.reserve(whole, self.whole_budget_bytes) {
+            // The whole chunk serves every read: the bands are no longer needed.
+            self.cached_bytes.fetch_sub(band_bytes, Ordering::Relaxed);
+            slot.bands.clear();
+            slot.data = Some(data.clone());
+            return;
+        }
+        let Some(bands_of) = &self.bands_of else { return };
+        if !slot.bands.is_empty() {
+            return;
+        }
+        for band in bands_of(chunk_region) {
+            let Some(band) = band.intersect(chunk_region) else {
+                continue;
+            };
+            let bytes = (band.len() * size_of::<T>()) as u64;
+            if !self.reserve(bytes, self.budget_bytes) {
+                break;
+            }
+            let mut part = vec![self.fill; band.len()];
+            copy_overlap(data, chunk_region, &mut part, &band);
+            slot.bands.push((band, Arc::new(part)));
+        }
+    }
+
+    /// Adds `bytes` to the cache if it then holds at most `limit`.
+    fn reserve(&self, bytes: u64, limit: u64) -> bool {
         let mut current = self.cached_bytes.load(Ordering::Relaxed);
         loop {
-            if current + bytes > self.budget_bytes {
+            if current + bytes > limit {
                 return false;
             }
             match self.cached_bytes.compare_exchange_weak(
@@ -1080,9 +1169,10 @@ impl<T: StoreElement> TileReader<T> {
         let target = Mutex::new(out);
         indices.par_iter().try_for_each(|idx| {
             let chunk_region = grid_region(&self.grid, idx);
-            let data = self.chunk(idx, &chunk_region)?;
+            let wanted = chunk_region.intersect(region).unwrap_or_else(|| chunk_region.clone());
+            let (data, data_region) = self.chunk(idx, &chunk_region, &wanted)?;
             let mut out = target.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            copy_overlap(&data, &chunk_region, out.as_mut_slice(), region);
+            copy_overlap(&data, &data_region, out.as_mut_slice(), region);
             Ok::<(), StoreError>(())
         })?;
         Ok(target.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
@@ -1136,4 +1226,94 @@ pub fn decode_only(path: &Path) -> Result<DecodeReport, StoreError> {
         bytes,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::{ArrayFormat, ArraySpec, Codec, write_synthetic};
+
+    /// Four 32×32 tiles of a 64×64 array in 16×16 chunks, each read with a 3-voxel halo, as
+    /// a gaussian pass reads them.
+    fn halo_tiles() -> Vec<Region> {
+        let spans = [(0, 35), (29, 64)];
+        let mut tiles = Vec::new();
+        for &(y0, y1) in &spans {
+            for &(x0, x1) in &spans {
+                tiles.push(Region::from_bounds(&[y0, x0], &[y1, x1]));
+            }
+        }
+        tiles
+    }
+
+    fn reader(source: &SourceImage, budget: u64, bands: bool) -> TileReader<u16> {
+        let tiles = halo_tiles();
+        let counted = tiles.clone();
+        let reads_of: ReadCounter =
+            Arc::new(move |chunk: &Region| counted.iter().filter(|t| t.intersect(chunk).is_some()).count() as u64);
+        let reader = TileReader::new(source.array.clone(), source.path.clone(), budget, reads_of);
+        if !bands {
+            return reader;
+        }
+        // On each axis, the partial overlaps of the tiles' spans with the chunk.
+        reader.with_bands(Arc::new(move |chunk: &Region| {
+            let mut bands = Vec::new();
+            for a in 0..2 {
+                let mut partial: Vec<(u64, u64)> = tiles
+                    .iter()
+                    .map(|t| (t.start[a].max(chunk.start[a]), t.end(a).min(chunk.end(a))))
+                    .filter(|&(s, e)| s < e && (s, e) != (chunk.start[a], chunk.end(a)))
+                    .collect();
+                partial.sort_unstable();
+                partial.dedup();
+                for (s, e) in partial {
+                    let mut band = chunk.clone();
+                    band.start[a] = s;
+                    band.shape[a] = e - s;
+                    bands.push(band);
+                }
+            }
+            bands
+        }))
+    }
+
+    #[test]
+    fn halo_reads_are_served_from_bands_when_whole_chunks_do_not_fit() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("in.zarr");
+        let spec = ArraySpec {
+            shape: vec![64, 64],
+            chunks: vec![16, 16],
+            dtype: crate::DType::U16,
+            format: ArrayFormat::V2,
+            codec: Codec::Zstd(1),
+        };
+        write_synthetic(&path, &spec, 3).unwrap();
+        let source = open_source(&path).unwrap();
+        let uncached = reader(&source, 0, false);
+        // A whole chunk is 512 bytes; the bands of a chunk at most 2 × 96. A budget of
+        // 1000 bytes leaves no room for whole chunks once a layer of bands is reserved.
+        let banded = reader(&source, 1000, true);
+        let plain = reader(&source, 1000, false);
+        for tile in halo_tiles() {
+            let expected = uncached.read(&tile).unwrap();
+            assert_eq!(banded.read(&tile).unwrap(), expected, "{tile:?} through bands");
+            assert_eq!(plain.read(&tile).unwrap(), expected, "{tile:?} through whole chunks");
+        }
+        let decoded = |r: &TileReader<u16>| r.stats.decoded.load(Ordering::Relaxed);
+        // 16 chunks; the tiles touch 36 chunk-times (9 each).
+        assert_eq!(decoded(&uncached), 36);
+        // With bands a chunk is decoded at most twice: once for a neighbour's halo read
+        // that comes first, once for its own tile.
+        assert!(decoded(&banded) <= 32, "banded decodes: {}", decoded(&banded));
+        assert!(
+            decoded(&banded) < decoded(&plain),
+            "bands {} vs whole chunks only {}",
+            decoded(&banded),
+            decoded(&plain)
+        );
+        // Everything is released once the last read of every chunk has happened.
+        assert_eq!(banded.cached_bytes(), 0);
+        assert_eq!(plain.cached_bytes(), 0);
+    }
 }

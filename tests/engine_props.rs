@@ -175,3 +175,55 @@ fn random_volumes_chunk_grids_and_factors_build_correct_pyramids() {
         .run(&engine_case(), |case| check(&case))
         .unwrap_or_else(|e| panic!("{e}"));
 }
+
+#[test]
+fn a_tight_memory_budget_keeps_halo_bands_and_changes_no_voxel() {
+    // At 16 MiB the cache cannot keep whole chunks for the gaussian halos of neighbouring
+    // tiles and keeps bands of them instead; the levels must equal a roomy build's.
+    let dir = TempDir::new().unwrap();
+    let input = dir.path().join("in.zarr");
+    let spec = ArraySpec {
+        shape: vec![64, 512, 512],
+        chunks: vec![16, 64, 64],
+        dtype: DType::U16,
+        format: ArrayFormat::V2,
+        codec: Codec::Zstd(1),
+    };
+    synthetic::write_synthetic(&input, &spec, 5).unwrap();
+    let build = |name: &str, memory_bytes: u64| {
+        let output = dir.path().join(name);
+        let report = PyramidBuilder::new(&input, &output)
+            .options(BuildOptions {
+                method: Method::Gaussian,
+                backend: BackendChoice::Cpu,
+                memory_bytes,
+                threads: Some(2),
+                ..BuildOptions::default()
+            })
+            .build()
+            .unwrap();
+        (output, report)
+    };
+    let (tight, tight_report) = build("tight.zarr", 16 << 20);
+    let (roomy, roomy_report) = build("roomy.zarr", 1 << 30);
+    assert_eq!(tight_report.levels.len(), roomy_report.levels.len());
+    for k in 0..tight_report.levels.len() {
+        let path = format!("/{k}");
+        assert_eq!(
+            synthetic::read_array(&tight, &path).unwrap(),
+            synthetic::read_array(&roomy, &path).unwrap(),
+            "level {k}"
+        );
+    }
+    // Level 0 has 256 chunks; with bands none is decoded more than twice.
+    assert!(
+        tight_report.chunks_redecoded > 0,
+        "the budget must be tight: {tight_report:?}"
+    );
+    assert!(
+        tight_report.chunks_decoded <= 2 * roomy_report.chunks_decoded,
+        "{} decodes at 16 MiB, {} at 1 GiB",
+        tight_report.chunks_decoded,
+        roomy_report.chunks_decoded
+    );
+}

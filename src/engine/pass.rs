@@ -376,6 +376,38 @@ fn write_chunk_from<T: StoreElement>(
     Ok(())
 }
 
+/// The bands of a source chunk that tasks reading only part of it need (the halos of
+/// neighbouring tiles): on each axis, each distinct partial overlap of a task's read span
+/// with the chunk, across the chunk's whole extent on the other axes.
+fn chunk_bands(pass: &Pass, source_shape: Vec<u64>) -> store::ChunkBands {
+    let read_spans: Vec<Vec<(u64, u64)>> = pass
+        .spans
+        .iter()
+        .map(|axis| axis.iter().map(|s| s[0].computed).collect())
+        .collect();
+    Arc::new(move |chunk: &Region| {
+        let mut bands = Vec::new();
+        for (a, spans) in read_spans.iter().enumerate() {
+            // The chunk's voxels inside the array (edge chunks extend past it).
+            let (lo, hi) = (chunk.start[a], chunk.end(a).min(source_shape[a]));
+            let mut partial: Vec<(u64, u64)> = spans
+                .iter()
+                .map(|&(s, e)| (s.max(lo), e.min(hi)))
+                .filter(|&(s, e)| s < e && (s, e) != (lo, hi))
+                .collect();
+            partial.sort_unstable();
+            partial.dedup();
+            for (s, e) in partial {
+                let mut band = chunk.clone();
+                band.start[a] = s;
+                band.shape[a] = e - s;
+                bands.push(band);
+            }
+        }
+        bands
+    })
+}
+
 fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: &Pass, workers: usize) -> Result<(), BuildError> {
     let element_size = T::DTYPE.size() as u64;
     let (array, path) = if pass.first == 0 {
@@ -389,6 +421,7 @@ fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: &Pass, workers: u
     let tasks = pass.task_count();
     let task_bytes = pass.task_bytes(element_size, context.method);
     let cache_budget = context.memory_bytes.saturating_sub(workers as u64 * task_bytes);
+    debug!("cache budget {} MiB, task {} MiB", cache_budget >> 20, task_bytes >> 20);
     let resumed = context.journal.done_in_pass(pass.first) > 0;
     let reads_of: ReadCounter = if resumed {
         // Count reads over the tasks still to run, chunk by chunk.
@@ -420,7 +453,8 @@ fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: &Pass, workers: u
                 .product()
         })
     };
-    let reader = TileReader::<T>::new(array, path, cache_budget, reads_of);
+    let source_shape = context.plan.levels[pass.first].shape.clone();
+    let reader = TileReader::<T>::new(array, path, cache_budget, reads_of).with_bands(chunk_bands(pass, source_shape));
     let buffers = BufferPool::<T>::new();
     let next_task = AtomicU64::new(0);
     let finished = AtomicU64::new(0);

@@ -804,12 +804,41 @@ fn parse_cli() -> Result<Cli, ExitCode> {
     }
 }
 
+/// Keeps freed chunk buffers in the heap for reuse.
+///
+/// By default glibc serves every allocation over 128 KiB-32 MiB with its own `mmap` and
+/// unmaps it on `free`, and trims the heap top eagerly, so each multi-MiB chunk buffer that
+/// zarrs and the codecs allocate is page-faulted in afresh: about 2.7 faults per decoded
+/// 4 KiB page, and almost half of a decode pass's time in the kernel. Raising the mmap and
+/// trim thresholds lets the heap reuse those buffers. Peak memory stays bounded because
+/// the engine bounds how many buffers are alive at once (measured: the same peak RSS).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn tune_allocator() -> bool {
+    const MMAP_THRESHOLD: libc::c_int = 256 << 20;
+    const TRIM_THRESHOLD: libc::c_int = 1 << 30;
+    // SAFETY: `mallopt` only changes glibc's allocator parameters; it is called first thing
+    // in `main`, before any other thread exists, with options and values glibc accepts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+            && libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() -> bool {
+    false
+}
+
 fn main() -> ExitCode {
+    let allocator_tuned = tune_allocator();
     let cli = match parse_cli() {
         Ok(cli) => cli,
         Err(code) => return code,
     };
     init_logging(cli.verbose, cli.quiet);
+    // Only a speed hint: builds are correct either way.
+    tracing::debug!("glibc allocator tuned for chunk-sized buffers: {allocator_tuned}");
     let result: Result<()> = match cli.command {
         Command::Build(args) => cmd_build(args, cli.quiet).map_err(anyhow::Error::from),
         Command::Info(args) => cmd_info(&args),
