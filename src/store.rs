@@ -894,6 +894,34 @@ pub fn chunks_of_region(grid: &ChunkGrid, region: &Region) -> Vec<Vec<u64>> {
     }
 }
 
+/// The bands of `chunk` that reads covering only part of it need: on each axis, each
+/// distinct partial overlap of a read span (`read_spans[axis]` holds the `[start, end)` of
+/// every tile column) with the chunk's voxels inside an array of `shape`, spanning the
+/// chunk's whole extent on the other axes. A read that covers the chunk's voxels on every
+/// axis needs the whole chunk; any other read lies inside one of these bands.
+#[must_use]
+pub fn halo_bands(chunk: &Region, read_spans: &[Vec<(u64, u64)>], shape: &[u64]) -> Vec<Region> {
+    let mut bands = Vec::new();
+    for (a, spans) in read_spans.iter().enumerate() {
+        // The chunk's voxels inside the array (edge chunks extend past it).
+        let (lo, hi) = (chunk.start[a], chunk.end(a).min(shape[a]));
+        let mut partial: Vec<(u64, u64)> = spans
+            .iter()
+            .map(|&(s, e)| (s.max(lo), e.min(hi)))
+            .filter(|&(s, e)| s < e && (s, e) != (lo, hi))
+            .collect();
+        partial.sort_unstable();
+        partial.dedup();
+        for (s, e) in partial {
+            let mut band = chunk.clone();
+            band.start[a] = s;
+            band.shape[a] = e - s;
+            bands.push(band);
+        }
+    }
+    bands
+}
+
 /// Counters of a [`TileReader`].
 #[derive(Debug, Default)]
 pub struct ReadStats {
@@ -1233,13 +1261,14 @@ mod tests {
     use super::*;
     use crate::synthetic::{ArrayFormat, ArraySpec, Codec, write_synthetic};
 
-    /// Four 32×32 tiles of a 64×64 array in 16×16 chunks, each read with a 3-voxel halo, as
-    /// a gaussian pass reads them.
+    /// The read spans, on both axes, of 32-voxel tiles of a 64×64 array with a 3-voxel
+    /// halo, as a gaussian pass reads them.
+    const SPANS: [(u64, u64); 2] = [(0, 35), (29, 64)];
+
     fn halo_tiles() -> Vec<Region> {
-        let spans = [(0, 35), (29, 64)];
         let mut tiles = Vec::new();
-        for &(y0, y1) in &spans {
-            for &(x0, x1) in &spans {
+        for &(y0, y1) in &SPANS {
+            for &(x0, x1) in &SPANS {
                 tiles.push(Region::from_bounds(&[y0, x0], &[y1, x1]));
             }
         }
@@ -1248,33 +1277,32 @@ mod tests {
 
     fn reader(source: &SourceImage, budget: u64, bands: bool) -> TileReader<u16> {
         let tiles = halo_tiles();
-        let counted = tiles.clone();
         let reads_of: ReadCounter =
-            Arc::new(move |chunk: &Region| counted.iter().filter(|t| t.intersect(chunk).is_some()).count() as u64);
+            Arc::new(move |chunk: &Region| tiles.iter().filter(|t| t.intersect(chunk).is_some()).count() as u64);
         let reader = TileReader::new(source.array.clone(), source.path.clone(), budget, reads_of);
         if !bands {
             return reader;
         }
-        // On each axis, the partial overlaps of the tiles' spans with the chunk.
-        reader.with_bands(Arc::new(move |chunk: &Region| {
-            let mut bands = Vec::new();
-            for a in 0..2 {
-                let mut partial: Vec<(u64, u64)> = tiles
-                    .iter()
-                    .map(|t| (t.start[a].max(chunk.start[a]), t.end(a).min(chunk.end(a))))
-                    .filter(|&(s, e)| s < e && (s, e) != (chunk.start[a], chunk.end(a)))
-                    .collect();
-                partial.sort_unstable();
-                partial.dedup();
-                for (s, e) in partial {
-                    let mut band = chunk.clone();
-                    band.start[a] = s;
-                    band.shape[a] = e - s;
-                    bands.push(band);
-                }
-            }
-            bands
-        }))
+        let spans = vec![SPANS.to_vec(), SPANS.to_vec()];
+        reader.with_bands(Arc::new(move |chunk: &Region| halo_bands(chunk, &spans, &[64, 64])))
+    }
+
+    #[test]
+    fn halo_bands_cover_every_partial_read() {
+        let spans = vec![SPANS.to_vec(), SPANS.to_vec()];
+        // Chunk [16, 32) × [32, 48): partial overlaps [29, 32) on y and [32, 35) on x.
+        let chunk = Region::new(vec![16, 32], vec![16, 16]);
+        assert_eq!(
+            halo_bands(&chunk, &spans, &[64, 64]),
+            vec![
+                Region::new(vec![29, 32], vec![3, 16]),
+                Region::new(vec![16, 32], vec![16, 3]),
+            ]
+        );
+        // A corner chunk read whole by its only tile has no band; an edge chunk past the
+        // array's end is read whole by a span ending at the array's end.
+        assert!(halo_bands(&Region::new(vec![0, 0], vec![16, 16]), &spans, &[64, 64]).is_empty());
+        assert!(halo_bands(&Region::new(vec![48, 48], vec![16, 16]), &spans, &[60, 60]).is_empty());
     }
 
     #[test]

@@ -377,35 +377,14 @@ fn write_chunk_from<T: StoreElement>(
 }
 
 /// The bands of a source chunk that tasks reading only part of it need (the halos of
-/// neighbouring tiles): on each axis, each distinct partial overlap of a task's read span
-/// with the chunk, across the chunk's whole extent on the other axes.
+/// neighbouring tiles), from the tasks' read spans on each axis.
 fn chunk_bands(pass: &Pass, source_shape: Vec<u64>) -> store::ChunkBands {
     let read_spans: Vec<Vec<(u64, u64)>> = pass
         .spans
         .iter()
         .map(|axis| axis.iter().map(|s| s[0].computed).collect())
         .collect();
-    Arc::new(move |chunk: &Region| {
-        let mut bands = Vec::new();
-        for (a, spans) in read_spans.iter().enumerate() {
-            // The chunk's voxels inside the array (edge chunks extend past it).
-            let (lo, hi) = (chunk.start[a], chunk.end(a).min(source_shape[a]));
-            let mut partial: Vec<(u64, u64)> = spans
-                .iter()
-                .map(|&(s, e)| (s.max(lo), e.min(hi)))
-                .filter(|&(s, e)| s < e && (s, e) != (lo, hi))
-                .collect();
-            partial.sort_unstable();
-            partial.dedup();
-            for (s, e) in partial {
-                let mut band = chunk.clone();
-                band.start[a] = s;
-                band.shape[a] = e - s;
-                bands.push(band);
-            }
-        }
-        bands
-    })
+    Arc::new(move |chunk: &Region| store::halo_bands(chunk, &read_spans, &source_shape))
 }
 
 fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: &Pass, workers: usize) -> Result<(), BuildError> {
