@@ -1094,10 +1094,10 @@ impl<T: StoreElement> TileReader<T> {
                 .clone()
         };
         let mut guard = slot.lock().expect("slot lock");
-        let cached_band = || guard.bands.iter().find(|(band, _)| band.contains(wanted)).cloned();
+        let band = guard.bands.iter().find(|(band, _)| band.contains(wanted)).cloned();
         let found = if let Some(data) = &guard.data {
             (data.clone(), chunk_region.clone())
-        } else if let Some((band, data)) = cached_band() {
+        } else if let Some((band, data)) = band {
             (data, band)
         } else {
             // Decoding under the slot lock is sequential (no nested parallelism), so a reader
@@ -1127,10 +1127,10 @@ impl<T: StoreElement> TileReader<T> {
     /// else its bands (once per chunk; later whole-chunk reads decode it again).
     fn keep(&self, slot: &mut CacheSlot<T>, data: &Arc<Vec<T>>, chunk_region: &Region) {
         let whole = (data.len() * size_of::<T>()) as u64;
-        let band_bytes = slot.cached_bytes();
+        let cached_band_bytes = slot.cached_bytes();
         if self.reserve(whole, self.whole_budget_bytes) {
             // The whole chunk serves every read: the bands are no longer needed.
-            self.cached_bytes.fetch_sub(band_bytes, Ordering::Relaxed);
+            self.cached_bytes.fetch_sub(cached_band_bytes, Ordering::Relaxed);
             slot.bands.clear();
             slot.data = Some(data.clone());
             return;
