@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value, json};
 use zarrs::array::{
-    Array, ArrayMetadataV2, ArrayShardedExt, ArrayShardedReadableExt, ArrayShardedReadableExtCache, ArraySubset,
-    ChunkGrid, CodecOptions, Element, ElementOwned,
+    Array, ArrayBytes, ArrayMetadataV2, ArrayShardedExt, ArrayShardedReadableExt, ArrayShardedReadableExtCache,
+    ArraySubset, ChunkGrid, CodecOptions, Element, ElementOwned,
 };
 use zarrs::filesystem::FilesystemStore;
 use zarrs::plugin::ExtensionName;
@@ -933,12 +933,45 @@ pub struct ReadStats {
     pub decoded_bytes: AtomicU64,
 }
 
+/// Decoded elements: the decoder's own bytes viewed as `T` when their address is aligned
+/// for it (always, in practice: large allocations are), else a typed copy.
+enum Elements<T> {
+    Bytes(Vec<u8>),
+    Typed(Vec<T>),
+}
+
+impl<T: bytemuck::Pod> Elements<T> {
+    fn from_bytes(bytes: Vec<u8>) -> Self {
+        if bytemuck::try_cast_slice::<u8, T>(&bytes).is_ok() {
+            Self::Bytes(bytes)
+        } else {
+            Self::Typed(bytemuck::pod_collect_to_vec(&bytes))
+        }
+    }
+
+    fn as_slice(&self) -> &[T] {
+        match self {
+            Self::Bytes(bytes) => bytemuck::cast_slice(bytes),
+            Self::Typed(elements) => elements,
+        }
+    }
+}
+
+impl<T> Elements<T> {
+    fn len(&self) -> usize {
+        match self {
+            Self::Bytes(bytes) => bytes.len() / size_of::<T>(),
+            Self::Typed(elements) => elements.len(),
+        }
+    }
+}
+
 struct CacheSlot<T> {
     /// The whole decoded chunk, while the budget keeps it.
-    data: Option<Arc<Vec<T>>>,
+    data: Option<Arc<Elements<T>>>,
     /// Parts of the chunk kept for the reads that need only a part (a neighbour's halo),
     /// when the whole chunk does not fit the budget.
-    bands: Vec<(Region, Arc<Vec<T>>)>,
+    bands: Vec<(Region, Arc<Elements<T>>)>,
     reads_left: u64,
     decoded_before: bool,
 }
@@ -1009,16 +1042,20 @@ impl<T: StoreElement> TileReader<T> {
         }
     }
 
-    fn decode(&self, indices: &[u64]) -> Result<Vec<T>, StoreError> {
+    fn decode(&self, indices: &[u64]) -> Result<Elements<T>, StoreError> {
         let options = CodecOptions::default().with_concurrent_target(1);
-        let data: Vec<T> = self
+        let read_error = |e: Box<dyn std::error::Error + Send + Sync>| StoreError::ReadChunk {
+            path: self.path.clone(),
+            key: self.chunk_key(indices),
+            source: e,
+        };
+        // As bytes, not `Vec<T>`: zarrs would copy them into a new typed vector.
+        let bytes: ArrayBytes<'static> = self
             .array
             .retrieve_subchunk_opt(&self.shard_cache, indices, &options)
-            .map_err(|e| StoreError::ReadChunk {
-                path: self.path.clone(),
-                key: self.chunk_key(indices),
-                source: boxed(e),
-            })?;
+            .map_err(|e| read_error(boxed(e)))?;
+        let bytes = bytes.into_fixed().map_err(|e| read_error(boxed(e)))?;
+        let data = Elements::from_bytes(bytes.into_owned());
         self.stats.decoded.fetch_add(1, Ordering::Relaxed);
         self.stats
             .decoded_bytes
@@ -1078,7 +1115,7 @@ impl<T: StoreElement> TileReader<T> {
         indices: &[u64],
         chunk_region: &Region,
         wanted: &Region,
-    ) -> Result<(Arc<Vec<T>>, Region), StoreError> {
+    ) -> Result<(Arc<Elements<T>>, Region), StoreError> {
         let slot = {
             let mut slots = self.slots.lock().expect("cache lock");
             slots
@@ -1125,7 +1162,7 @@ impl<T: StoreElement> TileReader<T> {
 
     /// Caches a freshly decoded chunk that later reads need: whole if the budget allows,
     /// else its bands (once per chunk; later whole-chunk reads decode it again).
-    fn keep(&self, slot: &mut CacheSlot<T>, data: &Arc<Vec<T>>, chunk_region: &Region) {
+    fn keep(&self, slot: &mut CacheSlot<T>, data: &Arc<Elements<T>>, chunk_region: &Region) {
         let whole = (data.len() * size_of::<T>()) as u64;
         let cached_band_bytes = slot.cached_bytes();
         if self.reserve(whole, self.whole_budget_bytes) {
@@ -1148,8 +1185,8 @@ impl<T: StoreElement> TileReader<T> {
                 break;
             }
             let mut part = vec![self.fill; band.len()];
-            copy_overlap(data, chunk_region, &mut part, &band);
-            slot.bands.push((band, Arc::new(part)));
+            copy_overlap(data.as_slice(), chunk_region, &mut part, &band);
+            slot.bands.push((band, Arc::new(Elements::Typed(part))));
         }
     }
 
@@ -1188,7 +1225,12 @@ impl<T: StoreElement> TileReader<T> {
     /// As [`TileReader::read`].
     pub fn read_into(&self, region: &Region, mut buffer: Vec<T>) -> Result<Vec<T>, StoreError> {
         use rayon::prelude::*;
-        buffer.clear();
+        // The chunks cover a region inside the array, so every element of the buffer is
+        // overwritten below and the reused allocation need not be cleared first.
+        if !Region::whole(self.array.shape()).contains(region) {
+            buffer.clear();
+        }
+        buffer.truncate(region.len());
         buffer.resize(region.len(), self.fill);
         let out = buffer;
         let indices = chunks_of_region(&self.grid, region);
@@ -1200,7 +1242,7 @@ impl<T: StoreElement> TileReader<T> {
             let wanted = chunk_region.intersect(region).unwrap_or_else(|| chunk_region.clone());
             let (data, data_region) = self.chunk(idx, &chunk_region, &wanted)?;
             let mut out = target.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            copy_overlap(&data, &data_region, out.as_mut_slice(), region);
+            copy_overlap(data.as_slice(), &data_region, out.as_mut_slice(), region);
             Ok::<(), StoreError>(())
         })?;
         Ok(target.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
@@ -1213,14 +1255,14 @@ impl<T: StoreElement> TileReader<T> {
     }
 }
 
-/// What a decode-only pass did.
+/// What a decode-only or encode-only pass did.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct DecodeReport {
-    /// Chunks decoded.
+    /// Chunks decoded (or encoded).
     pub chunks: u64,
-    /// Decoded bytes.
+    /// Decoded bytes (the bytes given to the encoder, for an encode-only pass).
     pub bytes: u64,
-    /// Wall time.
+    /// Wall time (of the encoding alone, for an encode-only pass).
     pub seconds: f64,
 }
 
@@ -1256,6 +1298,75 @@ pub fn decode_only(path: &Path) -> Result<DecodeReport, StoreError> {
     })
 }
 
+/// Decoded bytes an encode-only pass holds at once.
+const ENCODE_ONLY_BATCH_BYTES: u64 = 1 << 30;
+
+/// Encodes every chunk of the array (or OME-Zarr level 0) at `path` again with its own
+/// codecs, in parallel on the current rayon pool, and discards the result. Chunks are
+/// decoded first, in batches of at most 1 GiB, and only the encoding is timed (together
+/// with the all-fill check a writer makes before encoding). A chunk that is all fill
+/// value is not encoded, as a writer would not store it.
+///
+/// With [`decode_only`] of a pyramid's level 0, this over its other levels gives the codec
+/// floor of building them: any tool must decode the input and encode those levels.
+///
+/// # Errors
+/// [`StoreError`] if the array cannot be opened or a chunk cannot be read or encoded.
+pub fn encode_only(path: &Path) -> Result<DecodeReport, StoreError> {
+    use rayon::prelude::*;
+    use zarrs::array::ArrayToBytesCodecTraits;
+    let source = open_source(path)?;
+    let array = &source.array;
+    let array_dir = path.join(source.array_path.trim_start_matches('/'));
+    let codec_error = |indices: &[u64], e: Box<dyn std::error::Error + Send + Sync>| StoreError::ReadChunk {
+        path: array_dir.clone(),
+        key: array.chunk_key(indices).to_string(),
+        source: e,
+    };
+    let grid_shape = array.chunk_grid_shape().to_vec();
+    let all: Vec<Vec<u64>> = ArraySubset::new_with_shape(grid_shape)
+        .indices()
+        .into_iter()
+        .map(|i| i.to_vec())
+        .collect();
+    let array_bytes = source.shape.iter().product::<u64>() * source.dtype.size() as u64;
+    let chunk_bytes = array_bytes.div_ceil(all.len().max(1) as u64);
+    let per_batch = usize::try_from((ENCODE_ONLY_BATCH_BYTES / chunk_bytes.max(1)).max(1)).unwrap_or(1);
+    let options = CodecOptions::default().with_concurrent_target(1);
+    let (mut chunks, mut bytes, mut seconds) = (0u64, 0u64, 0.0f64);
+    for batch in all.chunks(per_batch) {
+        let decoded = batch
+            .par_iter()
+            .map(|indices| {
+                let data: ArrayBytes<'static> = array
+                    .retrieve_chunk_opt(indices, &options)
+                    .map_err(|e| codec_error(indices, boxed(e)))?;
+                let shape = array.chunk_shape(indices).map_err(|e| codec_error(indices, boxed(e)))?;
+                Ok((indices, data, shape))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let started = std::time::Instant::now();
+        let counts = decoded
+            .into_par_iter()
+            .map(|(indices, data, shape)| {
+                if data.is_fill_value(array.fill_value()) {
+                    return Ok((0, 0));
+                }
+                let size = data.size() as u64;
+                array
+                    .codecs()
+                    .encode(data, &shape, array.data_type(), array.fill_value(), &options)
+                    .map_err(|e| codec_error(indices, boxed(e)))?;
+                Ok((1, size))
+            })
+            .collect::<Result<Vec<(u64, u64)>, StoreError>>()?;
+        seconds += started.elapsed().as_secs_f64();
+        chunks += counts.iter().map(|c| c.0).sum::<u64>();
+        bytes += counts.iter().map(|c| c.1).sum::<u64>();
+    }
+    Ok(DecodeReport { chunks, bytes, seconds })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1285,6 +1396,56 @@ mod tests {
         }
         let spans = vec![SPANS.to_vec(), SPANS.to_vec()];
         reader.with_bands(Arc::new(move |chunk: &Region| halo_bands(chunk, &spans, &[64, 64])))
+    }
+
+    fn small_input(dir: &Path) -> (PathBuf, SourceImage) {
+        let path = dir.join("in.zarr");
+        let spec = ArraySpec {
+            shape: vec![64, 64],
+            chunks: vec![16, 16],
+            dtype: crate::DType::U16,
+            format: ArrayFormat::V2,
+            codec: Codec::Zstd(1),
+        };
+        write_synthetic(&path, &spec, 3).unwrap();
+        let source = open_source(&path).unwrap();
+        (path, source)
+    }
+
+    #[test]
+    fn a_reused_buffer_leaves_no_stale_values_in_a_read() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (_, source) = small_input(dir.path());
+        let reader = TileReader::<u16>::new(source.array.clone(), source.path.clone(), 0, Arc::new(|_: &Region| 1));
+        let region = Region::new(vec![5, 7], vec![40, 33]);
+        let expected = reader.read(&region).unwrap();
+        // Longer and shorter buffers full of a value the data never holds.
+        for stale in [vec![u16::MAX; 4096], vec![u16::MAX; 100]] {
+            assert_eq!(reader.read_into(&region, stale).unwrap(), expected);
+        }
+        assert!(!expected.contains(&u16::MAX));
+        // Each element is the one stored at its place: compare with whole-array reads.
+        let whole = reader.read(&Region::whole(&[64, 64])).unwrap();
+        for (i, &v) in expected.iter().enumerate() {
+            let (y, x) = (5 + i / 33, 7 + i % 33);
+            assert_eq!(v, whole[y * 64 + x], "element ({y}, {x})");
+        }
+    }
+
+    #[test]
+    fn encode_only_encodes_every_stored_chunk_once() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (path, source) = small_input(dir.path());
+        let report = encode_only(&path).unwrap();
+        assert_eq!((report.chunks, report.bytes), (16, 64 * 64 * 2));
+        assert!(report.seconds > 0.0);
+        // A missing chunk reads as fill value, which a writer does not store: not encoded.
+        let key = source.array.chunk_key(&[1, 2]);
+        fs::remove_file(path.join(key.as_str())).unwrap();
+        let report = encode_only(&path).unwrap();
+        assert_eq!((report.chunks, report.bytes), (15, 15 * 16 * 16 * 2));
+        // Decoding only sees every chunk, stored or not.
+        assert_eq!(decode_only(&path).unwrap().chunks, 16);
     }
 
     #[test]

@@ -526,6 +526,64 @@ fn demo_and_info_work() {
     );
 }
 
+/// `bench` on a user's array: a build row per method with its stages, and the decode-only
+/// and encode-only passes over every chunk; the input is left as it was.
+#[test]
+fn bench_times_builds_and_the_codec_passes_of_an_input() {
+    let dir = TempDir::new().unwrap();
+    let input = synthetic_input(
+        dir.path(),
+        "in.zarr",
+        &spec(&[16, 64, 64], &[8, 32, 32], DType::U16, ArrayFormat::V2, Codec::Zstd(1)),
+    );
+    let before = snapshot(&input);
+    let input_bytes = 16 * 64 * 64 * 2;
+    let workdir = dir.path().join("work");
+    let out = run(&[
+        "bench",
+        input.to_str().unwrap(),
+        "--methods",
+        "mean",
+        "--backends",
+        "cpu",
+        "--workdir",
+        workdir.to_str().unwrap(),
+        "--json",
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["decode_only"]["chunks"], 8);
+    assert_eq!(report["decode_only"]["bytes"], input_bytes);
+    assert!(report.get("encode_only").is_none());
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["method"], "mean");
+    assert!(rows[0]["seconds"].as_f64().unwrap() > 0.0);
+    assert!(rows[0]["levels"].as_u64().unwrap() >= 2, "{}", rows[0]);
+    let shares: f64 = rows[0]["stage_shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .sum();
+    assert!((shares - 1.0).abs() < 1e-9, "stage shares sum to one: {}", rows[0]);
+
+    let out = run(&["bench", input.to_str().unwrap(), "--encode-only", "--json", "-q"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["encode_only"]["chunks"], 8);
+    assert_eq!(report["encode_only"]["bytes"], input_bytes);
+    assert!(report["encode_only"]["seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["rows"], json!([]));
+    let text = stdout(&run(&["bench", input.to_str().unwrap(), "--encode-only", "-q"]));
+    assert!(
+        text.contains("Encode-only pass:") && text.contains("8 chunks"),
+        "{text}"
+    );
+    assert_eq!(snapshot(&input), before, "bench must not touch its input");
+}
+
 /// `build --backend gpu` gives exactly the CPU's pyramid for nearest and mean on every dtype
 /// the GPU holds, and gaussian within ±1 (integers) or 1e-5 (f32): 2-D to 5-D, odd shapes,
 /// anisotropic factors, several levels computed in a row on the device.

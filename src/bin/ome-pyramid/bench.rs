@@ -62,6 +62,11 @@ pub struct BenchArgs {
     /// Only time the decode-only pass (every input chunk read and decoded once).
     #[arg(long)]
     decode_only: bool,
+    /// Only time the decode-only pass and an encode-only pass: every chunk of INPUT decoded
+    /// (not timed) and encoded again with its own codec (timed). Run on a level of a
+    /// pyramid, it gives the codec floor of writing that level.
+    #[arg(long)]
+    encode_only: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -150,6 +155,8 @@ struct Report {
     input_bytes: u64,
     codec: String,
     decode_only: DecodeReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encode_only: Option<DecodeReport>,
     rows: Vec<Row>,
 }
 
@@ -268,8 +275,22 @@ pub fn run(args: &BenchArgs, quiet: bool) -> Result<()> {
             .num_threads(*sweep.iter().max().unwrap_or(&cores))
             .build()?
             .install(|| store::decode_only(&input))?;
+        let encode_only = if args.encode_only {
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(*sweep.iter().max().unwrap_or(&cores))
+                    .build()?
+                    .install(|| store::encode_only(&input))?,
+            )
+        } else {
+            None
+        };
         let mut rows: Vec<Row> = Vec::new();
-        let methods: &[Method] = if args.decode_only { &[] } else { &args.methods.0 };
+        let methods: &[Method] = if args.decode_only || args.encode_only {
+            &[]
+        } else {
+            &args.methods.0
+        };
         for &method in methods {
             for backend in &backends {
                 let thread_counts = if backend == "cpu" { sweep.clone() } else { vec![cores] };
@@ -331,6 +352,7 @@ pub fn run(args: &BenchArgs, quiet: bool) -> Result<()> {
             input_bytes,
             codec: store::describe_codecs(&source.raw_metadata),
             decode_only,
+            encode_only,
             rows,
         })
     })();
@@ -378,6 +400,17 @@ fn print_table(report: &Report) {
         "Decode-only pass: {:.2} s ({decode_rate:.0} MB/s), the floor for any build of this input.\n",
         report.decode_only.seconds
     );
+    if let Some(encode) = &report.encode_only {
+        #[allow(clippy::cast_precision_loss)]
+        let rate = encode.bytes as f64 / 1e6 / encode.seconds;
+        println!(
+            "Encode-only pass: {:.2} s ({rate:.0} MB/s of decoded data, {} chunks), the floor for writing this array.\n",
+            encode.seconds, encode.chunks
+        );
+    }
+    if report.rows.is_empty() {
+        return;
+    }
     println!(
         "{:<9} {:<28} {:>7} {:>8} {:>8} {:>22} {:>10} {:>8} {:>8}",
         "method", "backend", "threads", "time s", "MB/s", "read/compute/write %", "peak RSS", "÷decode", "GPU/CPU"
