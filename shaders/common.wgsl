@@ -1,5 +1,7 @@
 // Shared by every kernel (prepended to nearest.wgsl, mean.wgsl, gaussian.wgsl). Each
-// kernel defines `fn output_bits(e: u32) -> u32`, the element bits of output `e`.
+// kernel defines `fn output_bits(e: u32) -> u32`, the element bits of output `e`, and
+// binds its outputs from binding 3 on; bindings 0 to 2 (parameters, stencil tables, the
+// packed source tile) are declared here.
 //
 // Element kinds, chosen per pipeline with the override ELEM:
 //   0 u8, 1 u16, 2 u32, 3 i8, 4 i16, 5 i32, 6 f32.
@@ -24,6 +26,10 @@ const P_LAST: u32 = 23u;
 const P_OFFSET: u32 = 24u;
 const WORKGROUP: u32 = 256u;
 
+@group(0) @binding(0) var<storage, read> params: array<u32>;
+@group(0) @binding(1) var<storage, read> aux: array<u32>;
+@group(0) @binding(2) var<storage, read> src: array<u32>;
+
 fn elems_per_word() -> u32 {
     if (ELEM == 0u || ELEM == 3u) { return 4u; }
     if (ELEM == 1u || ELEM == 4u) { return 2u; }
@@ -47,6 +53,12 @@ fn unpack_bits(word: u32, lane: u32) -> u32 {
     let bits = elem_bits();
     if (bits == 32u) { return word; }
     return (word >> (bits * lane)) & ((1u << bits) - 1u);
+}
+
+// The raw bits of source element `i`.
+fn load(i: u32) -> u32 {
+    let per = elems_per_word();
+    return unpack_bits(src[i / per], i % per);
 }
 
 // Places raw element bits at `lane` of a word.

@@ -9,17 +9,13 @@
 // aux at params[P_STENCIL + pass axis]: offsets[outputs + 1], then (input index, weight
 // bits) pairs. Other axes map output i to input i + params[P_OFFSET + a].
 
-@group(0) @binding(0) var<storage, read> params: array<u32>;
-@group(0) @binding(1) var<storage, read> aux: array<u32>;
-@group(0) @binding(2) var<storage, read> src: array<u32>;
 @group(0) @binding(3) var<storage, read> src_f32: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dst: array<u32>;
 @group(0) @binding(5) var<storage, read_write> dst_f32: array<f32>;
 
 fn read_input(i: u32) -> f32 {
     if (params[P_FIRST] == 1u) {
-        let per = elems_per_word();
-        return to_f32(unpack_bits(src[i / per], i % per));
+        return to_f32(load(i));
     }
     return src_f32[i];
 }

@@ -7,15 +7,7 @@
 //
 // aux holds, per axis at params[P_STENCIL + a], pairs (first input, count) per output.
 
-@group(0) @binding(0) var<storage, read> params: array<u32>;
-@group(0) @binding(1) var<storage, read> aux: array<u32>;
-@group(0) @binding(2) var<storage, read> src: array<u32>;
 @group(0) @binding(3) var<storage, read_write> dst: array<u32>;
-
-fn load(i: u32) -> u32 {
-    let per = elems_per_word();
-    return unpack_bits(src[i / per], i % per);
-}
 
 // (hi:lo) += (b:a)
 fn add64(lo: ptr<function, u32>, hi: ptr<function, u32>, a: u32, b: u32) {
