@@ -17,6 +17,10 @@ read back from each output's metadata and printed) with the same codec.
 - ome-zarr-py (pip, `write_image` with `Scaler`): it reduces only y and x, so ome-pyramid runs
   with --factors z=1,y=2,x=2 --levels 3 for that comparison; zstd level 1.
 
+Codec floor: per comparison, the decode-only pass of the input plus an encode-only pass of the
+levels ome-pyramid wrote above level 0 (`ome-pyramid bench LEVEL --encode-only`): what any tool
+writing those levels with that codec must at least spend.
+
 --scaling builds 0.5, 2 and 8 GiB inputs with --memory 256MiB and reports time and peak RSS
 (memory must stay flat while time grows linearly).
 

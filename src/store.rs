@@ -1398,6 +1398,7 @@ mod tests {
         reader.with_bands(Arc::new(move |chunk: &Region| halo_bands(chunk, &spans, &[64, 64])))
     }
 
+    /// A 64×64 uint16 array of 16×16 zstd chunks (v2) in `dir`.
     fn small_input(dir: &Path) -> (PathBuf, SourceImage) {
         let path = dir.join("in.zarr");
         let spec = ArraySpec {
@@ -1469,16 +1470,7 @@ mod tests {
     #[test]
     fn halo_reads_are_served_from_bands_when_whole_chunks_do_not_fit() {
         let dir = tempfile::TempDir::new().unwrap();
-        let path = dir.path().join("in.zarr");
-        let spec = ArraySpec {
-            shape: vec![64, 64],
-            chunks: vec![16, 16],
-            dtype: crate::DType::U16,
-            format: ArrayFormat::V2,
-            codec: Codec::Zstd(1),
-        };
-        write_synthetic(&path, &spec, 3).unwrap();
-        let source = open_source(&path).unwrap();
+        let (_, source) = small_input(dir.path());
         let uncached = reader(&source, 0, false);
         // A whole chunk is 512 bytes; the bands of a chunk at most 2 × 96. A budget of
         // 1000 bytes leaves no room for whole chunks once a layer of bands is reserved.

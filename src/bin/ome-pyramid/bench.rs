@@ -271,17 +271,12 @@ pub fn run(args: &BenchArgs, quiet: bool) -> Result<()> {
         }
         let source = store::open_source(&input)?;
         let input_bytes = source.shape.iter().product::<u64>() * source.dtype.size() as u64;
-        let decode_only = rayon::ThreadPoolBuilder::new()
+        let codec_pool = rayon::ThreadPoolBuilder::new()
             .num_threads(*sweep.iter().max().unwrap_or(&cores))
-            .build()?
-            .install(|| store::decode_only(&input))?;
+            .build()?;
+        let decode_only = codec_pool.install(|| store::decode_only(&input))?;
         let encode_only = if args.encode_only {
-            Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(*sweep.iter().max().unwrap_or(&cores))
-                    .build()?
-                    .install(|| store::encode_only(&input))?,
-            )
+            Some(codec_pool.install(|| store::encode_only(&input))?)
         } else {
             None
         };
