@@ -813,7 +813,7 @@ fn run_build(builder: &PyramidBuilder, threads: usize) -> Result<BuildReport, Bu
         .plan
         .levels
         .iter()
-        .map(|l| chunk_count(&l.shape, &l.chunks))
+        .map(|l| l.chunk_grid().iter().product::<u64>())
         .sum();
     builder.progress.start(total_chunks);
     let pass_seconds = crate::dispatch_dtype!(dtype, T => run_passes::<T>(&context)?);
@@ -911,8 +911,4 @@ fn test_task_delay() -> Option<Duration> {
         .parse()
         .ok()
         .map(Duration::from_millis)
-}
-
-fn chunk_count(shape: &[u64], chunks: &[u64]) -> u64 {
-    shape.iter().zip(chunks).map(|(&n, &c)| n.div_ceil(c)).product()
 }

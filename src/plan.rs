@@ -274,6 +274,18 @@ pub struct LevelPlan {
     pub cumulative_factors: Vec<u64>,
 }
 
+impl LevelPlan {
+    /// Number of chunks along each axis.
+    #[must_use]
+    pub fn chunk_grid(&self) -> Vec<u64> {
+        self.shape
+            .iter()
+            .zip(&self.chunks)
+            .map(|(&n, &c)| n.div_ceil(c))
+            .collect()
+    }
+}
+
 /// The levels of a pyramid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PyramidPlan {

@@ -90,12 +90,7 @@ impl Pass {
         let writes_first = first == 0;
         // Level 0 copied as encoded bytes needs no decoded data of its own.
         let decodes_first_owned = writes_first && !context.raw_copy_level0;
-        let grid: Vec<u64> = top
-            .shape
-            .iter()
-            .zip(&top.chunks)
-            .map(|(&n, &c)| n.div_ceil(c))
-            .collect();
+        let grid = top.chunk_grid();
         let spans = (0..ndim)
             .map(|a| {
                 (0..grid[a])
@@ -294,12 +289,7 @@ pub(super) fn run_passes<T: StoreElement>(context: &BuildContext<'_>) -> Result<
 /// A one-level "pyramid": level 0 copied chunk by chunk.
 fn copy_level0_only<T: StoreElement>(context: &BuildContext<'_>) -> Result<(), BuildError> {
     let level = &context.plan.levels[0];
-    let grid: Vec<u64> = level
-        .shape
-        .iter()
-        .zip(&level.chunks)
-        .map(|(&n, &c)| n.div_ceil(c))
-        .collect();
+    let grid = level.chunk_grid();
     let total: u64 = grid.iter().product();
     let reader = TileReader::<T>::new(
         context.source.array.clone(),
