@@ -63,7 +63,8 @@ fn kernels(c: &mut Criterion) {
             if !gpu.supports(method, dtype) {
                 continue;
             }
-            let prog = program::build(dtype, &src.region, &[(step.clone(), dst.clone())]);
+            let prog = program::build(dtype, &src.region, &[(step.clone(), dst.clone())])
+                .expect("a bench tile fits u32 indices");
             for phase in ["upload", "compute", "readback"] {
                 group.bench_function(id(&format!("{label}-{phase}")), |b| {
                     b.iter_custom(|iterations| {

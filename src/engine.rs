@@ -15,7 +15,7 @@
 //! number of concurrent tasks are chosen so that the tasks' working sets fit `--memory`;
 //! memory therefore does not grow with the volume.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -34,8 +34,10 @@ use crate::ngff::{self, MultiscalesSpec, NgffError};
 use crate::plan::{self, Axis, AxisKind, FactorRule, PlanError, PlanRequest, PyramidPlan};
 use crate::store::{self, Compression, LevelArray, OutputGroup, SourceImage, StoreError};
 
+mod output;
 mod pass;
 
+use output::{absolute, check_output_location, prepare_output};
 use pass::{BuildContext, Counters, run_passes};
 
 /// Everything `build` can be asked (SPEC §1). `Default` gives the documented defaults.
@@ -129,9 +131,35 @@ pub enum BuildError {
         /// How they relate.
         relation: &'static str,
     },
-    /// `overwrite` on something that is not a Zarr store.
-    #[error("refusing to replace `{0}`: it exists and is not a Zarr store (remove it yourself if you mean it)")]
-    RefuseOverwrite(PathBuf),
+    /// `overwrite` on something that is not an ome-pyramid output.
+    #[error("refusing to replace `{path}`: {reason} (remove it yourself if you mean it)")]
+    RefuseOverwrite {
+        /// The output.
+        path: PathBuf,
+        /// Why it is not replaced, naming the first foreign entry where there is one.
+        reason: String,
+    },
+    /// The output changed under the build (files deleted or added by someone else): no
+    /// metadata is written.
+    #[error(
+        "the output `{path}` changed during the build: {detail}; no image metadata was written (build again with --resume to redo what is missing, or with --overwrite)"
+    )]
+    OutputDamaged {
+        /// The output.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The worker threads cannot be started.
+    #[error(
+        "cannot start {threads} worker threads ({reason}); the process's thread limit (ulimit -u) may be too low: pass --threads with a smaller number"
+    )]
+    ThreadsUnavailable {
+        /// Threads asked for.
+        threads: usize,
+        /// The system's reason.
+        reason: String,
+    },
     /// The output directory cannot be created.
     #[error("cannot create the output `{path}`")]
     OutputNotCreatable {
@@ -155,6 +183,11 @@ pub enum BuildError {
 }
 
 impl BuildError {
+    /// True when a read or write stopped because the build was cancelled.
+    pub(crate) fn is_cancellation(&self) -> bool {
+        matches!(self, BuildError::Store(StoreError::Cancelled))
+    }
+
     /// True for mistakes in what the user gave (exit code 2); false for failures while
     /// running (exit code 1).
     #[must_use]
@@ -164,11 +197,21 @@ impl BuildError {
             | BuildError::InvalidOption { .. }
             | BuildError::OutputExists(_)
             | BuildError::UnsafeOutput { .. }
-            | BuildError::RefuseOverwrite(_)
-            | BuildError::OutputNotCreatable { .. } => true,
+            | BuildError::RefuseOverwrite { .. } => true,
+            // A path that cannot be a directory is a mistake; a read-only or full disk is not.
+            BuildError::OutputNotCreatable { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::NotADirectory
+                    | std::io::ErrorKind::AlreadyExists
+                    | std::io::ErrorKind::InvalidInput
+                    | std::io::ErrorKind::InvalidFilename
+            ),
             BuildError::Store(e) => e.is_invalid_input(),
             BuildError::Journal(e) => e.is_invalid_input(),
-            BuildError::Backend(_) | BuildError::Interrupted { .. } => false,
+            BuildError::Backend(_)
+            | BuildError::Interrupted { .. }
+            | BuildError::OutputDamaged { .. }
+            | BuildError::ThreadsUnavailable { .. } => false,
         }
     }
 }
@@ -417,22 +460,13 @@ impl PyramidBuilder {
     /// from failures while running. On error no `.zattrs` is written, so the output never
     /// claims levels it does not have.
     pub fn build(self) -> Result<BuildReport, BuildError> {
-        let threads = self
-            .options
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
-        if threads == 0 {
-            return Err(BuildError::InvalidOption {
-                option: "threads",
-                reason: "must be at least 1".into(),
-            });
-        }
+        let threads = worker_threads(self.options.threads)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("ome-pyramid-{i}"))
             .build()
-            .map_err(|e| BuildError::InvalidOption {
-                option: "threads",
+            .map_err(|e| BuildError::ThreadsUnavailable {
+                threads,
                 reason: e.to_string(),
             })?;
         let progress = self.progress.clone();
@@ -442,73 +476,57 @@ impl PyramidBuilder {
     }
 }
 
-/// Resolves the absolute form of a path that may not exist yet.
-fn absolute(path: &Path) -> PathBuf {
-    if let Ok(p) = path.canonicalize() {
-        return p;
+/// Refuses a chunk whose decoded bytes exceed half the memory budget: a task holds at
+/// least one such chunk and its tile, and a lying input must not make the build allocate
+/// past `--memory`.
+fn check_chunk_fits(
+    option: &'static str,
+    what: &str,
+    chunk: &[u64],
+    element_size: u64,
+    memory_bytes: u64,
+) -> Result<(), BuildError> {
+    let bytes = chunk
+        .iter()
+        .try_fold(element_size, |n, &c| n.checked_mul(c))
+        .unwrap_or(u64::MAX);
+    if bytes > memory_bytes / 2 {
+        let needed = bytes.saturating_mul(2);
+        return Err(BuildError::InvalidOption {
+            option,
+            reason: format!(
+                "{what} ({chunk:?}) holds {} decoded, more than half of the --memory budget of {}; raise --memory to at least {} or use smaller chunks",
+                crate::units::format_bytes(bytes),
+                crate::units::format_bytes(memory_bytes),
+                crate::units::format_bytes(needed),
+            ),
+        });
     }
-    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    match (abs.parent(), abs.file_name()) {
-        (Some(parent), Some(name)) => absolute(parent).join(name),
-        _ => abs,
-    }
-}
-
-/// Refuses outputs that equal, lie inside or contain the input.
-fn check_output_location(input: &Path, output: &Path) -> Result<(), BuildError> {
-    let input_abs = absolute(input);
-    let output_abs = absolute(output);
-    let relation = if input_abs == output_abs {
-        Some("is the same path as")
-    } else if output_abs.starts_with(&input_abs) {
-        Some("lies inside")
-    } else if input_abs.starts_with(&output_abs) {
-        Some("contains")
-    } else {
-        None
-    };
-    match relation {
-        Some(relation) => Err(BuildError::UnsafeOutput {
-            output: output.to_path_buf(),
-            input: input.to_path_buf(),
-            relation,
-        }),
-        None => Ok(()),
-    }
-}
-
-/// Handles an existing output: refuse, or remove it when `overwrite` and it is a Zarr store.
-fn prepare_output(output: &Path, overwrite: bool) -> Result<(), BuildError> {
-    if !output.exists() {
-        return Ok(());
-    }
-    if !overwrite {
-        return Err(BuildError::OutputExists(output.to_path_buf()));
-    }
-    let is_dir = output.is_dir();
-    let empty = is_dir
-        && std::fs::read_dir(output)
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(false);
-    let zarr = is_dir && store::probe_node(output).is_ok();
-    if !(empty || zarr) {
-        return Err(BuildError::RefuseOverwrite(output.to_path_buf()));
-    }
-    if let Some(pid) = journal::live_lock_holder(output) {
-        return Err(JournalError::Locked {
-            path: output.to_path_buf(),
-            pid,
-        }
-        .into());
-    }
-    std::fs::remove_dir_all(output).map_err(|source| {
-        BuildError::Store(StoreError::Io {
-            action: "cannot remove the old output",
-            path: output.to_path_buf(),
-            source,
-        })
-    })?;
     Ok(())
+}
+
+/// Threads per core beyond which more threads only add overhead (the work is decoding,
+/// computing and encoding; a few extra cover waits on slow storage).
+const MAX_THREADS_PER_CORE: usize = 4;
+
+/// The worker thread count: `requested`, capped at what is useful, or every core.
+fn worker_threads(requested: Option<usize>) -> Result<usize, BuildError> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    match requested {
+        None => Ok(cores),
+        Some(0) => Err(BuildError::InvalidOption {
+            option: "threads",
+            reason: "must be at least 1".into(),
+        }),
+        Some(n) if n > MAX_THREADS_PER_CORE * cores => {
+            let cap = MAX_THREADS_PER_CORE * cores;
+            tracing::warn!(
+                "--threads {n} is more than {MAX_THREADS_PER_CORE} per core on these {cores} cores; using {cap}"
+            );
+            Ok(cap)
+        }
+        Some(n) => Ok(n),
+    }
 }
 
 /// Looks up per-axis-name values, refusing names that are not axes.
@@ -563,6 +581,17 @@ fn prepare(builder: &PyramidBuilder) -> Result<Prepared, BuildError> {
     check_output_location(&builder.input, &builder.output)?;
     let source = store::open_source_with(&builder.input, builder.layers.input.as_deref())?;
     let ndim = source.shape.len();
+    let element_size = source.dtype.size() as u64;
+    check_chunk_fits(
+        "memory",
+        "a chunk of the input",
+        &source.chunk_shape,
+        element_size,
+        options.memory_bytes,
+    )?;
+    if let Some(reason) = source.image.as_ref().and_then(|i| i.omero_dropped.as_ref()) {
+        tracing::warn!("the input's `omero` block is not valid OME-NGFF ({reason}); it is not copied to the output");
+    }
 
     // Axes: the input's OME axes, or --axes, or the default for the dimensionality.
     let image_axes = source.image.as_ref().map(|i| i.axes.clone()).filter(|a| !a.is_empty());
@@ -628,6 +657,15 @@ fn prepare(builder: &PyramidBuilder) -> Result<Prepared, BuildError> {
                     reason: "chunk sizes must be at least 1".into(),
                 });
             }
+            // Clipped to the array as every level's chunks are, then held to the budget.
+            let clipped: Vec<u64> = chunks.iter().zip(&source.shape).map(|(&c, &n)| c.min(n)).collect();
+            check_chunk_fits(
+                "chunks",
+                "one output chunk",
+                &clipped,
+                element_size,
+                options.memory_bytes,
+            )?;
             chunks.clone()
         }
         None => source.chunk_shape.clone(),
@@ -752,13 +790,13 @@ fn run_build(builder: &PyramidBuilder, threads: usize) -> Result<BuildReport, Bu
         })?;
     }
     let lock = OutputLock::acquire(output)?;
-    let record = build_record(builder, &prepared, backend.as_ref());
+    let record = build_record(builder, &prepared, backend.as_ref())?;
     if resuming {
         journal::check_record(output, &record)?;
     } else {
         journal::write_record(output, &record)?;
     }
-    let journal = Journal::open(output, resuming)?;
+    let mut journal = Journal::open(output, resuming)?;
     let dtype = prepared.source.dtype;
     info!(
         "{} → {}: {} {:?} {}, {} levels, method {}, backend {}",
@@ -792,6 +830,14 @@ fn run_build(builder: &PyramidBuilder, threads: usize) -> Result<BuildReport, Bu
             )
         })
         .collect::<Result<_, _>>()?;
+    if resuming {
+        let redone = journal.keep_intact(|c| levels.get(c.level).and_then(|l| l.stored_size(c.index)) == Some(c.bytes));
+        if redone > 0 {
+            tracing::warn!(
+                "{redone} tasks journaled as finished have chunk files that are missing or changed since; they are done again"
+            );
+        }
+    }
 
     let context = BuildContext {
         source: &prepared.source,
@@ -805,7 +851,7 @@ fn run_build(builder: &PyramidBuilder, threads: usize) -> Result<BuildReport, Bu
         raw_copy_level0: prepared.raw_copy_level0,
         progress: builder.progress.as_ref(),
         cancel: builder.cancel.clone(),
-        counters: Counters::default(),
+        counters: Counters::new(prepared.plan.len()),
         journal: &journal,
         task_delay: test_task_delay(),
     };
@@ -817,6 +863,7 @@ fn run_build(builder: &PyramidBuilder, threads: usize) -> Result<BuildReport, Bu
         .sum();
     builder.progress.start(total_chunks);
     let pass_seconds = crate::dispatch_dtype!(dtype, T => run_passes::<T>(&context)?);
+    context.verify(0..=levels.len() - 1)?;
 
     let spec = MultiscalesSpec {
         name: &prepared.name,
@@ -880,35 +927,96 @@ fn run_build(builder: &PyramidBuilder, threads: usize) -> Result<BuildReport, Bu
     })
 }
 
-/// Every setting that decides the output's bytes: a resumed build must match it.
-fn build_record(builder: &PyramidBuilder, prepared: &Prepared, backend: &dyn Downsampler) -> Value {
+/// Every setting that decides the output's bytes, and a fingerprint of the input's data:
+/// a resumed build must match it. Keys are the names a mismatch message shows.
+fn build_record(builder: &PyramidBuilder, prepared: &Prepared, backend: &dyn Downsampler) -> Result<Value, BuildError> {
     let backend = match backend.kind() {
         crate::backend::BackendKind::Cpu => "cpu".to_string(),
         crate::backend::BackendKind::Gpu => backend.description(),
     };
-    serde_json::json!({
+    let array_dir = prepared
+        .source
+        .path
+        .join(prepared.source.array_path.trim_start_matches('/'));
+    let input_data = store::tree::fingerprint_files(&array_dir).map_err(|source| StoreError::Io {
+        action: "cannot read the input",
+        path: array_dir.clone(),
+        source,
+    })?;
+    let plan = &prepared.plan;
+    let factors: Vec<&Vec<u32>> = plan.levels[1..].iter().map(|l| &l.step_factors).collect();
+    Ok(serde_json::json!({
         "software": format!("ome-pyramid {}", env!("CARGO_PKG_VERSION")),
         "input": absolute(&builder.input),
         "input_array": prepared.source.array_path,
         "input_metadata": prepared.source.raw_metadata,
+        journal::record::INPUT_DATA_KEY: input_data,
         "method": builder.options.method,
-        "levels": prepared.plan,
+        "levels": plan.len(),
+        "chunks": plan.levels[0].chunks,
+        "factors": factors,
         "axes": prepared.axes,
-        "pixel_size": prepared.pixel_size,
+        "scale": prepared.pixel_size,
         "translation": prepared.translation,
         "compressor": prepared.compressor,
         "fill_value": prepared.source.fill_value,
         "level0_copied_as_encoded": prepared.raw_copy_level0,
         "name": prepared.name,
         "backend": backend,
-    })
+    }))
 }
 
 /// A pause before each task, for tests that interrupt builds (`OME_PYRAMID_TEST_TASK_DELAY_MS`).
+/// Read only by debug builds (the test suite's): a release binary or a host process never
+/// looks at it.
 fn test_task_delay() -> Option<Duration> {
+    if !cfg!(debug_assertions) {
+        return None;
+    }
     std::env::var("OME_PYRAMID_TEST_TASK_DELAY_MS")
         .ok()?
         .parse()
         .ok()
         .map(Duration::from_millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_only_output_location_is_a_run_time_failure() {
+        let not_creatable = |kind: std::io::ErrorKind| BuildError::OutputNotCreatable {
+            path: "out".into(),
+            source: kind.into(),
+        };
+        // Issue 16 item 18: exit 1 for a read-only or full file system, 2 for a path that
+        // cannot be a directory.
+        assert!(!not_creatable(std::io::ErrorKind::PermissionDenied).is_invalid_input());
+        assert!(!not_creatable(std::io::ErrorKind::ReadOnlyFilesystem).is_invalid_input());
+        assert!(!not_creatable(std::io::ErrorKind::StorageFull).is_invalid_input());
+        assert!(not_creatable(std::io::ErrorKind::NotADirectory).is_invalid_input());
+    }
+
+    #[test]
+    fn a_thread_limit_is_not_reported_as_an_invalid_option() {
+        // Issue 16 item 18: a `ulimit` thread limit said "invalid threads" though --threads
+        // was not given.
+        let err = BuildError::ThreadsUnavailable {
+            threads: 16,
+            reason: "Resource temporarily unavailable (os error 11)".into(),
+        };
+        assert!(!err.is_invalid_input());
+        assert!(err.to_string().starts_with("cannot start 16 worker threads"), "{err}");
+        assert!(!err.to_string().contains("invalid threads"));
+        assert_eq!(
+            worker_threads(None).unwrap(),
+            std::thread::available_parallelism().unwrap().get()
+        );
+        assert!(worker_threads(Some(0)).is_err());
+        assert_eq!(
+            worker_threads(Some(1_000_000)).unwrap(),
+            4 * worker_threads(None).unwrap()
+        );
+    }
 }

@@ -1,45 +1,51 @@
-//! Safe and resumable output: the lock file, the build record and the task journal that a
-//! build keeps inside OUTPUT while it runs (SPEC §4's "a run that dies never leaves
-//! metadata that lies", and `--resume`).
+//! Safe and resumable output: the lock, the build record and the task journal that a build
+//! keeps inside OUTPUT while it runs (SPEC §4's "a run that dies never leaves metadata that
+//! lies", and `--resume`).
 //!
-//! - `.ome-pyramid.lock` holds the pid of the build writing OUTPUT; a second build refuses
-//!   to write there while that process lives. A lock left by a killed process is stale and
-//!   is taken over.
-//! - `.ome-pyramid-build.json` records every setting that decides the output's bytes; a
-//!   resumed build must match it.
-//! - `.ome-pyramid-journal` lists, one line each, the passes planned (`pass FIRST LAST`)
-//!   and the tasks finished (`done FIRST TASK`). A task is journaled only after all its
-//!   chunks are written, so a resumed build redoes exactly the unfinished tasks and ends
-//!   byte-identical to an uninterrupted one. A torn last line is ignored.
+//! - [`lock`]: `.ome-pyramid.lock`, held by the build writing OUTPUT.
+//! - [`record`]: `.ome-pyramid-build.json`, the settings that decide the output's bytes and
+//!   a fingerprint of the input; a resumed build must match it.
+//! - `.ome-pyramid-journal` (here) lists, one line each, the passes planned
+//!   (`pass FIRST LAST`) and the tasks finished (`done FIRST TASK` followed by every chunk
+//!   file the task stored, as `LEVEL:CHUNK:BYTES`). A task is journaled only after all its
+//!   chunks are written. Each line ends with a checksum; a torn or altered line is ignored,
+//!   and a resumed build checks that the chunk files a finished task lists still exist with
+//!   their sizes, redoing the task where they do not. So a resumed build redoes exactly the
+//!   unfinished work and ends byte-identical to an uninterrupted one.
 //!
-//! All three are removed when the build completes, after `.zattrs` is in place.
+//! All three are removed when the build completes, after the image metadata is in place.
 
-use std::collections::{HashMap, HashSet};
+pub mod lock;
+pub mod record;
+
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use serde_json::Value;
+pub use lock::{LOCK_FILE, LockHolder, OutputLock};
+pub use record::{InputFingerprint, RECORD_FILE, check_record, write_record};
 
-/// The lock file's name inside OUTPUT.
-pub const LOCK_FILE: &str = ".ome-pyramid.lock";
-/// The build record's name inside OUTPUT.
-pub const RECORD_FILE: &str = ".ome-pyramid-build.json";
+use crate::digest::fnv64;
+
 /// The journal's name inside OUTPUT.
 pub const JOURNAL_FILE: &str = ".ome-pyramid-journal";
+
+/// The journal's first line; a journal without it is not trusted.
+const HEADER: &str = "ome-pyramid journal 2";
 
 /// Problems with the lock, record or journal.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum JournalError {
-    /// Another live process holds the lock.
-    #[error("`{path}` is being written by another ome-pyramid process (pid {pid}); wait for it, or stop it first")]
+    /// Another running process holds the lock.
+    #[error("`{path}` is being written by another ome-pyramid process ({holder}); wait for it, or stop it first")]
     Locked {
         /// The output.
         path: PathBuf,
-        /// The other process.
-        pid: u32,
+        /// Who holds it, e.g. `pid 42 on host h`.
+        holder: String,
     },
     /// `--resume` on an output without a build record.
     #[error("`{0}` cannot be resumed: it holds no record of an interrupted ome-pyramid build")]
@@ -49,17 +55,26 @@ pub enum JournalError {
     AlreadyComplete(PathBuf),
     /// `--resume` with settings that differ from the interrupted build's.
     #[error(
-        "`{path}` cannot be resumed with these settings: {key} was {before}, now {now} (resume with the original options, or use --overwrite)"
+        "`{path}` cannot be resumed with these settings: {} (resume with the original options, or use --overwrite)",
+        record::describe_differences(.differences)
     )]
     SettingsDiffer {
         /// The output.
         path: PathBuf,
-        /// The first differing setting.
-        key: String,
-        /// Its recorded value.
-        before: String,
-        /// Its value now.
-        now: String,
+        /// The differing settings, most telling first: name, recorded value, value now.
+        differences: Vec<(String, String, String)>,
+    },
+    /// `--resume` over an input whose data changed since the interrupted build.
+    #[error(
+        "`{path}` cannot be resumed: its input `{input}` changed since the interrupted build ({detail}); use --overwrite to build it again"
+    )]
+    InputChanged {
+        /// The output.
+        path: PathBuf,
+        /// The input.
+        input: String,
+        /// What changed.
+        detail: String,
     },
     /// A file-system failure.
     #[error("{action} `{path}`")]
@@ -90,113 +105,32 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     }
 }
 
-/// True if a process with this pid is running (Linux: `/proc/PID`; elsewhere, assumed).
-fn process_alive(pid: u32) -> bool {
-    if pid == std::process::id() {
-        return true;
+/// One chunk file that a task stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StoredChunk {
+    /// Level.
+    pub level: usize,
+    /// Flat (C-order) index of the chunk in its level's chunk grid.
+    pub index: u64,
+    /// Bytes of the file.
+    pub bytes: u64,
+}
+
+/// Chunk files stored in one level and their bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoredTotals {
+    /// Chunk files.
+    pub chunks: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+impl StoredTotals {
+    /// Counts one more chunk file of `bytes`.
+    pub fn add(&mut self, bytes: u64) {
+        self.chunks += 1;
+        self.bytes += bytes;
     }
-    if Path::new("/proc/self").exists() {
-        Path::new("/proc").join(pid.to_string()).exists()
-    } else {
-        true
-    }
-}
-
-/// The pid recorded in OUTPUT's lock, if a live process holds it.
-#[must_use]
-pub fn live_lock_holder(output: &Path) -> Option<u32> {
-    let pid: u32 = fs::read_to_string(output.join(LOCK_FILE)).ok()?.trim().parse().ok()?;
-    process_alive(pid).then_some(pid)
-}
-
-/// Holds OUTPUT's lock; removes the lock file when dropped.
-#[derive(Debug)]
-pub struct OutputLock {
-    path: PathBuf,
-}
-
-impl OutputLock {
-    /// Takes the lock of `output` (an existing directory), taking over a stale one.
-    ///
-    /// # Errors
-    /// [`JournalError::Locked`] if a live process holds it; [`JournalError::Io`].
-    pub fn acquire(output: &Path) -> Result<Self, JournalError> {
-        let path = output.join(LOCK_FILE);
-        for _ in 0..2 {
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut file) => {
-                    writeln!(file, "{}", std::process::id()).map_err(io("cannot write", &path))?;
-                    return Ok(Self { path });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    if let Some(pid) = live_lock_holder(output) {
-                        return Err(JournalError::Locked {
-                            path: output.to_path_buf(),
-                            pid,
-                        });
-                    }
-                    tracing::info!("taking over the stale lock `{}`", path.display());
-                    fs::remove_file(&path).map_err(io("cannot remove the stale lock", &path))?;
-                }
-                Err(e) => return Err(io("cannot create the lock", &path)(e)),
-            }
-        }
-        Err(JournalError::Io {
-            action: "cannot take the lock",
-            path,
-            source: std::io::Error::other("another process raced for it"),
-        })
-    }
-}
-
-impl Drop for OutputLock {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
-}
-
-/// Writes the build record (the settings that decide the output's bytes).
-///
-/// # Errors
-/// [`JournalError::Io`].
-pub fn write_record(output: &Path, record: &Value) -> Result<(), JournalError> {
-    let path = output.join(RECORD_FILE);
-    let text = serde_json::to_string_pretty(record).expect("JSON values serialise");
-    fs::write(&path, text).map_err(io("cannot write", &path))
-}
-
-/// Checks that a resumed build's settings equal the interrupted one's.
-///
-/// # Errors
-/// [`JournalError::NothingToResume`] without a record; [`JournalError::SettingsDiffer`]
-/// naming the first difference.
-pub fn check_record(output: &Path, record: &Value) -> Result<(), JournalError> {
-    let path = output.join(RECORD_FILE);
-    let Ok(text) = fs::read_to_string(&path) else {
-        return Err(if output.join(".zattrs").is_file() {
-            JournalError::AlreadyComplete(output.to_path_buf())
-        } else {
-            JournalError::NothingToResume(output.to_path_buf())
-        });
-    };
-    let before: Value = serde_json::from_str(&text).map_err(|_| JournalError::NothingToResume(output.to_path_buf()))?;
-    let (Some(old), Some(new)) = (before.as_object(), record.as_object()) else {
-        return Err(JournalError::NothingToResume(output.to_path_buf()));
-    };
-    let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
-    for key in keys {
-        let (a, b) = (old.get(key.as_str()), new.get(key.as_str()));
-        if a != b {
-            let show = |v: Option<&Value>| v.map_or_else(|| "unset".to_string(), Value::to_string);
-            return Err(JournalError::SettingsDiffer {
-                path: output.to_path_buf(),
-                key: key.clone(),
-                before: show(a),
-                now: show(b),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// The journal of passes planned and tasks finished.
@@ -205,7 +139,32 @@ pub struct Journal {
     path: PathBuf,
     file: Mutex<File>,
     passes: HashMap<usize, usize>,
-    done: HashSet<(usize, u64)>,
+    done: HashMap<(usize, u64), Vec<StoredChunk>>,
+}
+
+/// `text #checksum`.
+fn sealed(text: &str) -> String {
+    format!("{text} #{:016x}\n", fnv64(text.as_bytes()))
+}
+
+/// The text of a sealed line whose checksum holds.
+fn unsealed(line: &str) -> Option<&str> {
+    let (text, sum) = line.rsplit_once(" #")?;
+    (u64::from_str_radix(sum, 16).ok()? == fnv64(text.as_bytes())).then_some(text)
+}
+
+fn parse_chunk(field: &str) -> Option<StoredChunk> {
+    let mut parts = field.split(':').map(str::parse::<u64>);
+    let (Some(Ok(level)), Some(Ok(index)), Some(Ok(bytes)), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    Some(StoredChunk {
+        level: usize::try_from(level).ok()?,
+        index,
+        bytes,
+    })
 }
 
 impl Journal {
@@ -217,34 +176,48 @@ impl Journal {
     pub fn open(output: &Path, resume: bool) -> Result<Self, JournalError> {
         let path = output.join(JOURNAL_FILE);
         let mut passes = HashMap::new();
-        let mut done = HashSet::new();
-        if resume && let Ok(text) = fs::read_to_string(&path) {
-            for line in text.lines() {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                let numbers: Option<Vec<u64>> = fields.iter().skip(1).map(|f| f.parse().ok()).collect();
-                match (fields.first(), numbers.as_deref()) {
-                    (Some(&"pass"), Some(&[first, last])) => {
-                        passes.insert(
-                            usize::try_from(first).unwrap_or(usize::MAX),
-                            usize::try_from(last).unwrap_or(0),
-                        );
-                    }
-                    (Some(&"done"), Some(&[first, task])) => {
-                        done.insert((usize::try_from(first).unwrap_or(usize::MAX), task));
-                    }
-                    // A line torn by a kill, or from a future version: ignored.
-                    _ => {}
+        let mut done = HashMap::new();
+        let text = if resume {
+            fs::read_to_string(&path).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let mut lines = text.lines();
+        let trusted = lines.next() == Some(HEADER);
+        for line in lines.filter(|_| trusted).filter_map(unsealed) {
+            let mut fields = line.split_whitespace();
+            let kind = fields.next();
+            let (Some(Ok(first)), Some(Ok(second))) = (
+                fields.next().map(str::parse::<usize>),
+                fields.next().map(str::parse::<u64>),
+            ) else {
+                continue;
+            };
+            match kind {
+                Some("pass") => {
+                    passes.insert(first, usize::try_from(second).unwrap_or(0));
                 }
+                Some("done") => {
+                    let chunks: Option<Vec<StoredChunk>> = fields.map(parse_chunk).collect();
+                    if let Some(chunks) = chunks {
+                        done.insert((first, second), chunks);
+                    }
+                }
+                // From a future version: ignored.
+                _ => {}
             }
         }
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create(true)
             .append(true)
-            .truncate(false)
             .open(&path)
             .map_err(io("cannot open the journal", &path))?;
-        if !resume {
+        if !resume || !trusted {
             file.set_len(0).map_err(io("cannot reset the journal", &path))?;
+            writeln!(file, "{HEADER}").map_err(io("cannot write the journal", &path))?;
+            // Passes and tasks of an untrusted journal are redone from scratch.
+            passes.clear();
+            done.clear();
         }
         Ok(Self {
             path,
@@ -254,7 +227,8 @@ impl Journal {
         })
     }
 
-    fn append(&self, line: &str) -> Result<(), JournalError> {
+    fn append(&self, text: &str) -> Result<(), JournalError> {
+        let line = sealed(text);
         let mut file = self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         file.write_all(line.as_bytes())
             .map_err(io("cannot write the journal", &self.path))
@@ -271,27 +245,60 @@ impl Journal {
     /// # Errors
     /// [`JournalError::Io`].
     pub fn pass_started(&self, first: usize, last: usize) -> Result<(), JournalError> {
-        self.append(&format!("pass {first} {last}\n"))
+        self.append(&format!("pass {first} {last}"))
     }
 
     /// True if task `task` of the pass starting at `first` finished in an earlier run.
     #[must_use]
     pub fn is_done(&self, first: usize, task: u64) -> bool {
-        self.done.contains(&(first, task))
+        self.done.contains_key(&(first, task))
     }
 
     /// Tasks of the pass starting at `first` that finished in an earlier run.
     #[must_use]
     pub fn done_in_pass(&self, first: usize) -> usize {
-        self.done.iter().filter(|(f, _)| *f == first).count()
+        self.done.keys().filter(|(f, _)| *f == first).count()
     }
 
-    /// Records that a task finished (after all its chunks were written).
+    /// Records that a task finished, with every chunk file it stored (after all were written).
     ///
     /// # Errors
     /// [`JournalError::Io`].
-    pub fn task_done(&self, first: usize, task: u64) -> Result<(), JournalError> {
-        self.append(&format!("done {first} {task}\n"))
+    pub fn task_done(&self, first: usize, task: u64, stored: &[StoredChunk]) -> Result<(), JournalError> {
+        use std::fmt::Write as _;
+        let mut text = format!("done {first} {task}");
+        for c in stored {
+            let _ = write!(text, " {}:{}:{}", c.level, c.index, c.bytes);
+        }
+        self.append(&text)
+    }
+
+    /// Forgets the finished tasks whose stored chunks `intact` does not confirm (a chunk
+    /// file deleted or changed since), so that they are done again. Returns how many.
+    pub fn keep_intact(&mut self, intact: impl Fn(&StoredChunk) -> bool + Sync) -> usize {
+        use rayon::prelude::*;
+        let broken: Vec<(usize, u64)> = self
+            .done
+            .par_iter()
+            .filter(|(_, chunks)| !chunks.iter().all(&intact))
+            .map(|(task, _)| *task)
+            .collect();
+        for task in &broken {
+            self.done.remove(task);
+        }
+        broken.len()
+    }
+
+    /// Chunk files stored per level by the tasks that finished in earlier runs.
+    #[must_use]
+    pub fn stored_before(&self, levels: usize) -> Vec<StoredTotals> {
+        let mut totals = vec![StoredTotals::default(); levels];
+        for chunk in self.done.values().flatten() {
+            if let Some(t) = totals.get_mut(chunk.level) {
+                t.add(chunk.bytes);
+            }
+        }
+        totals
     }
 
     /// Removes the journal and the build record (the build is complete).
@@ -305,58 +312,76 @@ impl Journal {
 mod tests {
     use super::*;
 
+    fn chunk(level: usize, index: u64, bytes: u64) -> StoredChunk {
+        StoredChunk { level, index, bytes }
+    }
+
     #[test]
     fn journal_survives_a_torn_last_line() {
         let dir = tempfile::TempDir::new().unwrap();
         let journal = Journal::open(dir.path(), false).unwrap();
         journal.pass_started(0, 2).unwrap();
-        journal.task_done(0, 3).unwrap();
-        journal.task_done(0, 5).unwrap();
+        journal.task_done(0, 3, &[chunk(0, 3, 100), chunk(1, 0, 40)]).unwrap();
+        journal.task_done(0, 5, &[]).unwrap();
         drop(journal);
         let mut f = OpenOptions::new()
             .append(true)
             .open(dir.path().join(JOURNAL_FILE))
             .unwrap();
-        f.write_all(b"done 0 ").unwrap();
+        f.write_all(b"done 0 4 0:4:1").unwrap();
         let journal = Journal::open(dir.path(), true).unwrap();
         assert_eq!(journal.planned_pass(0), Some(2));
         assert!(journal.is_done(0, 3) && journal.is_done(0, 5) && !journal.is_done(0, 4));
         assert_eq!(journal.done_in_pass(0), 2);
+        assert_eq!(
+            journal.stored_before(2),
+            vec![
+                StoredTotals { chunks: 1, bytes: 100 },
+                StoredTotals { chunks: 1, bytes: 40 }
+            ]
+        );
         let fresh = Journal::open(dir.path(), false).unwrap();
         assert_eq!(fresh.done_in_pass(0), 0);
     }
 
     #[test]
-    fn a_live_lock_blocks_and_a_stale_one_is_taken_over() {
+    fn resume_ignores_forged_done_lines() {
         let dir = tempfile::TempDir::new().unwrap();
-        let lock = OutputLock::acquire(dir.path()).unwrap();
-        assert!(matches!(
-            OutputLock::acquire(dir.path()),
-            Err(JournalError::Locked { .. })
-        ));
-        drop(lock);
-        assert!(!dir.path().join(LOCK_FILE).exists());
-        // A pid that cannot be running.
-        fs::write(dir.path().join(LOCK_FILE), "4294967290\n").unwrap();
-        let lock = OutputLock::acquire(dir.path()).unwrap();
-        drop(lock);
+        let journal = Journal::open(dir.path(), false).unwrap();
+        journal.pass_started(0, 1).unwrap();
+        journal.task_done(0, 0, &[chunk(0, 0, 10)]).unwrap();
+        drop(journal);
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(JOURNAL_FILE))
+            .unwrap();
+        // Appended by hand: in the old format, and with a checksum that does not hold.
+        f.write_all(b"done 0 1\ndone 0 2 #0000000000000000\n").unwrap();
+        let journal = Journal::open(dir.path(), true).unwrap();
+        assert!(journal.is_done(0, 0));
+        assert!(!journal.is_done(0, 1) && !journal.is_done(0, 2));
     }
 
     #[test]
-    fn records_must_match() {
+    fn resume_redoes_tasks_whose_chunks_are_gone() {
         let dir = tempfile::TempDir::new().unwrap();
-        let record = serde_json::json!({"method": "mean", "levels": 3});
-        assert!(matches!(
-            check_record(dir.path(), &record),
-            Err(JournalError::NothingToResume(_))
-        ));
-        write_record(dir.path(), &record).unwrap();
-        check_record(dir.path(), &record).unwrap();
-        let other = serde_json::json!({"method": "gaussian", "levels": 3});
-        let err = check_record(dir.path(), &other).unwrap_err();
-        assert!(
-            err.to_string().contains("method was \"mean\", now \"gaussian\""),
-            "{err}"
-        );
+        let journal = Journal::open(dir.path(), false).unwrap();
+        journal.task_done(0, 0, &[chunk(0, 0, 10), chunk(1, 0, 5)]).unwrap();
+        journal.task_done(0, 1, &[chunk(0, 1, 10)]).unwrap();
+        journal.task_done(0, 2, &[]).unwrap();
+        drop(journal);
+        let mut journal = Journal::open(dir.path(), true).unwrap();
+        // Chunk 0/1 was deleted since.
+        let redone = journal.keep_intact(|c| !(c.level == 0 && c.index == 1));
+        assert_eq!(redone, 1);
+        assert!(journal.is_done(0, 0) && !journal.is_done(0, 1) && journal.is_done(0, 2));
+    }
+
+    #[test]
+    fn a_journal_without_its_header_is_not_trusted() {
+        let dir = tempfile::TempDir::new().unwrap();
+        fs::write(dir.path().join(JOURNAL_FILE), sealed("done 0 0")).unwrap();
+        let journal = Journal::open(dir.path(), true).unwrap();
+        assert!(!journal.is_done(0, 0));
     }
 }

@@ -25,6 +25,7 @@
 //! backend for nearest and mean.
 
 pub mod backend;
+pub mod digest;
 pub mod dtype;
 pub mod engine;
 pub mod journal;

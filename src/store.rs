@@ -15,17 +15,21 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value, json};
 use zarrs::array::{
-    Array, ArrayBytes, ArrayMetadataV2, ArrayShardedExt, ArrayShardedReadableExt, ArrayShardedReadableExtCache,
-    ArraySubset, ChunkGrid, CodecOptions, Element, ElementOwned,
+    Array, ArrayBytes, ArrayMetadataV2, ArrayShardedExt, ArraySubset, ChunkGrid, CodecOptions, Element, ElementOwned,
 };
-use zarrs::filesystem::FilesystemStore;
 use zarrs::plugin::ExtensionName;
 use zarrs::storage::{ReadableStorageTraits, ReadableWritableStorageTraits, StoreKey};
+
+pub mod decode;
+pub mod files;
+pub mod tree;
+
+use decode::ChunkDecoder;
 
 use crate::dtype::DType;
 use crate::ngff::{InputImage, NgffError, read_input_image};
@@ -43,6 +47,23 @@ pub enum StoreError {
     /// The input path does not exist.
     #[error("input `{0}` does not exist")]
     NotFound(PathBuf),
+    /// The input path exists but cannot be looked at (permissions, a symbolic link loop).
+    #[error("cannot access the input `{path}`")]
+    Inaccessible {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Sizes that no machine can hold.
+    #[error("`{path}` cannot be processed: {what} holds more bytes than a 64-bit machine can address")]
+    TooLarge {
+        /// The array.
+        path: PathBuf,
+        /// What is too large.
+        what: String,
+    },
     /// The input path is not a Zarr array or group.
     #[error("`{0}` is not a Zarr array or OME-Zarr image (no .zarray, .zgroup or zarr.json found)")]
     NotZarr(PathBuf),
@@ -124,6 +145,9 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The build was cancelled while reading or writing.
+    #[error("stopped on request")]
+    Cancelled,
     /// Any other file-system failure.
     #[error("{action} `{path}`")]
     Io {
@@ -144,7 +168,10 @@ impl StoreError {
     pub fn is_invalid_input(&self) -> bool {
         !matches!(
             self,
-            StoreError::ReadChunk { .. } | StoreError::WriteChunk { .. } | StoreError::Io { .. }
+            StoreError::ReadChunk { .. }
+                | StoreError::WriteChunk { .. }
+                | StoreError::Io { .. }
+                | StoreError::Cancelled
         )
     }
 }
@@ -208,14 +235,18 @@ impl std::fmt::Debug for SourceImage {
 }
 
 fn read_json(path: &Path) -> Result<Option<Value>, StoreError> {
-    match fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
+    match tree::read_regular(path) {
+        Ok(Some(bytes)) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| StoreError::InvalidMetadata {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
             }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Ok(None) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Err(StoreError::InvalidMetadata {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }),
         Err(e) => Err(StoreError::Io {
             action: "cannot read",
             path: path.to_path_buf(),
@@ -291,16 +322,21 @@ pub fn open_source_with(
     path: &Path,
     layer: Option<&(dyn Fn(ReadStorage) -> ReadStorage + Send + Sync)>,
 ) -> Result<SourceImage, StoreError> {
-    if !path.exists() {
-        return Err(StoreError::NotFound(path.to_path_buf()));
+    match fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotFound(path.to_path_buf())),
+        Err(source) => {
+            return Err(StoreError::Inaccessible {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+        Ok(meta) if !meta.is_dir() => return Err(StoreError::NotZarr(path.to_path_buf())),
+        Ok(_) => {}
     }
-    if !path.is_dir() {
-        return Err(StoreError::NotZarr(path.to_path_buf()));
-    }
-    let store: ReadStorage = Arc::new(FilesystemStore::new(path).map_err(|e| StoreError::OpenArray {
+    let store: ReadStorage = files::RegularFileStore::new(path).map_err(|e| StoreError::OpenArray {
         path: path.to_path_buf(),
-        source: boxed(e),
-    })?);
+        source: e.into(),
+    })?;
     let plain_files = layer.is_none();
     let store = match layer {
         Some(layer) => layer(store),
@@ -361,6 +397,15 @@ pub fn open_source_with(
         .ok()
         .flatten()
         .unwrap_or_else(|| shape.clone());
+    for (what, dims) in [("shape", &shape), ("chunk shape", &chunk_shape)] {
+        let bytes = dims.iter().try_fold(dtype.size() as u64, |n, &d| n.checked_mul(d));
+        if bytes.is_none_or(|b| usize::try_from(b).is_err()) {
+            return Err(StoreError::TooLarge {
+                path: array_dir,
+                what: format!("its {what} {dims:?} of {dtype}"),
+            });
+        }
+    }
     let zarr_format = if matches!(raw_metadata.get("zarr_format"), Some(v) if v == 3) {
         3
     } else {
@@ -667,11 +712,11 @@ impl OutputGroup {
         fs::create_dir_all(path).map_err(io_error("cannot create the output directory", path))?;
         fs::write(path.join(".zgroup"), b"{\n  \"zarr_format\": 2\n}\n")
             .map_err(io_error("cannot write", &path.join(".zgroup")))?;
-        let storage: WriteStorage = Arc::new(FilesystemStore::new(path).map_err(|e| StoreError::Io {
+        let storage: WriteStorage = files::RegularFileStore::new(path).map_err(|e| StoreError::Io {
             action: "cannot open the output store",
             path: path.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        })?);
+            source: std::io::Error::other(e),
+        })?;
         let plain_files = layer.is_none();
         let storage = match layer {
             Some(layer) => layer(storage),
@@ -793,27 +838,52 @@ impl LevelArray {
         CodecOptions::default().with_concurrent_target(1)
     }
 
-    /// Encodes and writes one chunk (`data` covers the full chunk, padding included).
-    /// A chunk that holds only the fill value is not written (valid Zarr).
+    /// Encodes and writes one chunk (`data` covers the full chunk, padding included), and
+    /// returns the bytes stored. A chunk that holds only the fill value is not stored
+    /// (valid Zarr): `None`.
     ///
     /// # Errors
     /// [`StoreError::WriteChunk`] naming the chunk.
-    pub fn write_chunk<T: StoreElement>(&self, indices: &[u64], data: &[T]) -> Result<(), StoreError> {
-        self.array
-            .store_chunk_opt(indices, data, &Self::codec_options())
-            .map_err(|e| StoreError::WriteChunk {
-                path: self.dir.clone(),
-                key: self.array.chunk_key(indices).to_string(),
-                source: boxed(e),
-            })
+    pub fn write_chunk<T: StoreElement>(&self, indices: &[u64], data: &[T]) -> Result<Option<u64>, StoreError> {
+        use zarrs::array::codec::api::ArrayToBytesCodecTraits;
+        let key = self.array.chunk_key(indices);
+        let write_error = |e: Box<dyn std::error::Error + Send + Sync>| StoreError::WriteChunk {
+            path: self.dir.clone(),
+            key: key.to_string(),
+            source: e,
+        };
+        let bytes = ArrayBytes::new_flen(bytemuck::cast_slice::<T, u8>(data));
+        if bytes.is_fill_value(self.array.fill_value()) {
+            // As zarrs does: a chunk of fill value is absent, whatever was there before.
+            self.storage.erase(&key).map_err(|e| write_error(boxed(e)))?;
+            return Ok(None);
+        }
+        let shape = self.array.chunk_shape(indices).map_err(|e| write_error(boxed(e)))?;
+        let encoded = self
+            .array
+            .codecs()
+            .encode(
+                bytes,
+                &shape,
+                self.array.data_type(),
+                self.array.fill_value(),
+                &Self::codec_options(),
+            )
+            .map_err(|e| write_error(boxed(e)))?;
+        let len = encoded.len() as u64;
+        self.storage
+            .set(&key, encoded.into_owned().into())
+            .map_err(|e| write_error(boxed(e)))?;
+        Ok(Some(len))
     }
 
     /// Copies one chunk's encoded bytes from the source without decoding (the caller has
-    /// checked the codecs and chunk shapes match). A missing chunk stays missing.
+    /// checked the codecs and chunk shapes match) and returns the bytes stored. A missing
+    /// chunk stays missing: `None`.
     ///
     /// # Errors
     /// [`StoreError::ReadChunk`] or [`StoreError::WriteChunk`].
-    pub fn copy_encoded_chunk(&self, source: &SourceImage, indices: &[u64]) -> Result<u64, StoreError> {
+    pub fn copy_encoded_chunk(&self, source: &SourceImage, indices: &[u64]) -> Result<Option<u64>, StoreError> {
         if let (Some(root), true) = (&self.root, source.plain_files) {
             // File to file: one copy in the kernel (a reflink where the file system has them).
             let from = source.path.join(source.array.chunk_key(indices).as_str());
@@ -824,15 +894,22 @@ impl LevelArray {
                 key: key.to_string(),
                 source: Box::new(e),
             };
+            match fs::metadata(&from) {
+                // A missing chunk is the fill value: it stays missing.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Ok(meta) if !meta.is_file() => {
+                    return Err(StoreError::ReadChunk {
+                        path: source.path.clone(),
+                        key: source.array.chunk_key(indices).to_string(),
+                        source: boxed(tree::not_regular(&meta)),
+                    });
+                }
+                _ => {}
+            }
             if let Some(dir) = to.parent() {
                 fs::create_dir_all(dir).map_err(write_error)?;
             }
-            return match fs::copy(&from, &to) {
-                Ok(bytes) => Ok(bytes),
-                // A missing chunk is the fill value: it stays missing.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !from.exists() => Ok(0),
-                Err(e) => Err(write_error(e)),
-            };
+            return fs::copy(&from, &to).map(Some).map_err(write_error);
         }
         let bytes = source
             .array
@@ -842,7 +919,7 @@ impl LevelArray {
                 key: source.array.chunk_key(indices).to_string(),
                 source: boxed(e),
             })?;
-        let Some(bytes) = bytes else { return Ok(0) };
+        let Some(bytes) = bytes else { return Ok(None) };
         let len = bytes.len() as u64;
         let key: StoreKey = self.array.chunk_key(indices);
         self.storage
@@ -852,7 +929,40 @@ impl LevelArray {
                 key: key.to_string(),
                 source: boxed(e),
             })?;
-        Ok(len)
+        Ok(Some(len))
+    }
+
+    /// The level's directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The flat (C-order) index of chunk `indices` in the level's chunk grid.
+    #[must_use]
+    pub fn flat_index(&self, indices: &[u64]) -> u64 {
+        let grid = self.array.chunk_grid_shape();
+        indices.iter().zip(grid.iter()).fold(0, |flat, (&i, &n)| flat * n + i)
+    }
+
+    /// The chunk indices of a flat (C-order) index in the level's chunk grid.
+    #[must_use]
+    pub fn chunk_indices(&self, flat: u64) -> Vec<u64> {
+        let grid = self.array.chunk_grid_shape();
+        let mut rest = flat;
+        let mut indices = vec![0u64; grid.len()];
+        for a in (0..grid.len()).rev() {
+            indices[a] = rest % grid[a].max(1);
+            rest /= grid[a].max(1);
+        }
+        indices
+    }
+
+    /// Bytes stored for the chunk at flat index `flat`, if it is stored.
+    #[must_use]
+    pub fn stored_size(&self, flat: u64) -> Option<u64> {
+        let key = self.array.chunk_key(&self.chunk_indices(flat));
+        self.storage.size_key(&key).ok().flatten()
     }
 
     /// Indices of the chunks that intersect `region` (for a chunk-aligned region, exactly
@@ -997,8 +1107,10 @@ pub type ChunkBands = Arc<dyn Fn(&Region) -> Vec<Region> + Send + Sync>;
 pub struct TileReader<T> {
     array: Arc<Array<dyn ReadableStorageTraits>>,
     path: PathBuf,
-    shard_cache: ArrayShardedReadableExtCache,
+    decoder: ChunkDecoder,
     grid: ChunkGrid,
+    /// Set to stop reading between chunks (the build was cancelled).
+    cancel: Option<Arc<AtomicBool>>,
     fill: T,
     reads_of: ReadCounter,
     bands_of: Option<ChunkBands>,
@@ -1023,14 +1135,15 @@ impl<T: StoreElement> TileReader<T> {
         budget_bytes: u64,
         reads_of: ReadCounter,
     ) -> Self {
-        let shard_cache = ArrayShardedReadableExtCache::new(&array);
+        let decoder = ChunkDecoder::new(array.clone());
         let grid = array.subchunk_grid();
         let fill: T = bytemuck::pod_read_unaligned(array.fill_value().as_ne_bytes());
         Self {
             array,
             path,
-            shard_cache,
+            decoder,
             grid,
+            cancel: None,
             fill,
             reads_of,
             bands_of: None,
@@ -1043,19 +1156,19 @@ impl<T: StoreElement> TileReader<T> {
     }
 
     fn decode(&self, indices: &[u64]) -> Result<Elements<T>, StoreError> {
-        let options = CodecOptions::default().with_concurrent_target(1);
-        let read_error = |e: Box<dyn std::error::Error + Send + Sync>| StoreError::ReadChunk {
-            path: self.path.clone(),
-            key: self.chunk_key(indices),
-            source: e,
-        };
-        // As bytes, not `Vec<T>`: zarrs would copy them into a new typed vector.
-        let bytes: ArrayBytes<'static> = self
-            .array
-            .retrieve_subchunk_opt(&self.shard_cache, indices, &options)
-            .map_err(|e| read_error(boxed(e)))?;
-        let bytes = bytes.into_fixed().map_err(|e| read_error(boxed(e)))?;
-        let data = Elements::from_bytes(bytes.into_owned());
+        if self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(StoreError::Cancelled);
+        }
+        let shape = grid_region(&self.grid, indices).shape;
+        let bytes = self
+            .decoder
+            .decode(indices, &shape)
+            .map_err(|e| StoreError::ReadChunk {
+                path: self.path.clone(),
+                key: self.chunk_key(indices),
+                source: boxed(e),
+            })?;
+        let data = Elements::from_bytes(bytes);
         self.stats.decoded.fetch_add(1, Ordering::Relaxed);
         self.stats
             .decoded_bytes
@@ -1078,6 +1191,13 @@ impl<T: StoreElement> TileReader<T> {
         } else {
             self.array.chunk_key(indices).to_string()
         }
+    }
+
+    /// Stops reads between chunks with [`StoreError::Cancelled`] once `cancel` is set.
+    #[must_use]
+    pub fn with_cancel(mut self, cancel: Option<Arc<AtomicBool>>) -> Self {
+        self.cancel = cancel;
+        self
     }
 
     /// Keeps, when a chunk is too large for the cache budget, the bands that `bands_of`
@@ -1116,20 +1236,7 @@ impl<T: StoreElement> TileReader<T> {
         chunk_region: &Region,
         wanted: &Region,
     ) -> Result<(Arc<Elements<T>>, Region), StoreError> {
-        let slot = {
-            let mut slots = self.slots.lock().expect("cache lock");
-            slots
-                .entry(indices.to_vec())
-                .or_insert_with(|| {
-                    Arc::new(Mutex::new(CacheSlot {
-                        data: None,
-                        bands: Vec::new(),
-                        reads_left: (self.reads_of)(chunk_region),
-                        decoded_before: false,
-                    }))
-                })
-                .clone()
-        };
+        let slot = self.slot(indices, chunk_region);
         let mut guard = slot.lock().expect("slot lock");
         let band = guard.bands.iter().find(|(band, _)| band.contains(wanted)).cloned();
         let found = if let Some(data) = &guard.data {
@@ -1149,6 +1256,29 @@ impl<T: StoreElement> TileReader<T> {
             }
             (data, chunk_region.clone())
         };
+        self.release_read(guard, indices);
+        Ok(found)
+    }
+
+    /// The cache slot of chunk `indices`, made on first use with the number of reads the
+    /// pass will make of it.
+    fn slot(&self, indices: &[u64], chunk_region: &Region) -> SharedSlot<T> {
+        let mut slots = self.slots.lock().expect("cache lock");
+        slots
+            .entry(indices.to_vec())
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(CacheSlot {
+                    data: None,
+                    bands: Vec::new(),
+                    reads_left: (self.reads_of)(chunk_region),
+                    decoded_before: false,
+                }))
+            })
+            .clone()
+    }
+
+    /// Counts one read of chunk `indices` as made; after the last, its data is released.
+    fn release_read(&self, mut guard: std::sync::MutexGuard<'_, CacheSlot<T>>, indices: &[u64]) {
         guard.reads_left = guard.reads_left.saturating_sub(1);
         if guard.reads_left == 0 {
             self.cached_bytes.fetch_sub(guard.cached_bytes(), Ordering::Relaxed);
@@ -1157,7 +1287,37 @@ impl<T: StoreElement> TileReader<T> {
             drop(guard);
             self.slots.lock().expect("cache lock").remove(indices);
         }
-        Ok(found)
+    }
+
+    /// True if no chunk under `region` is stored (no shard, for a sharded array), so the
+    /// region reads as the fill value only.
+    ///
+    /// # Errors
+    /// [`StoreError::ReadChunk`] if the store cannot be asked.
+    pub fn nothing_stored_in(&self, region: &Region) -> Result<bool, StoreError> {
+        let storage = self.array.storage();
+        for idx in chunks_of_region(self.array.chunk_grid(), region) {
+            let key = self.array.chunk_key(&idx);
+            let size = storage.size_key(&key).map_err(|e| StoreError::ReadChunk {
+                path: self.path.clone(),
+                key: key.to_string(),
+                source: boxed(e),
+            })?;
+            if size.is_some() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Counts a read of `region` as made without reading it (a task that found nothing
+    /// stored there), so that the cache still releases its chunks on time.
+    pub fn skip(&self, region: &Region) {
+        for idx in chunks_of_region(&self.grid, region) {
+            let slot = self.slot(&idx, &grid_region(&self.grid, &idx));
+            let guard = slot.lock().expect("slot lock");
+            self.release_read(guard, &idx);
+        }
     }
 
     /// Caches a freshly decoded chunk that later reads need: whole if the budget allows,
@@ -1333,16 +1493,18 @@ pub fn encode_only(path: &Path) -> Result<DecodeReport, StoreError> {
     let chunk_bytes = array_bytes.div_ceil(all.len().max(1) as u64);
     let per_batch = usize::try_from((ENCODE_ONLY_BATCH_BYTES / chunk_bytes.max(1)).max(1)).unwrap_or(1);
     let options = CodecOptions::default().with_concurrent_target(1);
+    let decoder = ChunkDecoder::new(array.clone());
     let (mut chunks, mut bytes, mut seconds) = (0u64, 0u64, 0.0f64);
     for batch in all.chunks(per_batch) {
         let decoded = batch
             .par_iter()
             .map(|indices| {
-                let data: ArrayBytes<'static> = array
-                    .retrieve_chunk_opt(indices, &options)
-                    .map_err(|e| codec_error(indices, boxed(e)))?;
                 let shape = array.chunk_shape(indices).map_err(|e| codec_error(indices, boxed(e)))?;
-                Ok((indices, data, shape))
+                let shape_u64: Vec<u64> = shape.iter().map(|n| n.get()).collect();
+                let data = decoder
+                    .decode(indices, &shape_u64)
+                    .map_err(|e| codec_error(indices, boxed(e)))?;
+                Ok((indices, ArrayBytes::new_flen(data), shape))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let started = std::time::Instant::now();

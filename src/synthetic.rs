@@ -81,11 +81,31 @@ fn v3_codecs(codec: Codec, dtype: DType) -> Vec<Value> {
     codecs
 }
 
+/// Refuses, before anything is made, a spec whose array or chunk (shard) bytes are not
+/// addressable: every chunk is written from one buffer.
+fn check_sizes(path: &Path, spec: &ArraySpec) -> Result<(), StoreError> {
+    let unit = match &spec.format {
+        ArrayFormat::V3Sharded { shard_shape } => ("shard shape", shard_shape),
+        _ => ("chunk shape", &spec.chunks),
+    };
+    for (what, dims) in [("shape", &spec.shape), unit] {
+        let bytes = dims.iter().try_fold(spec.dtype.size() as u64, |n, &d| n.checked_mul(d));
+        if bytes.is_none_or(|b| usize::try_from(b).is_err()) {
+            return Err(StoreError::TooLarge {
+                path: path.to_path_buf(),
+                what: format!("its {what} {dims:?} of {}", spec.dtype),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Creates an empty array at `path` (a new directory) and returns it.
 ///
 /// # Errors
 /// [`StoreError`] if the directory or metadata cannot be written.
 pub fn create_array(path: &Path, spec: &ArraySpec) -> Result<Array<dyn ReadableWritableStorageTraits>, StoreError> {
+    check_sizes(path, spec)?;
     std::fs::create_dir_all(path).map_err(|source| StoreError::Io {
         action: "cannot create",
         path: path.to_path_buf(),
@@ -271,9 +291,44 @@ pub fn hash64(mut z: u64) -> u64 {
 
 /// A separable Gaussian blob: `Σ_b Π_axis profile_b,axis[i_axis]` is cheap per voxel.
 struct Blobs {
-    /// `profiles[blob][axis][index]`.
-    profiles: Vec<Vec<Vec<f32>>>,
+    /// `profiles[blob][axis]`.
+    profiles: Vec<Vec<Profile>>,
     weights: Vec<f32>,
+}
+
+/// One blob's profile along one axis: a table for axes short enough to tabulate, else
+/// the formula itself (a volume may be far longer than memory along one axis).
+enum Profile {
+    Table(Vec<f32>),
+    Formula { centre: f64, width: f64 },
+}
+
+impl Profile {
+    /// Axes up to this length are tabulated.
+    const MAX_TABLE: u64 = 1 << 20;
+
+    fn value(centre: f64, width: f64, i: u64) -> f32 {
+        #[allow(clippy::cast_precision_loss)]
+        let d = (i as f64 - centre) / width;
+        #[allow(clippy::cast_possible_truncation)]
+        let v = (-0.5 * d * d).exp() as f32;
+        v
+    }
+
+    fn new(n: u64, centre: f64, width: f64) -> Self {
+        if n <= Self::MAX_TABLE {
+            Profile::Table((0..n).map(|i| Self::value(centre, width, i)).collect())
+        } else {
+            Profile::Formula { centre, width }
+        }
+    }
+
+    fn at(&self, i: u64) -> f32 {
+        match self {
+            Profile::Table(table) => table[usize::try_from(i).unwrap_or(0)],
+            Profile::Formula { centre, width } => Self::value(*centre, *width, i),
+        }
+    }
 }
 
 impl Blobs {
@@ -288,15 +343,7 @@ impl Blobs {
                     let n_f = n as f64;
                     let centre = rng.next_f64() * n_f;
                     let width = (0.05 + 0.2 * rng.next_f64()) * n_f.max(4.0);
-                    (0..n)
-                        .map(|i| {
-                            #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
-                            let d = (i as f64 - centre) / width;
-                            #[allow(clippy::cast_possible_truncation)]
-                            let v = (-0.5 * d * d).exp() as f32;
-                            v
-                        })
-                        .collect()
+                    Profile::new(n, centre, width)
                 })
                 .collect();
             profiles.push(per_axis);
@@ -311,7 +358,7 @@ impl Blobs {
         for (blob, w) in self.profiles.iter().zip(&self.weights) {
             let mut v = *w;
             for (axis, &i) in blob.iter().zip(position) {
-                v *= axis[usize::try_from(i).unwrap_or(0)];
+                v *= axis.at(i);
             }
             total += v;
         }
@@ -326,6 +373,7 @@ impl Blobs {
 /// # Errors
 /// [`StoreError`] on I/O failure.
 pub fn write_synthetic(path: &Path, spec: &ArraySpec, seed: u64) -> Result<(), StoreError> {
+    check_sizes(path, spec)?;
     let mut rng = SplitMix64::new(seed);
     let blobs = Blobs::new(&spec.shape, 12, &mut rng);
     let noise_seed = rng.next_u64();

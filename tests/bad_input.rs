@@ -33,6 +33,14 @@ fn raw_zarray(path: &Path, dtype: &str, shape: &[u64]) {
     std::fs::write(path.join(".zarray"), meta.to_string()).unwrap();
 }
 
+/// A plain uncompressed v2 uint16 `.zarray` with any shape and chunk shape (no chunks).
+fn raw_zarray_chunked(path: &Path, shape: &[u64], chunks: &[u64]) {
+    std::fs::create_dir_all(path).unwrap();
+    let meta = json!({"zarr_format": 2, "shape": shape, "chunks": chunks, "dtype": "<u2",
+        "compressor": null, "fill_value": 0, "order": "C", "filters": null});
+    std::fs::write(path.join(".zarray"), meta.to_string()).unwrap();
+}
+
 /// An OME-Zarr group whose level 0 is `s0`, with the given multiscales entry.
 fn ome_group(path: &Path, multiscale: &serde_json::Value, level0: bool) {
     std::fs::create_dir_all(path).unwrap();
@@ -359,6 +367,134 @@ fn every_bad_option_input_and_output_is_refused_clearly() {
             },
             "already names its axes",
         ),
+        // Issue 16: hostile metadata and paths.
+        with_setup(
+            "OME dataset path outside the image",
+            &["{dir}/ome.zarr", "{out}"],
+            |d| {
+                array(&d.join("elsewhere.zarr"), &[4, 16, 16], DType::U8);
+                ome_group(
+                    &d.join("ome.zarr"),
+                    &json!({"version": "0.4",
+            "axes": [{"name": "z", "type": "space"}, {"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+            "datasets": [{"path": "../elsewhere.zarr", "coordinateTransformations": [{"type": "scale", "scale": [1, 1, 1]}]}]}),
+                    false,
+                )
+            },
+            "is not a relative path inside the image",
+        ),
+        with_setup(
+            "OME translation before scale",
+            &["{dir}/ome.zarr", "{out}"],
+            |d| {
+                ome_group(
+                    &d.join("ome.zarr"),
+                    &json!({"version": "0.4",
+            "axes": [{"name": "z", "type": "space"}, {"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+            "datasets": [{"path": "s0", "coordinateTransformations": [
+                {"type": "translation", "translation": [5, 0, 0]}, {"type": "scale", "scale": [2, 1, 1]}]}]}),
+                    true,
+                )
+            },
+            "found [translation, scale]; OME-NGFF v0.4 requires [scale] or [scale, translation]",
+        ),
+        with_setup(
+            "OME two scales",
+            &["{dir}/ome.zarr", "{out}"],
+            |d| {
+                ome_group(
+                    &d.join("ome.zarr"),
+                    &json!({"version": "0.4",
+            "axes": [{"name": "z", "type": "space"}, {"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+            "datasets": [{"path": "s0", "coordinateTransformations": [
+                {"type": "scale", "scale": [2, 1, 1]}, {"type": "scale", "scale": [4, 1, 1]}]}]}),
+                    true,
+                )
+            },
+            "found [scale, scale]",
+        ),
+        with_setup(
+            "OME scale of zero",
+            &["{dir}/ome.zarr", "{out}"],
+            |d| {
+                ome_group(
+                    &d.join("ome.zarr"),
+                    &json!({"version": "0.4",
+            "axes": [{"name": "z", "type": "space"}, {"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+            "datasets": [{"path": "s0", "coordinateTransformations": [{"type": "scale", "scale": [0, 1, 1]}]}]}),
+                    true,
+                )
+            },
+            "scale 0 is not a positive finite number",
+        ),
+        with_setup(
+            "chunk far larger than the array",
+            &["{dir}/big-chunk.zarr", "{out}", "--memory", "64MiB"],
+            |d| raw_zarray_chunked(&d.join("big-chunk.zarr"), &[10, 13, 17], &[1024, 1024, 1024]),
+            "a chunk of the input ([1024, 1024, 1024]) holds 2.0 GiB decoded, more than half of the --memory budget of 64.0 MiB",
+        ),
+        with_setup(
+            "chunk of 65536³",
+            &["{dir}/huge-chunk.zarr", "{out}"],
+            |d| raw_zarray_chunked(&d.join("huge-chunk.zarr"), &[10, 13, 17], &[65536, 65536, 65536]),
+            "more than half of the --memory budget",
+        ),
+        with_setup(
+            "shape beyond 64 bits",
+            &["{dir}/huge.zarr", "{out}"],
+            |d| raw_zarray_chunked(&d.join("huge.zarr"), &[1 << 62, 1 << 62, 1 << 62], &[64, 64, 64]),
+            "its shape [4611686018427387904, 4611686018427387904, 4611686018427387904] of uint16 holds more bytes than a 64-bit machine can address",
+        ),
+        with_setup(
+            "shape of u64::MAX",
+            &["{dir}/max.zarr", "{out}"],
+            |d| raw_zarray_chunked(&d.join("max.zarr"), &[u64::MAX, 4, 4], &[64, 4, 4]),
+            "more bytes than a 64-bit machine can address",
+        ),
+        with_setup(
+            "chunk shape beyond 64 bits",
+            &["{dir}/chunky.zarr", "{out}"],
+            |d| raw_zarray_chunked(&d.join("chunky.zarr"), &[64, 64, 64], &[1 << 21, 1 << 21, 1 << 21]),
+            "its chunk shape [2097152, 2097152, 2097152] of uint16 holds more bytes",
+        ),
+        with_setup(
+            "chunk shape of 2^40",
+            &["{dir}/chunky.zarr", "{out}"],
+            |d| raw_zarray_chunked(&d.join("chunky.zarr"), &[64, 64, 64], &[1 << 40, 1 << 40, 1 << 40]),
+            "holds more bytes than a 64-bit machine can address",
+        ),
+        with_setup(
+            "FIFO as .zarray",
+            &["{dir}/fifo.zarr", "{out}"],
+            |d| {
+                std::fs::create_dir(d.join("fifo.zarr")).unwrap();
+                let status = std::process::Command::new("mkfifo")
+                    .arg(d.join("fifo.zarr/.zarray"))
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+            },
+            "it is not a regular file",
+        ),
+        with_setup(
+            "input is a symbolic link loop",
+            &["{dir}/loop.zarr", "{out}"],
+            |d| std::os::unix::fs::symlink(d.join("loop.zarr"), d.join("loop.zarr")).unwrap(),
+            "cannot access the input",
+        ),
+        with_setup(
+            "output chunks beyond the budget",
+            &[
+                "{dir}/sparse.zarr",
+                "{out}",
+                "--chunks",
+                "1024,1024,1024",
+                "--memory",
+                "64MiB",
+            ],
+            |d| raw_zarray_chunked(&d.join("sparse.zarr"), &[1024, 1024, 1024], &[64, 64, 64]),
+            "invalid chunks: one output chunk ([1024, 1024, 1024]) holds 2.0 GiB decoded",
+        ),
         // Outputs.
         with_setup(
             "output exists",
@@ -374,6 +510,31 @@ fn every_bad_option_input_and_output_is_refused_clearly() {
                 std::fs::write(d.join("notes/keep.txt"), "keep").unwrap();
             },
             "refusing to replace",
+        ),
+        with_setup(
+            "overwrite a directory holding a .zarray and user files",
+            &["{in}", "{dir}/ud", "--overwrite"],
+            |d| {
+                std::fs::create_dir_all(d.join("ud/docs")).unwrap();
+                std::fs::write(d.join("ud/precious.txt"), "t").unwrap();
+                std::fs::write(d.join("ud/.zarray"), "{}").unwrap();
+            },
+            "ud/docs` is not part of a Zarr store",
+        ),
+        with_setup(
+            "overwrite a Zarr array with a stray file among its chunks",
+            &["{in}", "{dir}/arr.zarr", "--overwrite"],
+            |d| {
+                array(&d.join("arr.zarr"), &[4, 16, 16], DType::U8);
+                std::fs::write(d.join("arr.zarr/0/notes.txt"), "mine").unwrap();
+            },
+            "arr.zarr/0/notes.txt` is not part of a Zarr store",
+        ),
+        with_setup(
+            "overwrite a Zarr store another tool wrote",
+            &["{in}", "{dir}/raw.zarr", "--overwrite"],
+            |d| array(&d.join("raw.zarr"), &[4, 16, 16], DType::U8),
+            "it is a Zarr store that ome-pyramid did not write",
         ),
         case("output equals input", &["{in}", "{in}"], 2, "is the same path as"),
         case("output inside input", &["{in}", "{in}/pyramid"], 2, "lies inside"),
@@ -399,7 +560,7 @@ fn every_bad_option_input_and_output_is_refused_clearly() {
             "holds no record of an interrupted",
         ),
     ];
-    assert!(cases.len() >= 25);
+    assert!(cases.len() >= 60, "{} cases", cases.len());
     for case in cases {
         let dir = TempDir::new().unwrap();
         let good = dir.path().join("in.zarr");

@@ -589,7 +589,7 @@ fn bench_times_builds_and_the_codec_passes_of_an_input() {
 /// anisotropic factors, several levels computed in a row on the device.
 #[test]
 fn gpu_pyramids_equal_cpu_pyramids() {
-    if common::gpu_backend().is_none() {
+    if common::gpu_or_skip("gpu_pyramids_equal_cpu_pyramids").is_none() {
         return;
     }
     let dir = TempDir::new().unwrap();
@@ -726,7 +726,7 @@ macro_rules! on_every_backend {
             $(
                 #[test]
                 fn $name() {
-                    if super::common::gpu_backend().is_some() {
+                    if super::common::gpu_or_skip(concat!("gpu::", stringify!($name))).is_some() {
                         super::$name("gpu", true);
                     }
                 }

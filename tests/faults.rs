@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ome_pyramid::store::{ReadStorage, WriteStorage};
-use ome_pyramid::synthetic::{self, ArrayFormat, ArraySpec, Codec};
-use ome_pyramid::{BuildError, DType, PyramidBuilder, StoreError};
+use ome_pyramid::synthetic;
+use ome_pyramid::{BuildError, PyramidBuilder, StoreError};
 use tempfile::TempDir;
 use zarrs::storage::byte_range::ByteRangeIterator;
 use zarrs::storage::{
@@ -85,21 +85,12 @@ type Unused = MaybeBytes;
 
 fn input(dir: &Path, shape: &[u64], chunks: &[u64]) -> PathBuf {
     let path = dir.join("in.zarr");
-    let spec = ArraySpec {
-        shape: shape.to_vec(),
-        chunks: chunks.to_vec(),
-        dtype: DType::U16,
-        format: ArrayFormat::V2,
-        codec: Codec::Zstd(1),
-    };
-    synthetic::write_synthetic(&path, &spec, 1).unwrap();
+    common::u16_input(&path, shape, chunks, 1);
     path
 }
 
 fn build_cmd(args: &[&str]) -> Command {
-    let mut command = Command::new(common::binary());
-    command.arg("build").args(args).env("NO_COLOR", "1");
-    command
+    common::build_command(args)
 }
 
 #[test]
@@ -237,12 +228,8 @@ fn a_second_build_cannot_write_into_a_locked_output() {
     let output = dir.path().join("out.zarr");
     std::fs::create_dir(&output).unwrap();
     std::fs::write(output.join(".zgroup"), "{\"zarr_format\": 2}").unwrap();
-    // This test process is alive: its pid in the lock means "being written".
-    std::fs::write(
-        output.join(ome_pyramid::journal::LOCK_FILE),
-        format!("{}\n", std::process::id()),
-    )
-    .unwrap();
+    // This test process holds the lock, as a running build does.
+    let _lock = ome_pyramid::journal::OutputLock::acquire(&output).unwrap();
     for extra in [&["--overwrite"][..], &["--resume"][..]] {
         let mut args = vec![input.to_str().unwrap(), output.to_str().unwrap()];
         args.extend_from_slice(extra);
@@ -260,34 +247,22 @@ fn a_second_build_cannot_write_into_a_locked_output() {
     }
 }
 
-/// Builds `input` into `output` with a pause per task, sends `signal` after `after`, and
-/// returns whether the signal ended the process (rather than the build finishing first).
+/// Builds `input` into `output` (gaussian, two threads) with a pause per task, sends
+/// `signal` after `after`; see [`common::interrupt_build`].
 fn interrupt(input: &Path, output: &Path, after: Duration, signal: &str) -> (bool, std::process::Output) {
-    let child = build_cmd(&[
-        input.to_str().unwrap(),
-        output.to_str().unwrap(),
-        "--method",
-        "gaussian",
-        "--threads",
-        "2",
-    ])
-    .env("OME_PYRAMID_TEST_TASK_DELAY_MS", "250")
-    .stderr(Stdio::piped())
-    .stdout(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let started = Instant::now();
-    while started.elapsed() < after {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    use std::os::unix::process::ExitStatusExt;
-    let interrupted = out.status.signal().is_some() || out.status.code() == Some(1);
-    (interrupted, out)
+    common::interrupt_build(
+        &[
+            input.to_str().unwrap(),
+            output.to_str().unwrap(),
+            "--method",
+            "gaussian",
+            "--threads",
+            "2",
+        ],
+        250,
+        after,
+        signal,
+    )
 }
 
 #[test]
@@ -409,4 +384,296 @@ fn ctrl_c_stops_cleanly_and_prints_the_resume_command() {
         "{}",
         common::stderr(&again)
     );
+}
+
+/// The arguments of a gaussian build of `input` into `output` plus `extra`.
+fn gaussian_args<'a>(input: &'a Path, output: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        input.to_str().unwrap(),
+        output.to_str().unwrap(),
+        "--method",
+        "gaussian",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// A clean gaussian build of `input` next to it, as the reference for resumed builds.
+fn clean_build(input: &Path, dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let clean = dir.join("clean.zarr");
+    let out = build_cmd(&gaussian_args(input, &clean, &[])).output().unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    snapshot(&clean)
+}
+
+/// Kills a gaussian build of `input` into `output` with SIGKILL part-way (retrying later
+/// kill times until one lands before the end).
+fn kill_part_way(input: &Path, output: &Path) {
+    for millis in [700u64, 400, 150] {
+        let (killed, _) = interrupt(input, output, Duration::from_millis(millis), "-KILL");
+        if killed {
+            return;
+        }
+        std::fs::remove_dir_all(output).unwrap();
+    }
+    panic!("every build finished before it could be killed");
+}
+
+#[test]
+fn output_deleted_during_a_build_fails_without_metadata() {
+    // Issue 16 item 3: `rm -rf OUTPUT` mid-run used to end in "Built 5 levels", exit 0.
+    let dir = TempDir::new().unwrap();
+    let input = input(dir.path(), &[96, 512, 512], &[32, 128, 128]);
+    let output = dir.path().join("out.zarr");
+    let child = build_cmd(&gaussian_args(&input, &output, &["--threads", "2"]))
+        .env("OME_PYRAMID_TEST_TASK_DELAY_MS", "250")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    std::fs::remove_dir_all(&output).unwrap();
+    let out = common::wait_at_most(child, Duration::from_secs(120), "build after its output was deleted");
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("changed during the build"), "{err}");
+    assert!(!err.contains("Built"), "{err}");
+    assert!(
+        !output.join(".zattrs").exists(),
+        "no metadata claims the deleted levels"
+    );
+}
+
+#[test]
+fn resume_refuses_a_changed_input() {
+    // Issue 16 item 4: rewriting the input between the interruption and the resume left
+    // stale voxels in the output.
+    let dir = TempDir::new().unwrap();
+    let input = input(dir.path(), &[96, 512, 512], &[32, 128, 128]);
+    let output = dir.path().join("out.zarr");
+    kill_part_way(&input, &output);
+    // The same metadata, other data.
+    std::fs::remove_dir_all(&input).unwrap();
+    common::u16_input(&input, &[96, 512, 512], &[32, 128, 128], 2);
+    let out = build_cmd(&gaussian_args(&input, &output, &["--resume"]))
+        .output()
+        .unwrap();
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("changed since the interrupted build"), "{err}");
+    assert!(err.contains(input.to_str().unwrap()), "names the input: {err}");
+    assert!(!output.join(".zattrs").exists());
+}
+
+#[test]
+fn resume_redoes_tasks_whose_chunks_were_deleted_or_forged() {
+    // Issue 16 item 5: resume trusted the journal: deleted chunk files and forged `done`
+    // lines gave exit 0 and chunks of zeros.
+    let dir = TempDir::new().unwrap();
+    let input = input(dir.path(), &[96, 512, 512], &[32, 128, 128]);
+    let expected = clean_build(&input, dir.path());
+    let journal_path = |output: &Path| output.join(ome_pyramid::journal::JOURNAL_FILE);
+
+    // Finished chunk files deleted after the kill.
+    let deleted = dir.path().join("deleted.zarr");
+    kill_part_way(&input, &deleted);
+    assert!(
+        std::fs::read_to_string(journal_path(&deleted))
+            .unwrap()
+            .contains("\ndone "),
+        "some tasks finished before the kill"
+    );
+    for level in ["0", "1"] {
+        let level_dir = deleted.join(level);
+        if level_dir.exists() {
+            for entry in std::fs::read_dir(&level_dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    std::fs::remove_dir_all(path).unwrap();
+                }
+            }
+        }
+    }
+    let out = build_cmd(&gaussian_args(&input, &deleted, &["--resume"]))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(
+        common::stderr(&out).contains("are done again"),
+        "{}",
+        common::stderr(&out)
+    );
+    assert_eq!(snapshot(&deleted), expected, "resumed after chunk files were deleted");
+
+    // `done` lines appended by hand for every task, as the old format wrote them.
+    let forged = dir.path().join("forged.zarr");
+    kill_part_way(&input, &forged);
+    let mut journal = std::fs::OpenOptions::new()
+        .append(true)
+        .open(journal_path(&forged))
+        .unwrap();
+    use std::io::Write;
+    for task in 0..16 {
+        writeln!(journal, "done 0 {task}").unwrap();
+        writeln!(journal, "done 0 {task} #0123456789abcdef").unwrap();
+    }
+    drop(journal);
+    let out = build_cmd(&gaussian_args(&input, &forged, &["--resume"]))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(snapshot(&forged), expected, "resumed after forged journal lines");
+}
+
+#[test]
+fn a_stale_lock_naming_a_live_pid_is_taken_over() {
+    // Issue 16 item 13: a build killed as PID 1 in a container left a lock that a live
+    // PID 1 (the next container's, or init) kept forever.
+    let dir = TempDir::new().unwrap();
+    let input = input(dir.path(), &[96, 512, 512], &[32, 128, 128]);
+    let expected = clean_build(&input, dir.path());
+    let output = dir.path().join("out.zarr");
+    kill_part_way(&input, &output);
+    let lock = output.join(ome_pyramid::journal::LOCK_FILE);
+    assert!(lock.exists(), "the killed build left its lock file");
+    // PID 1 is alive on every Linux machine, and so is this test process.
+    for holder in [
+        "1\n".to_string(),
+        format!("{{\"pid\": {}, \"host\": \"elsewhere\"}}", std::process::id()),
+    ] {
+        std::fs::write(&lock, &holder).unwrap();
+        let out = build_cmd(&gaussian_args(&input, &output, &["--resume"]))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "lock {holder:?}: {}", common::stderr(&out));
+        assert_eq!(snapshot(&output), expected);
+        // Start the next round from an interrupted build again.
+        std::fs::remove_dir_all(&output).unwrap();
+        kill_part_way(&input, &output);
+    }
+}
+
+#[test]
+fn a_single_ctrl_c_stops_a_build_that_is_one_task() {
+    // Issue 16 item 14: with the whole volume in one task, Ctrl-C printed "stopping" and
+    // then finished with exit 0.
+    let dir = TempDir::new().unwrap();
+    let input = input(dir.path(), &[64, 256, 256], &[32, 64, 64]);
+    let output = dir.path().join("out.zarr");
+    let args = [input.to_str().unwrap(), output.to_str().unwrap(), "--threads", "2"];
+    let (signalled, out) = common::interrupt_build(&args, 1500, Duration::from_millis(500), "-INT");
+    let err = common::stderr(&out);
+    assert!(signalled, "{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("the build was interrupted (0 of 1 tasks"), "{err}");
+    assert!(!output.join(".zattrs").exists());
+    let resumed = build_cmd(&[args[0], args[1], "--resume"]).output().unwrap();
+    assert!(resumed.status.success(), "{}", common::stderr(&resumed));
+}
+
+#[test]
+fn sigterm_and_sighup_stop_like_ctrl_c() {
+    // Issue 16 item 15: SIGTERM (schedulers, `docker stop`) and SIGHUP killed the build at
+    // once, with no message and the lock left behind.
+    let dir = TempDir::new().unwrap();
+    let input = input(dir.path(), &[96, 512, 512], &[32, 128, 128]);
+    let expected = clean_build(&input, dir.path());
+    for signal in ["-TERM", "-HUP"] {
+        let output = dir.path().join(format!("out{signal}.zarr"));
+        let (signalled, out) = interrupt(&input, &output, Duration::from_millis(400), signal);
+        let err = common::stderr(&out);
+        assert!(signalled, "{signal}: {err}");
+        assert_eq!(out.status.code(), Some(1), "{signal}: {err}");
+        assert!(err.contains("the build was interrupted"), "{signal}: {err}");
+        assert!(err.contains("--resume"), "{signal}: {err}");
+        assert!(
+            !output.join(ome_pyramid::journal::LOCK_FILE).exists(),
+            "{signal}: lock released"
+        );
+        let resumed = build_cmd(&gaussian_args(&input, &output, &["--resume"]))
+            .output()
+            .unwrap();
+        assert!(resumed.status.success(), "{signal}: {}", common::stderr(&resumed));
+        assert_eq!(snapshot(&output), expected, "{signal}");
+    }
+}
+
+#[test]
+fn a_fifo_chunk_fails_instead_of_blocking() {
+    // Issue 16 item 16: a FIFO named like a chunk made the build block forever.
+    let dir = TempDir::new().unwrap();
+    let input = input(dir.path(), &[16, 32, 32], &[8, 16, 16]);
+    let chunk = input.join("1/0/1");
+    std::fs::remove_file(&chunk).unwrap();
+    assert!(Command::new("mkfifo").arg(&chunk).status().unwrap().success());
+    let output = dir.path().join("out.zarr");
+    let child = build_cmd(&[input.to_str().unwrap(), output.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = common::wait_at_most(child, Duration::from_secs(60), "build over a FIFO chunk");
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("`1/0/1`") && err.contains("not a regular file"), "{err}");
+    assert!(!output.join(".zattrs").exists());
+}
+
+#[test]
+fn resume_mismatches_name_the_option_and_its_values() {
+    // Issue 16 item 17: --chunks, --levels, --factors or --scale mismatches printed a
+    // 1.2 KB JSON dump.
+    let dir = TempDir::new().unwrap();
+    let input = input(dir.path(), &[96, 512, 512], &[32, 128, 128]);
+    let output = dir.path().join("out.zarr");
+    kill_part_way(&input, &output);
+    let cases: [(&[&str], &str); 4] = [
+        (&["--chunks", "16,64,64"], "chunks was [32,128,128], now [16,64,64]"),
+        (&["--levels", "2"], "levels was 3, now 2"),
+        (
+            &["--factors", "z=2,y=4,x=4"],
+            "factors was [[2,2,2],[2,2,2]], now [[2,4,4],[2,4,4]]",
+        ),
+        (&["--scale", "z=2"], "scale was [1.0,1.0,1.0], now [2.0,1.0,1.0]"),
+    ];
+    for (extra, message) in cases {
+        let mut args = gaussian_args(&input, &output, &["--resume"]);
+        args.extend_from_slice(extra);
+        let out = build_cmd(&args).output().unwrap();
+        let err = common::stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains(message), "{extra:?}: expected `{message}` in {err}");
+        assert!(err.len() < 600, "{extra:?}: a short message, not a dump: {err}");
+    }
+}
+
+#[test]
+fn a_half_removed_output_can_be_replaced() {
+    // Issue 16 item 1: --overwrite removes only an ome-pyramid output, in an order that
+    // leaves a killed removal recognisable, so it can still be replaced.
+    let dir = TempDir::new().unwrap();
+    let input = input(dir.path(), &[16, 32, 32], &[8, 16, 16]);
+    let output = dir.path().join("out.zarr");
+    let out = build_cmd(&[input.to_str().unwrap(), output.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // What a removal killed part-way leaves: the lock (removed last), some chunk files of
+    // level 0 with its metadata, no group metadata any more.
+    std::fs::write(
+        output.join(ome_pyramid::journal::LOCK_FILE),
+        "{\"pid\": 4294967290, \"host\": \"x\"}",
+    )
+    .unwrap();
+    for name in ["1", "2"] {
+        let _ = std::fs::remove_dir_all(output.join(name));
+    }
+    std::fs::remove_file(output.join(".zattrs")).unwrap();
+    std::fs::remove_file(output.join(".zgroup")).unwrap();
+    std::fs::remove_dir_all(output.join("0/1")).unwrap();
+    let out = build_cmd(&[input.to_str().unwrap(), output.to_str().unwrap(), "--overwrite"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(output.join(".zattrs").exists());
 }

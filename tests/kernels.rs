@@ -408,7 +408,7 @@ macro_rules! on_every_backend {
             $(
                 #[test]
                 fn $name() {
-                    if let Some(gpu) = super::common::gpu_backend() {
+                    if let Some(gpu) = super::common::gpu_or_skip(concat!("gpu::", stringify!($name))) {
                         super::$name(gpu.as_ref(), true);
                     }
                 }
@@ -432,7 +432,7 @@ on_every_backend!(
 /// Integer nearest and mean are bit-identical between the CPU and the GPU (SPEC §2).
 #[test]
 fn gpu_matches_cpu_bit_for_bit_on_integers() {
-    let Some(gpu) = common::gpu_backend() else {
+    let Some(gpu) = common::gpu_or_skip("gpu_matches_cpu_bit_for_bit_on_integers") else {
         return;
     };
     let cpu: Arc<dyn Downsampler> = Arc::new(ome_pyramid::backend::cpu::CpuBackend::new());

@@ -22,7 +22,10 @@ fn python_ready() -> bool {
             std::env::var("CI").map_or(true, |v| v != "true"),
             "CI=true but python3 with numpy, scipy, zarr and ome-zarr is missing"
         );
-        eprintln!("note: python cross-check skipped (python3 with numpy, scipy, zarr, ome-zarr not found)");
+        common::skip(
+            "zarr_python_scipy_and_ome_zarr_agree_with_the_output",
+            "python3 with numpy, scipy, zarr and ome-zarr not found (pip install -r scripts/requirements.txt)",
+        );
     }
     ok
 }
@@ -78,4 +81,27 @@ fn zarr_python_scipy_and_ome_zarr_agree_with_the_output() {
             crosscheck(&output);
         }
     }
+}
+
+/// A skipped test says so where `cargo test`'s reader sees it, though the harness captures
+/// the output of passing tests: this test runs itself again in a child process, as a probe
+/// that skips, and looks for the line in what the child printed.
+#[test]
+fn skipped_tests_say_so_on_the_terminal() {
+    const PROBE: &str = "OME_PYRAMID_SKIP_PROBE";
+    if std::env::var_os(PROBE).is_some() {
+        common::skip("probe", "it only shows that skips are visible");
+        return;
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["skipped_tests_say_so_on_the_terminal", "--exact"])
+        .env(PROBE, "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = common::stderr(&out);
+    assert!(
+        stderr.contains("SKIPPED probe: it only shows that skips are visible"),
+        "{stderr}"
+    );
 }

@@ -219,10 +219,9 @@ impl GpuBackend {
     /// Runs a chain on the device in one submission.
     fn run_chain(&self, src: &Tile, chain: &[(Step, Region)]) -> Result<Option<Vec<Tile>>, BackendError> {
         let dtype = src.data.dtype();
-        let program = program::build(dtype, &src.region, chain);
-        if !self.context.fits(dtype, &program) {
+        let Some(program) = program::build(dtype, &src.region, chain).filter(|p| self.context.fits(dtype, p)) else {
             return Ok(None);
-        }
+        };
         let outputs = self.context.run(dtype, &src.data, &program)?;
         Ok(Some(
             chain

@@ -12,14 +12,13 @@ use zarrs::array::ArrayShardedExt;
 
 use super::{BuildError, Progress};
 use crate::backend::{Downsampler, Step};
-use crate::journal::Journal;
+use crate::journal::{Journal, StoredChunk};
 use crate::method::Method;
 use crate::plan::PyramidPlan;
-use crate::store::{self, LevelArray, OutputGroup, ReadCounter, SourceImage, StoreElement, TileReader};
+use crate::store::{self, LevelArray, OutputGroup, ReadCounter, SourceImage, StoreElement, StoreError, TileReader};
 use crate::tile::{Region, Tile, copy_overlap};
 
 /// Counters summed over the tasks of a build.
-#[derive(Default)]
 pub(super) struct Counters {
     pub(super) decoded: AtomicU64,
     pub(super) redecoded: AtomicU64,
@@ -27,6 +26,36 @@ pub(super) struct Counters {
     pub(super) read_ns: AtomicU64,
     pub(super) compute_ns: AtomicU64,
     pub(super) write_ns: AtomicU64,
+    /// Per level: chunk files stored by this run, and their bytes.
+    stored: Vec<(AtomicU64, AtomicU64)>,
+}
+
+impl Counters {
+    pub(super) fn new(levels: usize) -> Self {
+        Self {
+            decoded: AtomicU64::new(0),
+            redecoded: AtomicU64::new(0),
+            raw_copied: AtomicU64::new(0),
+            read_ns: AtomicU64::new(0),
+            compute_ns: AtomicU64::new(0),
+            write_ns: AtomicU64::new(0),
+            stored: (0..levels).map(|_| (AtomicU64::new(0), AtomicU64::new(0))).collect(),
+        }
+    }
+
+    fn count_stored(&self, chunks: &[StoredChunk]) {
+        for c in chunks {
+            let (count, bytes) = &self.stored[c.level];
+            count.fetch_add(1, Ordering::Relaxed);
+            bytes.fetch_add(c.bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Chunk files stored in `level` by this run, and their bytes.
+    pub(super) fn stored_in(&self, level: usize) -> (u64, u64) {
+        let (count, bytes) = &self.stored[level];
+        (count.load(Ordering::Relaxed), bytes.load(Ordering::Relaxed))
+    }
 }
 
 /// What every pass of one build shares.
@@ -70,104 +99,157 @@ struct AxisSpan {
     owned: (u64, u64),
 }
 
-/// A pass: source level `first`, produced levels `first+1 ..= last`.
+/// A pass: source level `first`, produced levels `first+1 ..= last`. A task's regions are
+/// computed when it runs, never stored for the whole task grid, so planning costs the same
+/// for a volume of a million tasks as for one of ten.
 struct Pass {
     first: usize,
     last: usize,
     /// Task grid shape (output chunks of level `last`).
     grid: Vec<u64>,
-    /// `spans[axis][task coordinate][level - first]`.
-    spans: Vec<Vec<Vec<AxisSpan>>>,
+    /// Chunk shape of level `last`.
+    top_chunks: Vec<u64>,
+    /// Shape of every level `first..=last`.
+    shapes: Vec<Vec<u64>>,
+    /// The steps `first → first+1`, …, `last-1 → last`.
+    steps: Vec<Step>,
     /// Whether level `first` is written by this pass (level 0 only).
     writes_first: bool,
+    /// Whether level `first` is written from decoded data (not copied as encoded bytes).
+    decodes_first_owned: bool,
+}
+
+/// The regions of one task: `spans[axis][level - first]`.
+struct TaskSpans(Vec<Vec<AxisSpan>>);
+
+impl TaskSpans {
+    fn region(&self, pass: &Pass, level: usize, owned: bool) -> Region {
+        let (start, end): (Vec<u64>, Vec<u64>) = self
+            .0
+            .iter()
+            .map(|axis| {
+                let span = axis[level - pass.first];
+                if owned { span.owned } else { span.computed }
+            })
+            .unzip();
+        Region::from_bounds(&start, &end)
+    }
 }
 
 impl Pass {
     fn new(context: &BuildContext<'_>, first: usize, last: usize) -> Self {
         let plan = context.plan;
-        let top = &plan.levels[last];
-        let ndim = top.shape.len();
         let writes_first = first == 0;
-        // Level 0 copied as encoded bytes needs no decoded data of its own.
-        let decodes_first_owned = writes_first && !context.raw_copy_level0;
-        let grid = top.chunk_grid();
-        let spans = (0..ndim)
-            .map(|a| {
-                (0..grid[a])
-                    .map(|i| {
-                        let lo = i * top.chunks[a];
-                        let hi = (lo + top.chunks[a]).min(top.shape[a]);
-                        let mut per_level = vec![
-                            AxisSpan {
-                                computed: (lo, hi),
-                                owned: (lo, hi)
-                            };
-                            last - first + 1
-                        ];
-                        for level in (first..last).rev() {
-                            let above = per_level[level + 1 - first];
-                            let step = context.step(level);
-                            let f = u64::from(step.factors[a]);
-                            let n = plan.levels[level].shape[a];
-                            let owned = (above.owned.0 * f, (above.owned.1 * f).min(n));
-                            let needed = crate::method::source_range(
-                                step.method,
-                                step.factors[a],
-                                n,
-                                above.computed.0,
-                                above.computed.1,
-                            );
-                            let writes = level > first || decodes_first_owned;
-                            let computed = if writes {
-                                (needed.0.min(owned.0), needed.1.max(owned.1))
-                            } else {
-                                needed
-                            };
-                            per_level[level - first] = AxisSpan { computed, owned };
-                        }
-                        per_level
-                    })
-                    .collect()
-            })
-            .collect();
         Self {
             first,
             last,
-            grid,
-            spans,
+            grid: plan.levels[last].chunk_grid(),
+            top_chunks: plan.levels[last].chunks.clone(),
+            shapes: (first..=last).map(|k| plan.levels[k].shape.clone()).collect(),
+            steps: (first..last).map(|k| context.step(k)).collect(),
             writes_first,
+            // Level 0 copied as encoded bytes needs no decoded data of its own.
+            decodes_first_owned: writes_first && !context.raw_copy_level0,
         }
+    }
+
+    /// Per level, what task column `i` computes and owns on `axis`.
+    fn axis_spans(&self, axis: usize, i: u64) -> Vec<AxisSpan> {
+        let top = self.shapes[self.last - self.first][axis];
+        let lo = i * self.top_chunks[axis];
+        let hi = (lo + self.top_chunks[axis]).min(top);
+        let mut per_level = vec![
+            AxisSpan {
+                computed: (lo, hi),
+                owned: (lo, hi)
+            };
+            self.last - self.first + 1
+        ];
+        for level in (self.first..self.last).rev() {
+            let offset = level - self.first;
+            let above = per_level[offset + 1];
+            let step = &self.steps[offset];
+            let f = u64::from(step.factors[axis]);
+            let n = self.shapes[offset][axis];
+            let owned = (above.owned.0 * f, (above.owned.1 * f).min(n));
+            let needed =
+                crate::method::source_range(step.method, step.factors[axis], n, above.computed.0, above.computed.1);
+            let writes = level > self.first || self.decodes_first_owned;
+            let computed = if writes {
+                (needed.0.min(owned.0), needed.1.max(owned.1))
+            } else {
+                needed
+            };
+            per_level[offset] = AxisSpan { computed, owned };
+        }
+        per_level
     }
 
     fn task_count(&self) -> u64 {
         self.grid.iter().product()
     }
 
-    fn task_coordinates(&self, task: u64) -> Vec<usize> {
+    fn task_coordinates(&self, task: u64) -> Vec<u64> {
         let mut rest = task;
-        let mut coordinates = vec![0usize; self.grid.len()];
+        let mut coordinates = vec![0u64; self.grid.len()];
         for a in (0..self.grid.len()).rev() {
-            coordinates[a] = usize::try_from(rest % self.grid[a]).expect("grid fits usize");
+            coordinates[a] = rest % self.grid[a];
             rest /= self.grid[a];
         }
         coordinates
     }
 
-    fn region(&self, coordinates: &[usize], level: usize, owned: bool) -> Region {
-        let (start, end): (Vec<u64>, Vec<u64>) = coordinates
-            .iter()
-            .enumerate()
-            .map(|(a, &i)| {
-                let span = self.spans[a][i][level - self.first];
-                if owned { span.owned } else { span.computed }
-            })
-            .unzip();
-        Region::from_bounds(&start, &end)
+    fn task_spans(&self, task: u64) -> TaskSpans {
+        TaskSpans(
+            self.task_coordinates(task)
+                .iter()
+                .enumerate()
+                .map(|(a, &i)| self.axis_spans(a, i))
+                .collect(),
+        )
+    }
+
+    /// Task columns that may differ in extent on an axis: all of them on a short axis;
+    /// else those near either end (where clipping and reflection reach) and one inside,
+    /// which stands for every inner column.
+    fn sample_columns(&self, axis: usize) -> Vec<u64> {
+        const EDGE: u64 = 32;
+        let g = self.grid[axis];
+        if g <= 2 * EDGE + 1 {
+            (0..g).collect()
+        } else {
+            (0..EDGE).chain(std::iter::once(g / 2)).chain(g - EDGE..g).collect()
+        }
+    }
+
+    /// The task columns on `axis` whose read span at level `first` overlaps `[lo, hi)`
+    /// (the read spans grow with the column index, so this is a range).
+    fn columns_reading(&self, axis: usize, lo: u64, hi: u64) -> std::ops::Range<u64> {
+        let read = |i: u64| self.axis_spans(axis, i)[0].computed;
+        let partition = |pred: &dyn Fn(u64) -> bool| {
+            let (mut a, mut b) = (0, self.grid[axis]);
+            while a < b {
+                let mid = a + (b - a) / 2;
+                if pred(mid) { a = mid + 1 } else { b = mid }
+            }
+            a
+        };
+        let start = partition(&|i| read(i).1 <= lo);
+        let end = partition(&|i| read(i).0 < hi);
+        start..end.max(start)
     }
 
     /// Largest working set of one task, in bytes: the source tile, every computed level
     /// (and the chunk buffers written from it), and the gaussian `f64` slabs.
     fn task_bytes(&self, element_size: u64, method: Method) -> u64 {
+        let samples: Vec<Vec<Vec<AxisSpan>>> = (0..self.grid.len())
+            .map(|a| {
+                self.sample_columns(a)
+                    .into_iter()
+                    .map(|i| self.axis_spans(a, i))
+                    .collect()
+            })
+            .collect();
         let extent = |level: usize, axis: &Vec<Vec<AxisSpan>>| -> u64 {
             axis.iter()
                 .map(|s| {
@@ -177,16 +259,21 @@ impl Pass {
                 .max()
                 .unwrap_or(1)
         };
-        let largest = |level: usize| -> u64 { self.spans.iter().map(|axis| extent(level, axis)).product() };
+        let largest = |level: usize| -> u64 {
+            samples
+                .iter()
+                .map(|axis| extent(level, axis))
+                .fold(1u64, u64::saturating_mul)
+        };
         let source = largest(self.first);
-        let mut bytes = source * element_size;
+        let mut bytes = source.saturating_mul(element_size);
         for level in self.first + 1..=self.last {
-            bytes += 2 * largest(level) * element_size;
+            bytes = bytes.saturating_add(2u64.saturating_mul(largest(level)).saturating_mul(element_size));
         }
         if method == Method::Gaussian {
             // One f64 slab of the outermost axis (and smaller ones) per thread.
-            let outer = self.spans.first().map_or(1, |axis| extent(self.first, axis)).max(1);
-            bytes += 2 * 8 * source / outer;
+            let outer = samples.first().map_or(1, |axis| extent(self.first, axis)).max(1);
+            bytes = bytes.saturating_add(2 * 8 * source / outer);
         }
         bytes
     }
@@ -213,7 +300,7 @@ fn plan_pass(
         let pass = Pass::new(context, first, last);
         let tasks = pass.task_count();
         let workers = usize::try_from(tasks).unwrap_or(usize::MAX).min(context.threads).max(1);
-        let fits = workers as u64 * pass.task_bytes(element_size, context.method) <= budget;
+        let fits = (workers as u64).saturating_mul(pass.task_bytes(element_size, context.method)) <= budget;
         let parallel_enough = tasks >= 2 * context.threads as u64 || source_bytes <= 32 << 20;
         if chosen.is_none() || (fits && parallel_enough) {
             chosen = Some((pass, workers));
@@ -257,6 +344,10 @@ pub(super) fn run_passes<T: StoreElement>(context: &BuildContext<'_>) -> Result<
             .journal
             .planned_pass(first)
             .filter(|&last| last > first && last < levels);
+        if first > 0 {
+            // The pass reads level `first` as this build stored it.
+            context.verify(first..=first)?;
+        }
         let (pass, workers) = plan_pass(context, first, element_size, planned);
         if planned.is_none() {
             context.journal.pass_started(pass.first, pass.last)?;
@@ -269,19 +360,20 @@ pub(super) fn run_passes<T: StoreElement>(context: &BuildContext<'_>) -> Result<
             pass.task_count(),
             workers
         );
-        run_pass::<T>(context, &pass, workers)?;
+        let (pass_first, pass_last, writes_first) = (pass.first, pass.last, pass.writes_first);
+        run_pass::<T>(context, pass, workers)?;
         let elapsed = started.elapsed();
-        let produced = if pass.writes_first {
-            pass.first..=pass.last
+        let produced = if writes_first {
+            pass_first..=pass_last
         } else {
-            pass.first + 1..=pass.last
+            pass_first + 1..=pass_last
         };
         for level in produced.clone() {
             seconds[level] = elapsed.as_secs_f64();
         }
         debug!("levels {produced:?} done in {:.2} s", elapsed.as_secs_f64());
         context.progress.pass_done(produced, elapsed);
-        first = pass.last;
+        first = pass_last;
     }
     Ok(seconds)
 }
@@ -296,35 +388,33 @@ fn copy_level0_only<T: StoreElement>(context: &BuildContext<'_>) -> Result<(), B
         context.source.path.clone(),
         context.memory_bytes / 2,
         Arc::new(|_: &Region| 1),
-    );
+    )
+    .with_cancel(context.cancel.clone());
     let finished = AtomicU64::new(0);
+    let interrupted = || BuildError::Interrupted {
+        tasks_done: finished.load(Ordering::Relaxed),
+        tasks: total,
+    };
     use rayon::prelude::*;
-    (0..total).into_par_iter().try_for_each(|i| -> Result<(), BuildError> {
+    let result = (0..total).into_par_iter().try_for_each(|i| -> Result<(), BuildError> {
         if context.journal.is_done(0, i) {
             context.progress.advance(1);
             return Ok(());
         }
         if context.cancelled() {
-            return Err(BuildError::Interrupted {
-                tasks_done: finished.load(Ordering::Relaxed),
-                tasks: total,
-            });
+            return Err(interrupted());
         }
         if let Some(delay) = context.task_delay {
             std::thread::sleep(delay);
         }
-        let mut rest = i;
-        let mut idx = vec![0u64; grid.len()];
-        for a in (0..grid.len()).rev() {
-            idx[a] = rest % grid[a];
-            rest /= grid[a];
-        }
+        let idx = context.levels[0].chunk_indices(i);
         let chunk_region = context.levels[0].chunk_region(&idx);
         let started = Instant::now();
-        if context.raw_copy_level0 {
-            context.levels[0].copy_encoded_chunk(context.source, &idx)?;
+        let stored = if context.raw_copy_level0 {
+            let stored = context.levels[0].copy_encoded_chunk(context.source, &idx)?;
             context.counters.raw_copied.fetch_add(1, Ordering::Relaxed);
             add_ns(&context.counters.write_ns, started.elapsed());
+            stored
         } else {
             let inside = chunk_region
                 .intersect(&Region::whole(&level.shape))
@@ -332,26 +422,38 @@ fn copy_level0_only<T: StoreElement>(context: &BuildContext<'_>) -> Result<(), B
             let data = reader.read(&inside)?;
             let read = Instant::now();
             add_ns(&context.counters.read_ns, read - started);
-            write_chunk_from::<T>(&context.levels[0], &idx, &chunk_region, &data, &inside, context.source)?;
+            let stored =
+                write_chunk_from::<T>(&context.levels[0], &idx, &chunk_region, &data, &inside, context.source)?;
             add_ns(&context.counters.write_ns, read.elapsed());
-        }
-        context.journal.task_done(0, i)?;
+            stored
+        };
+        let stored: Vec<StoredChunk> = stored
+            .map(|bytes| StoredChunk {
+                level: 0,
+                index: i,
+                bytes,
+            })
+            .into_iter()
+            .collect();
+        context.counters.count_stored(&stored);
+        context.journal.task_done(0, i, &stored)?;
         finished.fetch_add(1, Ordering::Relaxed);
         context.progress.advance(1);
         Ok(())
-    })?;
+    });
     context
         .counters
         .decoded
         .fetch_add(reader.stats.decoded.load(Ordering::Relaxed), Ordering::Relaxed);
-    Ok(())
+    result.map_err(|e| if e.is_cancellation() { interrupted() } else { e })
 }
 
 fn fill_of<T: StoreElement>(source: &SourceImage) -> T {
     bytemuck::pod_read_unaligned(source.array.fill_value().as_ne_bytes())
 }
 
-/// Writes chunk `idx` (grid region `chunk_region`) from `data` covering `data_region`.
+/// Writes chunk `idx` (grid region `chunk_region`) from `data` covering `data_region`;
+/// returns the bytes stored, or `None` for a chunk of fill value only (not stored).
 fn write_chunk_from<T: StoreElement>(
     level: &LevelArray,
     idx: &[u64],
@@ -359,25 +461,25 @@ fn write_chunk_from<T: StoreElement>(
     data: &[T],
     data_region: &Region,
     source: &SourceImage,
-) -> Result<(), BuildError> {
+) -> Result<Option<u64>, BuildError> {
     let mut buffer = vec![fill_of::<T>(source); chunk_region.len()];
     copy_overlap(data, data_region, &mut buffer, chunk_region);
-    level.write_chunk(idx, &buffer)?;
-    Ok(())
+    Ok(level.write_chunk(idx, &buffer)?)
 }
 
-/// The bands of a source chunk that tasks reading only part of it need (the halos of
-/// neighbouring tiles), from the tasks' read spans on each axis.
-fn chunk_bands(pass: &Pass, source_shape: Vec<u64>) -> store::ChunkBands {
-    let read_spans: Vec<Vec<(u64, u64)>> = pass
-        .spans
-        .iter()
-        .map(|axis| axis.iter().map(|s| s[0].computed).collect())
-        .collect();
-    Arc::new(move |chunk: &Region| store::halo_bands(chunk, &read_spans, &source_shape))
+/// Reads, computes and writes: the tasks' view of the store, the backend and the counters.
+struct Worker<'a, 'c, T> {
+    context: &'a BuildContext<'c>,
+    pass: &'a Pass,
+    reader: &'a TileReader<T>,
+    buffers: &'a BufferPool<T>,
+    /// True when the fill value's bytes are all zero: every method maps an all-zero
+    /// region to zeros, which are not stored, so a task whose source holds no stored chunk
+    /// writes nothing and can be skipped.
+    zero_fill: bool,
 }
 
-fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: &Pass, workers: usize) -> Result<(), BuildError> {
+fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: Pass, workers: usize) -> Result<(), BuildError> {
     let element_size = T::DTYPE.size() as u64;
     let (array, path) = if pass.first == 0 {
         (context.source.array.clone(), context.source.path.clone())
@@ -389,42 +491,38 @@ fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: &Pass, workers: u
     };
     let tasks = pass.task_count();
     let task_bytes = pass.task_bytes(element_size, context.method);
-    let cache_budget = context.memory_bytes.saturating_sub(workers as u64 * task_bytes);
+    let cache_budget = context
+        .memory_bytes
+        .saturating_sub((workers as u64).saturating_mul(task_bytes));
     debug!("cache budget {} MiB, task {} MiB", cache_budget >> 20, task_bytes >> 20);
-    let resumed = context.journal.done_in_pass(pass.first) > 0;
-    let reads_of: ReadCounter = if resumed {
-        // Count reads over the tasks still to run, chunk by chunk.
-        let grid = array.subchunk_grid();
-        let mut counts: HashMap<Vec<u64>, u64> = HashMap::new();
-        for task in (0..tasks).filter(|&t| !context.journal.is_done(pass.first, t)) {
-            let region = pass.region(&pass.task_coordinates(task), pass.first, false);
-            for idx in store::chunks_of_region(&grid, &region) {
-                let chunk_region = store::grid_region(&grid, &idx);
-                *counts.entry(chunk_region.start).or_default() += 1;
-            }
-        }
-        Arc::new(move |region: &Region| counts.get(&region.start).copied().unwrap_or(1))
-    } else {
-        // Per axis, the task columns whose read span overlaps the chunk.
-        let read_spans: Vec<Vec<(u64, u64)>> = pass
-            .spans
-            .iter()
-            .map(|axis| axis.iter().map(|s| s[0].computed).collect())
-            .collect();
-        Arc::new(move |region: &Region| {
-            (0..region.ndim())
+    let pass = Arc::new(pass);
+    let reads_of = read_counter(context, &pass, &array.subchunk_grid());
+    let bands_of: store::ChunkBands = {
+        let pass = pass.clone();
+        let shape = pass.shapes[0].clone();
+        Arc::new(move |chunk: &Region| {
+            let read_spans: Vec<Vec<(u64, u64)>> = (0..chunk.ndim())
                 .map(|a| {
-                    read_spans[a]
-                        .iter()
-                        .filter(|c| c.0 < region.end(a) && region.start[a] < c.1)
-                        .count() as u64
+                    pass.columns_reading(a, chunk.start[a], chunk.end(a))
+                        .map(|i| pass.axis_spans(a, i)[0].computed)
+                        .collect()
                 })
-                .product()
+                .collect();
+            store::halo_bands(chunk, &read_spans, &shape)
         })
     };
-    let source_shape = context.plan.levels[pass.first].shape.clone();
-    let reader = TileReader::<T>::new(array, path, cache_budget, reads_of).with_bands(chunk_bands(pass, source_shape));
+    let zero_fill = array.fill_value().as_ne_bytes().iter().all(|&b| b == 0);
+    let reader = TileReader::<T>::new(array, path, cache_budget, reads_of)
+        .with_bands(bands_of)
+        .with_cancel(context.cancel.clone());
     let buffers = BufferPool::<T>::new();
+    let worker = Worker {
+        context,
+        pass: &pass,
+        reader: &reader,
+        buffers: &buffers,
+        zero_fill,
+    };
     let next_task = AtomicU64::new(0);
     let finished = AtomicU64::new(0);
     let failed = AtomicBool::new(false);
@@ -438,20 +536,16 @@ fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: &Pass, workers: u
                         break;
                     }
                     if context.journal.is_done(pass.first, task) {
-                        context.progress.advance(task_chunks(context, pass, task));
+                        context.progress.advance(task_chunks(context, &pass, task));
                         continue;
                     }
                     let result = if context.cancelled() {
-                        Err(BuildError::Interrupted {
-                            tasks_done: finished.load(Ordering::Relaxed),
-                            tasks,
-                        })
+                        Err(StoreError::Cancelled.into())
                     } else {
                         if let Some(delay) = context.task_delay {
                             std::thread::sleep(delay);
                         }
-                        run_task::<T>(context, pass, &reader, &buffers, task)
-                            .and_then(|()| Ok(context.journal.task_done(pass.first, task)?))
+                        worker.run(task)
                     };
                     match result {
                         Ok(()) => {
@@ -482,89 +576,141 @@ fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: &Pass, workers: u
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
     {
+        Some(e) if e.is_cancellation() => Err(BuildError::Interrupted {
+            tasks_done: finished.load(Ordering::Relaxed),
+            tasks,
+        }),
         Some(e) => Err(e),
         None => Ok(()),
     }
 }
 
+/// How many tasks of the pass read each source chunk: from the read spans of the task
+/// columns (a closed form), or, when resuming, by counting over the tasks still to run
+/// where there are few enough of them to count.
+fn read_counter(context: &BuildContext<'_>, pass: &Arc<Pass>, grid: &zarrs::array::ChunkGrid) -> ReadCounter {
+    const COUNTED_TASKS: u64 = 1 << 20;
+    let tasks = pass.task_count();
+    if context.journal.done_in_pass(pass.first) > 0 && tasks <= COUNTED_TASKS {
+        let mut counts: HashMap<Vec<u64>, u64> = HashMap::new();
+        for task in (0..tasks).filter(|&t| !context.journal.is_done(pass.first, t)) {
+            let region = pass.task_spans(task).region(pass, pass.first, false);
+            for idx in store::chunks_of_region(grid, &region) {
+                let chunk_region = store::grid_region(grid, &idx);
+                *counts.entry(chunk_region.start).or_default() += 1;
+            }
+        }
+        return Arc::new(move |region: &Region| counts.get(&region.start).copied().unwrap_or(1));
+    }
+    let pass = pass.clone();
+    Arc::new(move |region: &Region| {
+        (0..region.ndim())
+            .map(|a| {
+                let columns = pass.columns_reading(a, region.start[a], region.end(a));
+                columns.end - columns.start
+            })
+            .product()
+    })
+}
+
 /// Output chunks a task writes (for progress when a resumed build skips it).
 fn task_chunks(context: &BuildContext<'_>, pass: &Pass, task: u64) -> u64 {
-    let coordinates = pass.task_coordinates(task);
+    let spans = pass.task_spans(task);
     let first_written = if pass.writes_first { pass.first } else { pass.first + 1 };
     (first_written..=pass.last)
-        .map(|level| {
-            context.levels[level]
-                .chunks_in(&pass.region(&coordinates, level, true))
-                .len() as u64
-        })
+        .map(|level| context.levels[level].chunks_in(&spans.region(pass, level, true)).len() as u64)
         .sum()
 }
 
-fn run_task<T: StoreElement>(
-    context: &BuildContext<'_>,
-    pass: &Pass,
-    reader: &TileReader<T>,
-    buffers: &BufferPool<T>,
-    task: u64,
-) -> Result<(), BuildError> {
-    use rayon::prelude::*;
-    let coordinates = pass.task_coordinates(task);
-    let timer = Instant::now();
-    let raw_copy = pass.writes_first && context.raw_copy_level0;
-    let read_region = pass.region(&coordinates, pass.first, false);
-    let data = reader.read_into(&read_region, buffers.take())?;
-    let source_tile = Tile::new(read_region, T::wrap(data));
-    let read_done = Instant::now();
-    add_ns(&context.counters.read_ns, read_done - timer);
+impl<T: StoreElement> Worker<'_, '_, T> {
+    fn run(&self, task: u64) -> Result<(), BuildError> {
+        let (context, pass) = (self.context, self.pass);
+        let spans = pass.task_spans(task);
+        let timer = Instant::now();
+        let read_region = spans.region(pass, pass.first, false);
+        if self.zero_fill && self.reader.nothing_stored_in(&read_region)? {
+            self.reader.skip(&read_region);
+            context.progress.advance(task_chunks(context, pass, task));
+            context.journal.task_done(pass.first, task, &[])?;
+            return Ok(());
+        }
+        let data = self.reader.read_into(&read_region, self.buffers.take())?;
+        let source_tile = Tile::new(read_region, T::wrap(data));
+        let read_done = Instant::now();
+        add_ns(&context.counters.read_ns, read_done - timer);
 
-    let chain: Vec<(Step, Region)> = (pass.first..pass.last)
-        .map(|level| (context.step(level), pass.region(&coordinates, level + 1, false)))
-        .collect();
-    let outputs = context.backend.downsample_chain(&source_tile, &chain)?;
-    let compute_done = Instant::now();
-    add_ns(&context.counters.compute_ns, compute_done - read_done);
+        let chain: Vec<(Step, Region)> = (pass.first..pass.last)
+            .map(|level| (context.step(level), spans.region(pass, level + 1, false)))
+            .collect();
+        let outputs = context.backend.downsample_chain(&source_tile, &chain)?;
+        let compute_done = Instant::now();
+        add_ns(&context.counters.compute_ns, compute_done - read_done);
 
-    let mut written = 0u64;
-    if pass.writes_first {
-        let owned = pass.region(&coordinates, pass.first, true);
-        let level = &context.levels[pass.first];
-        let indices = level.chunks_in(&owned);
-        written += indices.len() as u64;
-        indices.par_iter().try_for_each(|idx| -> Result<(), BuildError> {
-            if raw_copy {
-                level.copy_encoded_chunk(context.source, idx)?;
-                context.counters.raw_copied.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            } else {
+        let mut stored = Vec::new();
+        let mut written = 0u64;
+        if pass.writes_first {
+            let owned = spans.region(pass, pass.first, true);
+            let tile = (!context.raw_copy_level0).then(|| {
                 let data = T::view(&source_tile.data).expect("typed tile");
-                write_chunk_from::<T>(
+                (data, &source_tile.region)
+            });
+            written += self.write_level(pass.first, &owned, tile, &mut stored)?;
+        }
+        for (offset, tile) in outputs.iter().enumerate() {
+            let level = pass.first + 1 + offset;
+            let owned = spans.region(pass, level, true);
+            let data = T::view(&tile.data).expect("backend returns the source dtype");
+            written += self.write_level(level, &owned, Some((data, &tile.region)), &mut stored)?;
+        }
+        add_ns(&context.counters.write_ns, compute_done.elapsed());
+        context.counters.count_stored(&stored);
+        context.journal.task_done(pass.first, task, &stored)?;
+        context.progress.advance(written);
+        if let Some(data) = T::unwrap(source_tile.data) {
+            self.buffers.give(data);
+        }
+        Ok(())
+    }
+
+    /// Writes the chunks of `level` under `owned`, from `tile` (data and the region it
+    /// holds) or, without one, as level 0's encoded bytes; adds what was stored to
+    /// `stored` and returns how many chunks were written.
+    fn write_level(
+        &self,
+        level: usize,
+        owned: &Region,
+        tile: Option<(&[T], &Region)>,
+        stored: &mut Vec<StoredChunk>,
+    ) -> Result<u64, BuildError> {
+        use rayon::prelude::*;
+        let context = self.context;
+        let array = &context.levels[level];
+        let indices = array.chunks_in(owned);
+        let sizes = indices
+            .par_iter()
+            .map(|idx| -> Result<Option<StoredChunk>, BuildError> {
+                if context.cancelled() {
+                    return Err(StoreError::Cancelled.into());
+                }
+                let bytes = match tile {
+                    Some((data, region)) => {
+                        write_chunk_from::<T>(array, idx, &array.chunk_region(idx), data, region, context.source)?
+                    }
+                    None => {
+                        context.counters.raw_copied.fetch_add(1, Ordering::Relaxed);
+                        array.copy_encoded_chunk(context.source, idx)?
+                    }
+                };
+                Ok(bytes.map(|bytes| StoredChunk {
                     level,
-                    idx,
-                    &level.chunk_region(idx),
-                    data,
-                    &source_tile.region,
-                    context.source,
-                )
-            }
-        })?;
+                    index: array.flat_index(idx),
+                    bytes,
+                }))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        stored.extend(sizes.into_iter().flatten());
+        Ok(indices.len() as u64)
     }
-    for (offset, tile) in outputs.iter().enumerate() {
-        let level_index = pass.first + 1 + offset;
-        let owned = pass.region(&coordinates, level_index, true);
-        let level = &context.levels[level_index];
-        let indices = level.chunks_in(&owned);
-        written += indices.len() as u64;
-        let data = T::view(&tile.data).expect("backend returns the source dtype");
-        indices.par_iter().try_for_each(|idx| {
-            write_chunk_from::<T>(level, idx, &level.chunk_region(idx), data, &tile.region, context.source)
-        })?;
-    }
-    add_ns(&context.counters.write_ns, compute_done.elapsed());
-    context.progress.advance(written);
-    if let Some(data) = T::unwrap(source_tile.data) {
-        buffers.give(data);
-    }
-    Ok(())
 }
 
 /// Source-tile buffers handed from one task to the next, so large tiles reuse memory that

@@ -219,6 +219,28 @@ pub fn backends() -> Vec<(&'static str, Arc<dyn Downsampler>)> {
     list
 }
 
+/// Says, where the reader of `cargo test` sees it, that `test` checked nothing and why.
+///
+/// Written to the process's stderr itself: the test harness captures `eprintln!` and shows
+/// it only for failing tests, so a skipped test would otherwise read as a plain `ok`.
+pub fn skip(test: &str, reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
+}
+
+/// The GPU backend for `test`, or `None` after saying the test is skipped (outside CI; under
+/// `CI=true` a missing adapter fails in [`gpu_backend`]).
+pub fn gpu_or_skip(test: &str) -> Option<Arc<dyn Downsampler>> {
+    let gpu = gpu_backend();
+    if gpu.is_none() {
+        skip(
+            test,
+            "no GPU adapter (Debian's mesa-vulkan-drivers gives the software one, lavapipe)",
+        );
+    }
+    gpu
+}
+
 /// The GPU backend on any adapter (lavapipe included), shared by the tests of one binary.
 pub fn gpu_backend() -> Option<Arc<dyn Downsampler>> {
     use std::sync::OnceLock;
@@ -229,7 +251,7 @@ pub fn gpu_backend() -> Option<Arc<dyn Downsampler>> {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!("CI=true but no GPU adapter: {e}");
             }
-            eprintln!("note: GPU tests skipped, no adapter: {e}");
+            skip("GPU tests", &format!("no adapter: {e}"));
             None
         }
     })
@@ -277,22 +299,84 @@ pub fn ngff_validator(strict: bool) -> jsonschema::Validator {
         .expect("schema compiles")
 }
 
-/// Every file under `dir`, by path relative to `dir`, with its bytes.
+/// Every file under `dir`, by path relative to `dir`, with its bytes. Symbolic links and
+/// special files (FIFOs) are recorded by what they are, never followed or read.
 pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut files = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            let kind = entry.file_type().unwrap();
+            let content = if kind.is_dir() {
                 stack.push(path);
+                continue;
+            } else if kind.is_symlink() {
+                format!("symlink to {}", std::fs::read_link(&path).unwrap().display()).into_bytes()
+            } else if kind.is_file() {
+                std::fs::read(&path).unwrap()
             } else {
-                files.insert(
-                    path.strip_prefix(dir).unwrap().to_path_buf(),
-                    std::fs::read(&path).unwrap(),
-                );
-            }
+                b"special file".to_vec()
+            };
+            files.insert(path.strip_prefix(dir).unwrap().to_path_buf(), content);
         }
     }
     files
+}
+
+/// A `build` command with the given arguments.
+pub fn build_command(args: &[&str]) -> Command {
+    let mut command = Command::new(binary());
+    command.arg("build").args(args).env("NO_COLOR", "1");
+    command
+}
+
+/// Runs `build args` with a pause of `task_delay_ms` before each task (a test hook of debug
+/// builds), sends `signal` (e.g. `-INT`) after `after`, and returns whether the signal
+/// ended the build (rather than the build finishing first) with what it printed.
+pub fn interrupt_build(args: &[&str], task_delay_ms: u64, after: std::time::Duration, signal: &str) -> (bool, Output) {
+    let child = build_command(args)
+        .env("OME_PYRAMID_TEST_TASK_DELAY_MS", task_delay_ms.to_string())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while started.elapsed() < after {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    let interrupted = out.status.signal().is_some() || out.status.code() == Some(1);
+    (interrupted, out)
+}
+
+/// Waits for `child` at most `limit`; kills it and fails the test if it is still running.
+pub fn wait_at_most(mut child: std::process::Child, limit: std::time::Duration, what: &str) -> Output {
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("{what}: still running after {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A synthetic uint16 Zarr v2 array (zstd level 1) at `path`.
+pub fn u16_input(path: &Path, shape: &[u64], chunks: &[u64], seed: u64) {
+    let spec = ome_pyramid::synthetic::ArraySpec {
+        shape: shape.to_vec(),
+        chunks: chunks.to_vec(),
+        dtype: DType::U16,
+        format: ome_pyramid::synthetic::ArrayFormat::V2,
+        codec: ome_pyramid::synthetic::Codec::Zstd(1),
+    };
+    ome_pyramid::synthetic::write_synthetic(path, &spec, seed).unwrap();
 }

@@ -104,30 +104,32 @@ pub fn gpu_computes(method: Method, dtype: DType) -> bool {
     elem_code(dtype).is_some() && !(method == Method::Gaussian && matches!(dtype, DType::U32 | DType::I32))
 }
 
-fn pad(values: &[u64], fill: u64) -> [u32; MAX_AXES] {
-    let mut out = [u32::try_from(fill).unwrap_or(u32::MAX); MAX_AXES];
+/// `values` right-aligned in five `u32`s after `fill`; `None` if a value exceeds `u32`.
+fn pad(values: &[u64], fill: u32) -> Option<[u32; MAX_AXES]> {
+    let mut out = [fill; MAX_AXES];
     let lead = MAX_AXES - values.len();
     for (slot, &v) in out[lead..].iter_mut().zip(values) {
-        *slot = u32::try_from(v).expect("tile axis fits u32");
+        *slot = u32::try_from(v).ok()?;
     }
-    out
+    Some(out)
 }
 
 fn strides(shape: &[u64]) -> Vec<u64> {
     let mut s = vec![1u64; shape.len()];
     for a in (0..shape.len().saturating_sub(1)).rev() {
-        s[a] = s[a + 1] * shape[a + 1];
+        s[a] = s[a + 1].saturating_mul(shape[a + 1]);
     }
     s
 }
 
-fn to_u32(v: usize) -> u32 {
-    u32::try_from(v).expect("GPU index fits u32")
+/// A size or index as the kernels hold it; `None` beyond `u32` (the tile must be split).
+fn to_u32(v: impl TryInto<u32>) -> Option<u32> {
+    v.try_into().ok()
 }
 
 /// Appends (first, count) pairs for one axis; returns the table offset.
-fn push_windows(aux: &mut Vec<u32>, stencil: &AxisStencil, outputs: usize) -> u32 {
-    let at = to_u32(aux.len());
+fn push_windows(aux: &mut Vec<u32>, stencil: &AxisStencil, outputs: usize) -> Option<u32> {
+    let at = to_u32(aux.len())?;
     for o in 0..outputs {
         let (first, count) = match stencil {
             AxisStencil::Identity { offset } => (offset + o, 1),
@@ -135,38 +137,40 @@ fn push_windows(aux: &mut Vec<u32>, stencil: &AxisStencil, outputs: usize) -> u3
             AxisStencil::Window { start, count } => (start[o], count[o]),
             AxisStencil::Taps { .. } => unreachable!("taps are not windows"),
         };
-        aux.push(to_u32(first));
-        aux.push(to_u32(count));
+        aux.push(to_u32(first)?);
+        aux.push(to_u32(count)?);
     }
-    at
+    Some(at)
 }
 
 /// Appends a tap table (CSR offsets, then index/weight pairs); returns its offset.
-fn push_taps(aux: &mut Vec<u32>, offsets: &[usize], index: &[usize], weight: &[f64]) -> u32 {
-    let at = to_u32(aux.len());
-    aux.extend(offsets.iter().map(|&o| to_u32(o)));
+fn push_taps(aux: &mut Vec<u32>, offsets: &[usize], index: &[usize], weight: &[f64]) -> Option<u32> {
+    let at = to_u32(aux.len())?;
+    for &o in offsets {
+        aux.push(to_u32(o)?);
+    }
     for (&i, &w) in index.iter().zip(weight) {
-        aux.push(to_u32(i));
+        aux.push(to_u32(i)?);
         #[allow(clippy::cast_possible_truncation)]
         aux.push((w as f32).to_bits());
     }
-    at
+    Some(at)
 }
 
 /// A table for padded leading axes: one output, reading input 0.
-fn push_unit_axis(aux: &mut Vec<u32>) -> u32 {
-    let at = to_u32(aux.len());
+fn push_unit_axis(aux: &mut Vec<u32>) -> Option<u32> {
+    let at = to_u32(aux.len())?;
     aux.extend([0, 1]);
-    at
+    Some(at)
 }
 
-/// Builds the program for `chain` starting from a source tile over `src_region`.
+/// Builds the program for `chain` starting from a source tile over `src_region`, or
+/// `None` if a size or index does not fit the kernels' `u32` (the caller splits the tile).
 ///
 /// # Panics
-/// If a region does not cover what the next step needs (an engine bug) or an axis does
-/// not fit in `u32`.
+/// If a region does not cover what the next step needs (an engine bug).
 #[must_use]
-pub fn build(dtype: DType, src_region: &Region, chain: &[(Step, Region)]) -> Program {
+pub fn build(dtype: DType, src_region: &Region, chain: &[(Step, Region)]) -> Option<Program> {
     let per_word = elements_per_word(dtype);
     let ndim = src_region.ndim();
     let lead = MAX_AXES - ndim;
@@ -182,18 +186,18 @@ pub fn build(dtype: DType, src_region: &Region, chain: &[(Step, Region)]) -> Pro
         match step.method {
             Method::Nearest | Method::Mean => {
                 let mut params = [0u32; PARAM_WORDS];
-                params[P_SRC_SHAPE..P_SRC_SHAPE + 5].copy_from_slice(&pad(&src.shape, 1));
-                params[P_SRC_STRIDE..P_SRC_STRIDE + 5].copy_from_slice(&pad(&strides(&src.shape), 0));
-                params[P_DST_SHAPE..P_DST_SHAPE + 5].copy_from_slice(&pad(&dst.shape, 1));
+                params[P_SRC_SHAPE..P_SRC_SHAPE + 5].copy_from_slice(&pad(&src.shape, 1)?);
+                params[P_SRC_STRIDE..P_SRC_STRIDE + 5].copy_from_slice(&pad(&strides(&src.shape), 0)?);
+                params[P_DST_SHAPE..P_DST_SHAPE + 5].copy_from_slice(&pad(&dst.shape, 1)?);
                 for a in 0..MAX_AXES {
                     params[P_STENCIL + a] = if a < lead {
-                        push_unit_axis(&mut aux)
+                        push_unit_axis(&mut aux)?
                     } else {
-                        let outputs = usize::try_from(dst.shape[a - lead]).expect("fits");
-                        push_windows(&mut aux, &stencils[a - lead], outputs)
+                        let outputs = usize::try_from(dst.shape[a - lead]).ok()?;
+                        push_windows(&mut aux, &stencils[a - lead], outputs)?
                     };
                 }
-                params[P_DST_LEN] = u32::try_from(dst_len).expect("tile fits u32");
+                params[P_DST_LEN] = to_u32(dst_len)?;
                 dispatches.push(Dispatch {
                     kernel: if step.method == Method::Nearest {
                         Kernel::Nearest
@@ -203,7 +207,7 @@ pub fn build(dtype: DType, src_region: &Region, chain: &[(Step, Region)]) -> Pro
                     params,
                     input: Slot::Level(level),
                     output: Slot::Level(level + 1),
-                    invocations: u32::try_from(dst_len.div_ceil(per_word)).expect("fits"),
+                    invocations: to_u32(dst_len.div_ceil(per_word))?,
                 });
             }
             Method::Gaussian => {
@@ -224,7 +228,7 @@ pub fn build(dtype: DType, src_region: &Region, chain: &[(Step, Region)]) -> Pro
                         for a in 0..ndim {
                             if let AxisStencil::Identity { offset } = stencils[a] {
                                 out_shape[a] = dst.shape[a];
-                                offsets[a + lead] = to_u32(offset);
+                                offsets[a + lead] = to_u32(offset)?;
                             }
                         }
                     }
@@ -237,13 +241,13 @@ pub fn build(dtype: DType, src_region: &Region, chain: &[(Step, Region)]) -> Pro
                         unreachable!()
                     };
                     let mut params = [0u32; PARAM_WORDS];
-                    params[P_SRC_SHAPE..P_SRC_SHAPE + 5].copy_from_slice(&pad(&shape, 1));
-                    params[P_SRC_STRIDE..P_SRC_STRIDE + 5].copy_from_slice(&pad(&strides(&shape), 0));
-                    params[P_DST_SHAPE..P_DST_SHAPE + 5].copy_from_slice(&pad(&out_shape, 1));
-                    params[P_STENCIL + axis + lead] = push_taps(&mut aux, csr, index, weight);
+                    params[P_SRC_SHAPE..P_SRC_SHAPE + 5].copy_from_slice(&pad(&shape, 1)?);
+                    params[P_SRC_STRIDE..P_SRC_STRIDE + 5].copy_from_slice(&pad(&strides(&shape), 0)?);
+                    params[P_DST_SHAPE..P_DST_SHAPE + 5].copy_from_slice(&pad(&out_shape, 1)?);
+                    params[P_STENCIL + axis + lead] = push_taps(&mut aux, csr, index, weight)?;
                     let out_len: u64 = out_shape.iter().product();
-                    params[P_DST_LEN] = u32::try_from(out_len).expect("tile fits u32");
-                    params[P_AXIS] = to_u32(axis + lead);
+                    params[P_DST_LEN] = to_u32(out_len)?;
+                    params[P_AXIS] = to_u32(axis + lead)?;
                     params[P_FIRST] = u32::from(first);
                     params[P_LAST] = u32::from(last);
                     params[P_OFFSET..P_OFFSET + 5].copy_from_slice(&offsets);
@@ -261,7 +265,7 @@ pub fn build(dtype: DType, src_region: &Region, chain: &[(Step, Region)]) -> Pro
                         params,
                         input,
                         output,
-                        invocations: u32::try_from(invocations).expect("fits"),
+                        invocations: to_u32(invocations)?,
                     });
                     input = output;
                     shape = out_shape;
@@ -271,12 +275,12 @@ pub fn build(dtype: DType, src_region: &Region, chain: &[(Step, Region)]) -> Pro
         }
         src = dst.clone();
     }
-    Program {
+    Some(Program {
         dispatches,
         aux,
         level_elements,
         scratch_elements,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -299,7 +303,8 @@ mod tests {
             DType::U16,
             &Region::whole(&[7, 9]),
             &[(s1, Region::whole(&[4, 5])), (s2, Region::whole(&[2, 3]))],
-        );
+        )
+        .unwrap();
         assert_eq!(program.dispatches.len(), 2);
         let p = &program.dispatches[0].params;
         assert_eq!(&p[0..5], &[1, 1, 1, 7, 9]);
@@ -318,7 +323,7 @@ mod tests {
     fn gaussian_makes_one_pass_per_reduced_axis() {
         let s = step(Method::Gaussian, &[1, 2, 2], &[3, 10, 12]);
         let dst = Region::new(vec![1, 0, 0], vec![1, 5, 6]);
-        let program = build(DType::F32, &Region::whole(&[3, 10, 12]), &[(s, dst)]);
+        let program = build(DType::F32, &Region::whole(&[3, 10, 12]), &[(s, dst)]).unwrap();
         assert_eq!(program.dispatches.len(), 2);
         let first = &program.dispatches[0];
         assert_eq!((first.input, first.output), (Slot::Level(0), Slot::Scratch(0)));
@@ -329,6 +334,21 @@ mod tests {
         assert_eq!((last.input, last.output), (Slot::Scratch(0), Slot::Level(1)));
         assert_eq!(&last.params[10..15], &[1, 1, 1, 5, 6]);
         assert_eq!(program.scratch_elements[0], 60);
+    }
+
+    #[test]
+    fn tiles_beyond_u32_indices_are_split_not_a_panic() {
+        // 2^16 × 2^17 outputs: more than u32 elements in one program.
+        let shape = [1u64 << 17, 1 << 18];
+        let s = step(Method::Mean, &[2, 2], &shape);
+        assert!(
+            build(
+                DType::U8,
+                &Region::whole(&shape),
+                &[(s, Region::whole(&[1 << 16, 1 << 17]))]
+            )
+            .is_none()
+        );
     }
 
     #[test]

@@ -361,7 +361,7 @@ pub fn run(args: &BenchArgs, quiet: bool) -> Result<()> {
         plot(&report, path)?;
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_table(&report);
     }
@@ -370,7 +370,7 @@ pub fn run(args: &BenchArgs, quiet: bool) -> Result<()> {
 
 fn print_table(report: &Report) {
     let m = &report.machine;
-    println!(
+    crate::outln!(
         "Machine: {} × {} ({}); GPUs: {}",
         m.cores,
         m.cpu,
@@ -381,7 +381,7 @@ fn print_table(report: &Report) {
             m.gpus.join("; ")
         }
     );
-    println!(
+    crate::outln!(
         "Input: {} — {} {:?}, {}, codec {}",
         report.input,
         report.dtype,
@@ -391,24 +391,33 @@ fn print_table(report: &Report) {
     );
     #[allow(clippy::cast_precision_loss)]
     let decode_rate = report.input_bytes as f64 / 1e6 / report.decode_only.seconds;
-    println!(
+    crate::outln!(
         "Decode-only pass: {:.2} s ({decode_rate:.0} MB/s), the floor for any build of this input.\n",
         report.decode_only.seconds
     );
     if let Some(encode) = &report.encode_only {
         #[allow(clippy::cast_precision_loss)]
         let rate = encode.bytes as f64 / 1e6 / encode.seconds;
-        println!(
+        crate::outln!(
             "Encode-only pass: {:.2} s ({rate:.0} MB/s of decoded data, {} chunks), the floor for writing this array.\n",
-            encode.seconds, encode.chunks
+            encode.seconds,
+            encode.chunks
         );
     }
     if report.rows.is_empty() {
         return;
     }
-    println!(
+    crate::outln!(
         "{:<9} {:<28} {:>7} {:>8} {:>8} {:>22} {:>10} {:>8} {:>8}",
-        "method", "backend", "threads", "time s", "MB/s", "read/compute/write %", "peak RSS", "÷decode", "GPU/CPU"
+        "method",
+        "backend",
+        "threads",
+        "time s",
+        "MB/s",
+        "read/compute/write %",
+        "peak RSS",
+        "÷decode",
+        "GPU/CPU"
     );
     for r in &report.rows {
         let shares = format!(
@@ -417,7 +426,7 @@ fn print_table(report: &Report) {
             100.0 * r.stage_shares[1],
             100.0 * r.stage_shares[2]
         );
-        println!(
+        crate::outln!(
             "{:<9} {:<28} {:>7} {:>8.2} {:>8.0} {:>22} {:>10} {:>7.1}× {:>8}",
             r.method.name(),
             short_backend(&r.backend),
@@ -430,7 +439,7 @@ fn print_table(report: &Report) {
             r.gpu_speedup.map_or_else(String::new, |s| format!("{s:.2}×")),
         );
     }
-    println!("\nread/compute/write: shares of task time (decode+read, kernels, encode+write), summed over tasks.");
+    crate::outln!("\nread/compute/write: shares of task time (decode+read, kernels, encode+write), summed over tasks.");
 }
 
 /// `cpu`, or `gpu <adapter's first word> (<kind>)`, from a backend description.

@@ -267,6 +267,39 @@ pub(crate) fn parse_dims(s: &str) -> Result<Dims, String> {
     Ok(Dims(values))
 }
 
+/// Set once stdout is found closed (`ome-pyramid info x | head -1`): later output is
+/// dropped and the command ends as it would have, without a panic, as command-line tools do.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes one line on stdout; a closed stdout is not an error.
+pub(crate) fn emit_line(text: std::fmt::Arguments<'_>) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(text)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            tracing::warn!("cannot write to stdout: {e}");
+        }
+    }
+}
+
+/// `println!` that survives a closed stdout.
+macro_rules! outln {
+    () => {
+        $crate::emit_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::emit_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use outln;
+
 /// The progress bar, if one is shown; logging goes around it.
 static BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
 
@@ -388,7 +421,7 @@ fn print_summary(report: &BuildReport) {
         .iter()
         .map(|l: &LevelReport| format!("{:?}", l.shape))
         .collect();
-    println!(
+    outln!(
         "Built {} levels of `{}` from `{}` ({} {:?}, {}) in {:.2} s: {:.0} MB/s of input, method {}, backend {}.",
         report.levels.len(),
         report.output.display(),
@@ -401,9 +434,9 @@ fn print_summary(report: &BuildReport) {
         report.method,
         report.backend,
     );
-    println!("  levels: {}", shapes.join(" → "));
+    outln!("  levels: {}", shapes.join(" → "));
     if report.chunks_copied_raw > 0 {
-        println!(
+        outln!(
             "  level 0 copied without re-encoding ({} chunks)",
             report.chunks_copied_raw
         );
@@ -422,7 +455,7 @@ fn run_builder(builder: PyramidBuilder, json_output: bool, quiet: bool) -> Resul
     let show_bar = !quiet && !json_output && std::io::stderr().is_terminal();
     let report = builder.progress(Arc::new(BarProgress::new(show_bar))).build()?;
     if json_output {
-        println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
+        outln!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
     } else if !quiet {
         print_summary(&report);
     }
@@ -499,7 +532,7 @@ fn cmd_demo(args: &DemoArgs, quiet: bool) -> Result<()> {
         let builder = PyramidBuilder::new(&input, &args.output).options(options);
         run_builder(builder, args.pyramid.json, quiet)?;
         if !quiet && !args.pyramid.json {
-            println!("Look inside with: ome-pyramid info {}", args.output.display());
+            outln!("Look inside with: ome-pyramid info {}", args.output.display());
         }
         Ok(())
     })();
@@ -556,7 +589,7 @@ fn cmd_synth(args: &SynthArgs, quiet: bool) -> Result<()> {
     synthetic::write_synthetic(&args.output, &spec, args.seed).context("cannot write the synthetic array")?;
     if !quiet {
         let bytes = size.iter().product::<u64>() * args.dtype.size() as u64;
-        println!(
+        outln!(
             "Wrote {} {} {size:?} ({}) to `{}`.",
             args.format,
             args.dtype,
@@ -570,11 +603,11 @@ fn cmd_synth(args: &SynthArgs, quiet: bool) -> Result<()> {
 fn cmd_gpu_info(json_output: bool) -> Result<()> {
     let adapters = ome_pyramid::backend::gpu::list_adapters();
     if json_output {
-        println!("{}", serde_json::to_string_pretty(&adapters)?);
+        outln!("{}", serde_json::to_string_pretty(&adapters)?);
         return Ok(());
     }
     if adapters.is_empty() {
-        println!("No GPU adapter found (no Vulkan, Metal or DX12 driver); builds use the CPU backend.");
+        outln!("No GPU adapter found (no Vulkan, Metal or DX12 driver); builds use the CPU backend.");
     }
     let auto = adapters.iter().position(|a| a.used_by_auto);
     for (i, a) in adapters.iter().enumerate() {
@@ -583,9 +616,9 @@ fn cmd_gpu_info(json_output: bool) -> Result<()> {
             (false, true) => "software: only with --backend gpu",
             (false, false) => "",
         };
-        println!("{} ({}, {}) {role}", a.name, a.backend, a.device_type);
-        println!("  driver: {}", a.driver);
-        println!(
+        outln!("{} ({}, {}) {role}", a.name, a.backend, a.device_type);
+        outln!("  driver: {}", a.driver);
+        outln!(
             "  max storage binding {}, max buffer {}, {} workgroups per dimension, {} invocations per workgroup",
             format_bytes(a.max_storage_buffer_binding_size),
             format_bytes(a.max_buffer_size),
@@ -594,7 +627,7 @@ fn cmd_gpu_info(json_output: bool) -> Result<()> {
         );
     }
     if auto.is_none() && !adapters.is_empty() {
-        println!("No hardware adapter: --backend auto uses the CPU.");
+        outln!("No hardware adapter: --backend auto uses the CPU.");
     }
     Ok(())
 }
@@ -651,10 +684,10 @@ fn cmd_info(args: &InfoArgs) -> Result<()> {
         }
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&info)?);
+        outln!("{}", serde_json::to_string_pretty(&info)?);
         return Ok(());
     }
-    println!("{} ({})", path.display(), info["kind"].as_str().unwrap_or("?"));
+    outln!("{} ({})", path.display(), info["kind"].as_str().unwrap_or("?"));
     if let Some(axes) = info.get("axes").and_then(|a| a.as_array()) {
         let names: Vec<String> = axes
             .iter()
@@ -667,11 +700,11 @@ fn cmd_info(args: &InfoArgs) -> Result<()> {
                 }
             })
             .collect();
-        println!("  axes: {}", names.join(", "));
+        outln!("  axes: {}", names.join(", "));
     }
     if let Some(kind) = info.get("type").and_then(|t| t.as_str()) {
         let backend = info["metadata"]["backend"].as_str().unwrap_or("?");
-        println!(
+        outln!(
             "  method: {kind} (backend {backend}), OME-NGFF {}",
             info["version"].as_str().unwrap_or("?")
         );
@@ -692,7 +725,7 @@ fn cmd_info(args: &InfoArgs) -> Result<()> {
                 }
             }
         }
-        println!("{line}");
+        outln!("{line}");
     }
     Ok(())
 }
@@ -736,7 +769,9 @@ fn exit_code(error: &anyhow::Error) -> u8 {
     1
 }
 
-/// Set by the first Ctrl-C; builds stop after the tasks in progress, keeping them for `--resume`.
+/// Set by the first Ctrl-C, SIGTERM (what schedulers and `docker stop` send) or SIGHUP;
+/// builds stop after the chunk reads and writes in progress, keeping finished tasks for
+/// `--resume`, release the lock and say how to resume. A second signal stops at once.
 fn cancel_flag() -> Arc<AtomicBool> {
     static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
     FLAG.get_or_init(|| {
@@ -747,10 +782,10 @@ fn cancel_flag() -> Arc<AtomicBool> {
                 eprintln!("\nstopped at once; --resume redoes the tasks that were in progress");
                 std::process::exit(1);
             }
-            eprintln!("\nstopping after the tasks in progress (Ctrl-C again to stop at once) …");
+            eprintln!("\nstopping after the chunk reads and writes in progress (signal again to stop at once) …");
         });
         if let Err(e) = installed {
-            tracing::warn!("Ctrl-C will stop the build at once ({e})");
+            tracing::warn!("Ctrl-C and SIGTERM will stop the build at once ({e})");
         }
         flag
     })

@@ -1,0 +1,206 @@
+//! Output safety: where OUTPUT may be, what `--overwrite` may remove, and the check that
+//! the output is whole before its metadata says so.
+//!
+//! - OUTPUT never equals, lies inside or contains INPUT.
+//! - `--overwrite` removes only an ome-pyramid output: a directory whose every entry is
+//!   part of a Zarr store (node metadata, chunk files named by their array's chunk key
+//!   encoding, ome-pyramid's bookkeeping files) and that ome-pyramid wrote (its metadata
+//!   says so, or a build's record, journal or lock is there). Anything else is refused,
+//!   naming the first foreign entry. It removes children before their parents' metadata
+//!   and the lock last, so an output half removed by a killed run is still recognised and
+//!   can be replaced.
+//! - Before the image metadata is written, the output is checked: its group and level
+//!   metadata are in place and every level holds exactly the chunk files the build stored
+//!   (this run's and, when resumed, those of earlier runs).
+
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::BuildError;
+use super::pass::BuildContext;
+use crate::journal::{self, LOCK_FILE, OutputLock, StoredTotals};
+use crate::store::tree::{self, ChunkKeys};
+use crate::store::{self, NodeKind, StoreError};
+
+/// Resolves the absolute form of a path that may not exist yet.
+pub(crate) fn absolute(path: &Path) -> PathBuf {
+    if let Ok(p) = path.canonicalize() {
+        return p;
+    }
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) => absolute(parent).join(name),
+        _ => abs,
+    }
+}
+
+/// Refuses outputs that equal, lie inside or contain the input.
+pub(crate) fn check_output_location(input: &Path, output: &Path) -> Result<(), BuildError> {
+    let input_abs = absolute(input);
+    let output_abs = absolute(output);
+    let relation = if input_abs == output_abs {
+        Some("is the same path as")
+    } else if output_abs.starts_with(&input_abs) {
+        Some("lies inside")
+    } else if input_abs.starts_with(&output_abs) {
+        Some("contains")
+    } else {
+        None
+    };
+    match relation {
+        Some(relation) => Err(BuildError::UnsafeOutput {
+            output: output.to_path_buf(),
+            input: input.to_path_buf(),
+            relation,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn refuse(output: &Path, reason: String) -> BuildError {
+    BuildError::RefuseOverwrite {
+        path: output.to_path_buf(),
+        reason,
+    }
+}
+
+fn io_failure<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> BuildError + 'a {
+    move |source| {
+        BuildError::Store(StoreError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+/// True if ome-pyramid wrote the store at `output`: a build's bookkeeping is there, or
+/// the image metadata names ome-pyramid as its software.
+fn written_by_ome_pyramid(output: &Path) -> bool {
+    if [LOCK_FILE, journal::RECORD_FILE, journal::JOURNAL_FILE]
+        .iter()
+        .any(|f| output.join(f).is_file())
+    {
+        return true;
+    }
+    match store::probe_node(output) {
+        Ok(NodeKind::Group(attributes)) => {
+            let root = attributes.get("ome").unwrap_or(&Value::Null);
+            let multiscales = attributes.get("multiscales").or_else(|| root.get("multiscales"));
+            multiscales
+                .and_then(|m| m.get(0))
+                .and_then(|m| m.get("metadata"))
+                .and_then(|m| m.get("software"))
+                .and_then(Value::as_str)
+                == Some("ome-pyramid")
+        }
+        _ => false,
+    }
+}
+
+/// Handles an existing output: refuse it, or remove it when `overwrite` is set and it is
+/// an ome-pyramid output that no running build holds.
+pub(crate) fn prepare_output(output: &Path, overwrite: bool) -> Result<(), BuildError> {
+    let meta = match std::fs::symlink_metadata(output) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(BuildError::OutputNotCreatable {
+                path: output.to_path_buf(),
+                source,
+            });
+        }
+    };
+    if !overwrite {
+        return Err(BuildError::OutputExists(output.to_path_buf()));
+    }
+    if !meta.is_dir() {
+        return Err(refuse(output, "it is not a directory".into()));
+    }
+    if let Some(entry) = tree::first_foreign_entry(output).map_err(io_failure("cannot read", output))? {
+        return Err(refuse(
+            output,
+            format!("`{}` is not part of a Zarr store", entry.display()),
+        ));
+    }
+    let empty = std::fs::read_dir(output)
+        .map_err(io_failure("cannot read", output))?
+        .next()
+        .is_none();
+    if !empty && !written_by_ome_pyramid(output) {
+        return Err(refuse(
+            output,
+            "it is a Zarr store that ome-pyramid did not write".into(),
+        ));
+    }
+    let lock = OutputLock::acquire(output)?;
+    tree::remove_tree(output, LOCK_FILE).map_err(io_failure("cannot remove the old output", output))?;
+    drop(lock);
+    std::fs::remove_dir(output).map_err(io_failure("cannot remove the old output", output))?;
+    Ok(())
+}
+
+/// What a level of the output must hold.
+struct ExpectedLevel {
+    /// The level.
+    level: usize,
+    /// Its directory.
+    dir: PathBuf,
+    /// The chunk files the build stored there.
+    stored: StoredTotals,
+}
+
+impl BuildContext<'_> {
+    /// Checks that the output was not changed under the build: the group's metadata file
+    /// exists and each of `levels` has its array metadata and exactly the chunk files the
+    /// build stored (this run's and, when resumed, earlier runs'). Run before a pass reads
+    /// a level it wrote, and before the image metadata is written.
+    pub(super) fn verify(&self, levels: RangeInclusive<usize>) -> Result<(), BuildError> {
+        let before = self.journal.stored_before(self.levels.len());
+        let expected: Vec<ExpectedLevel> = levels
+            .map(|level| {
+                let (chunks, bytes) = self.counters.stored_in(level);
+                ExpectedLevel {
+                    level,
+                    dir: self.levels[level].dir().to_path_buf(),
+                    stored: StoredTotals {
+                        chunks: before[level].chunks + chunks,
+                        bytes: before[level].bytes + bytes,
+                    },
+                }
+            })
+            .collect();
+        verify_output(&self.group.path, GROUP_FILE, &expected)
+    }
+}
+
+/// The group metadata file of a v0.4 output.
+const GROUP_FILE: &str = ".zgroup";
+
+fn verify_output(output: &Path, group_file: &str, levels: &[ExpectedLevel]) -> Result<(), BuildError> {
+    let damaged = |detail: String| BuildError::OutputDamaged {
+        path: output.to_path_buf(),
+        detail,
+    };
+    if !output.join(group_file).is_file() {
+        return Err(damaged(format!("its `{group_file}` is missing")));
+    }
+    for level in levels {
+        let k = level.level;
+        let meta = match store::probe_node(&level.dir) {
+            Ok(NodeKind::ArrayV2(meta) | NodeKind::ArrayV3(meta)) => meta,
+            _ => return Err(damaged(format!("level {k} has no array metadata"))),
+        };
+        let keys = ChunkKeys::of(&meta).ok_or_else(|| damaged(format!("level {k}'s metadata is not readable")))?;
+        let found = tree::count_chunk_files(&level.dir, &keys).map_err(io_failure("cannot read", &level.dir))?;
+        if found != level.stored {
+            return Err(damaged(format!(
+                "level {k} holds {} chunk files ({} bytes) where the build stored {} ({} bytes)",
+                found.chunks, found.bytes, level.stored.chunks, level.stored.bytes
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! The file-system store every input and output is read through: zarrs' `FilesystemStore`,
+//! reading regular files only. zarrs opens whatever is at a key's path, so a FIFO named like
+//! a chunk or a metadata file would block the build forever; here such a key is an error
+//! naming it. Symbolic links to regular files are followed, as a file system user expects.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use zarrs::filesystem::FilesystemStore;
+use zarrs::storage::byte_range::ByteRangeIterator;
+use zarrs::storage::{
+    Bytes, MaybeBytesIterator, OffsetBytesIterator, ReadableStorageTraits, StorageError, StoreKey, StorePrefix,
+    WritableStorageTraits,
+};
+
+use super::tree::not_regular;
+
+/// A [`FilesystemStore`] that refuses to read anything but regular files.
+#[derive(Debug)]
+pub struct RegularFileStore {
+    inner: FilesystemStore,
+    root: PathBuf,
+}
+
+impl RegularFileStore {
+    /// The store rooted at `root`.
+    ///
+    /// # Errors
+    /// The store's error, as text, if `root` cannot be a store.
+    pub fn new(root: &Path) -> Result<Arc<Self>, String> {
+        let inner = FilesystemStore::new(root).map_err(|e| e.to_string())?;
+        Ok(Arc::new(Self {
+            inner,
+            root: root.to_path_buf(),
+        }))
+    }
+
+    /// Fails for a key whose path exists but is not a regular file.
+    fn check(&self, key: &StoreKey) -> Result<(), StorageError> {
+        match std::fs::metadata(self.root.join(key.as_str())) {
+            Ok(meta) if !meta.is_file() => Err(StorageError::Other(format!(
+                "`{}` cannot be read: {}",
+                key.as_str(),
+                not_regular(&meta)
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl ReadableStorageTraits for RegularFileStore {
+    fn get_partial_many<'a>(
+        &'a self,
+        key: &StoreKey,
+        byte_ranges: ByteRangeIterator<'a>,
+    ) -> Result<MaybeBytesIterator<'a>, StorageError> {
+        self.check(key)?;
+        self.inner.get_partial_many(key, byte_ranges)
+    }
+
+    fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, StorageError> {
+        self.check(key)?;
+        self.inner.size_key(key)
+    }
+
+    fn supports_get_partial(&self) -> bool {
+        self.inner.supports_get_partial()
+    }
+}
+
+impl WritableStorageTraits for RegularFileStore {
+    fn set(&self, key: &StoreKey, value: Bytes) -> Result<(), StorageError> {
+        self.check(key)?;
+        self.inner.set(key, value)
+    }
+
+    fn set_partial_many(&self, key: &StoreKey, offset_values: OffsetBytesIterator) -> Result<(), StorageError> {
+        self.check(key)?;
+        self.inner.set_partial_many(key, offset_values)
+    }
+
+    fn erase(&self, key: &StoreKey) -> Result<(), StorageError> {
+        self.inner.erase(key)
+    }
+
+    fn erase_prefix(&self, prefix: &StorePrefix) -> Result<(), StorageError> {
+        self.inner.erase_prefix(prefix)
+    }
+
+    fn supports_set_partial(&self) -> bool {
+        self.inner.supports_set_partial()
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fifo_chunk_is_an_error_not_a_hang() {
+        let dir = tempfile::TempDir::new().unwrap();
+        std::fs::create_dir(dir.path().join("0")).unwrap();
+        let fifo = dir.path().join("0/0");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let store = RegularFileStore::new(dir.path()).unwrap();
+        let key = StoreKey::new("0/0").unwrap();
+        let err = store.get(&key).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`0/0` cannot be read: it is not a regular file"),
+            "{err}"
+        );
+        std::fs::write(dir.path().join("0/1"), b"data").unwrap();
+        assert_eq!(store.size_key(&StoreKey::new("0/1").unwrap()).unwrap(), Some(4));
+    }
+}
