@@ -15,17 +15,21 @@
 //! # Ok::<(), ome_pyramid::BuildError>(())
 //! ```
 //!
-//! Data flows store → engine → backend → store:
+//! Data flows source → engine → backend → sink:
 //! - [`plan`] decides level shapes and factors and [`ngff`] the metadata, without I/O;
-//! - [`store`] opens the input, reads tiles, and writes the level arrays;
+//! - [`store`] holds the [`Source`](store::Source) of the input (Zarr v2/v3 and OME-Zarr
+//!   today), the tile reader with its chunk cache, and the sink that writes the level arrays
+//!   in an OME-NGFF layout;
 //! - [`backend`] holds the [`Downsampler`] trait and the CPU and GPU kernels;
-//! - [`engine`] is the only module that joins the store and the backends.
+//! - [`engine`] is the only module that joins the store and the backends;
+//! - [`journal`] keeps the lock, the build record and the task journal that make builds
+//!   safe to interrupt and resume.
 //!
 //! The methods are defined exactly in [`method`]; integer results are identical on every
 //! backend for nearest and mean.
 
 pub mod backend;
-pub mod digest;
+pub(crate) mod digest;
 pub mod dtype;
 pub mod engine;
 pub mod journal;

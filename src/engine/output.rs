@@ -172,12 +172,9 @@ impl BuildContext<'_> {
                 }
             })
             .collect();
-        verify_output(&self.group.path, GROUP_FILE, &expected)
+        verify_output(self.sink.path(), self.sink.group_file(), &expected)
     }
 }
-
-/// The group metadata file of a v0.4 output.
-const GROUP_FILE: &str = ".zgroup";
 
 fn verify_output(output: &Path, group_file: &str, levels: &[ExpectedLevel]) -> Result<(), BuildError> {
     let damaged = |detail: String| BuildError::OutputDamaged {

@@ -8,14 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
-use zarrs::array::ArrayShardedExt;
 
 use super::{BuildError, Progress};
 use crate::backend::{Downsampler, Step};
 use crate::journal::{Journal, StoredChunk};
 use crate::method::Method;
 use crate::plan::PyramidPlan;
-use crate::store::{self, LevelArray, OutputGroup, ReadCounter, SourceImage, StoreElement, StoreError, TileReader};
+use crate::store::{self, ChunkSource, LevelSink, ReadCounter, Sink, Source, StoreElement, StoreError, TileReader};
 use crate::tile::{Region, Tile, copy_overlap};
 
 /// Counters summed over the tasks of a build.
@@ -60,11 +59,11 @@ impl Counters {
 
 /// What every pass of one build shares.
 pub(super) struct BuildContext<'a> {
-    pub(super) source: &'a SourceImage,
+    pub(super) source: &'a Arc<dyn Source>,
     pub(super) plan: &'a PyramidPlan,
     pub(super) method: Method,
-    pub(super) levels: &'a [LevelArray],
-    pub(super) group: &'a OutputGroup,
+    pub(super) levels: &'a [Box<dyn LevelSink>],
+    pub(super) sink: &'a dyn Sink,
     pub(super) backend: &'a dyn Downsampler,
     pub(super) threads: usize,
     pub(super) memory_bytes: u64,
@@ -383,13 +382,9 @@ fn copy_level0_only<T: StoreElement>(context: &BuildContext<'_>) -> Result<(), B
     let level = &context.plan.levels[0];
     let grid = level.chunk_grid();
     let total: u64 = grid.iter().product();
-    let reader = TileReader::<T>::new(
-        context.source.array.clone(),
-        context.source.path.clone(),
-        context.memory_bytes / 2,
-        Arc::new(|_: &Region| 1),
-    )
-    .with_cancel(context.cancel.clone());
+    let level0: Arc<dyn ChunkSource> = context.source.clone();
+    let reader = TileReader::<T>::new(level0, context.memory_bytes / 2, Arc::new(|_: &Region| 1))
+        .with_cancel(context.cancel.clone());
     let finished = AtomicU64::new(0);
     let interrupted = || BuildError::Interrupted {
         tasks_done: finished.load(Ordering::Relaxed),
@@ -411,7 +406,7 @@ fn copy_level0_only<T: StoreElement>(context: &BuildContext<'_>) -> Result<(), B
         let chunk_region = context.levels[0].chunk_region(&idx);
         let started = Instant::now();
         let stored = if context.raw_copy_level0 {
-            let stored = context.levels[0].copy_encoded_chunk(context.source, &idx)?;
+            let stored = context.levels[0].copy_stored_chunk(context.source.as_ref(), &idx)?;
             context.counters.raw_copied.fetch_add(1, Ordering::Relaxed);
             add_ns(&context.counters.write_ns, started.elapsed());
             stored
@@ -422,8 +417,14 @@ fn copy_level0_only<T: StoreElement>(context: &BuildContext<'_>) -> Result<(), B
             let data = reader.read(&inside)?;
             let read = Instant::now();
             add_ns(&context.counters.read_ns, read - started);
-            let stored =
-                write_chunk_from::<T>(&context.levels[0], &idx, &chunk_region, &data, &inside, context.source)?;
+            let stored = write_chunk_from::<T>(
+                context.levels[0].as_ref(),
+                &idx,
+                &chunk_region,
+                &data,
+                &inside,
+                context.source.as_ref(),
+            )?;
             add_ns(&context.counters.write_ns, read.elapsed());
             stored
         };
@@ -448,23 +449,23 @@ fn copy_level0_only<T: StoreElement>(context: &BuildContext<'_>) -> Result<(), B
     result.map_err(|e| if e.is_cancellation() { interrupted() } else { e })
 }
 
-fn fill_of<T: StoreElement>(source: &SourceImage) -> T {
-    bytemuck::pod_read_unaligned(source.array.fill_value().as_ne_bytes())
+fn fill_of<T: StoreElement>(source: &dyn Source) -> T {
+    bytemuck::pod_read_unaligned(source.fill_bytes())
 }
 
 /// Writes chunk `idx` (grid region `chunk_region`) from `data` covering `data_region`;
 /// returns the bytes stored, or `None` for a chunk of fill value only (not stored).
 fn write_chunk_from<T: StoreElement>(
-    level: &LevelArray,
+    level: &dyn LevelSink,
     idx: &[u64],
     chunk_region: &Region,
     data: &[T],
     data_region: &Region,
-    source: &SourceImage,
+    source: &dyn Source,
 ) -> Result<Option<u64>, BuildError> {
     let mut buffer = vec![fill_of::<T>(source); chunk_region.len()];
     copy_overlap(data, data_region, &mut buffer, chunk_region);
-    Ok(level.write_chunk(idx, &buffer)?)
+    Ok(level.write_chunk(idx, bytemuck::cast_slice(&buffer))?)
 }
 
 /// Reads, computes and writes: the tasks' view of the store, the backend and the counters.
@@ -481,13 +482,10 @@ struct Worker<'a, 'c, T> {
 
 fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: Pass, workers: usize) -> Result<(), BuildError> {
     let element_size = T::DTYPE.size() as u64;
-    let (array, path) = if pass.first == 0 {
-        (context.source.array.clone(), context.source.path.clone())
+    let level: Arc<dyn ChunkSource> = if pass.first == 0 {
+        context.source.clone()
     } else {
-        (
-            context.group.open_level(pass.first)?,
-            context.group.path.join(pass.first.to_string()),
-        )
+        context.sink.read_level(pass.first)?
     };
     let tasks = pass.task_count();
     let task_bytes = pass.task_bytes(element_size, context.method);
@@ -496,7 +494,7 @@ fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: Pass, workers: us
         .saturating_sub((workers as u64).saturating_mul(task_bytes));
     debug!("cache budget {} MiB, task {} MiB", cache_budget >> 20, task_bytes >> 20);
     let pass = Arc::new(pass);
-    let reads_of = read_counter(context, &pass, &array.subchunk_grid());
+    let reads_of = read_counter(context, &pass, level.as_ref());
     let bands_of: store::ChunkBands = {
         let pass = pass.clone();
         let shape = pass.shapes[0].clone();
@@ -511,8 +509,8 @@ fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: Pass, workers: us
             store::halo_bands(chunk, &read_spans, &shape)
         })
     };
-    let zero_fill = array.fill_value().as_ne_bytes().iter().all(|&b| b == 0);
-    let reader = TileReader::<T>::new(array, path, cache_budget, reads_of)
+    let zero_fill = level.fill_bytes().iter().all(|&b| b == 0);
+    let reader = TileReader::<T>::new(level, cache_budget, reads_of)
         .with_bands(bands_of)
         .with_cancel(context.cancel.clone());
     let buffers = BufferPool::<T>::new();
@@ -588,15 +586,15 @@ fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: Pass, workers: us
 /// How many tasks of the pass read each source chunk: from the read spans of the task
 /// columns (a closed form), or, when resuming, by counting over the tasks still to run
 /// where there are few enough of them to count.
-fn read_counter(context: &BuildContext<'_>, pass: &Arc<Pass>, grid: &zarrs::array::ChunkGrid) -> ReadCounter {
+fn read_counter(context: &BuildContext<'_>, pass: &Arc<Pass>, level: &dyn ChunkSource) -> ReadCounter {
     const COUNTED_TASKS: u64 = 1 << 20;
     let tasks = pass.task_count();
     if context.journal.done_in_pass(pass.first) > 0 && tasks <= COUNTED_TASKS {
         let mut counts: HashMap<Vec<u64>, u64> = HashMap::new();
         for task in (0..tasks).filter(|&t| !context.journal.is_done(pass.first, t)) {
             let region = pass.task_spans(task).region(pass, pass.first, false);
-            for idx in store::chunks_of_region(grid, &region) {
-                let chunk_region = store::grid_region(grid, &idx);
+            for idx in level.chunks_in(&region) {
+                let chunk_region = level.chunk_region(&idx);
                 *counts.entry(chunk_region.start).or_default() += 1;
             }
         }
@@ -693,12 +691,17 @@ impl<T: StoreElement> Worker<'_, '_, T> {
                     return Err(StoreError::Cancelled.into());
                 }
                 let bytes = match tile {
-                    Some((data, region)) => {
-                        write_chunk_from::<T>(array, idx, &array.chunk_region(idx), data, region, context.source)?
-                    }
+                    Some((data, region)) => write_chunk_from::<T>(
+                        array.as_ref(),
+                        idx,
+                        &array.chunk_region(idx),
+                        data,
+                        region,
+                        context.source.as_ref(),
+                    )?,
                     None => {
                         context.counters.raw_copied.fetch_add(1, Ordering::Relaxed);
-                        array.copy_encoded_chunk(context.source, idx)?
+                        array.copy_stored_chunk(context.source.as_ref(), idx)?
                     }
                 };
                 Ok(bytes.map(|bytes| StoredChunk {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use ome_pyramid::backend::gpu::list_adapters;
-use ome_pyramid::store::{self, DecodeReport};
+use ome_pyramid::store::{self, ChunkSource, DecodeReport};
 use ome_pyramid::synthetic::{self, ArrayFormat, ArraySpec, Codec};
 use ome_pyramid::units::format_bytes;
 use ome_pyramid::{DType, Method};
@@ -270,7 +270,7 @@ pub fn run(args: &BenchArgs, quiet: bool) -> Result<()> {
             synthetic::write_synthetic(&input, &spec, 42).context("cannot write the synthetic volume")?;
         }
         let source = store::open_source(&input)?;
-        let input_bytes = source.shape.iter().product::<u64>() * source.dtype.size() as u64;
+        let input_bytes = source.shape().iter().product::<u64>() * source.dtype().size() as u64;
         let codec_pool = rayon::ThreadPoolBuilder::new()
             .num_threads(*sweep.iter().max().unwrap_or(&cores))
             .build()?;
@@ -342,10 +342,10 @@ pub fn run(args: &BenchArgs, quiet: bool) -> Result<()> {
         Ok(Report {
             machine: machine(),
             input: input.display().to_string(),
-            dtype: source.dtype,
-            shape: source.shape.clone(),
+            dtype: source.dtype(),
+            shape: source.shape().to_vec(),
             input_bytes,
-            codec: store::describe_codecs(&source.raw_metadata),
+            codec: store::describe_codecs(source.raw_metadata()),
             decode_only,
             encode_only,
             rows,

@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use ome_pyramid::engine::LevelReport;
-use ome_pyramid::store::{self, NodeKind};
+use ome_pyramid::store::{self, ChunkSource, NodeKind};
 use ome_pyramid::synthetic::{self, ArrayFormat, ArraySpec, Codec};
 use ome_pyramid::units::{format_bytes, parse_size};
 use ome_pyramid::{
@@ -734,12 +734,12 @@ fn array_info(dir: &Path, label: &str) -> Result<serde_json::Value> {
     let source = store::open_source(dir)?;
     Ok(json!({
         "path": label,
-        "zarr_format": source.zarr_format,
-        "dtype": source.dtype.name(),
-        "shape": source.shape,
-        "chunks": source.chunk_shape,
-        "codecs": store::describe_codecs(&source.raw_metadata),
-        "fill_value": source.fill_value,
+        "zarr_format": source.zarr_format(),
+        "dtype": source.dtype().name(),
+        "shape": source.shape(),
+        "chunks": source.chunk_shape(),
+        "codecs": store::describe_codecs(source.raw_metadata()),
+        "fill_value": source.fill_value_json(),
     }))
 }
 

@@ -1,0 +1,62 @@
+//! What `build` can be asked (SPEC §1), with the documented defaults.
+
+use crate::backend::BackendChoice;
+use crate::method::Method;
+use crate::store::Compression;
+
+/// Everything `build` can be asked (SPEC §1). `Default` gives the documented defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildOptions {
+    /// Downsampling method.
+    pub method: Method,
+    /// Compute backend.
+    pub backend: BackendChoice,
+    /// Total number of levels including level 0; `None` for the stop rule.
+    pub levels: Option<usize>,
+    /// Per-axis factors by axis name (`None` for the anisotropy rule).
+    pub factors: Option<Vec<(String, u32)>>,
+    /// Axis names for a plain array (e.g. `tczyx`); `None` for the default by dimensionality.
+    pub axes: Option<String>,
+    /// Level-0 pixel size per axis name; unnamed axes keep the input's value, else 1.
+    pub scale: Vec<(String, f64)>,
+    /// Unit of the space axes.
+    pub unit: Option<String>,
+    /// Output chunk shape; `None` for the input's chunk shape.
+    pub chunks: Option<Vec<u64>>,
+    /// Output codec.
+    pub compression: Compression,
+    /// Codec level.
+    pub clevel: Option<i32>,
+    /// Replace an existing output.
+    pub overwrite: bool,
+    /// Working-set budget in bytes.
+    pub memory_bytes: u64,
+    /// CPU threads; `None` for all cores.
+    pub threads: Option<usize>,
+    /// Image name in the metadata; `None` for the input's name or file name.
+    pub name: Option<String>,
+    /// Continue an interrupted build of the same output with the same settings.
+    pub resume: bool,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self {
+            method: Method::Mean,
+            backend: BackendChoice::Auto,
+            levels: None,
+            factors: None,
+            axes: None,
+            scale: Vec::new(),
+            unit: None,
+            chunks: None,
+            compression: Compression::Input,
+            clevel: None,
+            overwrite: false,
+            memory_bytes: 2 << 30,
+            threads: None,
+            name: None,
+            resume: false,
+        }
+    }
+}

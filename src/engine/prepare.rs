@@ -1,0 +1,320 @@
+//! The decisions made before any output is written: the input opened and checked against
+//! the memory budget, axes, pixel sizes, the level plan, the output codec, whether level 0
+//! can be copied as stored, the backend, and the record a resumed build must match.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use tracing::info;
+
+use super::output::{absolute, check_output_location};
+use super::{BuildError, PyramidBuilder};
+use crate::backend::cpu::CpuBackend;
+use crate::backend::gpu::GpuBackend;
+use crate::backend::{BackendChoice, Downsampler};
+use crate::dtype::DType;
+use crate::journal;
+use crate::method::Method;
+use crate::ngff::{self, NgffError};
+use crate::plan::{self, Axis, AxisKind, FactorRule, PlanError, PlanRequest, PyramidPlan};
+use crate::store::{self, OutputCodec, Source};
+
+/// Refuses a chunk whose decoded bytes exceed half the memory budget: a task holds at
+/// least one such chunk and its tile, and a lying input must not make the build allocate
+/// past `--memory`.
+fn check_chunk_fits(
+    option: &'static str,
+    what: &str,
+    chunk: &[u64],
+    element_size: u64,
+    memory_bytes: u64,
+) -> Result<(), BuildError> {
+    let bytes = chunk
+        .iter()
+        .try_fold(element_size, |n, &c| n.checked_mul(c))
+        .unwrap_or(u64::MAX);
+    if bytes > memory_bytes / 2 {
+        let needed = bytes.saturating_mul(2);
+        return Err(BuildError::InvalidOption {
+            option,
+            reason: format!(
+                "{what} ({chunk:?}) holds {} decoded, more than half of the --memory budget of {}; raise --memory to at least {} or use smaller chunks",
+                crate::units::format_bytes(bytes),
+                crate::units::format_bytes(memory_bytes),
+                crate::units::format_bytes(needed),
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Looks up per-axis-name values, refusing names that are not axes.
+fn by_axis_name<V: Copy>(
+    option: &'static str,
+    axes: &[Axis],
+    values: &[(String, V)],
+) -> Result<Vec<Option<V>>, BuildError> {
+    let mut out = vec![None; axes.len()];
+    for (name, v) in values {
+        let a = axes
+            .iter()
+            .position(|ax| &ax.name == name)
+            .ok_or_else(|| BuildError::InvalidOption {
+                option,
+                reason: format!(
+                    "`{name}` is not an axis of this image (axes: {})",
+                    plan::axis_names(axes)
+                ),
+            })?;
+        if out[a].is_some() {
+            return Err(BuildError::InvalidOption {
+                option,
+                reason: format!("axis `{name}` is given twice"),
+            });
+        }
+        out[a] = Some(*v);
+    }
+    Ok(out)
+}
+
+/// The decisions made before any output is written.
+pub(super) struct Prepared {
+    pub(super) source: Arc<dyn Source>,
+    pub(super) axes: Vec<Axis>,
+    pub(super) pixel_size: Vec<f64>,
+    pub(super) translation: Vec<f64>,
+    pub(super) plan: PyramidPlan,
+    pub(super) codec: OutputCodec,
+    pub(super) raw_copy_level0: bool,
+    pub(super) name: String,
+}
+
+pub(super) fn prepare(builder: &PyramidBuilder) -> Result<Prepared, BuildError> {
+    let options = &builder.options;
+    if options.memory_bytes < (16 << 20) {
+        return Err(BuildError::InvalidOption {
+            option: "memory",
+            reason: "the budget must be at least 16 MiB".into(),
+        });
+    }
+    check_output_location(&builder.input, &builder.output)?;
+    let source: Arc<dyn Source> = Arc::new(store::open_source_with(
+        &builder.input,
+        builder.layers.input.as_deref(),
+    )?);
+    let ndim = source.shape().len();
+    let element_size = source.dtype().size() as u64;
+    check_chunk_fits(
+        "memory",
+        "a chunk of the input",
+        source.chunk_shape(),
+        element_size,
+        options.memory_bytes,
+    )?;
+    if let Some(reason) = &source.image().omero_dropped {
+        tracing::warn!("the input's `omero` block is not valid OME-NGFF ({reason}); it is not copied to the output");
+    }
+
+    // Axes: the input's OME axes, or --axes, or the default for the dimensionality.
+    let image_axes = Some(source.image().axes.clone()).filter(|a| !a.is_empty());
+    let mut axes = match (&options.axes, image_axes) {
+        (Some(_), Some(_)) => {
+            return Err(BuildError::InvalidOption {
+                option: "axes",
+                reason: "the input is an OME-Zarr image that already names its axes".into(),
+            });
+        }
+        (Some(spec), None) => plan::parse_axes(spec)?,
+        (None, Some(axes)) => {
+            plan::validate_axes(&axes)?;
+            axes
+        }
+        (None, None) => plan::default_axes(ndim)?,
+    };
+    if axes.len() != ndim {
+        return Err(PlanError::AxisCountMismatch {
+            axes: plan::axis_names(&axes),
+            given: axes.len(),
+            ndim,
+        }
+        .into());
+    }
+    if let Some(unit) = &options.unit {
+        let unit = ngff::normalize_space_unit(unit).map_err(|e: NgffError| BuildError::InvalidOption {
+            option: "unit",
+            reason: e.to_string(),
+        })?;
+        for axis in axes.iter_mut().filter(|a| a.kind == AxisKind::Space) {
+            axis.unit = Some(unit.clone());
+        }
+    }
+
+    // Pixel size and translation: --scale, else the input's metadata, else 1 and 0.
+    let image_scale = source.image().scale.clone();
+    let scale_given = by_axis_name("scale", &axes, &options.scale)?;
+    let pixel_size: Vec<f64> = (0..ndim)
+        .map(|a| {
+            scale_given[a]
+                .or_else(|| image_scale.as_ref().map(|s| s[a]))
+                .unwrap_or(1.0)
+        })
+        .collect();
+    let translation = source.image().translation.clone().unwrap_or_else(|| vec![0.0; ndim]);
+
+    let chunks = match &options.chunks {
+        Some(chunks) => {
+            if chunks.len() != ndim {
+                return Err(BuildError::InvalidOption {
+                    option: "chunks",
+                    reason: format!("{} values given but the array has {ndim} dimensions", chunks.len()),
+                });
+            }
+            if chunks.contains(&0) {
+                return Err(BuildError::InvalidOption {
+                    option: "chunks",
+                    reason: "chunk sizes must be at least 1".into(),
+                });
+            }
+            // Clipped to the array as every level's chunks are, then held to the budget.
+            let clipped: Vec<u64> = chunks.iter().zip(source.shape()).map(|(&c, &n)| c.min(n)).collect();
+            check_chunk_fits(
+                "chunks",
+                "one output chunk",
+                &clipped,
+                element_size,
+                options.memory_bytes,
+            )?;
+            chunks.clone()
+        }
+        None => source.chunk_shape().to_vec(),
+    };
+    let factors = match &options.factors {
+        None => FactorRule::Auto,
+        Some(named) => {
+            let given = by_axis_name("factors", &axes, named)?;
+            FactorRule::Fixed(given.into_iter().map(|f| f.unwrap_or(1)).collect())
+        }
+    };
+    let plan = plan::plan_pyramid(&PlanRequest {
+        shape: source.shape().to_vec(),
+        chunks,
+        axes: axes.clone(),
+        pixel_size: pixel_size.clone(),
+        factors,
+        levels: options.levels,
+    })?;
+
+    let codec = options
+        .compression
+        .resolve(options.clevel, source.stored_codec())
+        .map_err(|reason| BuildError::InvalidOption {
+            option: "compression",
+            reason,
+        })?;
+    let raw_copy_level0 = source.stored_codec() == Some(&codec)
+        && plan.levels[0].chunks == source.chunk_shape()
+        && source
+            .grid_shape()
+            .iter()
+            .zip(source.shape())
+            .zip(source.chunk_shape())
+            .all(|((&g, &n), &c)| g == n.div_ceil(c));
+    let name = options
+        .name
+        .clone()
+        .or_else(|| source.image().name.clone())
+        .unwrap_or_else(|| {
+            builder
+                .input
+                .file_name()
+                .map_or_else(|| "image".into(), |n| n.to_string_lossy().into_owned())
+        });
+    Ok(Prepared {
+        source,
+        axes,
+        pixel_size,
+        translation,
+        plan,
+        codec,
+        raw_copy_level0,
+        name,
+    })
+}
+
+/// Picks the backend for this build; logs and describes the choice.
+pub(super) fn select_backend(
+    choice: BackendChoice,
+    method: Method,
+    dtype: DType,
+) -> Result<(Arc<dyn Downsampler>, String), BuildError> {
+    let cpu = || -> (Arc<dyn Downsampler>, String) {
+        let backend = CpuBackend::new();
+        let description = backend.description();
+        (Arc::new(backend), description)
+    };
+    if choice == BackendChoice::Cpu {
+        return Ok(cpu());
+    }
+    let allow_software = choice == BackendChoice::Gpu;
+    match GpuBackend::new(allow_software) {
+        Ok(gpu) if gpu.supports(method, dtype) => {
+            let description = gpu.description();
+            info!("using the GPU backend: {description}");
+            Ok((Arc::new(gpu), description))
+        }
+        Ok(gpu) => {
+            info!(
+                "{method} on {dtype} data runs on the CPU: the GPU kernels cannot compute it within the spec's agreement ({})",
+                gpu.description()
+            );
+            let (backend, description) = cpu();
+            Ok((
+                backend,
+                format!("{description}; {method} on {dtype} is not computed on the GPU"),
+            ))
+        }
+        Err(e) if choice == BackendChoice::Gpu => Err(e.into()),
+        Err(e) => {
+            info!("no hardware GPU adapter ({e}); using the CPU backend");
+            let (backend, description) = cpu();
+            Ok((backend, format!("{description}; auto: no hardware GPU adapter")))
+        }
+    }
+}
+
+/// Every setting that decides the output's bytes, and a fingerprint of the input's data:
+/// a resumed build must match it. Keys are the names a mismatch message shows.
+pub(super) fn build_record(
+    builder: &PyramidBuilder,
+    prepared: &Prepared,
+    backend: &dyn Downsampler,
+) -> Result<Value, BuildError> {
+    let backend = match backend.kind() {
+        crate::backend::BackendKind::Cpu => "cpu".to_string(),
+        crate::backend::BackendKind::Gpu => backend.description(),
+    };
+    let input_data = prepared.source.fingerprint()?;
+    let plan = &prepared.plan;
+    let factors: Vec<&Vec<u32>> = plan.levels[1..].iter().map(|l| &l.step_factors).collect();
+    let mut record = serde_json::json!({
+        "software": format!("ome-pyramid {}", env!("CARGO_PKG_VERSION")),
+        "input": absolute(&builder.input),
+        journal::record::INPUT_DATA_KEY: input_data,
+        "method": builder.options.method,
+        "levels": plan.len(),
+        "chunks": plan.levels[0].chunks,
+        "factors": factors,
+        "axes": prepared.axes,
+        "scale": prepared.pixel_size,
+        "translation": prepared.translation,
+        "compressor": prepared.codec.to_v2(),
+        "fill_value": store::node::fill_value_json(prepared.source.fill_bytes(), prepared.source.dtype()),
+        "level0_copied_as_encoded": prepared.raw_copy_level0,
+        "name": prepared.name,
+        "backend": backend,
+    });
+    if let (Some(map), Value::Object(identity)) = (record.as_object_mut(), prepared.source.identity()) {
+        map.extend(identity);
+    }
+    Ok(record)
+}

@@ -1,0 +1,62 @@
+//! Reading an input image's metadata from its `multiscales` (the first one) and `omero`,
+//! checked as [`validate`](super::validate) says. The same in v0.4 and v0.5; only where
+//! the `multiscales` live differs ([`v04`](super::v04), [`v05`](super::v05)).
+
+use serde_json::{Map, Value};
+
+use super::validate::{ScaleTranslation, check_dataset_path, omero_problem, scale_and_translation};
+use super::{InputImage, Multiscale, NgffError};
+use crate::plan::{Axis, AxisKind};
+
+/// Reads the image metadata from the object holding `multiscales` (and `omero`): the
+/// group attributes in v0.4, their `ome` key in v0.5. Returns `Ok(None)` when there is no
+/// `multiscales`.
+///
+/// # Errors
+/// [`NgffError`] if `multiscales` exists but is malformed or invalid.
+pub fn read_image(root: &Map<String, Value>) -> Result<Option<InputImage>, NgffError> {
+    let Some(multiscales) = root.get("multiscales") else {
+        return Ok(None);
+    };
+    let list: Vec<Multiscale> =
+        serde_json::from_value(multiscales.clone()).map_err(|e| NgffError::Malformed(e.to_string()))?;
+    let first = list
+        .into_iter()
+        .next()
+        .ok_or_else(|| NgffError::Malformed("empty list".into()))?;
+    let dataset = first.datasets.first().ok_or(NgffError::NoDatasets)?;
+    for d in &first.datasets {
+        check_dataset_path(&d.path)?;
+    }
+    let ndim = first.axes.len();
+    let ScaleTranslation { scale, translation } = scale_and_translation(
+        &dataset.coordinate_transformations,
+        ndim,
+        &format!("dataset `{}`", dataset.path),
+    )?;
+    if let Some(transforms) = &first.coordinate_transformations {
+        scale_and_translation(transforms, ndim, "the multiscale")?;
+    }
+    let omero = root.get("omero").cloned();
+    let omero_dropped = omero.as_ref().and_then(omero_problem);
+    let axes = first
+        .axes
+        .iter()
+        .map(|a| Axis {
+            name: a.name.clone(),
+            kind: AxisKind::from_type_name(a.kind.as_deref()),
+            unit: a.unit.clone(),
+        })
+        .collect();
+    Ok(Some(InputImage {
+        name: first.name.clone(),
+        axes,
+        level0_path: dataset.path.clone(),
+        scale,
+        translation,
+        multiscale_transforms: first.coordinate_transformations.clone(),
+        omero: omero.filter(|_| omero_dropped.is_none()),
+        omero_dropped,
+        dataset_count: first.datasets.len(),
+    }))
+}
