@@ -3,7 +3,8 @@
 
 Usage: crosscheck.py OUTPUT.ome.zarr
 
-- zarr-python opens every level;
+- zarr-python (3.x) opens every level, of an OME-NGFF 0.4 (Zarr v2) or 0.5 (Zarr v3,
+  sharded or not) output;
 - each level k+1 equals SPEC §2 applied with numpy/scipy (float64) to level k as stored:
   integers exactly (nearest, mean, gaussian on the CPU backend), floats within 1e-6/1e-5;
 - ome-zarr-py's Reader finds the image and all its levels.
@@ -44,7 +45,9 @@ def to_dtype(values, dtype):
 
 def main(path):
     group = zarr.open_group(path, mode="r")
-    ms = group.attrs["multiscales"][0]
+    attrs = group.attrs.asdict()
+    root = attrs["ome"] if "ome" in attrs else attrs
+    ms = root["multiscales"][0]
     method = ms["type"]
     factors = ms["metadata"]["factors"]
     gpu = str(ms["metadata"].get("backend", "")).startswith("gpu")
@@ -70,7 +73,10 @@ def main(path):
     shapes = [tuple(d.shape) for d in nodes[0].data]
     if shapes != [lv.shape for lv in levels]:
         sys.exit(f"ome-zarr-py sees levels {shapes}")
-    print(json.dumps({"levels": len(levels), "method": method, "ok": True}))
+    for k, data in enumerate(nodes[0].data):
+        if not np.array_equal(np.asarray(data), levels[k], equal_nan=True):
+            sys.exit(f"ome-zarr-py reads other values at level {k}")
+    print(json.dumps({"levels": len(levels), "method": method, "version": root.get("version", ms.get("version")), "ok": True}))
 
 
 if __name__ == "__main__":

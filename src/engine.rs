@@ -18,9 +18,11 @@
 //! - `options`, `report`, `error`, `builder`: the library's facade, re-exported here.
 //! - `prepare`: the decisions made before any output is written.
 //! - `output`: output safety (where OUTPUT may be, `--overwrite`, the check before metadata).
-//! - `pass`: one pass and its tasks.
+//! - `pass`: one pass, its tiles and blocks; `blocks`: running them, each block the only
+//!   writer of its files; `tile`: the work of one tile.
 //! - here: [`run_build`], the orchestration of one build.
 
+mod blocks;
 mod builder;
 mod error;
 mod options;
@@ -28,6 +30,7 @@ mod output;
 mod pass;
 mod prepare;
 mod report;
+mod tile;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -40,11 +43,11 @@ pub use options::BuildOptions;
 pub use report::{BuildReport, LevelReport, NoProgress, Progress, StageSeconds, peak_rss_bytes};
 
 use crate::journal::{self, Journal, OutputLock};
-use crate::ngff::{self, MultiscalesSpec};
-use crate::store::{LevelLayout, LevelSink, Sink, ZarrV2Sink};
+use crate::ngff::{self, MultiscalesSpec, NgffVersion};
+use crate::store::{LevelLayout, LevelSink, Sink, ZarrV2Sink, ZarrV3Sink};
 use output::prepare_output;
 use pass::{BuildContext, Counters, run_passes};
-use prepare::{build_record, prepare, select_backend};
+use prepare::{Level0, build_record, prepare, select_backend};
 
 /// Runs one build on the current thread pool: prepares it, takes the output, runs the
 /// passes, checks the output and writes its metadata last.
@@ -87,23 +90,29 @@ fn run_build(builder: &PyramidBuilder, threads: usize) -> Result<BuildReport, Bu
         builder.output.display(),
         dtype,
         prepared.source.shape(),
-        if prepared.raw_copy_level0 {
-            "(level 0 copied as encoded)"
-        } else {
-            ""
+        match prepared.level0 {
+            Level0::Encoded => "",
+            Level0::CopiedChunks => "(level 0 chunks copied as stored)",
+            Level0::CopiedShards => "(level 0 shards copied as stored)",
         },
         prepared.plan.len(),
         builder.options.method,
         backend_description
     );
-    let sink: Box<dyn Sink> = Box::new(ZarrV2Sink::create(&builder.output, builder.layers.output.as_deref())?);
+    let layer = builder.layers.output.as_deref();
+    let sink: Box<dyn Sink> = match builder.options.ngff_version {
+        NgffVersion::V04 => Box::new(ZarrV2Sink::create(&builder.output, layer)?),
+        NgffVersion::V05 => Box::new(ZarrV3Sink::create(&builder.output, layer)?),
+    };
     let fill = prepared.source.fill_bytes().to_vec();
+    let dimension_names: Vec<String> = prepared.axes.iter().map(|a| a.name.clone()).collect();
     let levels: Vec<Box<dyn LevelSink>> = prepared
         .plan
         .levels
         .iter()
+        .zip(&prepared.shards)
         .enumerate()
-        .map(|(k, level)| {
+        .map(|(k, (level, shards))| {
             sink.create_level(
                 k,
                 &LevelLayout {
@@ -112,6 +121,8 @@ fn run_build(builder: &PyramidBuilder, threads: usize) -> Result<BuildReport, Bu
                     dtype,
                     codec: prepared.codec.clone(),
                     fill: fill.clone(),
+                    shards: shards.clone(),
+                    dimension_names: dimension_names.clone(),
                 },
             )
         })
@@ -134,7 +145,7 @@ fn run_build(builder: &PyramidBuilder, threads: usize) -> Result<BuildReport, Bu
         backend: backend.as_ref(),
         threads,
         memory_bytes: builder.options.memory_bytes,
-        raw_copy_level0: prepared.raw_copy_level0,
+        level0: prepared.level0,
         progress: builder.progress.as_ref(),
         cancel: builder.cancel.clone(),
         counters: Counters::new(prepared.plan.len()),
@@ -163,7 +174,7 @@ fn run_build(builder: &PyramidBuilder, threads: usize) -> Result<BuildReport, Bu
         multiscale_transforms: prepared.source.image().multiscale_transforms.as_deref(),
     };
     let omero = prepared.source.image().omero.as_ref();
-    sink.write_attributes(&ngff::build_group_attributes(&spec, omero))?;
+    sink.write_attributes(&ngff::group_attributes(builder.options.ngff_version, &spec, omero))?;
     // The metadata is in place: the journal, the record and the lock are no longer needed.
     journal.finish(output);
     drop(lock);

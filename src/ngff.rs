@@ -20,7 +20,7 @@ pub mod validate;
 use serde_json::{Map, Value};
 
 pub use multiscales::{MultiscalesSpec, build_multiscale, level_transforms};
-pub use types::{AxisMetadata, CoordinateTransformation, Dataset, InputImage, Multiscale, NgffError};
+pub use types::{AxisMetadata, CoordinateTransformation, Dataset, InputImage, Multiscale, NgffError, NgffVersion};
 pub use units::{SPACE_UNITS, TIME_UNITS, normalize_space_unit};
 pub use validate::{ScaleTranslation, check_dataset_path, omero_problem, scale_and_translation};
 
@@ -34,10 +34,14 @@ pub fn read_input_image(attributes: &Map<String, Value>) -> Result<Option<InputI
     read::read_image(root)
 }
 
-/// The whole `.zattrs` of a v0.4 output group.
+/// The group attributes of an output image: `.zattrs` of v0.4, or the attributes of the
+/// group's `zarr.json` in v0.5.
 #[must_use]
-pub fn build_group_attributes(spec: &MultiscalesSpec<'_>, omero: Option<&Value>) -> Value {
-    v04::group_attributes(spec, omero)
+pub fn group_attributes(version: NgffVersion, spec: &MultiscalesSpec<'_>, omero: Option<&Value>) -> Value {
+    match version {
+        NgffVersion::V04 => v04::group_attributes(spec, omero),
+        NgffVersion::V05 => v05::group_attributes(spec, omero),
+    }
 }
 
 #[cfg(test)]

@@ -9,9 +9,13 @@
 //! - Default level count: add levels until every space axis of the top level fits in one
 //!   output chunk, or no axis can be reduced further. `--levels N` asks for exactly `N`.
 
+pub mod shards;
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+pub use shards::{ShardChoice, shard_shapes};
 
 /// The kind of an axis, as OME-NGFF v0.4 names it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +138,9 @@ pub enum PlanError {
     /// `--levels 0`.
     #[error("the level count must be at least 1 (level 0 is the input itself)")]
     ZeroLevels,
+    /// A shard shape that cannot be used.
+    #[error("invalid shards: {0}")]
+    InvalidShards(String),
     /// A pixel size is not a positive finite number.
     #[error("invalid pixel size {value} for axis `{axis}`: it must be a positive finite number")]
     InvalidPixelSize {

@@ -5,7 +5,8 @@
 //!   for Zarr v2/v3 arrays and OME-Zarr images ([`open_source`]), and for levels of the
 //!   output read back.
 //! - [`sink`]: the [`Sink`] and [`LevelSink`] traits; [`zarr_v2_sink`] writes the v0.4
-//!   layout.
+//!   layout and [`zarr_v3_sink`] the 0.5 one, both through [`zarr_level`], which writes a
+//!   level's chunks one file each or gathered into shards by [`shard`].
 //! - [`codec`]: the typed [`OutputCodec`] and the `--compression` choice.
 //! - [`tile_reader`]: any region of a chunk source through a bounded cache of decoded chunks.
 //! - [`decode`]: decoding a chunk that never expands past its declared size.
@@ -18,13 +19,17 @@ pub(crate) mod decode;
 pub mod error;
 pub(crate) mod files;
 pub mod floor;
+pub(crate) mod grid;
 pub mod node;
+pub(crate) mod shard;
 pub(crate) mod sink;
 pub mod source;
 pub(crate) mod tile_reader;
 pub(crate) mod tree;
+pub(crate) mod zarr_level;
 pub mod zarr_source;
 pub(crate) mod zarr_v2_sink;
+pub(crate) mod zarr_v3_sink;
 
 use std::sync::Arc;
 
@@ -40,6 +45,7 @@ pub use source::{ChunkSource, ImageMetadata, Source};
 pub(crate) use tile_reader::{ChunkBands, ReadCounter, TileReader, halo_bands};
 pub use zarr_source::{ZarrSource, open_source, open_source_with};
 pub(crate) use zarr_v2_sink::ZarrV2Sink;
+pub(crate) use zarr_v3_sink::ZarrV3Sink;
 
 use crate::tile::TileElement;
 

@@ -228,6 +228,42 @@ fn every_bad_option_input_and_output_is_refused_clearly() {
             "no meaning",
         ),
         case(
+            "shards with OME-NGFF 0.4",
+            &["{in}", "{out}", "--shards", "auto"],
+            2,
+            "invalid shards: sharding needs --ngff-version 0.5",
+        ),
+        case(
+            "shard size with OME-NGFF 0.4",
+            &["{in}", "{out}", "--shard-size", "1GiB"],
+            2,
+            "sharding needs --ngff-version 0.5",
+        ),
+        case(
+            "shard shape not a multiple of the chunks",
+            &["{in}", "{out}", "--ngff-version", "0.5", "--shards", "8,12,16"],
+            2,
+            "on axis `y` the shard size 12 is not a multiple of the chunk size 8 (nearest valid: 8 or 16)",
+        ),
+        case(
+            "shard shape of the wrong length",
+            &["{in}", "{out}", "--ngff-version", "0.5", "--shards", "8,16"],
+            2,
+            "invalid shards: 2 values given but the array has 3 dimensions",
+        ),
+        case(
+            "shards not a shape",
+            &["{in}", "{out}", "--ngff-version", "0.5", "--shards", "big"],
+            2,
+            "`big` is not a positive integer",
+        ),
+        case(
+            "unknown OME-NGFF version",
+            &["{in}", "{out}", "--ngff-version", "0.6"],
+            2,
+            "unknown OME-NGFF version `0.6` (expected 0.4 or 0.5)",
+        ),
+        case(
             "resume and overwrite",
             &["{in}", "{out}", "--resume", "--overwrite"],
             2,
@@ -560,7 +596,7 @@ fn every_bad_option_input_and_output_is_refused_clearly() {
             "holds no record of an interrupted",
         ),
     ];
-    assert!(cases.len() >= 60, "{} cases", cases.len());
+    assert!(cases.len() >= 70, "{} cases", cases.len());
     for case in cases {
         let dir = TempDir::new().unwrap();
         let good = dir.path().join("in.zarr");

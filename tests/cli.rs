@@ -31,8 +31,13 @@ fn attrs(output: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(output.join(".zattrs")).expect(".zattrs written")).unwrap()
 }
 
+/// The first `multiscales` entry of a 0.4 (`.zattrs`) or 0.5 (`zarr.json`) output.
 fn multiscale(output: &Path) -> Value {
-    attrs(output)["multiscales"][0].clone()
+    if output.join(".zattrs").exists() {
+        attrs(output)["multiscales"][0].clone()
+    } else {
+        zarr_json_attributes(output)["ome"]["multiscales"][0].clone()
+    }
 }
 
 fn level(output: &Path, k: usize) -> (Vec<u64>, TileData) {
@@ -64,6 +69,21 @@ fn assert_levels_follow_the_reference(output: &Path, method: Method, gpu: bool) 
     }
 }
 
+/// The attributes of a 0.5 output's group `zarr.json`.
+fn zarr_json_attributes(output: &Path) -> Value {
+    let group: Value = serde_json::from_slice(&std::fs::read(output.join("zarr.json")).unwrap()).unwrap();
+    assert_eq!(group["node_type"], "group");
+    group["attributes"].clone()
+}
+
+/// Files under `dir` whose path relative to it starts with `prefix`.
+fn files_under(dir: &Path, prefix: &str) -> usize {
+    snapshot(dir)
+        .keys()
+        .filter(|p| p.to_string_lossy().starts_with(prefix))
+        .count()
+}
+
 fn assert_valid_ngff(output: &Path) {
     let attributes = attrs(output);
     for strict in [false, true] {
@@ -79,17 +99,22 @@ fn assert_valid_ngff(output: &Path) {
 #[test]
 fn the_schemas_accept_their_own_valid_examples_and_reject_invalid_ones() {
     // The validator set-up itself is checked against the official test suites.
-    for (suite, strict) in [("image_suite.json", false), ("strict_image_suite.json", true)] {
-        let path = common::data_dir().join("ngff/0.4/tests").join(suite);
+    for (version, suite, strict) in [
+        ("0.4", "image_suite.json", false),
+        ("0.4", "strict_image_suite.json", true),
+        ("0.5", "image_suite.json", false),
+        ("0.5", "strict_image_suite.json", true),
+    ] {
+        let path = common::data_dir().join("ngff").join(version).join("tests").join(suite);
         let doc: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-        let validator = ngff_validator(strict);
+        let validator = common::ngff_validator_for(version, strict);
         let tests = doc["tests"].as_array().unwrap();
         assert!(tests.len() > 3);
         for t in tests {
             assert_eq!(
                 validator.is_valid(&t["data"]),
                 t["valid"].as_bool().unwrap(),
-                "{suite}: {}",
+                "{version} {suite}: {}",
                 t["formerly"].as_str().or(t["description"].as_str()).unwrap_or("?")
             );
         }
@@ -373,6 +398,39 @@ fn ome_zarr_input_carries_axes_units_transforms_and_omero(backend: &str, gpu: bo
     );
     assert_levels_follow_the_reference(&output, Method::Nearest, gpu);
     assert_valid_ngff(&output);
+
+    // 0.4 → 0.5 → 0.4: the image's axes, units, transforms and channels carry over both ways.
+    let v05 = dir.path().join("converted.ome.zarr");
+    let v04 = dir.path().join("back.ome.zarr");
+    for (from, to, version) in [(&group, &v05, "0.5"), (&v05, &v04, "0.4")] {
+        build(&[
+            from.to_str().unwrap(),
+            to.to_str().unwrap(),
+            "--method",
+            "nearest",
+            "--backend",
+            backend,
+            "--ngff-version",
+            version,
+            "--levels",
+            "2",
+        ]);
+        let ms = multiscale(to);
+        assert_eq!(ms["name"], "original", "{version}");
+        assert_eq!(ms["axes"], zattrs["multiscales"][0]["axes"], "{version}");
+        assert_eq!(
+            ms["coordinateTransformations"], zattrs["multiscales"][0]["coordinateTransformations"],
+            "{version}"
+        );
+        assert_eq!(
+            ms["datasets"][0]["coordinateTransformations"],
+            zattrs["multiscales"][0]["datasets"][0]["coordinateTransformations"],
+            "{version}: level 0 keeps its pixel size and origin"
+        );
+        assert_eq!(level(to, 0), level(&output, 0), "{version}: the same voxels");
+    }
+    assert_eq!(zarr_json_attributes(&v05)["ome"]["omero"], omero);
+    assert_eq!(attrs(&v04)["omero"], omero);
 }
 
 fn results_do_not_depend_on_chunks_memory_or_threads(backend: &str, _gpu: bool) {
@@ -487,6 +545,72 @@ fn level0_is_copied_without_reencoding_when_codec_and_chunks_fit() {
     let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(report["chunks_copied_raw"], 0);
     assert_eq!(level(&output, 0).1, synthetic::read_array(&input, "/").unwrap().1);
+
+    // OME-NGFF 0.5: chunk files copied to v3 keys, and chunks copied into shards.
+    let expected = synthetic::read_array(&input, "/").unwrap().1;
+    let v05 = dir.path().join("v05.ome.zarr");
+    let args = [
+        input.to_str().unwrap(),
+        v05.to_str().unwrap(),
+        "--json",
+        "--ngff-version",
+        "0.5",
+    ];
+    let report: Value = serde_json::from_str(&stdout(&build(&[&args[..], &["--shards", "none"]].concat()))).unwrap();
+    assert_eq!(report["chunks_copied_raw"], 2 * 3 * 3);
+    assert_eq!(
+        std::fs::read(v05.join("0/c/1/2/0")).unwrap(),
+        std::fs::read(input.join("1/2/0")).unwrap()
+    );
+    assert_eq!(level(&v05, 0).1, expected);
+    let report: Value = serde_json::from_str(&stdout(&build(
+        &[&args[..], &["--shards", "16,32,32", "--overwrite"]].concat(),
+    )))
+    .unwrap();
+    assert_eq!(
+        report["chunks_copied_raw"],
+        2 * 3 * 3,
+        "inner chunks copied into shards"
+    );
+    assert_eq!(level(&v05, 0).1, expected);
+
+    // A sharded input written with the same shards: shard files copied whole.
+    let sharded = synthetic_input(
+        dir.path(),
+        "sharded.zarr",
+        &spec(
+            &[16, 40, 40],
+            &[8, 16, 16],
+            DType::U16,
+            ArrayFormat::V3Sharded {
+                shard_shape: vec![16, 32, 32],
+            },
+            Codec::Zstd(1),
+        ),
+    );
+    let copy = dir.path().join("shard-copy.ome.zarr");
+    let out = build(&[
+        sharded.to_str().unwrap(),
+        copy.to_str().unwrap(),
+        "--json",
+        "--ngff-version",
+        "0.5",
+        "--shards",
+        "16,32,32",
+    ]);
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["chunks_copied_raw"], 2 * 2, "four shard files");
+    for (rel, bytes) in snapshot(&sharded) {
+        if rel.starts_with("c") {
+            assert_eq!(
+                std::fs::read(copy.join("0").join(&rel)).unwrap(),
+                bytes,
+                "{rel:?} copied as is"
+            );
+        }
+    }
+    assert_eq!(level(&copy, 0).1, synthetic::read_array(&sharded, "/").unwrap().1);
+    assert_levels_follow_the_reference(&copy, Method::Mean, false);
 }
 
 #[test]
@@ -710,6 +834,97 @@ fn backend_choice_is_never_silent() {
     assert!(!output.join(".zattrs").exists());
 }
 
+/// OME-NGFF 0.5 output, sharded (with shards small enough that levels hold several) and not,
+/// holds exactly the voxels, shapes and multiscales of the 0.4 output, for every method on
+/// 2-D to 5-D arrays of several dtypes, and validates against the 0.5 schemas.
+fn ngff_05_outputs_equal_04_outputs(backend: &str, _gpu: bool) {
+    let dir = TempDir::new().unwrap();
+    type Case<'a> = (&'a [u64], &'a [u64], DType, &'a str, Option<&'a str>);
+    let cases: [Case; 6] = [
+        (&[37, 50], &[16, 16], DType::U16, "mean", None),
+        (&[20, 45, 38], &[8, 16, 16], DType::F32, "gaussian", None),
+        (&[3, 9, 20, 21], &[1, 4, 8, 8], DType::I16, "nearest", None),
+        (&[2, 3, 6, 17, 18], &[1, 1, 4, 8, 8], DType::U8, "mean", Some("tczyx")),
+        (&[9, 33, 35], &[4, 8, 8], DType::U64, "mean", None),
+        (&[10, 30, 31], &[4, 8, 8], DType::I32, "gaussian", None),
+    ];
+    for (i, (shape, chunks, dtype, method, axes)) in cases.into_iter().enumerate() {
+        let input = synthetic_input(
+            dir.path(),
+            &format!("in{i}.zarr"),
+            &spec(shape, chunks, dtype, ArrayFormat::V2, Codec::Zstd(1)),
+        );
+        let build_with = |name: &str, extra: &[&str]| {
+            let output = dir.path().join(format!("{name}{i}.ome.zarr"));
+            let mut args = vec![
+                input.to_str().unwrap(),
+                output.to_str().unwrap(),
+                "--backend",
+                backend,
+                "--method",
+                method,
+            ];
+            if let Some(axes) = axes {
+                args.extend(["--axes", axes]);
+            }
+            args.extend_from_slice(extra);
+            build(&args);
+            output
+        };
+        let v04 = build_with("v04-", &[]);
+        let chunk_bytes = chunks.iter().product::<u64>() * dtype.size() as u64;
+        let two_chunks = format!("{}B", 2 * chunk_bytes);
+        let doubled: Vec<String> = chunks.iter().map(|c| (2 * c).to_string()).collect();
+        let variants = [
+            build_with("sharded-", &["--ngff-version", "0.5", "--shard-size", &two_chunks]),
+            build_with("explicit-", &["--ngff-version", "0.5", "--shards", &doubled.join(",")]),
+            build_with("unsharded-", &["--ngff-version", "0.5", "--shards", "none"]),
+        ];
+        let expected = multiscale(&v04);
+        let levels = expected["datasets"].as_array().unwrap().len();
+        for output in &variants {
+            let what = output.file_name().unwrap().to_string_lossy().into_owned();
+            let attributes = zarr_json_attributes(output);
+            for strict in [false, true] {
+                let errors: Vec<String> = common::ngff_validator_for("0.5", strict)
+                    .iter_errors(&attributes)
+                    .map(|e| e.to_string())
+                    .collect();
+                assert!(errors.is_empty(), "{what} strict={strict}: {errors:?}\n{attributes:#}");
+            }
+            assert_eq!(attributes["ome"]["version"], "0.5");
+            let mut multiscale = attributes["ome"]["multiscales"][0].clone();
+            assert!(
+                multiscale.get("version").is_none(),
+                "{what}: 0.5 keeps the version under `ome`"
+            );
+            multiscale["version"] = json!("0.4");
+            assert_eq!(multiscale, expected, "{what}: the same multiscales as 0.4");
+            for k in 0..levels {
+                assert_eq!(level(output, k), level(&v04, k), "{what}: level {k}");
+                let array: Value =
+                    serde_json::from_slice(&std::fs::read(output.join(format!("{k}/zarr.json"))).unwrap()).unwrap();
+                let names: Vec<&str> = expected["axes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a["name"].as_str().unwrap())
+                    .collect();
+                assert_eq!(array["dimension_names"], json!(names), "{what}: level {k}");
+            }
+            assert!(!output.join(".zattrs").exists() && !output.join(".zgroup").exists());
+        }
+        // Sharded level 0 holds several chunks per file.
+        let (sharded, unsharded) = (&variants[0], &variants[2]);
+        assert!(
+            files_under(sharded, "0/c/") < files_under(unsharded, "0/c/"),
+            "case {i}: {} shard files for {} chunk files",
+            files_under(sharded, "0/c/"),
+            files_under(unsharded, "0/c/")
+        );
+    }
+}
+
 /// Generates `cpu::name` and `gpu::name` for each end-to-end test. The GPU variant runs on
 /// any adapter (lavapipe in CI); under `CI=true` a missing adapter fails the test.
 macro_rules! on_every_backend {
@@ -743,4 +958,5 @@ on_every_backend!(
     anisotropic_scale_reduces_xy_first,
     ome_zarr_input_carries_axes_units_transforms_and_omero,
     results_do_not_depend_on_chunks_memory_or_threads,
+    ngff_05_outputs_equal_04_outputs,
 );

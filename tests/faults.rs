@@ -677,3 +677,76 @@ fn a_half_removed_output_can_be_replaced() {
     assert!(out.status.success(), "{}", common::stderr(&out));
     assert!(output.join(".zattrs").exists());
 }
+
+#[test]
+fn killed_sharded_builds_never_show_a_torn_shard_and_resume_identically() {
+    // Issue 10: SIGKILL at several moments of a sharded 0.5 build, then --resume: every
+    // shard under its final name decodes, and the result equals a clean build byte for byte.
+    let dir = TempDir::new().unwrap();
+    let input = input(dir.path(), &[96, 512, 512], &[32, 128, 128]);
+    let args = |output: &Path| -> Vec<String> {
+        [
+            input.to_str().unwrap(),
+            output.to_str().unwrap(),
+            "--method",
+            "gaussian",
+            "--threads",
+            "2",
+            "--ngff-version",
+            "0.5",
+            "--shard-size",
+            "4MiB",
+        ]
+        .map(str::to_string)
+        .to_vec()
+    };
+    let clean = dir.path().join("clean.zarr");
+    let clean_args = args(&clean);
+    let out = build_cmd(&clean_args.iter().map(String::as_str).collect::<Vec<_>>())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let expected = snapshot(&clean);
+    assert!(
+        expected.keys().any(|k| k.starts_with("0/c")) && expected.keys().all(|k| !k.to_string_lossy().contains("tmp-")),
+        "shards and no temporary files"
+    );
+    let mut interrupted_runs = 0;
+    for (i, millis) in [150u64, 600, 1100, 1800, 3000].into_iter().enumerate() {
+        let output = dir.path().join(format!("killed-{i}.zarr"));
+        let run_args = args(&output);
+        let refs: Vec<&str> = run_args.iter().map(String::as_str).collect();
+        let (killed, _) = common::interrupt_build(&refs, 250, Duration::from_millis(millis), "-KILL");
+        if !killed {
+            assert_eq!(snapshot(&output), expected, "finished before the kill at {millis} ms");
+            continue;
+        }
+        interrupted_runs += 1;
+        let attributes: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(output.join("zarr.json")).unwrap()).unwrap();
+        assert!(
+            attributes["attributes"].get("ome").is_none(),
+            "killed at {millis} ms: no image metadata"
+        );
+        // Every shard file under its final name is whole: each level reads back.
+        for level in 0..4 {
+            if output.join(format!("{level}/zarr.json")).exists() {
+                synthetic::read_array(&output, &format!("/{level}"))
+                    .unwrap_or_else(|e| panic!("killed at {millis} ms: level {level} unreadable: {e}"));
+            }
+        }
+        let mut resume = refs.clone();
+        resume.push("--resume");
+        let out = build_cmd(&resume).output().unwrap();
+        assert!(
+            out.status.success(),
+            "resume after {millis} ms: {}",
+            common::stderr(&out)
+        );
+        assert_eq!(snapshot(&output), expected, "resumed after a kill at {millis} ms");
+    }
+    assert!(
+        interrupted_runs >= 3,
+        "at least three builds were killed part-way ({interrupted_runs})"
+    );
+}

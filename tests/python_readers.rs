@@ -1,7 +1,7 @@
-//! The output opens in the Python tools people use and holds the values SPEC §2 defines,
-//! computed independently with numpy/scipy (`scripts/crosscheck.py`). Needs python3 with
-//! numpy, scipy, zarr and ome-zarr (`.ci/run` installs them); under `CI=true` their
-//! absence is a failure.
+//! The output, OME-NGFF 0.4 and 0.5 (sharded), opens in the Python tools people use and
+//! holds the values SPEC §2 defines, computed independently with numpy/scipy
+//! (`scripts/crosscheck.py`). Needs python3 with numpy, scipy, zarr 3 and ome-zarr
+//! (`.ci/run` installs them); under `CI=true` their absence is a failure.
 
 mod common;
 
@@ -14,17 +14,20 @@ use tempfile::TempDir;
 
 fn python_ready() -> bool {
     let ok = Command::new("python3")
-        .args(["-c", "import numpy, scipy, zarr, ome_zarr"])
+        .args([
+            "-c",
+            "import numpy, scipy, zarr, ome_zarr; assert int(zarr.__version__.split('.')[0]) >= 3",
+        ])
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
         assert!(
             std::env::var("CI").map_or(true, |v| v != "true"),
-            "CI=true but python3 with numpy, scipy, zarr and ome-zarr is missing"
+            "CI=true but python3 with numpy, scipy, zarr 3 and ome-zarr is missing"
         );
         common::skip(
             "zarr_python_scipy_and_ome_zarr_agree_with_the_output",
-            "python3 with numpy, scipy, zarr and ome-zarr not found (pip install -r scripts/requirements.txt)",
+            "python3 with numpy, scipy, zarr 3 and ome-zarr not found (pip install -r scripts/requirements.txt)",
         );
     }
     ok
@@ -64,21 +67,26 @@ fn zarr_python_scipy_and_ome_zarr_agree_with_the_output() {
         };
         synthetic::write_synthetic(&input, &spec, 11).unwrap();
         for method in ["nearest", "mean", "gaussian"] {
-            let output = dir.path().join(format!("out{i}-{method}.ome.zarr"));
-            let mut args = vec![
-                "build",
-                input.to_str().unwrap(),
-                output.to_str().unwrap(),
-                "--method",
-                method,
-                "-q",
-            ];
-            if let Some(scale) = scale {
-                args.extend(["--scale", scale]);
+            for (version, extra) in [("0.4", &[][..]), ("0.5", &["--shard-size", "64KiB"][..])] {
+                let output = dir.path().join(format!("out{i}-{method}-{version}.ome.zarr"));
+                let mut args = vec![
+                    "build",
+                    input.to_str().unwrap(),
+                    output.to_str().unwrap(),
+                    "--method",
+                    method,
+                    "--ngff-version",
+                    version,
+                    "-q",
+                ];
+                args.extend_from_slice(extra);
+                if let Some(scale) = scale {
+                    args.extend(["--scale", scale]);
+                }
+                let out = common::run(&args);
+                assert!(out.status.success(), "{}", common::stderr(&out));
+                crosscheck(&output);
             }
-            let out = common::run(&args);
-            assert!(out.status.success(), "{}", common::stderr(&out));
-            crosscheck(&output);
         }
     }
 }

@@ -2,6 +2,8 @@
 
 use crate::backend::BackendChoice;
 use crate::method::Method;
+use crate::ngff::NgffVersion;
+use crate::plan::ShardChoice;
 use crate::store::Compression;
 
 /// Everything `build` can be asked (SPEC §1). `Default` gives the documented defaults.
@@ -37,6 +39,12 @@ pub struct BuildOptions {
     pub name: Option<String>,
     /// Continue an interrupted build of the same output with the same settings.
     pub resume: bool,
+    /// OME-NGFF version of the output: 0.4 (Zarr v2) or 0.5 (Zarr v3).
+    pub ngff_version: NgffVersion,
+    /// Sharding of 0.5 output; `None` for the default (`auto` with 0.5).
+    pub shards: Option<ShardChoice>,
+    /// Largest uncompressed shard `auto` makes, in bytes; `None` for 1 GiB.
+    pub shard_size: Option<u64>,
 }
 
 impl Default for BuildOptions {
@@ -57,6 +65,9 @@ impl Default for BuildOptions {
             threads: None,
             name: None,
             resume: false,
+            ngff_version: NgffVersion::V04,
+            shards: None,
+            shard_size: None,
         }
     }
 }

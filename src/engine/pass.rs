@@ -1,21 +1,25 @@
 //! One pass of the engine: level `first` in, levels `first+1 ..= last` out. Plans the
-//! pass from the memory budget, splits it into chunk-aligned tasks, and runs them on the
-//! worker threads through the tile reader, the backend and the level writers.
+//! pass from the memory budget: its *tiles* (one per output chunk of level `last`, each
+//! with the regions it reads, computes and owns at every level) and its *blocks* (runs of
+//! tiles covering whole shards at every level the pass writes), and runs them through the
+//! block runner ([`super::blocks`]) and the tile worker ([`super::tile`]).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
+use super::blocks::{BlockWork, run_blocks};
+use super::tile::{BufferPool, ChunkCopier, TileWorker};
 use super::{BuildError, Progress};
 use crate::backend::{Downsampler, Step};
 use crate::journal::{Journal, StoredChunk};
 use crate::method::Method;
 use crate::plan::PyramidPlan;
-use crate::store::{self, ChunkSource, LevelSink, ReadCounter, Sink, Source, StoreElement, StoreError, TileReader};
-use crate::tile::{Region, Tile, copy_overlap};
+use crate::store::{self, ChunkSource, LevelSink, ReadCounter, Sink, Source, StoreElement, TileReader};
+use crate::tile::Region;
 
 /// Counters summed over the tasks of a build.
 pub(super) struct Counters {
@@ -42,7 +46,7 @@ impl Counters {
         }
     }
 
-    fn count_stored(&self, chunks: &[StoredChunk]) {
+    pub(super) fn count_stored(&self, chunks: &[StoredChunk]) {
         for c in chunks {
             let (count, bytes) = &self.stored[c.level];
             count.fetch_add(1, Ordering::Relaxed);
@@ -67,7 +71,7 @@ pub(super) struct BuildContext<'a> {
     pub(super) backend: &'a dyn Downsampler,
     pub(super) threads: usize,
     pub(super) memory_bytes: u64,
-    pub(super) raw_copy_level0: bool,
+    pub(super) level0: super::prepare::Level0,
     pub(super) progress: &'a dyn Progress,
     pub(super) cancel: Option<Arc<AtomicBool>>,
     pub(super) counters: Counters,
@@ -76,7 +80,7 @@ pub(super) struct BuildContext<'a> {
 }
 
 impl BuildContext<'_> {
-    fn step(&self, level: usize) -> Step {
+    pub(super) fn step(&self, level: usize) -> Step {
         Step {
             method: self.method,
             factors: self.plan.levels[level + 1].step_factors.clone(),
@@ -84,45 +88,49 @@ impl BuildContext<'_> {
         }
     }
 
-    fn cancelled(&self) -> bool {
+    pub(super) fn cancelled(&self) -> bool {
         self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
     }
 }
 
-/// The regions one task handles, per level of its pass, on one axis.
+/// The regions one tile handles, per level of its pass, on one axis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct AxisSpan {
-    /// What the task computes at this level (`[lo, hi)`).
-    computed: (u64, u64),
-    /// What the task writes at this level (chunk-aligned).
-    owned: (u64, u64),
+pub(super) struct AxisSpan {
+    /// What the tile computes at this level (`[lo, hi)`).
+    pub(super) computed: (u64, u64),
+    /// What the tile writes at this level (chunk-aligned).
+    pub(super) owned: (u64, u64),
 }
 
-/// A pass: source level `first`, produced levels `first+1 ..= last`. A task's regions are
-/// computed when it runs, never stored for the whole task grid, so planning costs the same
-/// for a volume of a million tasks as for one of ten.
-struct Pass {
-    first: usize,
-    last: usize,
-    /// Task grid shape (output chunks of level `last`).
+/// A pass: source level `first`, produced levels `first+1 ..= last`. A tile's regions are
+/// computed when it runs, never stored for the whole tile grid, so planning costs the same
+/// for a volume of a million tiles as for one of ten.
+pub(super) struct Pass {
+    pub(super) first: usize,
+    pub(super) last: usize,
+    /// Tile grid shape (output chunks of level `last`).
     grid: Vec<u64>,
     /// Chunk shape of level `last`.
     top_chunks: Vec<u64>,
+    /// Tiles per block along each axis.
+    block: Vec<u64>,
     /// Shape of every level `first..=last`.
-    shapes: Vec<Vec<u64>>,
+    pub(super) shapes: Vec<Vec<u64>>,
     /// The steps `first → first+1`, …, `last-1 → last`.
     steps: Vec<Step>,
     /// Whether level `first` is written by this pass (level 0 only).
-    writes_first: bool,
+    pub(super) writes_first: bool,
     /// Whether level `first` is written from decoded data (not copied as encoded bytes).
     decodes_first_owned: bool,
+    /// Whether a level the pass writes is sharded.
+    pub(super) sharded: bool,
 }
 
-/// The regions of one task: `spans[axis][level - first]`.
-struct TaskSpans(Vec<Vec<AxisSpan>>);
+/// The regions of one tile: `spans[axis][level - first]`.
+pub(super) struct TileSpans(Vec<Vec<AxisSpan>>);
 
-impl TaskSpans {
-    fn region(&self, pass: &Pass, level: usize, owned: bool) -> Region {
+impl TileSpans {
+    pub(super) fn region(&self, pass: &Pass, level: usize, owned: bool) -> Region {
         let (start, end): (Vec<u64>, Vec<u64>) = self
             .0
             .iter()
@@ -135,24 +143,49 @@ impl TaskSpans {
     }
 }
 
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+fn lcm(a: u64, b: u64) -> u64 {
+    a / gcd(a, b) * b
+}
+
 impl Pass {
     fn new(context: &BuildContext<'_>, first: usize, last: usize) -> Self {
         let plan = context.plan;
         let writes_first = first == 0;
+        let written = if writes_first { first..=last } else { first + 1..=last };
+        let top = &plan.levels[last];
+        let grid = top.chunk_grid();
+        // A block's region at a written level must be whole write units: along each axis its
+        // extent at level `last`, times the factor from there down, a multiple of the unit.
+        let block = (0..grid.len())
+            .map(|a| {
+                let extent = written.clone().fold(top.chunks[a], |extent, level| {
+                    let factor = top.cumulative_factors[a] / plan.levels[level].cumulative_factors[a];
+                    let unit = context.levels[level].units().chunk()[a];
+                    lcm(extent, unit / gcd(unit, factor))
+                });
+                (extent / top.chunks[a]).clamp(1, grid[a].max(1))
+            })
+            .collect();
         Self {
             first,
             last,
-            grid: plan.levels[last].chunk_grid(),
-            top_chunks: plan.levels[last].chunks.clone(),
+            grid,
+            top_chunks: top.chunks.clone(),
+            block,
             shapes: (first..=last).map(|k| plan.levels[k].shape.clone()).collect(),
             steps: (first..last).map(|k| context.step(k)).collect(),
             writes_first,
             // Level 0 copied as encoded bytes needs no decoded data of its own.
-            decodes_first_owned: writes_first && !context.raw_copy_level0,
+            decodes_first_owned: writes_first && !context.level0.is_copied(),
+            sharded: written.into_iter().any(|level| context.levels[level].is_sharded()),
         }
     }
 
-    /// Per level, what task column `i` computes and owns on `axis`.
+    /// Per level, what tile column `i` computes and owns on `axis`.
     fn axis_spans(&self, axis: usize, i: u64) -> Vec<AxisSpan> {
         let top = self.shapes[self.last - self.first][axis];
         let lo = i * self.top_chunks[axis];
@@ -184,12 +217,12 @@ impl Pass {
         per_level
     }
 
-    fn task_count(&self) -> u64 {
+    pub(super) fn tile_count(&self) -> u64 {
         self.grid.iter().product()
     }
 
-    fn task_coordinates(&self, task: u64) -> Vec<u64> {
-        let mut rest = task;
+    fn tile_coordinates(&self, tile: u64) -> Vec<u64> {
+        let mut rest = tile;
         let mut coordinates = vec![0u64; self.grid.len()];
         for a in (0..self.grid.len()).rev() {
             coordinates[a] = rest % self.grid[a];
@@ -198,9 +231,9 @@ impl Pass {
         coordinates
     }
 
-    fn task_spans(&self, task: u64) -> TaskSpans {
-        TaskSpans(
-            self.task_coordinates(task)
+    pub(super) fn tile_spans(&self, tile: u64) -> TileSpans {
+        TileSpans(
+            self.tile_coordinates(tile)
                 .iter()
                 .enumerate()
                 .map(|(a, &i)| self.axis_spans(a, i))
@@ -208,7 +241,50 @@ impl Pass {
         )
     }
 
-    /// Task columns that may differ in extent on an axis: all of them on a short axis;
+    /// Blocks along each axis.
+    fn block_grid(&self) -> Vec<u64> {
+        self.grid
+            .iter()
+            .zip(&self.block)
+            .map(|(&g, &b)| g.div_ceil(b))
+            .collect()
+    }
+
+    pub(super) fn block_count(&self) -> u64 {
+        self.block_grid().iter().product()
+    }
+
+    /// The tiles of block `block`, in C order.
+    pub(super) fn block_tiles(&self, block: u64) -> Vec<u64> {
+        let blocks = self.block_grid();
+        let mut rest = block;
+        let mut ranges = vec![(0u64, 0u64); blocks.len()];
+        for a in (0..blocks.len()).rev() {
+            let b = rest % blocks[a];
+            rest /= blocks[a];
+            ranges[a] = (b * self.block[a], ((b + 1) * self.block[a]).min(self.grid[a]));
+        }
+        let mut tiles = Vec::new();
+        let mut index: Vec<u64> = ranges.iter().map(|r| r.0).collect();
+        'tiles: loop {
+            tiles.push(index.iter().zip(&self.grid).fold(0, |flat, (&i, &g)| flat * g + i));
+            let mut a = index.len();
+            loop {
+                if a == 0 {
+                    break 'tiles;
+                }
+                a -= 1;
+                index[a] += 1;
+                if index[a] < ranges[a].1 {
+                    break;
+                }
+                index[a] = ranges[a].0;
+            }
+        }
+        tiles
+    }
+
+    /// Tile columns that may differ in extent on an axis: all of them on a short axis;
     /// else those near either end (where clipping and reflection reach) and one inside,
     /// which stands for every inner column.
     fn sample_columns(&self, axis: usize) -> Vec<u64> {
@@ -221,9 +297,9 @@ impl Pass {
         }
     }
 
-    /// The task columns on `axis` whose read span at level `first` overlaps `[lo, hi)`
+    /// The tile columns on `axis` whose read span at level `first` overlaps `[lo, hi)`
     /// (the read spans grow with the column index, so this is a range).
-    fn columns_reading(&self, axis: usize, lo: u64, hi: u64) -> std::ops::Range<u64> {
+    pub(super) fn columns_reading(&self, axis: usize, lo: u64, hi: u64) -> std::ops::Range<u64> {
         let read = |i: u64| self.axis_spans(axis, i)[0].computed;
         let partition = |pred: &dyn Fn(u64) -> bool| {
             let (mut a, mut b) = (0, self.grid[axis]);
@@ -238,9 +314,16 @@ impl Pass {
         start..end.max(start)
     }
 
-    /// Largest working set of one task, in bytes: the source tile, every computed level
+    /// The read spans at level `first` of the tile columns on `axis` that overlap `[lo, hi)`.
+    pub(super) fn read_spans(&self, axis: usize, lo: u64, hi: u64) -> Vec<(u64, u64)> {
+        self.columns_reading(axis, lo, hi)
+            .map(|i| self.axis_spans(axis, i)[0].computed)
+            .collect()
+    }
+
+    /// Largest working set of one tile, in bytes: the source tile, every computed level
     /// (and the chunk buffers written from it), and the gaussian `f64` slabs.
-    fn task_bytes(&self, element_size: u64, method: Method) -> u64 {
+    fn tile_bytes(&self, element_size: u64, method: Method) -> u64 {
         let samples: Vec<Vec<Vec<AxisSpan>>> = (0..self.grid.len())
             .map(|a| {
                 self.sample_columns(a)
@@ -276,11 +359,18 @@ impl Pass {
         }
         bytes
     }
+
+    /// Memory one worker needs: a tile, and for sharded levels what waits to be appended
+    /// (encoded output of at most one more tile).
+    fn worker_bytes(&self, element_size: u64, method: Method) -> u64 {
+        let tile = self.tile_bytes(element_size, method);
+        if self.sharded { tile.saturating_mul(2) } else { tile }
+    }
 }
 
 /// Chooses the levels of the next pass and its concurrency from the memory budget.
 /// `planned_last` (from the journal of an interrupted build) fixes the levels, so a resumed
-/// build replays the same tasks whatever its memory budget and thread count.
+/// build replays the same blocks whatever its memory budget and thread count.
 fn plan_pass(
     context: &BuildContext<'_>,
     first: usize,
@@ -297,10 +387,10 @@ fn plan_pass(
     };
     for last in candidates {
         let pass = Pass::new(context, first, last);
-        let tasks = pass.task_count();
-        let workers = usize::try_from(tasks).unwrap_or(usize::MAX).min(context.threads).max(1);
-        let fits = (workers as u64).saturating_mul(pass.task_bytes(element_size, context.method)) <= budget;
-        let parallel_enough = tasks >= 2 * context.threads as u64 || source_bytes <= 32 << 20;
+        let tiles = pass.tile_count();
+        let workers = usize::try_from(tiles).unwrap_or(usize::MAX).min(context.threads).max(1);
+        let fits = (workers as u64).saturating_mul(pass.worker_bytes(element_size, context.method)) <= budget;
+        let parallel_enough = tiles >= 2 * context.threads as u64 || source_bytes <= 32 << 20;
         if chosen.is_none() || (fits && parallel_enough) {
             chosen = Some((pass, workers));
         } else {
@@ -308,16 +398,18 @@ fn plan_pass(
         }
     }
     let (pass, mut workers) = chosen.expect("at least one level remains");
-    let task_bytes = pass.task_bytes(element_size, context.method);
-    let affordable = usize::try_from(budget / task_bytes.max(1)).unwrap_or(usize::MAX).max(1);
+    let worker_bytes = pass.worker_bytes(element_size, context.method);
+    let affordable = usize::try_from(budget / worker_bytes.max(1))
+        .unwrap_or(usize::MAX)
+        .max(1);
     if affordable < workers {
-        debug!("memory budget allows {affordable} concurrent tasks of {task_bytes} bytes (instead of {workers})");
+        debug!("memory budget allows {affordable} concurrent tiles of {worker_bytes} bytes (instead of {workers})");
         workers = affordable;
     }
-    if task_bytes > budget {
+    if worker_bytes > budget {
         warn!(
-            "one task needs about {} MiB, more than the --memory budget allows; use smaller --chunks to stay within it",
-            task_bytes >> 20
+            "one tile needs about {} MiB, more than the --memory budget allows; use smaller --chunks to stay within it",
+            worker_bytes >> 20
         );
     }
     (pass, workers)
@@ -352,11 +444,12 @@ pub(super) fn run_passes<T: StoreElement>(context: &BuildContext<'_>) -> Result<
             context.journal.pass_started(pass.first, pass.last)?;
         }
         debug!(
-            "pass: level {} → levels {}..={}, {} tasks on {} workers",
+            "pass: level {} → levels {}..={}, {} tiles in {} blocks on {} workers",
             pass.first,
             pass.first + 1,
             pass.last,
-            pass.task_count(),
+            pass.tile_count(),
+            pass.block_count(),
             workers
         );
         let (pass_first, pass_last, writes_first) = (pass.first, pass.last, pass.writes_first);
@@ -377,107 +470,34 @@ pub(super) fn run_passes<T: StoreElement>(context: &BuildContext<'_>) -> Result<
     Ok(seconds)
 }
 
-/// A one-level "pyramid": level 0 copied chunk by chunk.
+/// A one-level "pyramid": level 0 copied unit by unit (a chunk, or a shard's chunks in
+/// C order).
 fn copy_level0_only<T: StoreElement>(context: &BuildContext<'_>) -> Result<(), BuildError> {
-    let level = &context.plan.levels[0];
-    let grid = level.chunk_grid();
-    let total: u64 = grid.iter().product();
-    let level0: Arc<dyn ChunkSource> = context.source.clone();
-    let reader = TileReader::<T>::new(level0, context.memory_bytes / 2, Arc::new(|_: &Region| 1))
+    let level = context.levels[0].as_ref();
+    let source: Arc<dyn ChunkSource> = context.source.clone();
+    let reader = TileReader::<T>::new(source, context.memory_bytes / 2, Arc::new(|_: &Region| 1))
         .with_cancel(context.cancel.clone());
-    let finished = AtomicU64::new(0);
-    let interrupted = || BuildError::Interrupted {
-        tasks_done: finished.load(Ordering::Relaxed),
-        tasks: total,
+    let units = level.units();
+    let chunks = level.chunks();
+    let chunks_of_unit = |unit: u64| chunks.chunks_in(&units.region(&units.indices(unit)));
+    let worker = ChunkCopier::<T> {
+        context,
+        reader: &reader,
     };
-    use rayon::prelude::*;
-    let result = (0..total).into_par_iter().try_for_each(|i| -> Result<(), BuildError> {
-        if context.journal.is_done(0, i) {
-            context.progress.advance(1);
-            return Ok(());
-        }
-        if context.cancelled() {
-            return Err(interrupted());
-        }
-        if let Some(delay) = context.task_delay {
-            std::thread::sleep(delay);
-        }
-        let idx = context.levels[0].chunk_indices(i);
-        let chunk_region = context.levels[0].chunk_region(&idx);
-        let started = Instant::now();
-        let stored = if context.raw_copy_level0 {
-            let stored = context.levels[0].copy_stored_chunk(context.source.as_ref(), &idx)?;
-            context.counters.raw_copied.fetch_add(1, Ordering::Relaxed);
-            add_ns(&context.counters.write_ns, started.elapsed());
-            stored
-        } else {
-            let inside = chunk_region
-                .intersect(&Region::whole(&level.shape))
-                .expect("chunk inside the level");
-            let data = reader.read(&inside)?;
-            let read = Instant::now();
-            add_ns(&context.counters.read_ns, read - started);
-            let stored = write_chunk_from::<T>(
-                context.levels[0].as_ref(),
-                &idx,
-                &chunk_region,
-                &data,
-                &inside,
-                context.source.as_ref(),
-            )?;
-            add_ns(&context.counters.write_ns, read.elapsed());
-            stored
-        };
-        let stored: Vec<StoredChunk> = stored
-            .map(|bytes| StoredChunk {
-                level: 0,
-                index: i,
-                bytes,
-            })
-            .into_iter()
-            .collect();
-        context.counters.count_stored(&stored);
-        context.journal.task_done(0, i, &stored)?;
-        finished.fetch_add(1, Ordering::Relaxed);
-        context.progress.advance(1);
-        Ok(())
-    });
+    let work = BlockWork {
+        journal_key: 0,
+        blocks: units.grid_shape().iter().product(),
+        tiles_of: &|unit| chunks_of_unit(unit).iter().map(|idx| chunks.flat_index(idx)).collect(),
+        chunks_of: &|unit| chunks_of_unit(unit).len() as u64,
+        run_tile: &|chunk| worker.copy(&chunks.indices(chunk)),
+    };
+    let workers = context.threads;
+    let result = run_blocks(context, &work, workers, 2 * workers);
     context
         .counters
         .decoded
         .fetch_add(reader.stats.decoded.load(Ordering::Relaxed), Ordering::Relaxed);
-    result.map_err(|e| if e.is_cancellation() { interrupted() } else { e })
-}
-
-fn fill_of<T: StoreElement>(source: &dyn Source) -> T {
-    bytemuck::pod_read_unaligned(source.fill_bytes())
-}
-
-/// Writes chunk `idx` (grid region `chunk_region`) from `data` covering `data_region`;
-/// returns the bytes stored, or `None` for a chunk of fill value only (not stored).
-fn write_chunk_from<T: StoreElement>(
-    level: &dyn LevelSink,
-    idx: &[u64],
-    chunk_region: &Region,
-    data: &[T],
-    data_region: &Region,
-    source: &dyn Source,
-) -> Result<Option<u64>, BuildError> {
-    let mut buffer = vec![fill_of::<T>(source); chunk_region.len()];
-    copy_overlap(data, data_region, &mut buffer, chunk_region);
-    Ok(level.write_chunk(idx, bytemuck::cast_slice(&buffer))?)
-}
-
-/// Reads, computes and writes: the tasks' view of the store, the backend and the counters.
-struct Worker<'a, 'c, T> {
-    context: &'a BuildContext<'c>,
-    pass: &'a Pass,
-    reader: &'a TileReader<T>,
-    buffers: &'a BufferPool<T>,
-    /// True when the fill value's bytes are all zero: every method maps an all-zero
-    /// region to zeros, which are not stored, so a task whose source holds no stored chunk
-    /// writes nothing and can be skipped.
-    zero_fill: bool,
+    result
 }
 
 fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: Pass, workers: usize) -> Result<(), BuildError> {
@@ -487,12 +507,15 @@ fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: Pass, workers: us
     } else {
         context.sink.read_level(pass.first)?
     };
-    let tasks = pass.task_count();
-    let task_bytes = pass.task_bytes(element_size, context.method);
+    let worker_bytes = pass.worker_bytes(element_size, context.method);
     let cache_budget = context
         .memory_bytes
-        .saturating_sub((workers as u64).saturating_mul(task_bytes));
-    debug!("cache budget {} MiB, task {} MiB", cache_budget >> 20, task_bytes >> 20);
+        .saturating_sub((workers as u64).saturating_mul(worker_bytes));
+    debug!(
+        "cache budget {} MiB, tile {} MiB",
+        cache_budget >> 20,
+        worker_bytes >> 20
+    );
     let pass = Arc::new(pass);
     let reads_of = read_counter(context, &pass, level.as_ref());
     let bands_of: store::ChunkBands = {
@@ -500,11 +523,7 @@ fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: Pass, workers: us
         let shape = pass.shapes[0].clone();
         Arc::new(move |chunk: &Region| {
             let read_spans: Vec<Vec<(u64, u64)>> = (0..chunk.ndim())
-                .map(|a| {
-                    pass.columns_reading(a, chunk.start[a], chunk.end(a))
-                        .map(|i| pass.axis_spans(a, i)[0].computed)
-                        .collect()
-                })
+                .map(|a| pass.read_spans(a, chunk.start[a], chunk.end(a)))
                 .collect();
             store::halo_bands(chunk, &read_spans, &shape)
         })
@@ -514,54 +533,26 @@ fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: Pass, workers: us
         .with_bands(bands_of)
         .with_cancel(context.cancel.clone());
     let buffers = BufferPool::<T>::new();
-    let worker = Worker {
+    let worker = TileWorker {
         context,
         pass: &pass,
         reader: &reader,
         buffers: &buffers,
         zero_fill,
     };
-    let next_task = AtomicU64::new(0);
-    let finished = AtomicU64::new(0);
-    let failed = AtomicBool::new(false);
-    let first_error: Mutex<Option<BuildError>> = Mutex::new(None);
-    rayon::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|_| {
-                loop {
-                    let task = next_task.fetch_add(1, Ordering::Relaxed);
-                    if task >= tasks || failed.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    if context.journal.is_done(pass.first, task) {
-                        context.progress.advance(task_chunks(context, &pass, task));
-                        continue;
-                    }
-                    let result = if context.cancelled() {
-                        Err(StoreError::Cancelled.into())
-                    } else {
-                        if let Some(delay) = context.task_delay {
-                            std::thread::sleep(delay);
-                        }
-                        worker.run(task)
-                    };
-                    match result {
-                        Ok(()) => {
-                            finished.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => {
-                            failed.store(true, Ordering::Relaxed);
-                            first_error
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                .get_or_insert(e);
-                            break;
-                        }
-                    }
-                }
-            });
-        }
-    });
+    let work = BlockWork {
+        journal_key: pass.first,
+        blocks: pass.block_count(),
+        tiles_of: &|block| pass.block_tiles(block),
+        chunks_of: &|block| {
+            pass.block_tiles(block)
+                .into_iter()
+                .map(|tile| tile_chunks(context, &pass, tile))
+                .sum()
+        },
+        run_tile: &|tile| worker.run(tile),
+    };
+    let result = run_blocks(context, &work, workers, 2 * workers);
     context
         .counters
         .decoded
@@ -570,32 +561,23 @@ fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: Pass, workers: us
         .counters
         .redecoded
         .fetch_add(reader.stats.redecoded.load(Ordering::Relaxed), Ordering::Relaxed);
-    match first_error
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-    {
-        Some(e) if e.is_cancellation() => Err(BuildError::Interrupted {
-            tasks_done: finished.load(Ordering::Relaxed),
-            tasks,
-        }),
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    result
 }
 
-/// How many tasks of the pass read each source chunk: from the read spans of the task
-/// columns (a closed form), or, when resuming, by counting over the tasks still to run
-/// where there are few enough of them to count.
+/// How many tiles of the pass read each source chunk: from the read spans of the tile
+/// columns (a closed form), or, when resuming, by counting over the tiles of the blocks
+/// still to run where there are few enough of them to count.
 fn read_counter(context: &BuildContext<'_>, pass: &Arc<Pass>, level: &dyn ChunkSource) -> ReadCounter {
-    const COUNTED_TASKS: u64 = 1 << 20;
-    let tasks = pass.task_count();
-    if context.journal.done_in_pass(pass.first) > 0 && tasks <= COUNTED_TASKS {
+    const COUNTED_TILES: u64 = 1 << 20;
+    if context.journal.done_in_pass(pass.first) > 0 && pass.tile_count() <= COUNTED_TILES {
         let mut counts: HashMap<Vec<u64>, u64> = HashMap::new();
-        for task in (0..tasks).filter(|&t| !context.journal.is_done(pass.first, t)) {
-            let region = pass.task_spans(task).region(pass, pass.first, false);
-            for idx in level.chunks_in(&region) {
-                let chunk_region = level.chunk_region(&idx);
-                *counts.entry(chunk_region.start).or_default() += 1;
+        for block in (0..pass.block_count()).filter(|&b| !context.journal.is_done(pass.first, b)) {
+            for tile in pass.block_tiles(block) {
+                let region = pass.tile_spans(tile).region(pass, pass.first, false);
+                for idx in level.chunks_in(&region) {
+                    let chunk_region = level.chunk_region(&idx);
+                    *counts.entry(chunk_region.start).or_default() += 1;
+                }
             }
         }
         return Arc::new(move |region: &Region| counts.get(&region.start).copied().unwrap_or(1));
@@ -611,140 +593,16 @@ fn read_counter(context: &BuildContext<'_>, pass: &Arc<Pass>, level: &dyn ChunkS
     })
 }
 
-/// Output chunks a task writes (for progress when a resumed build skips it).
-fn task_chunks(context: &BuildContext<'_>, pass: &Pass, task: u64) -> u64 {
-    let spans = pass.task_spans(task);
+/// Output chunks a tile writes (for progress).
+pub(super) fn tile_chunks(context: &BuildContext<'_>, pass: &Pass, tile: u64) -> u64 {
+    let spans = pass.tile_spans(tile);
     let first_written = if pass.writes_first { pass.first } else { pass.first + 1 };
     (first_written..=pass.last)
-        .map(|level| context.levels[level].chunks_in(&spans.region(pass, level, true)).len() as u64)
+        .map(|level| {
+            context.levels[level]
+                .chunks()
+                .chunks_in(&spans.region(pass, level, true))
+                .len() as u64
+        })
         .sum()
-}
-
-impl<T: StoreElement> Worker<'_, '_, T> {
-    fn run(&self, task: u64) -> Result<(), BuildError> {
-        let (context, pass) = (self.context, self.pass);
-        let spans = pass.task_spans(task);
-        let timer = Instant::now();
-        let read_region = spans.region(pass, pass.first, false);
-        if self.zero_fill && self.reader.nothing_stored_in(&read_region)? {
-            self.reader.skip(&read_region);
-            context.progress.advance(task_chunks(context, pass, task));
-            context.journal.task_done(pass.first, task, &[])?;
-            return Ok(());
-        }
-        let data = self.reader.read_into(&read_region, self.buffers.take())?;
-        let source_tile = Tile::new(read_region, T::wrap(data));
-        let read_done = Instant::now();
-        add_ns(&context.counters.read_ns, read_done - timer);
-
-        let chain: Vec<(Step, Region)> = (pass.first..pass.last)
-            .map(|level| (context.step(level), spans.region(pass, level + 1, false)))
-            .collect();
-        let outputs = context.backend.downsample_chain(&source_tile, &chain)?;
-        let compute_done = Instant::now();
-        add_ns(&context.counters.compute_ns, compute_done - read_done);
-
-        let mut stored = Vec::new();
-        let mut written = 0u64;
-        if pass.writes_first {
-            let owned = spans.region(pass, pass.first, true);
-            let tile = (!context.raw_copy_level0).then(|| {
-                let data = T::view(&source_tile.data).expect("typed tile");
-                (data, &source_tile.region)
-            });
-            written += self.write_level(pass.first, &owned, tile, &mut stored)?;
-        }
-        for (offset, tile) in outputs.iter().enumerate() {
-            let level = pass.first + 1 + offset;
-            let owned = spans.region(pass, level, true);
-            let data = T::view(&tile.data).expect("backend returns the source dtype");
-            written += self.write_level(level, &owned, Some((data, &tile.region)), &mut stored)?;
-        }
-        add_ns(&context.counters.write_ns, compute_done.elapsed());
-        context.counters.count_stored(&stored);
-        context.journal.task_done(pass.first, task, &stored)?;
-        context.progress.advance(written);
-        if let Some(data) = T::unwrap(source_tile.data) {
-            self.buffers.give(data);
-        }
-        Ok(())
-    }
-
-    /// Writes the chunks of `level` under `owned`, from `tile` (data and the region it
-    /// holds) or, without one, as level 0's encoded bytes; adds what was stored to
-    /// `stored` and returns how many chunks were written.
-    fn write_level(
-        &self,
-        level: usize,
-        owned: &Region,
-        tile: Option<(&[T], &Region)>,
-        stored: &mut Vec<StoredChunk>,
-    ) -> Result<u64, BuildError> {
-        use rayon::prelude::*;
-        let context = self.context;
-        let array = &context.levels[level];
-        let indices = array.chunks_in(owned);
-        let sizes = indices
-            .par_iter()
-            .map(|idx| -> Result<Option<StoredChunk>, BuildError> {
-                if context.cancelled() {
-                    return Err(StoreError::Cancelled.into());
-                }
-                let bytes = match tile {
-                    Some((data, region)) => write_chunk_from::<T>(
-                        array.as_ref(),
-                        idx,
-                        &array.chunk_region(idx),
-                        data,
-                        region,
-                        context.source.as_ref(),
-                    )?,
-                    None => {
-                        context.counters.raw_copied.fetch_add(1, Ordering::Relaxed);
-                        array.copy_stored_chunk(context.source.as_ref(), idx)?
-                    }
-                };
-                Ok(bytes.map(|bytes| StoredChunk {
-                    level,
-                    index: array.flat_index(idx),
-                    bytes,
-                }))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        stored.extend(sizes.into_iter().flatten());
-        Ok(indices.len() as u64)
-    }
-}
-
-/// Source-tile buffers handed from one task to the next, so large tiles reuse memory that
-/// is already mapped instead of faulting in fresh pages every time.
-struct BufferPool<T> {
-    free: Mutex<Vec<Vec<T>>>,
-}
-
-impl<T> BufferPool<T> {
-    fn new() -> Self {
-        Self {
-            free: Mutex::new(Vec::new()),
-        }
-    }
-
-    fn take(&self) -> Vec<T> {
-        self.free
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop()
-            .unwrap_or_default()
-    }
-
-    fn give(&self, buffer: Vec<T>) {
-        self.free
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(buffer);
-    }
-}
-
-pub(super) fn add_ns(counter: &AtomicU64, elapsed: Duration) {
-    counter.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
 }

@@ -15,8 +15,8 @@ use crate::backend::{BackendChoice, Downsampler};
 use crate::dtype::DType;
 use crate::journal;
 use crate::method::Method;
-use crate::ngff::{self, NgffError};
-use crate::plan::{self, Axis, AxisKind, FactorRule, PlanError, PlanRequest, PyramidPlan};
+use crate::ngff::{self, NgffError, NgffVersion};
+use crate::plan::{self, Axis, AxisKind, FactorRule, PlanError, PlanRequest, PyramidPlan, ShardChoice};
 use crate::store::{self, OutputCodec, Source};
 
 /// Refuses a chunk whose decoded bytes exceed half the memory budget: a task holds at
@@ -85,12 +85,48 @@ pub(super) struct Prepared {
     pub(super) translation: Vec<f64>,
     pub(super) plan: PyramidPlan,
     pub(super) codec: OutputCodec,
-    pub(super) raw_copy_level0: bool,
+    /// Shard shape of every level (`None` where a level is not sharded).
+    pub(super) shards: Vec<Option<Vec<u64>>>,
+    pub(super) level0: Level0,
     pub(super) name: String,
 }
 
+/// How level 0 of the output is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(super) enum Level0 {
+    /// Decoded and encoded again.
+    Encoded,
+    /// Chunks copied as the input stores them, into chunk files or into shards.
+    CopiedChunks,
+    /// Shard files copied whole: the input's shards are the output's.
+    CopiedShards,
+}
+
+impl Level0 {
+    /// True when level 0 is copied as stored, not decoded for itself.
+    pub(super) fn is_copied(self) -> bool {
+        self != Level0::Encoded
+    }
+}
+
+/// Largest uncompressed shard of `--shards auto` unless `--shard-size` says otherwise.
+const DEFAULT_SHARD_SIZE: u64 = 1 << 30;
+
 pub(super) fn prepare(builder: &PyramidBuilder) -> Result<Prepared, BuildError> {
     let options = &builder.options;
+    if options.ngff_version == NgffVersion::V04 && (options.shards.is_some() || options.shard_size.is_some()) {
+        return Err(BuildError::InvalidOption {
+            option: "shards",
+            reason: "sharding needs --ngff-version 0.5 (OME-NGFF 0.4 is Zarr v2, which has no shards)".into(),
+        });
+    }
+    if options.shard_size == Some(0) {
+        return Err(BuildError::InvalidOption {
+            option: "shard-size",
+            reason: "must be at least one byte".into(),
+        });
+    }
     if options.memory_bytes < (16 << 20) {
         return Err(BuildError::InvalidOption {
             option: "memory",
@@ -204,21 +240,44 @@ pub(super) fn prepare(builder: &PyramidBuilder) -> Result<Prepared, BuildError> 
         levels: options.levels,
     })?;
 
+    // The input's codec carries over where the output's Zarr version can express it.
+    // (A sharded input's codec is that of its inner chunks.)
+    let input_codec = source
+        .stored_codec()
+        .or_else(|| source.stored_shards().map(|(_, codec)| codec))
+        .filter(|c| options.ngff_version == NgffVersion::V04 || c.to_v3(source.dtype()).is_some());
     let codec = options
         .compression
-        .resolve(options.clevel, source.stored_codec())
+        .resolve(options.clevel, input_codec)
         .map_err(|reason| BuildError::InvalidOption {
             option: "compression",
             reason,
         })?;
-    let raw_copy_level0 = source.stored_codec() == Some(&codec)
-        && plan.levels[0].chunks == source.chunk_shape()
+    let shard_choice = match (options.ngff_version, &options.shards) {
+        (NgffVersion::V04, _) => ShardChoice::None,
+        (NgffVersion::V05, choice) => choice.clone().unwrap_or_default(),
+    };
+    let shards = plan::shard_shapes(
+        &plan,
+        &axes,
+        &shard_choice,
+        element_size,
+        options.shard_size.unwrap_or(DEFAULT_SHARD_SIZE),
+    )?;
+    let same_chunks = plan.levels[0].chunks == source.chunk_shape()
         && source
             .grid_shape()
             .iter()
             .zip(source.shape())
             .zip(source.chunk_shape())
             .all(|((&g, &n), &c)| g == n.div_ceil(c));
+    let level0 = match source.stored_shards() {
+        Some((shard, inner)) if same_chunks && inner == &codec && shards[0].as_deref() == Some(shard) => {
+            Level0::CopiedShards
+        }
+        _ if same_chunks && source.stored_codec() == Some(&codec) => Level0::CopiedChunks,
+        _ => Level0::Encoded,
+    };
     let name = options
         .name
         .clone()
@@ -236,7 +295,8 @@ pub(super) fn prepare(builder: &PyramidBuilder) -> Result<Prepared, BuildError> 
         translation,
         plan,
         codec,
-        raw_copy_level0,
+        shards,
+        level0,
         name,
     })
 }
@@ -307,9 +367,11 @@ pub(super) fn build_record(
         "axes": prepared.axes,
         "scale": prepared.pixel_size,
         "translation": prepared.translation,
+        "ngff_version": builder.options.ngff_version,
+        "shards": prepared.shards,
         "compressor": prepared.codec.to_v2(),
         "fill_value": store::node::fill_value_json(prepared.source.fill_bytes(), prepared.source.dtype()),
-        "level0_copied_as_encoded": prepared.raw_copy_level0,
+        "level0": prepared.level0,
         "name": prepared.name,
         "backend": backend,
     });

@@ -7,6 +7,38 @@ use serde_json::Value;
 
 use crate::plan::Axis;
 
+/// The OME-NGFF version of an output: 0.4 on Zarr v2, or 0.5 on Zarr v3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum NgffVersion {
+    /// OME-NGFF 0.4: a Zarr v2 group, metadata in `.zattrs`.
+    #[default]
+    #[serde(rename = "0.4")]
+    V04,
+    /// OME-NGFF 0.5: a Zarr v3 group, metadata under `ome` in `zarr.json`.
+    #[serde(rename = "0.5")]
+    V05,
+}
+
+impl std::str::FromStr for NgffVersion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "0.4" => Ok(NgffVersion::V04),
+            "0.5" => Ok(NgffVersion::V05),
+            other => Err(format!("unknown OME-NGFF version `{other}` (expected 0.4 or 0.5)")),
+        }
+    }
+}
+
+impl std::fmt::Display for NgffVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NgffVersion::V04 => "0.4",
+            NgffVersion::V05 => "0.5",
+        })
+    }
+}
+
 /// A coordinate transformation of v0.4.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]

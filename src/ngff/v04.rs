@@ -11,7 +11,7 @@ pub fn image_root(attributes: &Map<String, Value>) -> &Map<String, Value> {
     attributes
 }
 
-/// The whole `.zattrs` of the output group.
+/// The whole `.zattrs` of a v0.4 output group.
 #[must_use]
 pub fn group_attributes(spec: &MultiscalesSpec<'_>, omero: Option<&Value>) -> Value {
     let mut root = Map::new();

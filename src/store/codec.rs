@@ -138,6 +138,39 @@ impl OutputCodec {
         }
     }
 
+    /// The Zarr v3 codec chain of a chunk: `bytes` (little endian), then the compressor;
+    /// `None` where v3 has no codec for it (zlib, bz2, unmodelled v2 settings).
+    #[must_use]
+    pub fn to_v3(&self, dtype: DType) -> Option<Vec<Value>> {
+        let compressor = match self {
+            OutputCodec::None => None,
+            OutputCodec::Zstd { level, checksum } => {
+                Some(json!({"name": "zstd", "configuration": {"level": level, "checksum": checksum}}))
+            }
+            OutputCodec::Gzip { level } => Some(json!({"name": "gzip", "configuration": {"level": level}})),
+            OutputCodec::Blosc {
+                cname,
+                clevel,
+                shuffle,
+                blocksize,
+            } => {
+                let shuffle = match shuffle {
+                    0 => "noshuffle",
+                    1 => "shuffle",
+                    2 => "bitshuffle",
+                    _ => return None,
+                };
+                Some(
+                    json!({"name": "blosc", "configuration": {"cname": cname, "clevel": clevel,
+                    "shuffle": shuffle, "typesize": dtype.size(), "blocksize": blocksize}}),
+                )
+            }
+            OutputCodec::Zlib { .. } | OutputCodec::Bz2 { .. } | OutputCodec::V2Verbatim(_) => return None,
+        };
+        let bytes = json!({"name": "bytes", "configuration": {"endian": "little"}});
+        Some(std::iter::once(bytes).chain(compressor).collect())
+    }
+
     /// This codec at compression level `level`.
     fn with_level(&self, level: i32) -> Self {
         let level = i64::from(level);
@@ -367,6 +400,25 @@ mod tests {
             OutputCodec::from_v2(&json!({"id": "lz4"})),
             OutputCodec::V2Verbatim(_)
         ));
+    }
+
+    #[test]
+    fn v3_chains_have_bytes_then_the_compressor() {
+        let blosc = OutputCodec::Blosc {
+            cname: "lz4".into(),
+            clevel: 5,
+            shuffle: 1,
+            blocksize: 0,
+        };
+        assert_eq!(
+            blosc.to_v3(DType::U16).unwrap(),
+            vec![
+                json!({"name": "bytes", "configuration": {"endian": "little"}}),
+                json!({"name": "blosc", "configuration": {"cname": "lz4", "clevel": 5, "shuffle": "shuffle", "typesize": 2, "blocksize": 0}}),
+            ]
+        );
+        assert_eq!(OutputCodec::None.to_v3(DType::U8).unwrap().len(), 1);
+        assert!(OutputCodec::Zlib { level: 1 }.to_v3(DType::U8).is_none());
     }
 
     #[test]

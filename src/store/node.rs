@@ -136,7 +136,50 @@ pub fn describe_codecs(meta: &Value) -> String {
         }
         s
     } else {
-        meta.get("codecs").map_or_else(|| "?".into(), Value::to_string)
+        meta.get("codecs")
+            .and_then(Value::as_array)
+            .map_or_else(|| "?".into(), |codecs| describe_v3_chain(codecs))
+    }
+}
+
+/// A v3 codec chain in a few words: `zstd level 1`, `sharded, zstd level 1`.
+fn describe_v3_chain(codecs: &[Value]) -> String {
+    let config = |c: &Value, key: &str| c.get("configuration").and_then(|v| v.get(key)).cloned();
+    let parts: Vec<String> = codecs
+        .iter()
+        .filter_map(|c| {
+            let name = c.get("name").and_then(Value::as_str).unwrap_or("?");
+            match name {
+                "bytes" => (config(c, "endian")
+                    .and_then(|e| e.as_str().map(str::to_string))
+                    .as_deref()
+                    == Some("big"))
+                .then(|| "big-endian".to_string()),
+                "sharding_indexed" => {
+                    let inner = config(c, "codecs")
+                        .and_then(|v| v.as_array().cloned())
+                        .unwrap_or_default();
+                    Some(format!("sharded, {}", describe_v3_chain(&inner)))
+                }
+                "zstd" | "gzip" => Some(match config(c, "level") {
+                    Some(level) => format!("{name} level {level}"),
+                    None => name.to_string(),
+                }),
+                "blosc" => Some(format!(
+                    "blosc {} level {}",
+                    config(c, "cname")
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    config(c, "clevel").map_or_else(|| "?".into(), |v| v.to_string())
+                )),
+                other => Some(other.to_string()),
+            }
+        })
+        .collect();
+    if parts.is_empty() {
+        "uncompressed".into()
+    } else {
+        parts.join(", ")
     }
 }
 
@@ -162,4 +205,24 @@ pub fn write_json_atomically(path: &Path, value: &Value) -> Result<(), StoreErro
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v3_chains_read_in_a_few_words() {
+        let chain = json!([{"name": "sharding_indexed", "configuration": {"chunk_shape": [2],
+            "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "zstd", "configuration": {"level": 3, "checksum": false}}],
+            "index_codecs": [{"name": "bytes"}, {"name": "crc32c"}]}}]);
+        assert_eq!(
+            describe_codecs(&json!({"zarr_format": 3, "codecs": chain})),
+            "sharded, zstd level 3"
+        );
+        assert_eq!(
+            describe_codecs(&json!({"zarr_format": 3, "codecs": [{"name": "bytes"}]})),
+            "uncompressed"
+        );
+    }
 }

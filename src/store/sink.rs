@@ -12,9 +12,10 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::codec::OutputCodec;
+use super::grid::RegularGrid;
+use super::shard::ShardWriter;
 use super::{ChunkSource, Source, StoreError};
 use crate::dtype::DType;
-use crate::tile::Region;
 
 /// What a level array holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +30,10 @@ pub struct LevelLayout {
     pub codec: OutputCodec,
     /// Fill value bytes (native endian).
     pub fill: Vec<u8>,
+    /// Shard shape (a multiple of the chunk shape), or `None` for one file per chunk.
+    pub shards: Option<Vec<u64>>,
+    /// Axis names (Zarr v3 `dimension_names`).
+    pub dimension_names: Vec<String>,
 }
 
 /// An output being written.
@@ -58,39 +63,67 @@ pub trait Sink: Send + Sync {
     fn write_attributes(&self, attributes: &Value) -> Result<(), StoreError>;
 }
 
-/// One level array of an output being written.
+/// One level array of an output being written. Its chunks are written one file each, or,
+/// when the level is sharded, gathered into shards that a [`ShardWriter`] streams.
 pub trait LevelSink: Send + Sync {
     /// The level's directory.
     fn dir(&self) -> &Path;
 
-    /// Indices of the chunks that intersect `region` (for a chunk-aligned region, exactly
-    /// the chunks it covers).
-    fn chunks_in(&self, region: &Region) -> Vec<Vec<u64>>;
+    /// The chunk grid.
+    fn chunks(&self) -> &RegularGrid;
 
-    /// The region of chunk `indices` (not clipped to the array).
-    fn chunk_region(&self, indices: &[u64]) -> Region;
+    /// The grid of what is written as one file: the shards, or the chunks when the level
+    /// is not sharded.
+    fn units(&self) -> &RegularGrid;
 
-    /// The flat (C-order) index of chunk `indices`.
-    fn flat_index(&self, indices: &[u64]) -> u64;
+    /// True if chunks are gathered into shards.
+    fn is_sharded(&self) -> bool;
 
-    /// The chunk indices of a flat (C-order) index.
-    fn chunk_indices(&self, flat: u64) -> Vec<u64>;
-
-    /// Encodes and writes one chunk (`data`: native-endian elements covering the whole
-    /// chunk, padding included) and returns the bytes stored; a chunk of fill value only
-    /// is not stored (`None`).
+    /// Encodes and writes one chunk of an unsharded level (`data`: native-endian elements
+    /// covering the whole chunk, padding included) and returns the bytes stored; a chunk of
+    /// fill value only is not stored (`None`).
     ///
     /// # Errors
     /// [`StoreError::WriteChunk`] naming the chunk.
     fn write_chunk(&self, indices: &[u64], data: &[u8]) -> Result<Option<u64>, StoreError>;
 
-    /// Copies chunk `indices` of `source` as it is stored, without decoding (the caller
-    /// has checked that codecs and chunk grids match); `None` where nothing is stored.
+    /// Copies chunk `indices` of `source` as it is stored into an unsharded level, without
+    /// decoding (the caller has checked that codecs and chunk grids match); `None` where
+    /// nothing is stored.
     ///
     /// # Errors
     /// [`StoreError::ReadChunk`] or [`StoreError::WriteChunk`].
     fn copy_stored_chunk(&self, source: &dyn Source, indices: &[u64]) -> Result<Option<u64>, StoreError>;
 
-    /// Bytes stored for the chunk at flat index `flat`, if it is stored.
+    /// Encodes one chunk of a sharded level for its shard; `None` for a chunk of fill value
+    /// only.
+    ///
+    /// # Errors
+    /// [`StoreError::WriteChunk`] naming the chunk.
+    fn encode_chunk(&self, indices: &[u64], data: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Starts writing shard `unit` of a sharded level.
+    ///
+    /// # Errors
+    /// [`StoreError::WriteChunk`] naming the shard.
+    fn open_shard(&self, unit: &[u64]) -> Result<ShardWriter, StoreError>;
+
+    /// A name for write unit `unit` in messages (its store key).
+    fn unit_name(&self, unit: &[u64]) -> String;
+
+    /// Bytes stored for the write unit at flat index `flat`, if it is stored.
     fn stored_size(&self, flat: u64) -> Option<u64>;
+
+    /// The write unit holding chunk `chunk`, and the chunk's indices within it.
+    fn unit_of(&self, chunk: &[u64]) -> (Vec<u64>, Vec<u64>) {
+        chunk
+            .iter()
+            .zip(self.units().chunk())
+            .zip(self.chunks().chunk())
+            .map(|((&i, &u), &c)| {
+                let per_unit = u / c;
+                (i / per_unit, i % per_unit)
+            })
+            .unzip()
+    }
 }

@@ -118,13 +118,19 @@ pub trait Source: ChunkSource {
     /// valid chunk of an output array with that codec and the same chunk grid.
     fn stored_codec(&self) -> Option<&OutputCodec>;
 
-    /// The stored (encoded) bytes of chunk `indices`, `None` where nothing is stored.
+    /// The shard shape and inner codec of a sharded level 0 whose shard files are, as they
+    /// are, valid shards of an output with that shape and codec (inner chunks as the read
+    /// grid, index at the end with a CRC32C): they can be copied whole.
+    fn stored_shards(&self) -> Option<(&[u64], &OutputCodec)>;
+
+    /// The stored (encoded) bytes of chunk `indices` of the stored grid (a shard of a
+    /// sharded array), `None` where nothing is stored.
     ///
     /// # Errors
     /// [`StoreError::ReadChunk`] naming the chunk.
     fn stored_chunk(&self, indices: &[u64]) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// The local file holding chunk `indices` as stored, where there is one (so it can be
-    /// copied file to file).
+    /// The local file holding chunk `indices` of the stored grid as stored (a shard of a
+    /// sharded array), where there is one (so it can be copied file to file).
     fn stored_chunk_file(&self, indices: &[u64]) -> Option<std::path::PathBuf>;
 }

@@ -201,7 +201,8 @@ pub fn first_foreign_entry(dir: &Path) -> std::io::Result<Option<PathBuf>> {
 
 fn foreign_in_array(dir: &Path, keys: &ChunkKeys, parts: &mut Vec<String>) -> std::io::Result<Option<PathBuf>> {
     for (name, path, kind) in sorted_entries(dir)? {
-        if parts.is_empty() && kind.is_file() && (is_metadata(&name) || is_bookkeeping(&name)) {
+        // Metadata at the array's top; bookkeeping (a shard's temporary file) anywhere.
+        if kind.is_file() && (is_bookkeeping(&name) || (parts.is_empty() && is_metadata(&name))) {
             continue;
         }
         parts.push(name);

@@ -48,6 +48,7 @@ pub struct ZarrSource {
     raw_metadata: Value,
     image: ImageMetadata,
     stored_codec: Option<OutputCodec>,
+    stored_shards: Option<(Vec<u64>, OutputCodec)>,
     /// True if chunks are plain files under `path` (no store layer in between), so stored
     /// chunks can be copied file to file.
     plain_files: bool,
@@ -115,6 +116,18 @@ impl ZarrSource {
         } else {
             OutputCodec::of_stored_chunks(&raw_metadata, dtype)
         };
+        let stored_shards = if array.is_exclusively_sharded() {
+            copyable_shards(&raw_metadata, dtype).and_then(|codec| {
+                let shard = array
+                    .chunk_grid()
+                    .chunk_shape_u64(&vec![0; shape.len()])
+                    .ok()
+                    .flatten()?;
+                Some((shard, codec))
+            })
+        } else {
+            None
+        };
         let fill = array.fill_value().as_ne_bytes().to_vec();
         Ok(Self {
             decoder: ChunkDecoder::new(array.clone()),
@@ -131,6 +144,7 @@ impl ZarrSource {
             raw_metadata,
             image: image.unwrap_or_default(),
             stored_codec,
+            stored_shards,
             plain_files,
         })
     }
@@ -190,6 +204,34 @@ impl ZarrSource {
     #[must_use]
     pub fn fill_value_json(&self) -> Value {
         super::node::fill_value_json(&self.fill, self.dtype)
+    }
+
+    /// The shard shape, for a sharded array (the read chunks are its inner chunks).
+    #[must_use]
+    pub fn shard_shape(&self) -> Option<Vec<u64>> {
+        if !self.array.is_sharded() {
+            return None;
+        }
+        self.array
+            .chunk_grid()
+            .chunk_shape_u64(&vec![0; self.shape.len()])
+            .ok()
+            .flatten()
+    }
+
+    /// The files the array stores its chunks (or shards) in, and their bytes.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] if the array's directory cannot be read.
+    pub fn stored_files(&self) -> Result<crate::journal::StoredTotals, StoreError> {
+        let Some(keys) = tree::ChunkKeys::of(&self.raw_metadata) else {
+            return Ok(crate::journal::StoredTotals::default());
+        };
+        tree::count_chunk_files(&self.array_dir, &keys).map_err(|source| StoreError::Io {
+            action: "cannot read",
+            path: self.array_dir.clone(),
+            source,
+        })
     }
 
     /// The key of stored chunk `indices` (of the array's chunk grid).
@@ -301,6 +343,12 @@ impl Source for ZarrSource {
         self.stored_codec.as_ref()
     }
 
+    fn stored_shards(&self) -> Option<(&[u64], &OutputCodec)> {
+        self.stored_shards
+            .as_ref()
+            .map(|(shape, codec)| (shape.as_slice(), codec))
+    }
+
     fn stored_chunk(&self, indices: &[u64]) -> Result<Option<Vec<u8>>, StoreError> {
         self.array
             .retrieve_encoded_chunk(indices)
@@ -315,6 +363,29 @@ impl Source for ZarrSource {
         self.plain_files
             .then(|| self.path.join(self.array.chunk_key(indices).as_str()))
     }
+}
+
+/// The inner codec of a sharded array's metadata, if its shards are laid out as ome-pyramid
+/// writes them: index at the end, encoded as little-endian bytes with a CRC32C.
+fn copyable_shards(meta: &Value, dtype: DType) -> Option<OutputCodec> {
+    let codecs = meta.get("codecs")?.as_array()?;
+    let [sharding] = codecs.as_slice() else { return None };
+    let config = sharding.get("configuration")?;
+    let location = config.get("index_location").and_then(Value::as_str).unwrap_or("end");
+    let index = config.get("index_codecs")?.as_array()?;
+    let little_bytes = |c: &Value| {
+        c.get("name").and_then(Value::as_str) == Some("bytes")
+            && c.get("configuration")
+                .and_then(|c| c.get("endian"))
+                .and_then(Value::as_str)
+                .is_none_or(|e| e == "little")
+    };
+    let index_ok = matches!(index.as_slice(), [bytes, crc] if little_bytes(bytes)
+        && crc.get("name").and_then(Value::as_str) == Some("crc32c"));
+    if location != "end" || !index_ok {
+        return None;
+    }
+    OutputCodec::of_stored_chunks(&json!({"zarr_format": 3, "codecs": config.get("codecs")?}), dtype)
 }
 
 /// The region of chunk `indices` of `grid` (not clipped to the array).

@@ -9,14 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use zarrs::array::{Array, ArrayBytes, ArrayMetadataV2, CodecOptions};
-use zarrs::storage::{ReadableWritableStorageTraits, StoreKey};
+use zarrs::array::{Array, ArrayMetadataV2};
 
-use super::error::{StoreError, boxed, io_error};
+use super::error::{StoreError, io_error};
 use super::node::{fill_value_json, write_json_atomically};
 use super::sink::{LevelLayout, LevelSink, Sink};
-use super::{ChunkSource, ReadStorage, Source, WriteStorage, ZarrSource, files, tree};
-use crate::tile::Region;
+use super::zarr_level::ZarrLevel;
+use super::{ChunkSource, ReadStorage, WriteStorage, ZarrSource, files};
 
 /// Name of the group's metadata file.
 const GROUP_FILE: &str = ".zgroup";
@@ -107,12 +106,14 @@ impl Sink for ZarrV2Sink {
         })?;
         fs::create_dir_all(&dir).map_err(io_error("cannot create", &dir))?;
         write_json_atomically(&dir.join(".zarray"), &meta)?;
-        Ok(Box::new(ZarrV2Level {
+        Ok(Box::new(ZarrLevel::new(
             array,
-            storage: self.storage.clone(),
+            self.storage.clone(),
             dir,
-            root: self.plain_files.then(|| self.path.clone()),
-        }))
+            self.plain_files.then(|| self.path.clone()),
+            (&layout.shape, &layout.chunks, None),
+            None,
+        )))
     }
 
     fn read_level(&self, level: usize) -> Result<Arc<dyn ChunkSource>, StoreError> {
@@ -123,142 +124,5 @@ impl Sink for ZarrV2Sink {
 
     fn write_attributes(&self, attributes: &Value) -> Result<(), StoreError> {
         write_json_atomically(&self.path.join(ATTRIBUTES_FILE), attributes)
-    }
-}
-
-/// One level array of a [`ZarrV2Sink`].
-pub struct ZarrV2Level {
-    array: Array<dyn ReadableWritableStorageTraits>,
-    storage: WriteStorage,
-    dir: PathBuf,
-    /// The group directory, when chunks are plain files under it.
-    root: Option<PathBuf>,
-}
-
-impl ZarrV2Level {
-    fn codec_options() -> CodecOptions {
-        CodecOptions::default().with_concurrent_target(1)
-    }
-}
-
-impl LevelSink for ZarrV2Level {
-    fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    fn chunks_in(&self, region: &Region) -> Vec<Vec<u64>> {
-        let subset = zarrs::array::ArraySubset::new_with_start_shape(region.start.clone(), region.shape.clone())
-            .expect("start and shape have the same length");
-        match self.array.chunk_grid().chunks_in_array_subset(&subset) {
-            Ok(Some(chunks)) => chunks.indices().into_iter().map(|i| i.to_vec()).collect(),
-            _ => Vec::new(),
-        }
-    }
-
-    fn chunk_region(&self, indices: &[u64]) -> Region {
-        let subset = self
-            .array
-            .chunk_grid()
-            .subset(indices)
-            .ok()
-            .flatten()
-            .expect("chunk indices come from the grid itself");
-        Region::new(subset.start().to_vec(), subset.shape().to_vec())
-    }
-
-    fn flat_index(&self, indices: &[u64]) -> u64 {
-        let grid = self.array.chunk_grid_shape();
-        indices.iter().zip(grid.iter()).fold(0, |flat, (&i, &n)| flat * n + i)
-    }
-
-    fn chunk_indices(&self, flat: u64) -> Vec<u64> {
-        let grid = self.array.chunk_grid_shape();
-        let mut rest = flat;
-        let mut indices = vec![0u64; grid.len()];
-        for a in (0..grid.len()).rev() {
-            indices[a] = rest % grid[a].max(1);
-            rest /= grid[a].max(1);
-        }
-        indices
-    }
-
-    fn write_chunk(&self, indices: &[u64], data: &[u8]) -> Result<Option<u64>, StoreError> {
-        use zarrs::array::codec::api::ArrayToBytesCodecTraits;
-        let key = self.array.chunk_key(indices);
-        let write_error = |e: Box<dyn std::error::Error + Send + Sync>| StoreError::WriteChunk {
-            path: self.dir.clone(),
-            key: key.to_string(),
-            source: e,
-        };
-        let bytes = ArrayBytes::new_flen(data);
-        if bytes.is_fill_value(self.array.fill_value()) {
-            // As zarrs does: a chunk of fill value is absent, whatever was there before.
-            self.storage.erase(&key).map_err(|e| write_error(boxed(e)))?;
-            return Ok(None);
-        }
-        let shape = self.array.chunk_shape(indices).map_err(|e| write_error(boxed(e)))?;
-        let encoded = self
-            .array
-            .codecs()
-            .encode(
-                bytes,
-                &shape,
-                self.array.data_type(),
-                self.array.fill_value(),
-                &Self::codec_options(),
-            )
-            .map_err(|e| write_error(boxed(e)))?;
-        let len = encoded.len() as u64;
-        self.storage
-            .set(&key, encoded.into_owned().into())
-            .map_err(|e| write_error(boxed(e)))?;
-        Ok(Some(len))
-    }
-
-    fn copy_stored_chunk(&self, source: &dyn Source, indices: &[u64]) -> Result<Option<u64>, StoreError> {
-        let key = self.array.chunk_key(indices);
-        let write_error = |e: std::io::Error| StoreError::WriteChunk {
-            path: self.dir.clone(),
-            key: key.to_string(),
-            source: Box::new(e),
-        };
-        if let (Some(root), Some(from)) = (&self.root, source.stored_chunk_file(indices)) {
-            // File to file: one copy in the kernel (a reflink where the file system has them).
-            let to = root.join(key.as_str());
-            match fs::metadata(&from) {
-                // A missing chunk is the fill value: it stays missing.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Ok(meta) if !meta.is_file() => {
-                    return Err(StoreError::ReadChunk {
-                        path: source.path().to_path_buf(),
-                        key: source.chunk_name(indices),
-                        source: boxed(tree::not_regular(&meta)),
-                    });
-                }
-                _ => {}
-            }
-            if let Some(dir) = to.parent() {
-                fs::create_dir_all(dir).map_err(write_error)?;
-            }
-            return fs::copy(&from, &to).map(Some).map_err(write_error);
-        }
-        let Some(bytes) = source.stored_chunk(indices)? else {
-            return Ok(None);
-        };
-        let len = bytes.len() as u64;
-        let key: StoreKey = key;
-        self.storage
-            .set(&key, bytes.into())
-            .map_err(|e| StoreError::WriteChunk {
-                path: self.dir.clone(),
-                key: key.to_string(),
-                source: boxed(e),
-            })?;
-        Ok(Some(len))
-    }
-
-    fn stored_size(&self, flat: u64) -> Option<u64> {
-        let key = self.array.chunk_key(&self.chunk_indices(flat));
-        self.storage.size_key(&key).ok().flatten()
     }
 }

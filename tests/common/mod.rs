@@ -278,21 +278,28 @@ pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// A validator of `strict_image.schema` (which references `image.schema`) or
-/// `image.schema`, resolved offline from `tests/data/ngff/0.4`.
+/// A validator of the v0.4 `strict_image.schema` or `image.schema` (see [`ngff_validator_for`]).
 pub fn ngff_validator(strict: bool) -> jsonschema::Validator {
-    let dir = data_dir().join("ngff/0.4/schemas");
+    ngff_validator_for("0.4", strict)
+}
+
+/// A validator of OME-NGFF `version`'s `strict_image.schema` (which references
+/// `image.schema`) or `image.schema`, resolved offline from `tests/data/ngff/VERSION`. In
+/// 0.5 it applies to a group's `zarr.json` attributes.
+pub fn ngff_validator_for(version: &str, strict: bool) -> jsonschema::Validator {
+    let dir = data_dir().join("ngff").join(version).join("schemas");
     let load = |name: &str| -> Value { serde_json::from_slice(&std::fs::read(dir.join(name)).unwrap()).unwrap() };
-    let image = load("image.schema");
-    let registry = jsonschema::Registry::new()
-        .add(
-            "https://ngff.openmicroscopy.org/0.4/schemas/image.schema",
-            image.clone(),
-        )
-        .unwrap()
-        .prepare()
+    let base = format!("https://ngff.openmicroscopy.org/{version}/schemas");
+    let mut registry = jsonschema::Registry::new()
+        .add(format!("{base}/image.schema"), load("image.schema"))
         .unwrap();
-    let schema = if strict { load("strict_image.schema") } else { image };
+    if dir.join("_version.schema").exists() {
+        registry = registry
+            .add(format!("{base}/_version.schema"), load("_version.schema"))
+            .unwrap();
+    }
+    let registry = registry.prepare().unwrap();
+    let schema = load(if strict { "strict_image.schema" } else { "image.schema" });
     jsonschema::options()
         .with_registry(&registry)
         .build(&schema)

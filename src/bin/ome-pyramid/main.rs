@@ -18,6 +18,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use ome_pyramid::engine::LevelReport;
+use ome_pyramid::ngff::NgffVersion;
+use ome_pyramid::plan::ShardChoice;
 use ome_pyramid::store::{self, ChunkSource, NodeKind};
 use ome_pyramid::synthetic::{self, ArrayFormat, ArraySpec, Codec};
 use ome_pyramid::units::{format_bytes, parse_size};
@@ -124,6 +126,19 @@ struct PyramidArgs {
     /// Print the result as JSON on stdout instead of the summary.
     #[arg(long)]
     json: bool,
+    /// OME-NGFF version of the output: 0.4 (a Zarr v2 group) or 0.5 (a Zarr v3 group,
+    /// sharded unless --shards none).
+    #[arg(long = "ngff-version", default_value = "0.4")]
+    ngff_version: NgffVersion,
+    /// Sharding of 0.5 output: auto (per level, the largest power-of-two multiple of the
+    /// chunk within --shard-size, so small levels get small shards), none (one file per
+    /// chunk), or a shard shape such as 128,1024,1024, a multiple of the chunk shape
+    /// [default: auto with --ngff-version 0.5].
+    #[arg(long)]
+    shards: Option<ShardChoice>,
+    /// Largest uncompressed shard --shards auto makes [default: 1GiB].
+    #[arg(long = "shard-size", value_parser = parse_size)]
+    shard_size: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -411,6 +426,9 @@ fn build_options(args: &PyramidArgs) -> BuildOptions {
         overwrite: args.overwrite,
         memory_bytes: args.memory,
         threads: args.threads,
+        ngff_version: args.ngff_version,
+        shards: args.shards.clone(),
+        shard_size: args.shard_size,
         ..BuildOptions::default()
     }
 }
@@ -437,7 +455,7 @@ fn print_summary(report: &BuildReport) {
     outln!("  levels: {}", shapes.join(" → "));
     if report.chunks_copied_raw > 0 {
         outln!(
-            "  level 0 copied without re-encoding ({} chunks)",
+            "  level 0 copied without re-encoding ({} chunks or shards)",
             report.chunks_copied_raw
         );
     }
@@ -674,7 +692,9 @@ fn cmd_info(args: &InfoArgs) -> Result<()> {
             json!({
                 "path": path,
                 "kind": if image.is_some() { "ome-zarr image" } else { "group" },
-                "version": first.get("version"),
+                "version": first
+                    .get("version")
+                    .or_else(|| attributes.get("ome").and_then(|o| o.get("version"))),
                 "name": first.get("name"),
                 "axes": first.get("axes"),
                 "type": first.get("type"),
@@ -710,13 +730,19 @@ fn cmd_info(args: &InfoArgs) -> Result<()> {
         );
     }
     for array in info["arrays"].as_array().into_iter().flatten() {
+        let shards = match &array["shards"] {
+            serde_json::Value::Null => String::new(),
+            shards => format!(" shards {shards}"),
+        };
         let mut line = format!(
-            "  {:>4}  {} {} chunks {} {}",
+            "  {:>4}  {} {} chunks {}{shards} {}, {} files, {}",
             array["path"].as_str().filter(|p| !p.is_empty()).unwrap_or("."),
             array["dtype"].as_str().unwrap_or("?"),
             array["shape"],
             array["chunks"],
             array["codecs"].as_str().unwrap_or("?"),
+            array["files"],
+            format_bytes(array["bytes_on_disk"].as_u64().unwrap_or(0)),
         );
         if let Some(transforms) = array.get("coordinateTransformations").and_then(|t| t.as_array()) {
             for t in transforms {
@@ -732,14 +758,18 @@ fn cmd_info(args: &InfoArgs) -> Result<()> {
 
 fn array_info(dir: &Path, label: &str) -> Result<serde_json::Value> {
     let source = store::open_source(dir)?;
+    let files = source.stored_files()?;
     Ok(json!({
         "path": label,
         "zarr_format": source.zarr_format(),
         "dtype": source.dtype().name(),
         "shape": source.shape(),
         "chunks": source.chunk_shape(),
+        "shards": source.shard_shape(),
         "codecs": store::describe_codecs(source.raw_metadata()),
         "fill_value": source.fill_value_json(),
+        "files": files.chunks,
+        "bytes_on_disk": files.bytes,
     }))
 }
 

@@ -1,0 +1,338 @@
+//! Running a pass's work: blocks of tiles, each block the only writer of its files.
+//!
+//! A *tile* is the unit of memory: what one worker reads, computes and encodes at a time.
+//! A *block* is the unit of ownership: a run of tiles whose regions together cover whole
+//! write units (shards, or chunks when there are no shards) at every level the pass
+//! writes, so no file is ever written by two blocks. A block is journaled when all its
+//! files are in place, and redone whole when a build resumes.
+//!
+//! Tiles are handed out block by block, in order, to all workers. Chunks of unsharded
+//! levels are stored by the worker that computed them. Chunks of sharded levels go to
+//! their block's sequencer, which appends them to the shards in tile order, so a shard's
+//! bytes never depend on which worker finished first; a shard is finished (index written,
+//! renamed into place) as soon as it holds all its chunks. A worker may run ahead of the
+//! oldest tile not yet appended by at most a window of tiles, which bounds what waits.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+
+use super::BuildError;
+use super::pass::BuildContext;
+use crate::journal::StoredChunk;
+use crate::store::StoreError;
+use crate::store::shard::ShardWriter;
+
+/// One chunk of a sharded level, encoded (or `None`: fill value only, not stored).
+pub(super) struct ShardPiece {
+    /// The level.
+    pub(super) level: usize,
+    /// The chunk's indices in the level's chunk grid.
+    pub(super) chunk: Vec<u64>,
+    /// Its encoded bytes.
+    pub(super) encoded: Option<Vec<u8>>,
+}
+
+/// What a tile produced.
+#[derive(Default)]
+pub(super) struct TileOutput {
+    /// Files of unsharded levels already stored.
+    pub(super) stored: Vec<StoredChunk>,
+    /// Chunks of sharded levels, for the block's shards.
+    pub(super) pieces: Vec<ShardPiece>,
+    /// Output chunks the tile accounts for (progress).
+    pub(super) chunks: u64,
+}
+
+/// The work of one pass (or of a one-level copy).
+pub(super) struct BlockWork<'a> {
+    /// The key of the pass in the journal (its first level).
+    pub(super) journal_key: usize,
+    /// Number of blocks.
+    pub(super) blocks: u64,
+    /// The tiles of a block, in the order their chunks are appended.
+    pub(super) tiles_of: &'a (dyn Fn(u64) -> Vec<u64> + Sync),
+    /// Output chunks of a block (progress, for blocks an earlier run finished).
+    pub(super) chunks_of: &'a (dyn Fn(u64) -> u64 + Sync),
+    /// Runs one tile.
+    pub(super) run_tile: &'a (dyn Fn(u64) -> Result<TileOutput, BuildError> + Sync),
+}
+
+/// A block with tiles in flight or waiting to be appended.
+struct OpenBlock {
+    tiles: usize,
+    /// The next tile (by position in the block) to append.
+    next: usize,
+    /// Outputs of later tiles, by position, with their sequence numbers.
+    waiting: BTreeMap<usize, (u64, TileOutput)>,
+    /// Shards being written, by level and shard indices.
+    shards: BTreeMap<(usize, Vec<u64>), ShardWriter>,
+    stored: Vec<StoredChunk>,
+}
+
+/// Where handing out tiles has got to.
+struct Cursor {
+    block: u64,
+    tiles: Vec<u64>,
+    position: usize,
+    started: bool,
+    /// The next sequence number: tiles in the order they are handed out.
+    sequence: u64,
+    /// Tiles handed out but not yet appended.
+    unappended: BTreeSet<u64>,
+}
+
+/// A tile handed to a worker.
+struct Claim {
+    block: u64,
+    position: usize,
+    tile: u64,
+    sequence: u64,
+}
+
+struct Runner<'a, 'c> {
+    context: &'a BuildContext<'c>,
+    work: &'a BlockWork<'a>,
+    window: u64,
+    cursor: Mutex<Cursor>,
+    wake: Condvar,
+    open: Mutex<HashMap<u64, Arc<Mutex<OpenBlock>>>>,
+    failed: AtomicBool,
+    first_error: Mutex<Option<BuildError>>,
+    finished_blocks: AtomicU64,
+}
+
+/// Runs `work` on `workers` threads; a worker runs ahead of the oldest tile not yet
+/// appended by fewer than `window` tiles.
+pub(super) fn run_blocks(
+    context: &BuildContext<'_>,
+    work: &BlockWork<'_>,
+    workers: usize,
+    window: usize,
+) -> Result<(), BuildError> {
+    let runner = Runner {
+        context,
+        work,
+        window: window.max(1) as u64,
+        cursor: Mutex::new(Cursor {
+            block: 0,
+            tiles: Vec::new(),
+            position: 0,
+            started: false,
+            sequence: 0,
+            unappended: BTreeSet::new(),
+        }),
+        wake: Condvar::new(),
+        open: Mutex::new(HashMap::new()),
+        failed: AtomicBool::new(false),
+        first_error: Mutex::new(None),
+        finished_blocks: AtomicU64::new(0),
+    };
+    rayon::scope(|scope| {
+        for _ in 0..workers.max(1) {
+            scope.spawn(|_| runner.work_loop());
+        }
+    });
+    let error = runner.first_error.into_inner().unwrap_or_else(PoisonError::into_inner);
+    match error {
+        Some(e) if e.is_cancellation() => Err(BuildError::Interrupted {
+            tasks_done: runner.finished_blocks.load(Ordering::Relaxed),
+            tasks: work.blocks,
+        }),
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+impl Runner<'_, '_> {
+    fn work_loop(&self) {
+        while let Some(claim) = self.claim() {
+            let result = if self.context.cancelled() {
+                Err(StoreError::Cancelled.into())
+            } else {
+                if let Some(delay) = self.context.task_delay {
+                    std::thread::sleep(delay);
+                }
+                (self.work.run_tile)(claim.tile)
+            };
+            let delivered = result.and_then(|output| self.deliver(&claim, output));
+            if let Err(e) = delivered {
+                self.fail(e);
+                return;
+            }
+        }
+    }
+
+    fn fail(&self, error: BuildError) {
+        self.failed.store(true, Ordering::Relaxed);
+        self.first_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(error);
+        self.wake.notify_all();
+    }
+
+    /// The next tile to run, or `None` when there is none (or the pass failed).
+    fn claim(&self) -> Option<Claim> {
+        let mut cursor = self.cursor.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if self.failed.load(Ordering::Relaxed) {
+                return None;
+            }
+            if self.context.cancelled() {
+                drop(cursor);
+                self.fail(StoreError::Cancelled.into());
+                return None;
+            }
+            if !cursor.started || cursor.position >= cursor.tiles.len() {
+                if cursor.started {
+                    cursor.block += 1;
+                }
+                cursor.started = true;
+                // Blocks an earlier run finished are skipped whole.
+                while cursor.block < self.work.blocks
+                    && self.context.journal.is_done(self.work.journal_key, cursor.block)
+                {
+                    self.context.progress.advance((self.work.chunks_of)(cursor.block));
+                    cursor.block += 1;
+                }
+                if cursor.block >= self.work.blocks {
+                    return None;
+                }
+                cursor.tiles = (self.work.tiles_of)(cursor.block);
+                cursor.position = 0;
+                self.open.lock().unwrap_or_else(PoisonError::into_inner).insert(
+                    cursor.block,
+                    Arc::new(Mutex::new(OpenBlock {
+                        tiles: cursor.tiles.len(),
+                        next: 0,
+                        waiting: BTreeMap::new(),
+                        shards: BTreeMap::new(),
+                        stored: Vec::new(),
+                    })),
+                );
+                if cursor.tiles.is_empty() {
+                    continue;
+                }
+            }
+            if let Some(&oldest) = cursor.unappended.first()
+                && cursor.sequence - oldest >= self.window
+            {
+                cursor = self.wake.wait(cursor).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            let claim = Claim {
+                block: cursor.block,
+                position: cursor.position,
+                tile: cursor.tiles[cursor.position],
+                sequence: cursor.sequence,
+            };
+            cursor.position += 1;
+            cursor.sequence += 1;
+            cursor.unappended.insert(claim.sequence);
+            return Some(claim);
+        }
+    }
+
+    /// Hands a tile's output to its block: appended in tile order; the block is journaled
+    /// once whole.
+    fn deliver(&self, claim: &Claim, output: TileOutput) -> Result<(), BuildError> {
+        self.context.progress.advance(output.chunks);
+        let block = self
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&claim.block)
+            .cloned()
+            .expect("a claimed tile's block is open");
+        let mut appended = Vec::new();
+        let whole = {
+            let mut block = block.lock().unwrap_or_else(PoisonError::into_inner);
+            block.waiting.insert(claim.position, (claim.sequence, output));
+            while let Some((sequence, output)) = {
+                let next = block.next;
+                block.waiting.remove(&next)
+            } {
+                self.append(&mut block, output)?;
+                block.next += 1;
+                appended.push(sequence);
+            }
+            if block.next == block.tiles {
+                let shards = std::mem::take(&mut block.shards);
+                for ((level, unit), writer) in shards {
+                    self.finish_shard(&mut block.stored, level, &unit, writer)?;
+                }
+                Some(std::mem::take(&mut block.stored))
+            } else {
+                None
+            }
+        };
+        if let Some(stored) = whole {
+            self.context.counters.count_stored(&stored);
+            self.context
+                .journal
+                .task_done(self.work.journal_key, claim.block, &stored)?;
+            self.open
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&claim.block);
+            self.finished_blocks.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut cursor = self.cursor.lock().unwrap_or_else(PoisonError::into_inner);
+        for sequence in appended {
+            cursor.unappended.remove(&sequence);
+        }
+        self.wake.notify_all();
+        Ok(())
+    }
+
+    /// Appends a tile's output to its block: stored files counted, shard chunks written.
+    fn append(&self, block: &mut OpenBlock, output: TileOutput) -> Result<(), BuildError> {
+        block.stored.extend(output.stored);
+        for piece in output.pieces {
+            let level = self.context.levels[piece.level].as_ref();
+            let (unit, local) = level.unit_of(&piece.chunk);
+            let key = (piece.level, unit);
+            if !block.shards.contains_key(&key) {
+                let writer = level.open_shard(&key.1)?;
+                block.shards.insert(key.clone(), writer);
+            }
+            let writer = block.shards.get_mut(&key).expect("inserted above");
+            writer
+                .put(&local, piece.encoded.as_deref())
+                .map_err(|e| write_error(level, &key.1, e))?;
+            if writer.is_complete() {
+                let writer = block.shards.remove(&key).expect("present");
+                self.finish_shard(&mut block.stored, key.0, &key.1, writer)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_shard(
+        &self,
+        stored: &mut Vec<StoredChunk>,
+        level: usize,
+        unit: &[u64],
+        writer: ShardWriter,
+    ) -> Result<(), BuildError> {
+        let sink = self.context.levels[level].as_ref();
+        if let Some(bytes) = writer.finish().map_err(|e| write_error(sink, unit, e))? {
+            stored.push(StoredChunk {
+                level,
+                index: sink.units().flat_index(unit),
+                bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn write_error(level: &dyn crate::store::LevelSink, unit: &[u64], error: std::io::Error) -> BuildError {
+    StoreError::WriteChunk {
+        path: level.dir().to_path_buf(),
+        key: level.unit_name(unit),
+        source: Box::new(error),
+    }
+    .into()
+}

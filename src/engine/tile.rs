@@ -1,0 +1,298 @@
+//! The work of one tile: read its source region through the tile reader, compute its
+//! levels on the backend, and write what it owns at each level: chunks of unsharded levels
+//! stored at once, chunks of sharded levels encoded for their shards (which the block
+//! runner appends). A tile whose source holds no stored chunk, with a zero fill value,
+//! writes nothing and is not computed.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::BuildError;
+use super::blocks::{ShardPiece, TileOutput};
+use super::pass::{BuildContext, Pass};
+use super::prepare::Level0;
+use crate::backend::Step;
+use crate::journal::StoredChunk;
+use crate::store::{LevelSink, Source, StoreElement, StoreError, TileReader};
+use crate::tile::{Region, Tile, copy_overlap};
+
+/// What writing one chunk gave.
+enum Written {
+    /// A file of an unsharded level (`None`: fill value only, not stored).
+    Stored(Option<StoredChunk>),
+    /// A chunk for a shard.
+    Piece(ShardPiece),
+}
+
+impl TileOutput {
+    fn add(&mut self, written: Written) {
+        match written {
+            Written::Stored(stored) => self.stored.extend(stored),
+            Written::Piece(piece) => self.pieces.push(piece),
+        }
+    }
+}
+
+fn fill_of<T: StoreElement>(source: &dyn Source) -> T {
+    bytemuck::pod_read_unaligned(source.fill_bytes())
+}
+
+/// Writes chunk `chunk` of `level` from `tile` (its data and the region it holds), or
+/// copies it as the source stores it when there is no tile.
+fn write_chunk<T: StoreElement>(
+    context: &BuildContext<'_>,
+    level: usize,
+    chunk: &[u64],
+    tile: Option<(&[T], &Region)>,
+) -> Result<Written, BuildError> {
+    let sink: &dyn LevelSink = context.levels[level].as_ref();
+    let stored = |bytes: Option<u64>| {
+        Written::Stored(bytes.map(|bytes| StoredChunk {
+            level,
+            index: sink.units().flat_index(chunk),
+            bytes,
+        }))
+    };
+    let piece = |encoded: Option<Vec<u8>>| {
+        Written::Piece(ShardPiece {
+            level,
+            chunk: chunk.to_vec(),
+            encoded,
+        })
+    };
+    let Some((data, region)) = tile else {
+        context.counters.raw_copied.fetch_add(1, Ordering::Relaxed);
+        return Ok(if sink.is_sharded() {
+            piece(context.source.stored_chunk(chunk)?)
+        } else {
+            stored(sink.copy_stored_chunk(context.source.as_ref(), chunk)?)
+        });
+    };
+    let chunk_region = sink.chunks().region(chunk);
+    let mut buffer = vec![fill_of::<T>(context.source.as_ref()); chunk_region.len()];
+    copy_overlap(data, region, &mut buffer, &chunk_region);
+    let bytes: &[u8] = bytemuck::cast_slice(&buffer);
+    Ok(if sink.is_sharded() {
+        piece(sink.encode_chunk(chunk, bytes)?)
+    } else {
+        stored(sink.write_chunk(chunk, bytes)?)
+    })
+}
+
+/// Copies whole the level-0 shards whose first chunk lies in `owned` (a chunk-aligned
+/// region), so each shard is copied by exactly one tile.
+fn copy_shards_starting_in(
+    context: &BuildContext<'_>,
+    owned: &Region,
+    output: &mut TileOutput,
+) -> Result<(), BuildError> {
+    let sink = context.levels[0].as_ref();
+    let units = sink.units();
+    for unit in units.chunks_in(owned) {
+        let first = units.region(&unit).start;
+        if !(0..first.len()).all(|a| first[a] >= owned.start[a] && first[a] < owned.end(a)) {
+            continue;
+        }
+        context.counters.raw_copied.fetch_add(1, Ordering::Relaxed);
+        if let Some(bytes) = sink.copy_stored_chunk(context.source.as_ref(), &unit)? {
+            output.stored.push(StoredChunk {
+                level: 0,
+                index: units.flat_index(&unit),
+                bytes,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Runs the tiles of one pass.
+pub(super) struct TileWorker<'a, 'c, T> {
+    pub(super) context: &'a BuildContext<'c>,
+    pub(super) pass: &'a Pass,
+    pub(super) reader: &'a TileReader<T>,
+    pub(super) buffers: &'a BufferPool<T>,
+    /// True when the fill value's bytes are all zero: every method maps an all-zero region
+    /// to zeros, which are not stored, so a tile whose source holds no stored chunk writes
+    /// nothing and need not be computed.
+    pub(super) zero_fill: bool,
+}
+
+impl<T: StoreElement> TileWorker<'_, '_, T> {
+    /// Reads, computes and writes tile `tile`.
+    pub(super) fn run(&self, tile: u64) -> Result<TileOutput, BuildError> {
+        let (context, pass) = (self.context, self.pass);
+        let spans = pass.tile_spans(tile);
+        let written = if pass.writes_first {
+            pass.first..=pass.last
+        } else {
+            pass.first + 1..=pass.last
+        };
+        let timer = Instant::now();
+        let read_region = spans.region(pass, pass.first, false);
+        if self.zero_fill && self.reader.nothing_stored_in(&read_region)? {
+            self.reader.skip(&read_region);
+            // Every chunk the tile owns is fill value; a shard still counts it as given.
+            let mut output = TileOutput::default();
+            for level in written {
+                let sink = context.levels[level].as_ref();
+                let chunks = sink.chunks().chunks_in(&spans.region(pass, level, true));
+                output.chunks += chunks.len() as u64;
+                if sink.is_sharded() {
+                    output.pieces.extend(chunks.into_iter().map(|chunk| ShardPiece {
+                        level,
+                        chunk,
+                        encoded: None,
+                    }));
+                }
+            }
+            return Ok(output);
+        }
+        let data = self.reader.read_into(&read_region, self.buffers.take())?;
+        let source_tile = Tile::new(read_region, T::wrap(data));
+        let read_done = Instant::now();
+        add_ns(&context.counters.read_ns, read_done - timer);
+
+        let chain: Vec<(Step, Region)> = (pass.first..pass.last)
+            .map(|level| (context.step(level), spans.region(pass, level + 1, false)))
+            .collect();
+        let outputs = context.backend.downsample_chain(&source_tile, &chain)?;
+        let compute_done = Instant::now();
+        add_ns(&context.counters.compute_ns, compute_done - read_done);
+
+        let mut output = TileOutput::default();
+        if pass.writes_first {
+            let owned = spans.region(pass, pass.first, true);
+            match context.level0 {
+                Level0::CopiedShards => {
+                    output.chunks += context.levels[0].chunks().chunks_in(&owned).len() as u64;
+                    copy_shards_starting_in(context, &owned, &mut output)?;
+                }
+                Level0::CopiedChunks => self.write_level(pass.first, &owned, None, &mut output)?,
+                Level0::Encoded => {
+                    let data = T::view(&source_tile.data).expect("typed tile");
+                    self.write_level(pass.first, &owned, Some((data, &source_tile.region)), &mut output)?;
+                }
+            }
+        }
+        for (offset, tile) in outputs.iter().enumerate() {
+            let level = pass.first + 1 + offset;
+            let owned = spans.region(pass, level, true);
+            let data = T::view(&tile.data).expect("backend returns the source dtype");
+            self.write_level(level, &owned, Some((data, &tile.region)), &mut output)?;
+        }
+        add_ns(&context.counters.write_ns, compute_done.elapsed());
+        if let Some(data) = T::unwrap(source_tile.data) {
+            self.buffers.give(data);
+        }
+        Ok(output)
+    }
+
+    /// Writes the chunks of `level` under `owned`, from `tile` (data and the region it
+    /// holds) or, without one, as level 0's stored bytes, into `output`.
+    fn write_level(
+        &self,
+        level: usize,
+        owned: &Region,
+        tile: Option<(&[T], &Region)>,
+        output: &mut TileOutput,
+    ) -> Result<(), BuildError> {
+        use rayon::prelude::*;
+        let context = self.context;
+        let chunks = context.levels[level].chunks().chunks_in(owned);
+        output.chunks += chunks.len() as u64;
+        let written = chunks
+            .par_iter()
+            .map(|chunk| {
+                if context.cancelled() {
+                    return Err(StoreError::Cancelled.into());
+                }
+                write_chunk::<T>(context, level, chunk, tile)
+            })
+            .collect::<Result<Vec<_>, BuildError>>()?;
+        for w in written {
+            output.add(w);
+        }
+        Ok(())
+    }
+}
+
+/// Copies the chunks of level 0 of a one-level "pyramid".
+pub(super) struct ChunkCopier<'a, 'c, T> {
+    pub(super) context: &'a BuildContext<'c>,
+    pub(super) reader: &'a TileReader<T>,
+}
+
+impl<T: StoreElement> ChunkCopier<'_, '_, T> {
+    /// Copies chunk `chunk` of level 0: as stored, or read and written again.
+    pub(super) fn copy(&self, chunk: &[u64]) -> Result<TileOutput, BuildError> {
+        let context = self.context;
+        let started = Instant::now();
+        if context.level0 == Level0::CopiedShards {
+            let mut output = TileOutput {
+                chunks: 1,
+                ..TileOutput::default()
+            };
+            copy_shards_starting_in(context, &context.levels[0].chunks().region(chunk), &mut output)?;
+            add_ns(&context.counters.write_ns, started.elapsed());
+            return Ok(output);
+        }
+        let written = if context.level0.is_copied() {
+            let written = write_chunk::<T>(context, 0, chunk, None)?;
+            add_ns(&context.counters.write_ns, started.elapsed());
+            written
+        } else {
+            let shape = &context.plan.levels[0].shape;
+            let inside = context.levels[0]
+                .chunks()
+                .region(chunk)
+                .intersect(&Region::whole(shape))
+                .expect("chunk inside the level");
+            let data = self.reader.read(&inside)?;
+            let read = Instant::now();
+            add_ns(&context.counters.read_ns, read - started);
+            let written = write_chunk::<T>(context, 0, chunk, Some((&data, &inside)))?;
+            add_ns(&context.counters.write_ns, read.elapsed());
+            written
+        };
+        let mut output = TileOutput {
+            chunks: 1,
+            ..TileOutput::default()
+        };
+        output.add(written);
+        Ok(output)
+    }
+}
+
+/// Source-tile buffers handed from one tile to the next, so large tiles reuse memory that
+/// is already mapped instead of faulting in fresh pages every time.
+pub(super) struct BufferPool<T> {
+    free: Mutex<Vec<Vec<T>>>,
+}
+
+impl<T> BufferPool<T> {
+    pub(super) fn new() -> Self {
+        Self {
+            free: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take(&self) -> Vec<T> {
+        self.free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn give(&self, buffer: Vec<T>) {
+        self.free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(buffer);
+    }
+}
+
+pub(super) fn add_ns(counter: &AtomicU64, elapsed: Duration) {
+    counter.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+}
