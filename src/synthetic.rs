@@ -412,3 +412,18 @@ fn counts_to_dtype(dtype: DType) -> (f64, f64) {
         DType::F32 | DType::F64 => (0.1, 0.0),
     }
 }
+
+/// A 64×64 uint16 Zarr v2 array of 16×16 zstd chunks at `dir/in.zarr`, for unit tests.
+#[cfg(test)]
+pub(crate) fn small_test_array(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("in.zarr");
+    let spec = ArraySpec {
+        shape: vec![64, 64],
+        chunks: vec![16, 16],
+        dtype: DType::U16,
+        format: ArrayFormat::V2,
+        codec: Codec::Zstd(1),
+    };
+    write_synthetic(&path, &spec, 3).expect("a small test array");
+    path
+}

@@ -99,6 +99,28 @@ impl Region {
     }
 }
 
+/// Every index of the box `ranges` (per axis `[lo, hi)`) in C order, the last axis
+/// fastest; nothing if any range is empty.
+pub fn c_order(ranges: &[(u64, u64)]) -> impl Iterator<Item = Vec<u64>> + '_ {
+    let mut next = ranges
+        .iter()
+        .all(|&(lo, hi)| lo < hi)
+        .then(|| ranges.iter().map(|r| r.0).collect::<Vec<u64>>());
+    std::iter::from_fn(move || {
+        let current = next.take()?;
+        let mut index = current.clone();
+        for a in (0..index.len()).rev() {
+            index[a] += 1;
+            if index[a] < ranges[a].1 {
+                next = Some(index);
+                break;
+            }
+            index[a] = ranges[a].0;
+        }
+        Some(current)
+    })
+}
+
 /// C-order strides (in elements) of an array of `shape`.
 #[must_use]
 pub fn c_strides(shape: &[u64]) -> Vec<usize> {
@@ -303,6 +325,14 @@ impl Tile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn c_order_runs_the_last_axis_fastest() {
+        let all: Vec<Vec<u64>> = c_order(&[(1, 3), (5, 7)]).collect();
+        assert_eq!(all, vec![vec![1, 5], vec![1, 6], vec![2, 5], vec![2, 6]]);
+        assert_eq!(c_order(&[(0, 2), (3, 3)]).count(), 0);
+        assert_eq!(c_order(&[]).collect::<Vec<_>>(), vec![Vec::<u64>::new()]);
+    }
 
     #[test]
     fn copy_overlap_copies_exactly_the_intersection() {

@@ -19,7 +19,7 @@ use crate::journal::{Journal, StoredChunk};
 use crate::method::Method;
 use crate::plan::PyramidPlan;
 use crate::store::{self, ChunkSource, LevelSink, ReadCounter, Sink, Source, StoreElement, TileReader};
-use crate::tile::Region;
+use crate::tile::{Region, c_order};
 
 /// Counters summed over the tasks of a build.
 pub(super) struct Counters {
@@ -264,24 +264,9 @@ impl Pass {
             rest /= blocks[a];
             ranges[a] = (b * self.block[a], ((b + 1) * self.block[a]).min(self.grid[a]));
         }
-        let mut tiles = Vec::new();
-        let mut index: Vec<u64> = ranges.iter().map(|r| r.0).collect();
-        'tiles: loop {
-            tiles.push(index.iter().zip(&self.grid).fold(0, |flat, (&i, &g)| flat * g + i));
-            let mut a = index.len();
-            loop {
-                if a == 0 {
-                    break 'tiles;
-                }
-                a -= 1;
-                index[a] += 1;
-                if index[a] < ranges[a].1 {
-                    break;
-                }
-                index[a] = ranges[a].0;
-            }
-        }
-        tiles
+        c_order(&ranges)
+            .map(|index| index.iter().zip(&self.grid).fold(0, |flat, (&i, &g)| flat * g + i))
+            .collect()
     }
 
     /// Tile columns that may differ in extent on an axis: all of them on a short axis;

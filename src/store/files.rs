@@ -14,6 +14,27 @@ use zarrs::storage::{
 };
 
 use super::tree::not_regular;
+use super::{StoreError, WriteStorage};
+
+/// A wrapper of an output's store (instrumentation, fault injection).
+pub(crate) type OutputLayer = dyn Fn(WriteStorage) -> WriteStorage + Send + Sync;
+
+/// The store of an output at `root`, through `layer` if given, and whether chunks are plain
+/// files under `root` (no layer in between, so they can be copied and renamed as files).
+///
+/// # Errors
+/// [`StoreError::Io`] if `root` cannot be a store.
+pub(crate) fn output_store(root: &Path, layer: Option<&OutputLayer>) -> Result<(WriteStorage, bool), StoreError> {
+    let storage: WriteStorage = RegularFileStore::new(root).map_err(|e| StoreError::Io {
+        action: "cannot open the output store",
+        path: root.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    Ok(match layer {
+        Some(layer) => (layer(storage), false),
+        None => (storage, true),
+    })
+}
 
 /// A [`FilesystemStore`] that refuses to read anything but regular files.
 #[derive(Debug)]

@@ -125,20 +125,12 @@ pub fn encode_only(path: &Path) -> Result<DecodeReport, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synthetic::{ArrayFormat, ArraySpec, Codec, write_synthetic};
+    use crate::synthetic::small_test_array;
 
     #[test]
     fn encode_only_encodes_every_stored_chunk_once() {
         let dir = tempfile::TempDir::new().unwrap();
-        let path = dir.path().join("in.zarr");
-        let spec = ArraySpec {
-            shape: vec![64, 64],
-            chunks: vec![16, 16],
-            dtype: crate::DType::U16,
-            format: ArrayFormat::V2,
-            codec: Codec::Zstd(1),
-        };
-        write_synthetic(&path, &spec, 3).unwrap();
+        let path = small_test_array(dir.path());
         let source = open_source(&path).unwrap();
         let report = encode_only(&path).unwrap();
         assert_eq!((report.chunks, report.bytes), (16, 64 * 64 * 2));

@@ -1,7 +1,7 @@
 //! A regular chunk grid: the chunks (or shards) of an output level, by index and by
 //! region. Output levels always have one; inputs may have others (zarrs reads them).
 
-use crate::tile::Region;
+use crate::tile::{Region, c_order};
 
 /// Chunks of `chunk` voxels tiling an array of `shape` (the last along each axis partial).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,26 +57,7 @@ impl RegularGrid {
                 (region.start[a] / self.chunk[a], end.div_ceil(self.chunk[a]))
             })
             .collect();
-        if ranges.iter().any(|&(lo, hi)| lo >= hi) {
-            return Vec::new();
-        }
-        let mut out = Vec::new();
-        let mut index: Vec<u64> = ranges.iter().map(|r| r.0).collect();
-        loop {
-            out.push(index.clone());
-            let mut a = index.len();
-            loop {
-                if a == 0 {
-                    return out;
-                }
-                a -= 1;
-                index[a] += 1;
-                if index[a] < ranges[a].1 {
-                    break;
-                }
-                index[a] = ranges[a].0;
-            }
-        }
+        c_order(&ranges).collect()
     }
 
     /// The flat (C-order) index of chunk `indices`.

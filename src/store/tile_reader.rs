@@ -373,11 +373,11 @@ impl<T: StoreElement> TileReader<T> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
 
     use super::*;
     use crate::store::{ZarrSource, open_source};
-    use crate::synthetic::{ArrayFormat, ArraySpec, Codec, write_synthetic};
+    use crate::synthetic::small_test_array;
 
     /// The read spans, on both axes, of 32-voxel tiles of a 64×64 array with a 3-voxel
     /// halo, as a gaussian pass reads them.
@@ -406,24 +406,14 @@ mod tests {
     }
 
     /// A 64×64 uint16 array of 16×16 zstd chunks (v2) in `dir`.
-    fn small_input(dir: &Path) -> (PathBuf, Arc<ZarrSource>) {
-        let path = dir.join("in.zarr");
-        let spec = ArraySpec {
-            shape: vec![64, 64],
-            chunks: vec![16, 16],
-            dtype: crate::DType::U16,
-            format: ArrayFormat::V2,
-            codec: Codec::Zstd(1),
-        };
-        write_synthetic(&path, &spec, 3).unwrap();
-        let source = Arc::new(open_source(&path).unwrap());
-        (path, source)
+    fn small_input(dir: &Path) -> Arc<ZarrSource> {
+        Arc::new(open_source(&small_test_array(dir)).unwrap())
     }
 
     #[test]
     fn a_reused_buffer_leaves_no_stale_values_in_a_read() {
         let dir = tempfile::TempDir::new().unwrap();
-        let (_, source) = small_input(dir.path());
+        let source = small_input(dir.path());
         let reader = TileReader::<u16>::new(source.clone(), 0, Arc::new(|_: &Region| 1));
         let region = Region::new(vec![5, 7], vec![40, 33]);
         let expected = reader.read(&region).unwrap();
@@ -461,7 +451,7 @@ mod tests {
     #[test]
     fn halo_reads_are_served_from_bands_when_whole_chunks_do_not_fit() {
         let dir = tempfile::TempDir::new().unwrap();
-        let (_, source) = small_input(dir.path());
+        let source = small_input(dir.path());
         let uncached = reader(&source, 0, false);
         // A whole chunk is 512 bytes; the bands of a chunk at most 2 × 96. A budget of
         // 1000 bytes leaves no room for whole chunks once a layer of bands is reserved.

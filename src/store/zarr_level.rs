@@ -69,6 +69,32 @@ impl ZarrLevel {
         }
     }
 
+    /// `data` (a whole chunk of `shape`) encoded with `chain`; `None` if it holds only the
+    /// fill value (it is then not stored).
+    fn encode(
+        &self,
+        chain: &CodecChain,
+        shape: &[NonZeroU64],
+        data: &[u8],
+        error: &dyn Fn(Box<dyn std::error::Error + Send + Sync>) -> StoreError,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        use zarrs::array::codec::api::ArrayToBytesCodecTraits;
+        let bytes = ArrayBytes::new_flen(data);
+        if bytes.is_fill_value(self.array.fill_value()) {
+            return Ok(None);
+        }
+        let encoded = chain
+            .encode(
+                bytes,
+                shape,
+                self.array.data_type(),
+                self.array.fill_value(),
+                &Self::codec_options(),
+            )
+            .map_err(|e| error(boxed(e)))?;
+        Ok(Some(encoded.into_owned()))
+    }
+
     /// Chunks per shard along each axis.
     fn chunks_per_shard(&self) -> Vec<u64> {
         self.units
@@ -98,30 +124,17 @@ impl LevelSink for ZarrLevel {
     }
 
     fn write_chunk(&self, indices: &[u64], data: &[u8]) -> Result<Option<u64>, StoreError> {
-        use zarrs::array::codec::api::ArrayToBytesCodecTraits;
         let key = self.array.chunk_key(indices);
         let write_error = self.write_error(key.to_string());
-        let bytes = ArrayBytes::new_flen(data);
-        if bytes.is_fill_value(self.array.fill_value()) {
+        let shape = self.array.chunk_shape(indices).map_err(|e| write_error(boxed(e)))?;
+        let Some(encoded) = self.encode(&self.array.codecs(), &shape, data, &write_error)? else {
             // As zarrs does: a chunk of fill value is absent, whatever was there before.
             self.storage.erase(&key).map_err(|e| write_error(boxed(e)))?;
             return Ok(None);
-        }
-        let shape = self.array.chunk_shape(indices).map_err(|e| write_error(boxed(e)))?;
-        let encoded = self
-            .array
-            .codecs()
-            .encode(
-                bytes,
-                &shape,
-                self.array.data_type(),
-                self.array.fill_value(),
-                &Self::codec_options(),
-            )
-            .map_err(|e| write_error(boxed(e)))?;
+        };
         let len = encoded.len() as u64;
         self.storage
-            .set(&key, encoded.into_owned().into())
+            .set(&key, encoded.into())
             .map_err(|e| write_error(boxed(e)))?;
         Ok(Some(len))
     }
@@ -160,30 +173,15 @@ impl LevelSink for ZarrLevel {
     }
 
     fn encode_chunk(&self, indices: &[u64], data: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        use zarrs::array::codec::api::ArrayToBytesCodecTraits;
         let inner = self.inner.as_ref().expect("encode_chunk is for sharded levels");
-        let name = || format!("{} (inner chunk {indices:?})", self.unit_name(&self.unit_of(indices).0));
-        let bytes = ArrayBytes::new_flen(data);
-        if bytes.is_fill_value(self.array.fill_value()) {
-            return Ok(None);
-        }
+        let name = format!("{} (inner chunk {indices:?})", self.unit_name(&self.unit_of(indices).0));
         let shape: Vec<NonZeroU64> = self
             .chunks
             .chunk()
             .iter()
             .map(|&c| NonZeroU64::new(c).expect("chunk sizes are at least 1"))
             .collect();
-        let encoded = inner
-            .chain
-            .encode(
-                bytes,
-                &shape,
-                self.array.data_type(),
-                self.array.fill_value(),
-                &Self::codec_options(),
-            )
-            .map_err(|e| self.write_error(name())(boxed(e)))?;
-        Ok(Some(encoded.into_owned()))
+        self.encode(&inner.chain, &shape, data, &self.write_error(name))
     }
 
     fn open_shard(&self, unit: &[u64]) -> Result<ShardWriter, StoreError> {

@@ -149,25 +149,19 @@ impl ZarrSource {
         })
     }
 
-    /// Opens the array at `array_path` of `storage` (a level of the output), rooted at `dir`.
+    /// Opens level `level` of an output at `root` through its store, to read it back.
     ///
     /// # Errors
     /// [`StoreError::OpenArray`] if its metadata cannot be read.
-    pub fn open_array(storage: ReadStorage, array_path: &str, dir: &Path) -> Result<Self, StoreError> {
-        let array = Array::open(storage, array_path).map_err(|e| StoreError::OpenArray {
-            path: dir.to_path_buf(),
+    pub(crate) fn open_level(storage: &super::WriteStorage, root: &Path, level: usize) -> Result<Self, StoreError> {
+        let (array_path, dir) = (format!("/{level}"), root.join(level.to_string()));
+        let storage: ReadStorage = storage.clone();
+        let array = Array::open(storage, &array_path).map_err(|e| StoreError::OpenArray {
+            path: dir.clone(),
             source: boxed(e),
         })?;
         let raw_metadata = serde_json::to_value(array.metadata()).unwrap_or(Value::Null);
-        Self::new(
-            Arc::new(array),
-            dir.to_path_buf(),
-            dir.to_path_buf(),
-            array_path.to_string(),
-            raw_metadata,
-            None,
-            false,
-        )
+        Self::new(Arc::new(array), dir.clone(), dir, array_path, raw_metadata, None, false)
     }
 
     /// The array.

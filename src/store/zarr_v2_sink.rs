@@ -15,7 +15,7 @@ use super::error::{StoreError, io_error};
 use super::node::{fill_value_json, write_json_atomically};
 use super::sink::{LevelLayout, LevelSink, Sink};
 use super::zarr_level::ZarrLevel;
-use super::{ChunkSource, ReadStorage, WriteStorage, ZarrSource, files};
+use super::{ChunkSource, WriteStorage, ZarrSource, files};
 
 /// Name of the group's metadata file.
 const GROUP_FILE: &str = ".zgroup";
@@ -45,23 +45,11 @@ impl ZarrV2Sink {
     ///
     /// # Errors
     /// [`StoreError::Io`] if the directory cannot be created.
-    pub fn create(
-        path: &Path,
-        layer: Option<&(dyn Fn(WriteStorage) -> WriteStorage + Send + Sync)>,
-    ) -> Result<Self, StoreError> {
+    pub fn create(path: &Path, layer: Option<&files::OutputLayer>) -> Result<Self, StoreError> {
         fs::create_dir_all(path).map_err(io_error("cannot create the output directory", path))?;
         fs::write(path.join(GROUP_FILE), b"{\n  \"zarr_format\": 2\n}\n")
             .map_err(io_error("cannot write", &path.join(GROUP_FILE)))?;
-        let storage: WriteStorage = files::RegularFileStore::new(path).map_err(|e| StoreError::Io {
-            action: "cannot open the output store",
-            path: path.to_path_buf(),
-            source: std::io::Error::other(e),
-        })?;
-        let plain_files = layer.is_none();
-        let storage = match layer {
-            Some(layer) => layer(storage),
-            None => storage,
-        };
+        let (storage, plain_files) = files::output_store(path, layer)?;
         Ok(Self {
             path: path.to_path_buf(),
             storage,
@@ -117,9 +105,7 @@ impl Sink for ZarrV2Sink {
     }
 
     fn read_level(&self, level: usize) -> Result<Arc<dyn ChunkSource>, StoreError> {
-        let storage: ReadStorage = self.storage.clone();
-        let source = ZarrSource::open_array(storage, &format!("/{level}"), &self.path.join(level.to_string()))?;
-        Ok(Arc::new(source))
+        Ok(Arc::new(ZarrSource::open_level(&self.storage, &self.path, level)?))
     }
 
     fn write_attributes(&self, attributes: &Value) -> Result<(), StoreError> {
