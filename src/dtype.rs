@@ -159,15 +159,19 @@ pub fn div_round_half_even_i64(sum: i64, count: i64) -> i64 {
     }
 }
 
-/// How close (in units in the last place) a filtered value must be to a half-integer to
-/// count as that exact tie.
+/// How close a filtered value must be to a half-integer to count as that exact tie, in
+/// units in the last place of the largest magnitude it was computed from.
 pub const TIE_ULPS: f64 = 64.0;
 
-/// `value`, moved onto the half-integer it is within [`TIE_ULPS`] ulps of, if any.
+/// `value`, moved onto the half-integer it is within [`TIE_ULPS`] ulps of, if any; the ulps
+/// are those of `magnitude` (the largest absolute input `value` was computed from), since
+/// the rounding error of a weighted sum scales with its terms, not with its result: two
+/// inputs of ±700 averaging to exactly −1.5 give −1.5 ± 1e-13.
 #[must_use]
-pub fn snap_half(value: f64) -> f64 {
+pub fn snap_half(value: f64, magnitude: f64) -> f64 {
     let half = value.floor() + 0.5;
-    if (value - half).abs() <= TIE_ULPS * f64::EPSILON * value.abs().max(1.0) {
+    let scale = value.abs().max(magnitude.abs()).max(1.0);
+    if (value - half).abs() <= TIE_ULPS * f64::EPSILON * scale {
         half
     } else {
         value
@@ -200,12 +204,13 @@ pub trait Sample: bytemuck::Pod + Copy + Send + Sync + PartialEq + PartialOrd + 
     /// Converts a filtered value back: integers round half to even and clamp, floats cast.
     fn from_f64(value: f64) -> Self;
 
-    /// As [`Sample::from_f64`] for a value computed in floating point whose exact value may
-    /// be a half-integer: within [`TIE_ULPS`] units in the last place of one, it is taken as
-    /// that tie and rounded to even. (A gaussian over an axis of one or two voxels, or over
-    /// symmetric data, gives exact ties that summation order would otherwise decide.)
-    fn from_filtered(value: f64) -> Self {
-        Self::from_f64(snap_half(value))
+    /// As [`Sample::from_f64`] for a value computed in floating point from inputs of at most
+    /// `magnitude` whose exact value may be a half-integer: within [`TIE_ULPS`] units in the
+    /// last place (of `magnitude`) of one, it is taken as that tie and rounded to even. (A
+    /// gaussian over an axis no longer than its factor is the plain mean, and symmetric data
+    /// give exact ties too, which summation order would otherwise decide.)
+    fn from_filtered(value: f64, magnitude: f64) -> Self {
+        Self::from_f64(snap_half(value, magnitude))
     }
 }
 
@@ -302,7 +307,7 @@ impl_sample_int!(i64, DType::I64, i128);
 impl Sample for f32 {
     const DTYPE: DType = DType::F32;
     #[inline(always)]
-    fn from_filtered(value: f64) -> Self {
+    fn from_filtered(value: f64, _magnitude: f64) -> Self {
         Self::from_f64(value)
     }
     type Acc = f64;
@@ -331,7 +336,7 @@ impl Sample for f32 {
 impl Sample for f64 {
     const DTYPE: DType = DType::F64;
     #[inline(always)]
-    fn from_filtered(value: f64) -> Self {
+    fn from_filtered(value: f64, _magnitude: f64) -> Self {
         value
     }
     type Acc = f64;

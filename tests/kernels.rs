@@ -110,8 +110,9 @@ fn reference_every_dtype(backend: &dyn Downsampler, is_gpu: bool) {
             for (k, (shape, factors)) in shapes.iter().enumerate() {
                 let len = shape.iter().product::<u64>() as usize;
                 let input = random_data(dtype, len, 1000 + k as u64);
-                let (_, reference) = reference_f64(method, &as_f64(&input), shape, factors);
-                let expected = round_to(dtype, &reference);
+                let values = as_f64(&input);
+                let (_, reference) = reference_f64(method, &values, shape, factors);
+                let expected = round_to(dtype, &reference, &values);
                 let out = downsample_whole(backend, method, shape, factors, input);
                 // 64-bit integers beyond 2^53 lose precision in the float64 reference.
                 let tol = match (method, dtype) {
@@ -367,9 +368,9 @@ fn constant_stays_constant(backend: &dyn Downsampler, _is_gpu: bool) {
                 _ => 12_345.0,
             };
             let shape = [3u64, 7, 5];
-            let input = round_to(dtype, &vec![value; 105]);
+            let input = round_to(dtype, &vec![value; 105], &[value]);
             let out = downsample_whole(backend, method, &shape, &[2, 2, 3], input);
-            let expected = round_to(dtype, &vec![value; out.data.len()]);
+            let expected = round_to(dtype, &vec![value; out.data.len()], &[value]);
             let tol = if dtype.is_float() {
                 Tolerance::Relative(1e-6)
             } else {

@@ -202,10 +202,12 @@ fn c_strides(shape: &[u64]) -> Vec<usize> {
     strides
 }
 
-/// Rounds reference values to a dtype as SPEC §2 says (integers half to even, clamped;
-/// values within float error of a half-integer are that tie).
-pub fn round_to(dtype: DType, values: &[f64]) -> TileData {
-    ome_pyramid::dispatch_dtype!(dtype, T => T::wrap(values.iter().map(|&v| T::from_filtered(v)).collect()))
+/// Rounds reference values computed from `inputs` to a dtype as SPEC §2 says (integers half
+/// to even, clamped; values within float error of a half-integer, at the inputs' scale, are
+/// that tie).
+pub fn round_to(dtype: DType, values: &[f64], inputs: &[f64]) -> TileData {
+    let magnitude = inputs.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    ome_pyramid::dispatch_dtype!(dtype, T => T::wrap(values.iter().map(|&v| T::from_filtered(v, magnitude)).collect()))
 }
 
 /// The backends every kernel test runs on: the CPU, and the GPU where an adapter exists.

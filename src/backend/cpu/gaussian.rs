@@ -1,7 +1,8 @@
 //! Gaussian (SPEC §2): blur along every axis with `f > 1` by a normalised Gaussian
 //! (`σ = f/3`, radius `floor(4σ + 0.5)`, reflect border), then the window mean, with no
 //! rounding in between; integers are rounded half to even and clamped at the end (values
-//! within float error of a half-integer are that tie: see [`Sample::from_filtered`]).
+//! within float error of a half-integer are that tie: see [`Sample::from_filtered`]; the
+//! error scale is the largest magnitude in the tile).
 //!
 //! The blur and the window mean are folded into one tap list per output index
 //! ([`AxisStencil::Taps`]), applied axis by axis in `f64`, outermost axis first. The work
@@ -66,15 +67,15 @@ fn row_output<S: Sample>(row: &[S], stencil: &AxisStencil, o: usize) -> f64 {
 /// `scratch[k]` holds the slab of depth `k`.
 fn reduce<S: Sample, T: Sample>(
     src: &[S],
-    shape: &[usize],
+    (shape, dst_shape): (&[usize], &[usize]),
     stencils: &[AxisStencil],
-    dst_shape: &[usize],
+    magnitude: f64,
     out: &mut [T],
     scratch: &mut [Vec<f64>],
 ) {
     if shape.len() == 1 {
         for (o, y) in out.iter_mut().enumerate() {
-            *y = T::from_filtered(row_output(src, &stencils[0], o));
+            *y = T::from_filtered(row_output(src, &stencils[0], o), magnitude);
         }
         return;
     }
@@ -86,9 +87,9 @@ fn reduce<S: Sample, T: Sample>(
         combine_slabs(src, &stencils[0], o, slab);
         reduce(
             slab.as_slice(),
-            &shape[1..],
+            (&shape[1..], &dst_shape[1..]),
             &stencils[1..],
-            &dst_shape[1..],
+            magnitude,
             out_slab,
             deeper,
         );
@@ -106,6 +107,8 @@ pub(crate) fn gaussian<T: Sample>(src: &[T], geometry: &StepGeometry) -> Vec<T> 
     }
     let inner: usize = shape[1..].iter().product();
     let out_inner: usize = dst_shape[1..].iter().product();
+    // The scale of the rounding error of every weighted sum below.
+    let magnitude = src.iter().fold(0.0f64, |m, v| m.max(v.to_f64().abs()));
     // Each output slab of the outermost axis is independent: run them in parallel.
     let slab_task = |scratch: &mut Vec<Vec<f64>>, o: usize, out_slab: &mut [T]| {
         let (slab, deeper) = scratch.split_first_mut().expect("scratch per axis");
@@ -113,9 +116,9 @@ pub(crate) fn gaussian<T: Sample>(src: &[T], geometry: &StepGeometry) -> Vec<T> 
         combine_slabs(src, &geometry.stencils[0], o, slab);
         reduce(
             slab.as_slice(),
-            &shape[1..],
+            (&shape[1..], &dst_shape[1..]),
             &geometry.stencils[1..],
-            &dst_shape[1..],
+            magnitude,
             out_slab,
             deeper,
         );
