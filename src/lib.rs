@@ -1,8 +1,8 @@
 //! # ome-pyramid
 //!
-//! Builds multiscale OME-Zarr (NGFF v0.4) pyramids from large Zarr volumes. The
-//! downsampling runs in WGSL compute shaders through `wgpu`, or on all CPU cores with the
-//! same results; memory stays within a budget however large the volume.
+//! Builds multiscale OME-Zarr pyramids (OME-NGFF 0.4, or 0.5 with sharding) from large Zarr
+//! volumes. The downsampling runs in WGSL compute shaders through `wgpu`, or on all CPU
+//! cores with the same results; memory stays within a budget however large the volume.
 //!
 //! ```no_run
 //! use ome_pyramid::{Method, PyramidBuilder};

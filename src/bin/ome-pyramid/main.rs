@@ -27,8 +27,9 @@ use ome_pyramid::{
     BackendChoice, BuildError, BuildOptions, BuildReport, Compression, DType, Method, Progress, PyramidBuilder,
 };
 
-/// Builds multiscale OME-Zarr (NGFF v0.4) pyramids from Zarr volumes, on the GPU (WGSL
-/// compute shaders through wgpu) or on all CPU cores, with the same results.
+/// Builds multiscale OME-Zarr pyramids (OME-NGFF 0.4, or 0.5 with sharding) from Zarr
+/// volumes, on the GPU (WGSL compute shaders through wgpu) or on all CPU cores, with the same
+/// results.
 #[derive(Parser, Debug)]
 #[command(name = "ome-pyramid", version, about, long_about = None, propagate_version = true)]
 #[command(after_help = "Exit codes: 0 success, 2 usage or invalid input, 1 any other failure.")]
