@@ -14,15 +14,20 @@ Equal work: each comparison pairs configurations that produce the same levels (s
 read back from each output's metadata and printed) with the same codec.
 - zarrs_ome (`cargo install zarrs_tools --features ome`): isotropic factor 2, 3 levels
   (--max-levels 2), zstd level 1; gaussian with sigma 2/3 and kernel half-size 3, as ours.
-- ome-zarr-py (pip, `write_image` with `Scaler`): it reduces only y and x, so ome-pyramid runs
-  with --factors z=1,y=2,x=2 --levels 3 for that comparison; zstd level 1.
+- ome-zarr-py (pip, `write_image` with `method=local_mean|nearest`, on the array in memory and
+  on `dask.array.from_zarr`, its streaming path): it reduces only y and x, so ome-pyramid runs
+  with --factors z=1,y=2,x=2 --levels 3 for that comparison; OME-NGFF 0.4, zstd level 1.
+- Sharded OME-NGFF 0.5: ome-pyramid `--ngff-version 0.5 --shards 128,512,512` against
+  zarrs_ome `--shard-shape 128,512,512 --chunk-shape 64,256,256` (the same shards and inner
+  chunks at every level), 3 levels, zstd level 1.
 
 Codec floor: per comparison, the decode-only pass of the input plus an encode-only pass of the
 levels ome-pyramid wrote above level 0 (`ome-pyramid bench LEVEL --encode-only`): what any tool
 writing those levels with that codec must at least spend.
 
 --scaling builds 0.5, 2 and 8 GiB inputs with --memory 256MiB and reports time and peak RSS
-(memory must stay flat while time grows linearly).
+(memory must stay flat while time grows linearly), for OME-NGFF 0.4 and for sharded 0.5 (with
+the files of level 0 against its inner chunks).
 
 With --write FILE, the results replace the section between the peer-bench markers of FILE.
 """
@@ -42,27 +47,16 @@ ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- peer-bench:start -->", "<!-- peer-bench:end -->"
 SCALE_START, SCALE_END = "<!-- scaling:start -->", "<!-- scaling:end -->"
 
-OME_ZARR_PY_DASK = r'''
-import sys, zarr, numcodecs, dask.array as da
-from ome_zarr.io import parse_url
-from ome_zarr.writer import write_image
-from ome_zarr.scale import Scaler
-src, out, levels = sys.argv[1], sys.argv[2], int(sys.argv[3])
-group = zarr.group(store=parse_url(out, mode="w").store)
-write_image(da.from_zarr(src), group, axes="zyx", scaler=Scaler(max_layer=levels - 1),
-            storage_options=dict(chunks=(64, 256, 256), compressor=numcodecs.Zstd(level=1)))
-'''
-
 OME_ZARR_PY = r'''
-import sys, zarr, numcodecs
-from ome_zarr.io import parse_url
+import sys, zarr, numcodecs, dask.array as da
 from ome_zarr.writer import write_image
-from ome_zarr.scale import Scaler
-src, out, method, levels = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-image = zarr.open_array(src, mode="r")[:]
-group = zarr.group(store=parse_url(out, mode="w").store)
-write_image(image, group, axes="zyx", scaler=Scaler(method=method, max_layer=levels - 1),
-            storage_options=dict(chunks=(64, 256, 256), compressor=numcodecs.Zstd(level=1)))
+from ome_zarr.scale import Methods
+from ome_zarr.format import FormatV04
+src, out, method, levels, path = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+image = da.from_zarr(src) if path == "dask" else zarr.open_array(src, mode="r")[:]
+group = zarr.open_group(out, mode="w", zarr_format=2)
+write_image(image, group, scale_factors=tuple(2 ** k for k in range(1, levels)), method=Methods(method), axes="zyx",
+            fmt=FormatV04(), storage_options=dict(chunks=(64, 256, 256), compressors=[numcodecs.Zstd(level=1)]))
 '''
 
 
@@ -113,6 +107,10 @@ def du(path):
         for f in files:
             total += os.path.getsize(os.path.join(root, f))
     return total
+
+
+def file_count(path):
+    return sum(len(files) for _, _, files in os.walk(path))
 
 
 def machine():
@@ -194,29 +192,36 @@ def peers(args):
                         lambda out, m=method, f=fmt, e=extra: [binary, "build", str(inputs[f]), out, "--method", m, "-q",
                                                                 *zstd1, *e]))
 
+    gaussian_zarrs = ["--gaussian-sigma", "0.6666667,0.6666667,0.6666667", "--gaussian-kernel-half-size", "3,3,3"]
     for method in ["mean", "gaussian"]:
         for fmt in ["v2", "v3"]:
             ours(f"zarrs_ome {method} {fmt}", "ome-pyramid cpu", method, fmt, ("--backend", "cpu", "--levels", "3"))
             if gpu:
                 ours(f"zarrs_ome {method} {fmt}", "ome-pyramid gpu", method, fmt, ("--backend", "gpu", "--levels", "3"))
             if zarrs_ome:
-                extra = ["--gaussian-sigma", "0.6666667,0.6666667,0.6666667", "--gaussian-kernel-half-size", "3,3,3"] \
-                    if method == "gaussian" else []
+                extra = gaussian_zarrs if method == "gaussian" else []
                 configs.append((f"zarrs_ome {method} {fmt}", "zarrs_ome", "zarrs_ome", method, fmt,
                                 lambda out, f=fmt, e=extra: [zarrs_ome, str(inputs[f]), out, "--max-levels", "2",
                                                              *zarrs_codec, *e]))
+        # Sharded OME-NGFF 0.5, the same shards and inner chunks for both.
+        group = f"zarrs_ome {method} sharded 0.5 v2"
+        ours(group, "ome-pyramid cpu", method, "v2",
+             ("--backend", "cpu", "--levels", "3", "--ngff-version", "0.5", "--shards", "128,512,512"))
+        if zarrs_ome:
+            extra = gaussian_zarrs if method == "gaussian" else []
+            configs.append((group, "zarrs_ome", "zarrs_ome", method, "v2",
+                            lambda out, e=extra: [zarrs_ome, str(inputs["v2"]), out, "--max-levels", "2",
+                                                  "--shard-shape", "128,512,512", "--chunk-shape", "64,256,256",
+                                                  *zarrs_codec, *e]))
     xy_only = ("--backend", "cpu", "--factors", "z=1,y=2,x=2", "--levels", "3")
     for method, theirs in [("mean", "local_mean"), ("nearest", "nearest")]:
         group = f"ome-zarr-py {method} (yx only) v2"
         ours(group, "ome-pyramid cpu", method, "v2", xy_only)
         if has_py:
-            configs.append((group, "ome-zarr-py", "ome-zarr-py", method, "v2",
-                            lambda out, t=theirs: [sys.executable, "-c", OME_ZARR_PY, str(inputs["v2"]), out, t, "3"]))
-            if method == "mean":
-                # Its streaming (dask) path: the one that handles volumes larger than memory. It
-                # has no window mean: it resizes with bilinear interpolation (skimage, order 1).
-                configs.append((group, "ome-zarr-py dask (resize)", "ome-zarr-py", method, "v2",
-                                lambda out: [sys.executable, "-c", OME_ZARR_PY_DASK, str(inputs["v2"]), out, "3"]))
+            for path, label in [("memory", "ome-zarr-py"), ("dask", "ome-zarr-py dask")]:
+                configs.append((group, label, "ome-zarr-py", method, "v2",
+                                lambda out, t=theirs, p=path: [sys.executable, "-c", OME_ZARR_PY, str(inputs["v2"]), out,
+                                                               t, "3", p]))
     decode = [binary, "bench", str(inputs["v2"]), "--decode-only", "--json", "-q"]
 
     results = {}
@@ -232,12 +237,13 @@ def peers(args):
                 failures[key] = err.strip().splitlines()[-1] if err.strip() else f"exit {code}"
                 print(f"  {group:40} {label:18} FAILED: {failures[key]}")
                 continue
-            entry = results.setdefault(key, {"seconds": [], "rss": [], "levels": None, "bytes": 0})
+            entry = results.setdefault(key, {"seconds": [], "rss": [], "levels": None, "bytes": 0, "files": 0})
             entry["seconds"].append(seconds)
             entry["rss"].append(rss)
             entry["levels"] = levels_of(out)
             entry["bytes"] = du(out)
-            if label == "ome-pyramid cpu" and fmt == "v2":
+            entry["files"] = file_count(out)
+            if label == "ome-pyramid cpu" and fmt == "v2" and (Path(out) / ".zattrs").exists():
                 floors.setdefault(group, []).append(encode_seconds(binary, out))
             shutil.rmtree(out, ignore_errors=True)
             print(f"  run {rep + 1}: {group:40} {label:18} {seconds:7.2f} s {rss / 2**20:7.0f} MiB")
@@ -258,8 +264,8 @@ def peers(args):
     lines.append(f"Decode-only pass of the v2 input (every chunk read and decoded once, all cores): "
                  f"{decode_s:.2f} s ({input_bytes / 1e6 / decode_s:.0f} MB/s) — the floor for any tool.")
     lines.append("")
-    lines.append("| comparison | tool | median s | input MB/s | peak RSS | levels written (equal work) | output size | ome-pyramid is |")
-    lines.append("|---|---|---:|---:|---:|---|---:|---:|")
+    lines.append("| comparison | tool | median s | input MB/s | peak RSS | levels written (equal work) | output size | files | ome-pyramid is |")
+    lines.append("|---|---|---:|---:|---:|---|---:|---:|---:|")
     groups = []
     for group, *_ in configs:
         if group not in groups:
@@ -275,15 +281,16 @@ def peers(args):
             levels = " → ".join("×".join(map(str, shape)) for shape in entry["levels"] or [])
             ratio = "" if label.startswith("ome-pyramid") or ours_s is None else f"{s / ours_s:.1f}× faster"
             lines.append(f"| {group} | {label} | {s:.2f} | {input_bytes / 1e6 / s:.0f} | {rss / 2**20:.0f} MiB | {levels} | "
-                         f"{entry['bytes'] / 2**20:.0f} MiB | {ratio} |")
+                         f"{entry['bytes'] / 2**20:.0f} MiB | {entry['files']} | {ratio} |")
         for (g, label), why in failures.items():
             if g == group and (g, label) not in results:
-                lines.append(f"| {group} | {label} | failed | | | {why} | | |")
+                lines.append(f"| {group} | {label} | failed | | | {why} | | | |")
     lines.append("")
-    lines.append("ome-zarr-py rows: `ome-zarr-py` is `write_image` on the whole array read into memory (numpy; "
-                 "`Scaler(method='local_mean'|'nearest')`, which truncates); `ome-zarr-py dask (resize)` is `write_image` on "
-                 "`dask.array.from_zarr` (its streaming path, bilinear resize, a different method). Both reduce y and x only, "
-                 "so ome-pyramid runs with `--factors z=1,y=2,x=2 --levels 3` there.")
+    lines.append("ome-zarr-py rows: `ome-zarr-py` is `write_image` on the whole array read into memory (numpy), "
+                 "`ome-zarr-py dask` on `dask.array.from_zarr` (its streaming path), both with "
+                 "`method=local_mean|nearest` (local_mean truncates) and OME-NGFF 0.4. Both reduce y and x only, "
+                 "so ome-pyramid runs with `--factors z=1,y=2,x=2 --levels 3` there. `files`: files in the output, "
+                 "metadata included.")
     lines.append("")
     lines.append("Codec floor of each comparison (v2 input): the decode-only pass of the input plus an encode-only "
                  "pass of the levels ome-pyramid wrote above level 0 (`ome-pyramid bench LEVEL --encode-only`: the "
@@ -310,7 +317,7 @@ def peers(args):
     lines.append("")
     lines.append("`ome-pyramid is`: the peer's median time over ome-pyramid's (cpu backend) in the same comparison. "
                  f"ome-pyramid's time over the decode-only floor: "
-                 + ", ".join(f"{g.split(' ')[1]} {g.split(' ')[2]}: {statistics.median(results[(g, 'ome-pyramid cpu')]['seconds']) / decode_s:.1f}×"
+                 + ", ".join(f"{g.removeprefix('zarrs_ome ')}: {statistics.median(results[(g, 'ome-pyramid cpu')]['seconds']) / decode_s:.1f}×"
                              for g in groups if g.startswith("zarrs_ome") and g.endswith("v2") and (g, 'ome-pyramid cpu') in results)
                  + ".")
     text = "\n".join(lines)
@@ -332,22 +339,31 @@ def scaling(args):
     lines = [f"Machine: {machine()}.",
              "Input: uint16, chunks 64×256×256, zstd level 1 (`ome-pyramid synth`); output zstd level 1, "
              "cpu backend, default levels (until the top fits one chunk).", "",
-             "| input | method | --memory | levels | time s | input MB/s | s per GiB | peak RSS |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+             "| input | method | output | --memory | levels | time s | input MB/s | s per GiB | peak RSS |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|"]
     for label, size in sizes.items():
         path = work / f"scaling-{size.replace(',', 'x')}.zarr"
         make_input(binary, path, size, "v2")
         n = 2 * eval("*".join(size.split(",")))
-        for method, memory in [("mean", "256MiB"), ("gaussian", "256MiB"), ("gaussian", "2GiB")]:
+        for method, memory, version in [("mean", "256MiB", "0.4"), ("gaussian", "256MiB", "0.4"),
+                                        ("gaussian", "2GiB", "0.4"), ("mean", "256MiB", "0.5")]:
             out = work / "scaling-out"
             shutil.rmtree(out, ignore_errors=True)
             seconds, rss, code, err = run_measured([binary, "build", str(path), str(out), "--method", method, "--memory", memory,
-                                                    "--compression", "zstd", "--clevel", "1", "-q", "--backend", "cpu"])
+                                                    "--compression", "zstd", "--clevel", "1", "-q", "--backend", "cpu",
+                                                    "--ngff-version", version])
             if code != 0:
                 raise SystemExit(f"{label} {method} failed: {err}")
             levels = len(levels_of(out))
+            layout = "0.4" if version == "0.4" else "0.5 sharded"
+            if version == "0.5":
+                dims = [int(v) for v in size.split(",")]
+                chunks = 1
+                for n, c in zip(dims, [64, 256, 256]):
+                    chunks *= -(-n // c)
+                layout += f" ({file_count(out / '0' / 'c')} files for {chunks} chunks at level 0)"
             shutil.rmtree(out, ignore_errors=True)
-            row = (f"| {label} | {method} | {memory} | {levels} | {seconds:.1f} | {n / 1e6 / seconds:.0f} | "
+            row = (f"| {label} | {method} | {layout} | {memory} | {levels} | {seconds:.1f} | {n / 1e6 / seconds:.0f} | "
                    f"{seconds / (n / 2**30):.1f} | {rss / 2**20:.0f} MiB |")
             print(row)
             lines.append(row)

@@ -185,6 +185,9 @@ pub fn snap_half(value: f64, magnitude: f64) -> f64 {
 pub trait Sample: bytemuck::Pod + Copy + Send + Sync + PartialEq + PartialOrd + fmt::Debug + Default + 'static {
     /// The matching [`DType`].
     const DTYPE: DType;
+    /// The largest magnitude a value can have, the widest error scale a tie is judged at
+    /// ([`Sample::from_filtered`]); 0 for floats, which are never snapped to ties.
+    const MAX_MAGNITUDE: f64;
     /// Exact accumulator for window sums.
     type Acc: Copy + Default + AddAssign + Send + Sync;
 
@@ -218,6 +221,12 @@ macro_rules! impl_sample_int {
     ($t:ty, $dtype:expr, i64) => {
         impl Sample for $t {
             const DTYPE: DType = $dtype;
+            #[allow(clippy::cast_precision_loss)]
+            const MAX_MAGNITUDE: f64 = if (<$t>::MAX as f64) > -(<$t>::MIN as f64) {
+                <$t>::MAX as f64
+            } else {
+                -(<$t>::MIN as f64)
+            };
             type Acc = i64;
             #[inline(always)]
             fn to_acc(self) -> i64 {
@@ -267,6 +276,12 @@ macro_rules! impl_sample_int {
     ($t:ty, $dtype:expr, i128) => {
         impl Sample for $t {
             const DTYPE: DType = $dtype;
+            #[allow(clippy::cast_precision_loss)]
+            const MAX_MAGNITUDE: f64 = if (<$t>::MAX as f64) > -(<$t>::MIN as f64) {
+                <$t>::MAX as f64
+            } else {
+                -(<$t>::MIN as f64)
+            };
             type Acc = i128;
             #[inline(always)]
             fn to_acc(self) -> i128 {
@@ -306,6 +321,7 @@ impl_sample_int!(i64, DType::I64, i128);
 
 impl Sample for f32 {
     const DTYPE: DType = DType::F32;
+    const MAX_MAGNITUDE: f64 = 0.0;
     #[inline(always)]
     fn from_filtered(value: f64, _magnitude: f64) -> Self {
         Self::from_f64(value)
@@ -335,6 +351,7 @@ impl Sample for f32 {
 
 impl Sample for f64 {
     const DTYPE: DType = DType::F64;
+    const MAX_MAGNITUDE: f64 = 0.0;
     #[inline(always)]
     fn from_filtered(value: f64, _magnitude: f64) -> Self {
         value
@@ -417,6 +434,14 @@ macro_rules! dispatch_dtype {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn max_magnitudes_are_the_widest_values() {
+        assert_eq!(<u8 as Sample>::MAX_MAGNITUDE, 255.0);
+        assert_eq!(<i16 as Sample>::MAX_MAGNITUDE, 32768.0);
+        assert_eq!(<u64 as Sample>::MAX_MAGNITUDE, u64::MAX as f64);
+        assert_eq!(<f32 as Sample>::MAX_MAGNITUDE, 0.0);
+    }
 
     #[test]
     fn half_even_rounding_of_exact_means() {

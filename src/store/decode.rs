@@ -3,9 +3,10 @@
 //! zarrs decompresses without a bound: a 1 MiB gzip chunk that expands to 1 GiB is held
 //! whole in memory before any size check (a decompression bomb), and zstd and blosc
 //! allocate whatever their frame headers claim. Here the compressors of a chunk's codec
-//! chain are run with a cap instead: gzip, zlib, bz2 and zstd stream into a buffer that
-//! stops one byte past the size the next codec expects; blosc's header states its size and
-//! is checked before zarrs decodes it. The rest of the chain (the `bytes` codec, the
+//! chain are run with a cap instead: gzip, zlib and bz2 stream into a buffer that stops one
+//! byte past the size the next codec expects, zstd decompresses into a buffer of exactly
+//! that size, which it refuses to write past; blosc's header states its size and is checked
+//! before zarrs decodes it. The rest of the chain (the `bytes` codec, the
 //! array-to-array codecs) is zarrs', which checks sizes exactly. Inner chunks of a sharded
 //! array are decoded the same way, with the inner codec chain, and a chunk file larger
 //! than any encoding of its data can be is refused before it is read.
@@ -248,7 +249,17 @@ fn decode_stage(
         return capped(bzip2::read::BzDecoder::new(&raw[..]), limit);
     }
     if any.is::<ZstdCodec>() {
-        return capped(zstd::stream::read::Decoder::with_buffer(&raw[..])?, limit);
+        // One shot into a buffer of the declared size (as fast as zarrs' own path), which
+        // zstd refuses to write past.
+        let capacity = usize::try_from(limit).map_err(|_| DecodeError::Unaddressable)?;
+        return zstd::bulk::decompress(&raw, capacity).map_err(|e| {
+            let declared = zstd::zstd_safe::get_frame_content_size(&raw).ok().flatten();
+            if declared.is_some_and(|n| n > limit) || e.to_string().contains("too small") {
+                DecodeError::TooLarge { limit }
+            } else {
+                DecodeError::Decompress(e)
+            }
+        });
     }
     if any.is::<BloscCodec>() && blosc_declared_size(&raw).is_some_and(|n| n > limit) {
         return Err(DecodeError::TooLarge { limit });
@@ -282,6 +293,20 @@ fn blosc_declared_size(raw: &[u8]) -> Option<u64> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn zstd_stops_at_the_declared_size() {
+        let codec = ZstdCodec::new(3, false);
+        let bomb = zstd::bulk::compress(&vec![7u8; 1 << 20], 3).unwrap();
+        let representation = BytesRepresentation::FixedSize(4096);
+        let options = CodecOptions::default();
+        let err = decode_stage(&codec, Cow::Owned(bomb.clone()), &representation, 4096, &options).unwrap_err();
+        assert!(matches!(err, DecodeError::TooLarge { limit: 4096 }), "{err}");
+        let whole = decode_stage(&codec, Cow::Owned(bomb), &representation, 1 << 20, &options).unwrap();
+        assert_eq!(whole, vec![7u8; 1 << 20]);
+        let garbage = decode_stage(&codec, Cow::Owned(vec![1, 2, 3]), &representation, 4096, &options).unwrap_err();
+        assert!(matches!(garbage, DecodeError::Decompress(_)), "{garbage}");
+    }
 
     #[test]
     fn capped_readers_stop_past_the_limit() {

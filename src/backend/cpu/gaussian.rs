@@ -2,7 +2,8 @@
 //! (`σ = f/3`, radius `floor(4σ + 0.5)`, reflect border), then the window mean, with no
 //! rounding in between; integers are rounded half to even and clamped at the end (values
 //! within float error of a half-integer are that tie: see [`Sample::from_filtered`]; the
-//! error scale is the largest magnitude in the tile).
+//! error scale is the largest magnitude in the tile, found only for tiles where a value
+//! comes that close to a half-integer).
 //!
 //! The blur and the window mean are folded into one tap list per output index
 //! ([`AxisStencil::Taps`]), applied axis by axis in `f64`, outermost axis first. The work
@@ -11,11 +12,37 @@
 //! same way along the next axis. Scratch memory is one slab per axis, not a copy of the
 //! tile, and the summation order is the same as applying whole-array passes.
 
+use std::sync::OnceLock;
+
 use rayon::prelude::*;
 
 use super::{PARALLEL_MIN_OUTPUTS, StepGeometry};
-use crate::dtype::Sample;
+use crate::dtype::{Sample, snap_half};
 use crate::method::AxisStencil;
+
+/// The largest magnitude of a tile's values: the scale of the rounding error of the
+/// weighted sums made from them, which decides what counts as a tie. It costs a pass over
+/// the tile, so it is found only once a value comes within float error of a half-integer
+/// at the largest scale any value could have.
+struct Magnitude<'a, T> {
+    tile: &'a [T],
+    found: OnceLock<f64>,
+}
+
+impl<T: Sample> Magnitude<'_, T> {
+    /// The output element for `value`.
+    fn round<U: Sample>(&self, value: f64) -> U {
+        if U::MAX_MAGNITUDE == 0.0 || snap_half(value, U::MAX_MAGNITUDE) == value {
+            // Not near a half-integer even at the widest scale (or a float): the tile's
+            // magnitude cannot change the result.
+            return U::from_filtered(value, 0.0);
+        }
+        let magnitude = *self
+            .found
+            .get_or_init(|| self.tile.iter().fold(0.0f64, |m, v| m.max(v.to_f64().abs())));
+        U::from_filtered(value, magnitude)
+    }
+}
 
 /// Slabs are combined in blocks of this many values so the destination stays in L1.
 const BLOCK: usize = 2048;
@@ -69,13 +96,13 @@ fn reduce<S: Sample, T: Sample>(
     src: &[S],
     (shape, dst_shape): (&[usize], &[usize]),
     stencils: &[AxisStencil],
-    magnitude: f64,
+    magnitude: &Magnitude<'_, T>,
     out: &mut [T],
     scratch: &mut [Vec<f64>],
 ) {
     if shape.len() == 1 {
         for (o, y) in out.iter_mut().enumerate() {
-            *y = T::from_filtered(row_output(src, &stencils[0], o), magnitude);
+            *y = magnitude.round(row_output(src, &stencils[0], o));
         }
         return;
     }
@@ -107,8 +134,10 @@ pub(crate) fn gaussian<T: Sample>(src: &[T], geometry: &StepGeometry) -> Vec<T> 
     }
     let inner: usize = shape[1..].iter().product();
     let out_inner: usize = dst_shape[1..].iter().product();
-    // The scale of the rounding error of every weighted sum below.
-    let magnitude = src.iter().fold(0.0f64, |m, v| m.max(v.to_f64().abs()));
+    let magnitude = Magnitude {
+        tile: src,
+        found: OnceLock::new(),
+    };
     // Each output slab of the outermost axis is independent: run them in parallel.
     let slab_task = |scratch: &mut Vec<Vec<f64>>, o: usize, out_slab: &mut [T]| {
         let (slab, deeper) = scratch.split_first_mut().expect("scratch per axis");
@@ -118,7 +147,7 @@ pub(crate) fn gaussian<T: Sample>(src: &[T], geometry: &StepGeometry) -> Vec<T> 
             slab.as_slice(),
             (&shape[1..], &dst_shape[1..]),
             &geometry.stencils[1..],
-            magnitude,
+            &magnitude,
             out_slab,
             deeper,
         );
