@@ -359,8 +359,8 @@ def scaling(args):
             if version == "0.5":
                 dims = [int(v) for v in size.split(",")]
                 chunks = 1
-                for n, c in zip(dims, [64, 256, 256]):
-                    chunks *= -(-n // c)
+                for extent, chunk in zip(dims, [64, 256, 256]):
+                    chunks *= -(-extent // chunk)
                 layout += f" ({file_count(out / '0' / 'c')} files for {chunks} chunks at level 0)"
             shutil.rmtree(out, ignore_errors=True)
             row = (f"| {label} | {method} | {layout} | {memory} | {levels} | {seconds:.1f} | {n / 1e6 / seconds:.0f} | "

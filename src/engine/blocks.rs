@@ -58,6 +58,9 @@ pub(super) struct BlockWork<'a> {
     pub(super) run_tile: &'a (dyn Fn(u64) -> Result<TileOutput, BuildError> + Sync),
 }
 
+/// A shard of the output: its level and its indices in the level's shard grid.
+type ShardKey = (usize, Vec<u64>);
+
 /// A block with tiles in flight or waiting to be appended.
 struct OpenBlock {
     tiles: usize,
@@ -66,8 +69,12 @@ struct OpenBlock {
     /// Outputs of later tiles, by position, with their sequence numbers.
     waiting: BTreeMap<usize, (u64, TileOutput)>,
     /// Shards being written, by level and shard indices.
-    shards: BTreeMap<(usize, Vec<u64>), ShardWriter>,
+    shards: BTreeMap<ShardKey, ShardWriter>,
+    /// Complete shards being flushed and renamed by a worker, outside the block's lock.
+    finishing: usize,
     stored: Vec<StoredChunk>,
+    /// Set once the block is journaled.
+    journaled: bool,
 }
 
 /// Where handing out tiles has got to.
@@ -208,7 +215,9 @@ impl Runner<'_, '_> {
                         next: 0,
                         waiting: BTreeMap::new(),
                         shards: BTreeMap::new(),
+                        finishing: 0,
                         stored: Vec::new(),
+                        journaled: false,
                     })),
                 );
                 if cursor.tiles.is_empty() {
@@ -246,26 +255,42 @@ impl Runner<'_, '_> {
             .cloned()
             .expect("a claimed tile's block is open");
         let mut appended = Vec::new();
-        let whole = {
+        // Shards this delivery completed: flushed and renamed once the block is unlocked,
+        // so other workers keep appending meanwhile. The block is journaled by whichever
+        // delivery finds it whole: every tile appended and no shard open or being finished.
+        let mut complete = Vec::new();
+        {
             let mut block = block.lock().unwrap_or_else(PoisonError::into_inner);
             block.waiting.insert(claim.position, (claim.sequence, output));
             while let Some((sequence, output)) = {
                 let next = block.next;
                 block.waiting.remove(&next)
             } {
-                self.append(&mut block, output)?;
+                complete.extend(self.append(&mut block, output)?);
                 block.next += 1;
                 appended.push(sequence);
             }
             if block.next == block.tiles {
-                let shards = std::mem::take(&mut block.shards);
-                for ((level, unit), writer) in shards {
-                    self.finish_shard(&mut block.stored, level, &unit, writer)?;
-                }
-                Some(std::mem::take(&mut block.stored))
-            } else {
-                None
+                // Shards left open hold their last chunks now.
+                complete.extend(std::mem::take(&mut block.shards));
             }
+            block.finishing += complete.len();
+        }
+        let finished = complete.len();
+        let mut stored = Vec::new();
+        for ((level, unit), writer) in complete {
+            self.finish_shard(&mut stored, level, &unit, writer)?;
+        }
+        let whole = {
+            let mut block = block.lock().unwrap_or_else(PoisonError::into_inner);
+            block.finishing -= finished;
+            block.stored.extend(stored);
+            (block.next == block.tiles && block.finishing == 0 && block.shards.is_empty() && !block.journaled).then(
+                || {
+                    block.journaled = true;
+                    std::mem::take(&mut block.stored)
+                },
+            )
         };
         if let Some(stored) = whole {
             self.context.counters.count_stored(&stored);
@@ -287,7 +312,13 @@ impl Runner<'_, '_> {
     }
 
     /// Appends a tile's output to its block: stored files counted, shard chunks written.
-    fn append(&self, block: &mut OpenBlock, output: TileOutput) -> Result<(), BuildError> {
+    /// Returns the shards that now hold all their chunks, taken out of the block.
+    fn append(
+        &self,
+        block: &mut OpenBlock,
+        output: TileOutput,
+    ) -> Result<Vec<(ShardKey, ShardWriter)>, BuildError> {
+        let mut complete = Vec::new();
         block.stored.extend(output.stored);
         for piece in output.pieces {
             let level = self.context.levels[piece.level].as_ref();
@@ -303,10 +334,10 @@ impl Runner<'_, '_> {
                 .map_err(|e| write_error(level, &key.1, e))?;
             if writer.is_complete() {
                 let writer = block.shards.remove(&key).expect("present");
-                self.finish_shard(&mut block.stored, key.0, &key.1, writer)?;
+                complete.push((key, writer));
             }
         }
-        Ok(())
+        Ok(complete)
     }
 
     fn finish_shard(
