@@ -313,11 +313,7 @@ impl Runner<'_, '_> {
 
     /// Appends a tile's output to its block: stored files counted, shard chunks written.
     /// Returns the shards that now hold all their chunks, taken out of the block.
-    fn append(
-        &self,
-        block: &mut OpenBlock,
-        output: TileOutput,
-    ) -> Result<Vec<(ShardKey, ShardWriter)>, BuildError> {
+    fn append(&self, block: &mut OpenBlock, output: TileOutput) -> Result<Vec<(ShardKey, ShardWriter)>, BuildError> {
         let mut complete = Vec::new();
         block.stored.extend(output.stored);
         for piece in output.pieces {
