@@ -427,3 +427,13 @@ pub(crate) fn small_test_array(dir: &Path) -> std::path::PathBuf {
     write_synthetic(&path, &spec, 3).expect("a small test array");
     path
 }
+
+/// A named pipe at `path`, for unit tests that a FIFO is refused instead of read.
+#[cfg(all(test, unix))]
+pub(crate) fn make_fifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo runs");
+    assert!(status.success(), "mkfifo {}", path.display());
+}

@@ -504,11 +504,7 @@ fn every_bad_option_input_and_output_is_refused_clearly() {
             &["{dir}/fifo.zarr", "{out}"],
             |d| {
                 std::fs::create_dir(d.join("fifo.zarr")).unwrap();
-                let status = std::process::Command::new("mkfifo")
-                    .arg(d.join("fifo.zarr/.zarray"))
-                    .status()
-                    .unwrap();
-                assert!(status.success());
+                common::make_fifo(&d.join("fifo.zarr/.zarray"));
             },
             "it is not a regular file",
         ),

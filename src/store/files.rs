@@ -122,13 +122,7 @@ mod tests {
         let dir = tempfile::TempDir::new().unwrap();
         std::fs::create_dir(dir.path().join("0")).unwrap();
         let fifo = dir.path().join("0/0");
-        assert!(
-            std::process::Command::new("mkfifo")
-                .arg(&fifo)
-                .status()
-                .unwrap()
-                .success()
-        );
+        crate::synthetic::make_fifo(&fifo);
         let store = RegularFileStore::new(dir.path()).unwrap();
         let key = StoreKey::new("0/0").unwrap();
         let err = store.get(&key).unwrap_err();

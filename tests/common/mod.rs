@@ -389,3 +389,10 @@ pub fn u16_input(path: &Path, shape: &[u64], chunks: &[u64], seed: u64) {
     };
     ome_pyramid::synthetic::write_synthetic(path, &spec, seed).unwrap();
 }
+
+/// A named pipe at `path`, for tests that an input FIFO fails instead of blocking.
+#[cfg(unix)]
+pub fn make_fifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().expect("mkfifo runs");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
