@@ -361,7 +361,8 @@ def scaling(args):
                 chunks = 1
                 for extent, chunk in zip(dims, [64, 256, 256]):
                     chunks *= -(-extent // chunk)
-                layout += f" ({file_count(out / '0' / 'c')} files for {chunks} chunks at level 0)"
+                files = file_count(out / "0" / "c")
+                layout += f" ({files} file{'' if files == 1 else 's'} for {chunks} chunks at level 0)"
             shutil.rmtree(out, ignore_errors=True)
             row = (f"| {label} | {method} | {layout} | {memory} | {levels} | {seconds:.1f} | {n / 1e6 / seconds:.0f} | "
                    f"{seconds / (n / 2**30):.1f} | {rss / 2**20:.0f} MiB |")
