@@ -1,7 +1,8 @@
-// Shared by every kernel (prepended to nearest.wgsl, mean.wgsl, gaussian.wgsl). Each
-// kernel defines `fn output_bits(e: u32) -> u32`, the element bits of output `e`, and
-// binds its outputs from binding 3 on; bindings 0 to 2 (parameters, stencil tables, the
-// packed source tile) are declared here.
+// Shared by every kernel (prepended to nearest.wgsl, mean.wgsl, gaussian.wgsl, mode.wgsl,
+// extremum.wgsl). Each windowed kernel defines `fn output_bits(e: u32) -> u32`, the element
+// bits of output `e`, and gets its output binding and entry point from windowed_main.wgsl;
+// gaussian binds its own from binding 3 on. Bindings 0 to 2 (parameters, stencil tables,
+// the packed source tile) are declared here.
 //
 // Element kinds, chosen per pipeline with the override ELEM:
 //   0 u8, 1 u16, 2 u32, 3 i8, 4 i16, 5 i32, 6 f32.
@@ -13,6 +14,7 @@
 //   [10..15) destination tile shape     [15..20) stencil offset per axis (into aux)
 //   [20] destination elements   [21] pass axis (gaussian)   [22] first pass (gaussian)
 //   [23] last pass (gaussian)    [24..29) source offset per axis (gaussian identity axes)
+//   [29] 1 for max, 0 for min (extremum)
 override ELEM: u32 = 2u;
 
 const P_SRC_SHAPE: u32 = 0u;
@@ -24,6 +26,7 @@ const P_AXIS: u32 = 21u;
 const P_FIRST: u32 = 22u;
 const P_LAST: u32 = 23u;
 const P_OFFSET: u32 = 24u;
+const P_MAXIMUM: u32 = 29u;
 const WORKGROUP: u32 = 256u;
 
 @group(0) @binding(0) var<storage, read> params: array<u32>;
@@ -121,4 +124,52 @@ fn packed_outputs(word: u32, n: u32) -> u32 {
         if (e < n) { packed = packed | pack_bits(output_bits(e), lane); }
     }
     return packed;
+}
+
+// The window of output `e` of a windowed kernel (mode, extremum): per axis its first
+// input and voxel count, from the (first, count) pairs in aux; `size` voxels in all.
+struct Window {
+    first: array<u32, 5>,
+    count: array<u32, 5>,
+    size: u32,
+}
+
+fn window_of(e: u32) -> Window {
+    let index = dst_index(e);
+    var win: Window;
+    win.size = 1u;
+    for (var a = 0u; a < 5u; a = a + 1u) {
+        let at = params[P_STENCIL + a] + 2u * index[a];
+        win.first[a] = aux[at];
+        win.count[a] = aux[at + 1u];
+        win.size = win.size * win.count[a];
+    }
+    return win;
+}
+
+// The raw bits of voxel `w` of a window, its voxels taken in C order.
+fn window_voxel(win: Window, w: u32) -> u32 {
+    var rest = w;
+    var offset = 0u;
+    for (var a = 4i; a >= 0i; a = a - 1i) {
+        let count = win.count[a];
+        offset = offset + (win.first[a] + rest % count) * params[P_SRC_STRIDE + u32(a)];
+        rest = rest / count;
+    }
+    return load(offset);
+}
+
+// A u32 whose unsigned order is the elements' order: signed integers offset by 2^31, f32
+// by the IEEE total order (−0.0 below +0.0, as the CPU's min and max).
+fn order_key(bits: u32) -> u32 {
+    if (is_float()) {
+        if ((bits >> 31u) == 1u) { return ~bits; }
+        return bits | 0x80000000u;
+    }
+    if (is_signed()) { return bitcast<u32>(as_i32(bits)) ^ 0x80000000u; }
+    return bits;
+}
+
+fn is_nan_bits(bits: u32) -> bool {
+    return is_float() && (bits & 0x7fffffffu) > 0x7f800000u;
 }

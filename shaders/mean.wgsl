@@ -7,8 +7,6 @@
 //
 // aux holds, per axis at params[P_STENCIL + a], pairs (first input, count) per output.
 
-@group(0) @binding(3) var<storage, read_write> dst: array<u32>;
-
 // (hi:lo) += (b:a)
 fn add64(lo: ptr<function, u32>, hi: ptr<function, u32>, a: u32, b: u32) {
     let sum = *lo + a;
@@ -115,13 +113,4 @@ fn output_bits(e: u32) -> u32 {
         return bitcast<u32>(total / f32(n));
     }
     return divide_rounded(lo, hi, n);
-}
-
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-        @builtin(local_invocation_index) local: u32) {
-    let word = invocation(wg, groups, local);
-    let n = params[P_DST_LEN];
-    if (word * elems_per_word() >= n) { return; }
-    dst[word] = packed_outputs(word, n);
 }

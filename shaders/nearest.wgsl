@@ -3,8 +3,6 @@
 //
 // aux holds, per axis at params[P_STENCIL + a], pairs (first input, count) per output.
 
-@group(0) @binding(3) var<storage, read_write> dst: array<u32>;
-
 // The element bits of output `e` (called by `packed_outputs` in common.wgsl).
 fn output_bits(e: u32) -> u32 {
     let index = dst_index(e);
@@ -14,13 +12,4 @@ fn output_bits(e: u32) -> u32 {
         offset = offset + first * params[P_SRC_STRIDE + a];
     }
     return load(offset);
-}
-
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-        @builtin(local_invocation_index) local: u32) {
-    let word = invocation(wg, groups, local);
-    let n = params[P_DST_LEN];
-    if (word * elems_per_word() >= n) { return; }
-    dst[word] = packed_outputs(word, n);
 }

@@ -215,6 +215,42 @@ pub trait Sample: bytemuck::Pod + Copy + Send + Sync + PartialEq + PartialOrd + 
     fn from_filtered(value: f64, magnitude: f64) -> Self {
         Self::from_f64(snap_half(value, magnitude))
     }
+
+    /// The smaller of two values, for `min` (SPEC §2). Floats: NaN propagates, and −0.0 is
+    /// below +0.0, so a window's minimum never depends on the order it is visited in.
+    #[inline(always)]
+    fn lesser(self, other: Self) -> Self {
+        if other < self { other } else { self }
+    }
+
+    /// The larger of two values, for `max`; as [`Sample::lesser`] for NaN and zeros.
+    #[inline(always)]
+    fn greater(self, other: Self) -> Self {
+        if other > self { other } else { self }
+    }
+}
+
+/// [`Sample::lesser`] and [`Sample::greater`] of a float type: NaN first, then the IEEE
+/// total order (which puts −0.0 below +0.0).
+macro_rules! impl_float_extrema {
+    () => {
+        #[inline(always)]
+        fn lesser(self, other: Self) -> Self {
+            if self.is_nan() || (!other.is_nan() && self.total_cmp(&other).is_le()) {
+                self
+            } else {
+                other
+            }
+        }
+        #[inline(always)]
+        fn greater(self, other: Self) -> Self {
+            if self.is_nan() || (!other.is_nan() && self.total_cmp(&other).is_ge()) {
+                self
+            } else {
+                other
+            }
+        }
+    };
 }
 
 macro_rules! impl_sample_int {
@@ -322,6 +358,7 @@ impl_sample_int!(i64, DType::I64, i128);
 impl Sample for f32 {
     const DTYPE: DType = DType::F32;
     const MAX_MAGNITUDE: f64 = 0.0;
+    impl_float_extrema!();
     #[inline(always)]
     fn from_filtered(value: f64, _magnitude: f64) -> Self {
         Self::from_f64(value)
@@ -352,6 +389,7 @@ impl Sample for f32 {
 impl Sample for f64 {
     const DTYPE: DType = DType::F64;
     const MAX_MAGNITUDE: f64 = 0.0;
+    impl_float_extrema!();
     #[inline(always)]
     fn from_filtered(value: f64, _magnitude: f64) -> Self {
         value

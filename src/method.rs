@@ -10,8 +10,14 @@
 //! - **gaussian**: a normalised Gaussian blur with `σ = f/3` truncated at radius
 //!   `floor(4σ + 0.5)`, reflect border (`x[-1] = x[0]`), along every axis with `f > 1`;
 //!   then the mean of the blurred values over the window, with no rounding in between.
+//! - **mode** (labels, integer types only): the most frequent value of the window, ties to
+//!   the smallest value.
+//! - **min**, **max**: the smallest / largest value of the window; NaN propagates.
 //!
-//! Every method is separable into per-axis [`AxisStencil`]s. For gaussian the blur and the
+//! Mode, min and max return values of their window, so they are exact on every type.
+//!
+//! Every method is described by per-axis [`AxisStencil`]s (mode, min and max by the same
+//! windows as mean). For gaussian the blur and the
 //! window mean are folded into one weight list per output index (reflection included), so
 //! a backend never materialises the full-resolution blurred array: that is both exact
 //! (up to float rounding) and about three times less arithmetic.
@@ -20,6 +26,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+use crate::dtype::DType;
 
 /// A downsampling method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -32,11 +40,24 @@ pub enum Method {
     Mean,
     /// Reflect-border Gaussian blur (σ = f/3), then the window mean.
     Gaussian,
+    /// The most frequent value of each window, ties to the smallest (label images).
+    Mode,
+    /// The smallest value of each window.
+    Min,
+    /// The largest value of each window (keeps thin bright structures visible).
+    Max,
 }
 
 impl Method {
     /// Every method, in a stable order.
-    pub const ALL: [Method; 3] = [Method::Nearest, Method::Mean, Method::Gaussian];
+    pub const ALL: [Method; 6] = [
+        Method::Nearest,
+        Method::Mean,
+        Method::Gaussian,
+        Method::Mode,
+        Method::Min,
+        Method::Max,
+    ];
 
     /// The name used on the command line and in the metadata.
     #[must_use]
@@ -45,7 +66,24 @@ impl Method {
             Method::Nearest => "nearest",
             Method::Mean => "mean",
             Method::Gaussian => "gaussian",
+            Method::Mode => "mode",
+            Method::Min => "min",
+            Method::Max => "max",
         }
+    }
+
+    /// True if the method is defined on `dtype`: mode counts equal values, so it takes
+    /// integer types only (label images); every other method takes every type.
+    #[must_use]
+    pub fn accepts(self, dtype: DType) -> bool {
+        !(self == Method::Mode && dtype.is_float())
+    }
+
+    /// True if every output value is a value of its window (nearest, mode, min, max):
+    /// nothing is computed, so nothing is rounded.
+    #[must_use]
+    pub fn selects_input_values(self) -> bool {
+        matches!(self, Method::Nearest | Method::Mode | Method::Min | Method::Max)
     }
 
     /// True if the method represents each output voxel by the centre of its window, so
@@ -75,7 +113,7 @@ impl fmt::Display for Method {
 
 /// Error for an unknown method name.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("unknown method `{0}` (expected nearest, mean or gaussian)")]
+#[error("unknown method `{0}` (expected nearest, mean, gaussian, mode, min or max)")]
 pub struct UnknownMethod(pub String);
 
 impl FromStr for Method {
@@ -152,7 +190,7 @@ pub enum AxisStencil {
         /// Local input index per output.
         first: Vec<usize>,
     },
-    /// Mean: output `i` sums inputs `[start[i], start[i] + count[i])`.
+    /// Mean, mode, min, max: output `i` reduces inputs `[start[i], start[i] + count[i])`.
     Window {
         /// Local first input per output.
         start: Vec<usize>,
@@ -210,7 +248,7 @@ impl AxisStencil {
             Method::Nearest => AxisStencil::Pick {
                 first: (dst.0..dst.1).map(|o| local(window(o, factor, n).0)).collect(),
             },
-            Method::Mean => {
+            Method::Mean | Method::Mode | Method::Min | Method::Max => {
                 let (start, count) = (dst.0..dst.1)
                     .map(|o| {
                         let (lo, hi) = window(o, factor, n);

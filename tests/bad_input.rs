@@ -275,6 +275,12 @@ fn every_bad_option_input_and_output_is_refused_clearly() {
             2,
             "required arguments were not provided",
         ),
+        with_setup(
+            "mode on float data",
+            &["{dir}/float.zarr", "{out}", "--method", "mode"],
+            |d| array(&d.join("float.zarr"), &[6, 10, 12], DType::F32),
+            "invalid method: mode is defined for integer data (label images), and the input is float32",
+        ),
         // Inputs.
         case("input missing", &["{dir}/nothing.zarr", "{out}"], 2, "does not exist"),
         with_setup(

@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Tolerance, as_f64, compare, golden_cases, reference_f64, round_to, tolerance};
+use common::{Tolerance, as_f64, compare, golden_cases, reference_step, round_to, tolerance};
 use ome_pyramid::backend::required_source;
 use ome_pyramid::dtype::Sample;
 use ome_pyramid::synthetic::SplitMix64;
@@ -72,6 +72,9 @@ fn golden_mean(backend: &dyn Downsampler, is_gpu: bool) {
 fn golden_gaussian(backend: &dyn Downsampler, is_gpu: bool) {
     check_golden(backend, is_gpu, Method::Gaussian);
 }
+fn golden_mode(backend: &dyn Downsampler, is_gpu: bool) {
+    check_golden(backend, is_gpu, Method::Mode);
+}
 
 /// Random data spanning most of a dtype's range (so sums stress the accumulators).
 fn random_data(dtype: DType, len: usize, seed: u64) -> TileData {
@@ -93,6 +96,28 @@ fn random_data(dtype: DType, len: usize, seed: u64) -> TileData {
     })
 }
 
+/// Label-like data: a few distinct values (negative ones for signed types), so windows
+/// hold repeated values and mode has something to count.
+fn random_labels(dtype: DType, len: usize, seed: u64) -> TileData {
+    let mut rng = SplitMix64::new(seed);
+    let offset = if matches!(dtype, DType::I8 | DType::I16 | DType::I32 | DType::I64) {
+        2.0
+    } else {
+        0.0
+    };
+    let values: Vec<f64> = (0..len).map(|_| (rng.next_u64() % 4) as f64 - offset).collect();
+    round_to(dtype, &values, &values)
+}
+
+/// The input a method is tested on: labels for mode, values over the dtype's range else.
+fn test_input(method: Method, dtype: DType, len: usize, seed: u64) -> TileData {
+    if method == Method::Mode {
+        random_labels(dtype, len, seed)
+    } else {
+        random_data(dtype, len, seed)
+    }
+}
+
 /// Every dtype (u64, i64, i8 included, which the golden files lack) against the literal
 /// float64 reference, on shapes with partial edge windows and factors 2 and 3.
 fn reference_every_dtype(backend: &dyn Downsampler, is_gpu: bool) {
@@ -109,10 +134,8 @@ fn reference_every_dtype(backend: &dyn Downsampler, is_gpu: bool) {
             }
             for (k, (shape, factors)) in shapes.iter().enumerate() {
                 let len = shape.iter().product::<u64>() as usize;
-                let input = random_data(dtype, len, 1000 + k as u64);
-                let values = as_f64(&input);
-                let (_, reference) = reference_f64(method, &values, shape, factors);
-                let expected = round_to(dtype, &reference, &values);
+                let input = test_input(method, dtype, len, 1000 + k as u64);
+                let expected = reference_step(method, &input, shape, factors);
                 let out = downsample_whole(backend, method, shape, factors, input);
                 // 64-bit integers beyond 2^53 lose precision in the float64 reference.
                 let tol = match (method, dtype) {
@@ -162,15 +185,82 @@ fn mean_rounds_half_to_even(backend: &dyn Downsampler, _is_gpu: bool) {
     assert_eq!(out.data, TileData::U8(vec![254, 0]));
 }
 
+/// Mode is exact on 64-bit labels that float64 cannot tell apart (above 2^53).
+fn mode_exact_for_64_bit_labels(backend: &dyn Downsampler, _is_gpu: bool) {
+    if !backend.supports(Method::Mode, DType::U64) {
+        return;
+    }
+    let (a, b) = ((1u64 << 53) + 1, 1u64 << 53);
+    assert_eq!(a as f64, b as f64, "the two labels are one float64");
+    let input = TileData::U64(vec![a, b, b, b, a, a, b, 7]);
+    let out = downsample_whole(backend, Method::Mode, &[2, 4], &[2, 2], input);
+    assert_eq!(
+        out.data,
+        TileData::U64(vec![a, b]),
+        "three a against one b; three b against one 7"
+    );
+    let out = downsample_whole(backend, Method::Mode, &[1, 2], &[1, 2], TileData::U64(vec![a, b]));
+    assert_eq!(out.data, TileData::U64(vec![b]), "a tie goes to the smaller label");
+    let input = TileData::I64(vec![i64::MIN, i64::MAX, i64::MAX, i64::MIN + 1]);
+    let out = downsample_whole(backend, Method::Mode, &[1, 4], &[1, 4], input);
+    assert_eq!(out.data, TileData::I64(vec![i64::MAX]));
+}
+
+/// Ties go to the smallest value; partial edge windows count their in-bounds voxels only.
+fn mode_ties_and_partial_windows(backend: &dyn Downsampler, _is_gpu: bool) {
+    // Rows of 5: windows [0,1], [2,3] and the partial [4] on the last axis.
+    let input = TileData::I16(vec![9, -4, 3, 3, 8, -4, 9, 5, 3, 8]);
+    let out = downsample_whole(backend, Method::Mode, &[2, 5], &[2, 2], input);
+    assert_eq!(out.data, TileData::I16(vec![-4, 3, 8]));
+    let input = TileData::U8(vec![200, 17, 17, 200, 255, 0]);
+    let out = downsample_whole(backend, Method::Mode, &[1, 6], &[1, 3], input);
+    assert_eq!(
+        out.data,
+        TileData::U8(vec![17, 0]),
+        "[200,17,17] → 17; [200,255,0] all once → 0"
+    );
+}
+
+/// Mode is refused on floats by every backend (the engine refuses it before any work).
+fn mode_is_not_defined_on_floats(backend: &dyn Downsampler, _is_gpu: bool) {
+    for dtype in [DType::F32, DType::F64] {
+        assert!(!backend.supports(Method::Mode, dtype));
+        let step = Step {
+            method: Method::Mode,
+            factors: vec![2],
+            src_shape: vec![4],
+        };
+        let src = Tile::new(Region::whole(&[4]), TileData::zeros(dtype, 4));
+        assert!(backend.downsample(&step, &src, &Region::whole(&[2])).is_err());
+    }
+}
+
+/// Min and max: NaN propagates, and −0.0 is below +0.0 whatever the order in the window.
+fn min_max_nan_and_signed_zeros(backend: &dyn Downsampler, _is_gpu: bool) {
+    let values = vec![1.0f32, f32::NAN, 3.0, 4.0, 0.0, -0.0, -0.0, 0.0, 5.0, -7.5, 2.0, 6.0];
+    let min = downsample_whole(backend, Method::Min, &[3, 4], &[1, 2], TileData::F32(values.clone()));
+    let max = downsample_whole(backend, Method::Max, &[3, 4], &[1, 2], TileData::F32(values));
+    let (TileData::F32(min), TileData::F32(max)) = (min.data, max.data) else {
+        panic!()
+    };
+    assert!(min[0].is_nan() && max[0].is_nan(), "the window holding NaN");
+    assert_eq!((min[1], max[1]), (3.0, 4.0));
+    for zeros in [2, 3] {
+        assert!(min[zeros] == 0.0 && min[zeros].is_sign_negative(), "min of ±0 is −0");
+        assert!(max[zeros] == 0.0 && max[zeros].is_sign_positive(), "max of ±0 is +0");
+    }
+    assert_eq!((min[4], max[4], min[5], max[5]), (-7.5, 5.0, 2.0, 6.0));
+}
+
 /// NaN propagates through mean and gaussian (SPEC §2).
 fn nan_propagates(backend: &dyn Downsampler, _is_gpu: bool) {
     let mut values = vec![1.0f32; 16];
     values[5] = f32::NAN;
-    for method in [Method::Mean, Method::Gaussian] {
+    for method in [Method::Mean, Method::Gaussian, Method::Min, Method::Max] {
         let out = downsample_whole(backend, method, &[4, 4], &[2, 2], TileData::F32(values.clone()));
         let TileData::F32(v) = out.data else { panic!() };
         assert!(v[0].is_nan(), "{method}: the window holding NaN gives NaN");
-        if method == Method::Mean {
+        if method != Method::Gaussian {
             assert_eq!(&v[1..], &[1.0, 1.0, 1.0]);
         }
     }
@@ -254,7 +344,7 @@ fn check_invariants(backend: &dyn Downsampler, case: &Case) -> Result<(), TestCa
         return Ok(());
     }
     let len = case.shape.iter().product::<u64>() as usize;
-    let input = random_data(case.dtype, len, case.seed);
+    let input = test_input(case.method, case.dtype, len, case.seed);
     let step = Step {
         method: case.method,
         factors: case.factors.clone(),
@@ -280,6 +370,16 @@ fn check_invariants(backend: &dyn Downsampler, case: &Case) -> Result<(), TestCa
         compare(&tiled, &whole.data, Tolerance::Exact).is_ok(),
         "tiling changed the result"
     );
+
+    // Selecting methods equal the literal definition exactly, on every dtype.
+    if case.method.selects_input_values() && case.method != Method::Nearest {
+        let expected = reference_step(case.method, &input, &case.shape, &case.factors);
+        prop_assert!(
+            compare(&whole.data, &expected, Tolerance::Exact).is_ok(),
+            "{} differs from its definition",
+            case.method
+        );
+    }
 
     let values = as_f64(&input);
     let outputs = as_f64(&whole.data);
@@ -338,6 +438,17 @@ fn check_invariants(backend: &dyn Downsampler, case: &Case) -> Result<(), TestCa
                 position[a] = support[a].0;
             }
         }
+        if case.method.selects_input_values() {
+            let window: Vec<f64> = common::window_offsets(case.method, &case.shape, &case.factors)[flat]
+                .iter()
+                .map(|&i| values[i])
+                .collect();
+            prop_assert!(
+                window.iter().any(|&x| x == y || (x.is_nan() && y.is_nan())),
+                "{} output {y} is not a value of its window {window:?}",
+                case.method
+            );
+        }
         // Within the window's range (plus float rounding of the result type).
         // 64-bit integers beyond 2^53 are only approximately held by the f64 blur.
         let slack = match case.dtype {
@@ -354,10 +465,10 @@ fn check_invariants(backend: &dyn Downsampler, case: &Case) -> Result<(), TestCa
     Ok(())
 }
 
-/// The mean (and gaussian) of a constant array is that constant, for every dtype.
+/// Every method but nearest gives a constant array's constant, for every dtype.
 fn constant_stays_constant(backend: &dyn Downsampler, _is_gpu: bool) {
     for dtype in DType::ALL {
-        for method in [Method::Mean, Method::Gaussian] {
+        for method in Method::ALL.into_iter().filter(|&m| m != Method::Nearest) {
             if !backend.supports(method, dtype) {
                 continue;
             }
@@ -422,7 +533,12 @@ on_every_backend!(
     golden_nearest,
     golden_mean,
     golden_gaussian,
+    golden_mode,
     reference_every_dtype,
+    mode_exact_for_64_bit_labels,
+    mode_ties_and_partial_windows,
+    mode_is_not_defined_on_floats,
+    min_max_nan_and_signed_zeros,
     mean_exact_for_64_bit_extremes,
     mean_rounds_half_to_even,
     nan_propagates,
@@ -430,7 +546,8 @@ on_every_backend!(
     property_invariants,
 );
 
-/// Integer nearest and mean are bit-identical between the CPU and the GPU (SPEC §2).
+/// Integer nearest, mean, mode, min and max are bit-identical between the CPU and the GPU
+/// (SPEC §2), on windows of factors 2 and 3, partial edges included.
 #[test]
 fn gpu_matches_cpu_bit_for_bit_on_integers() {
     let Some(gpu) = common::gpu_or_skip("gpu_matches_cpu_bit_for_bit_on_integers") else {
@@ -441,14 +558,14 @@ fn gpu_matches_cpu_bit_for_bit_on_integers() {
         .into_iter()
         .filter(|d| !d.is_float() && gpu.supports(Method::Mean, *d))
     {
-        for method in [Method::Nearest, Method::Mean] {
+        for method in [Method::Nearest, Method::Mean, Method::Mode, Method::Min, Method::Max] {
             for (shape, factors) in [
                 (&[33u64, 47][..], &[2u32, 2][..]),
                 (&[9, 17, 31], &[2, 2, 2]),
                 (&[3, 5, 12, 13], &[1, 3, 2, 3]),
             ] {
                 let len = shape.iter().product::<u64>() as usize;
-                let input = random_data(dtype, len, 7);
+                let input = test_input(method, dtype, len, 7);
                 let a = downsample_whole(cpu.as_ref(), method, shape, factors, input.clone());
                 let b = downsample_whole(gpu.as_ref(), method, shape, factors, input);
                 assert_eq!(a.data, b.data, "{method} {dtype} {shape:?}");

@@ -7,7 +7,7 @@ use ome_pyramid::backend::gpu::{Kernel, shader_source};
 
 #[test]
 fn every_kernel_validates_and_compiles_for_every_element_kind() {
-    for kernel in [Kernel::Nearest, Kernel::Mean, Kernel::GaussianPass] {
+    for kernel in Kernel::ALL {
         let source = shader_source(kernel);
         let module = naga::front::wgsl::parse_str(&source)
             .unwrap_or_else(|e| panic!("{kernel:?} does not parse:\n{}", e.emit_to_string(&source)));

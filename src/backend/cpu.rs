@@ -1,12 +1,15 @@
 //! The CPU backend: the SPEC §2 kernels in plain Rust, one file per method
-//! (`nearest.rs`, `mean.rs`, `gaussian.rs`, named like the shaders in `shaders/`).
+//! (`nearest.rs`, `mean.rs`, `gaussian.rs`, `mode.rs`, and `extremum.rs` for min and max,
+//! named like the shaders in `shaders/`).
 //!
 //! Each kernel works on one tile and is single-threaded for small tiles; the engine runs
 //! many tiles at once on all cores, and large tiles are split across threads with rayon.
 //! Every dtype of SPEC §5 is supported.
 
+mod extremum;
 mod gaussian;
 mod mean;
+mod mode;
 mod nearest;
 
 use crate::backend::{BackendError, BackendKind, Downsampler, Step};
@@ -65,6 +68,49 @@ pub(crate) fn first_input(stencil: &AxisStencil, o: usize) -> usize {
     }
 }
 
+/// The input window `(first, count)` of output `o` on an axis of a windowed method (mean,
+/// mode, min, max).
+#[inline]
+pub(crate) fn window_of(stencil: &AxisStencil, o: usize) -> (usize, usize) {
+    match stencil {
+        AxisStencil::Identity { offset } => (offset + o, 1),
+        AxisStencil::Pick { first } => (first[o], 1),
+        AxisStencil::Window { start, count } => (start[o], count[o]),
+        AxisStencil::Taps { .. } => unreachable!("windowed methods never build taps"),
+    }
+}
+
+/// The span `[lo, hi)` of the input row that the last-axis stencil reads.
+pub(crate) fn row_span(stencil: &AxisStencil, outputs: usize) -> (usize, usize) {
+    if outputs == 0 {
+        return (0, 0);
+    }
+    let (lo, _) = window_of(stencil, 0);
+    let (first, count) = window_of(stencil, outputs - 1);
+    (lo, first + count)
+}
+
+/// Fills `rows` with the source offset of every input row in the window of one output
+/// row (`outer`: its index on every axis but the last) and returns how many there are.
+pub(crate) fn window_rows(geometry: &StepGeometry, outer: &[usize], rows: &mut Vec<usize>) -> u64 {
+    rows.clear();
+    rows.push(0);
+    let mut outer_count = 1u64;
+    for (a, &o) in outer.iter().enumerate() {
+        let (first, count) = window_of(&geometry.stencils[a], o);
+        outer_count *= count as u64;
+        let stride = geometry.src_strides[a];
+        let previous = rows.len();
+        for r in 0..previous {
+            for k in 1..count {
+                rows.push(rows[r] + (first + k) * stride);
+            }
+            rows[r] += first * stride;
+        }
+    }
+    outer_count
+}
+
 /// Runs `kernel` on a typed source slice and wraps the result.
 fn run_typed<T: TileElement>(step: &Step, src: &Tile, dst: &Region) -> Vec<T> {
     let data = T::view(&src.data).expect("tile data matches its dtype");
@@ -73,6 +119,9 @@ fn run_typed<T: TileElement>(step: &Step, src: &Tile, dst: &Region) -> Vec<T> {
         Method::Nearest => nearest::nearest(data, &geometry),
         Method::Mean => mean::mean(data, &geometry),
         Method::Gaussian => gaussian::gaussian(data, &geometry),
+        Method::Mode => mode::mode(data, &geometry),
+        Method::Min => extremum::extremum(data, &geometry, T::lesser),
+        Method::Max => extremum::extremum(data, &geometry, T::greater),
     }
 }
 
@@ -85,11 +134,17 @@ impl Downsampler for CpuBackend {
         format!("cpu, {} threads", rayon::current_num_threads())
     }
 
-    fn supports(&self, _method: Method, _dtype: DType) -> bool {
-        true
+    fn supports(&self, method: Method, dtype: DType) -> bool {
+        method.accepts(dtype)
     }
 
     fn downsample(&self, step: &Step, src: &Tile, dst: &Region) -> Result<Tile, BackendError> {
+        if !step.method.accepts(src.data.dtype()) {
+            return Err(BackendError::UnsupportedDType {
+                backend: "cpu",
+                dtype: src.data.dtype(),
+            });
+        }
         let data = crate::dispatch_dtype!(src.data.dtype(), T => T::wrap(run_typed::<T>(step, src, dst)));
         Ok(Tile::new(dst.clone(), data))
     }

@@ -138,6 +138,17 @@ pub(super) fn prepare(builder: &PyramidBuilder) -> Result<Prepared, BuildError> 
         &builder.input,
         builder.layers.input.as_deref(),
     )?);
+    if !options.method.accepts(source.dtype()) {
+        return Err(BuildError::InvalidOption {
+            option: "method",
+            reason: format!(
+                "{} is defined for integer data (label images), and the input is {}; use nearest, min or max for {} data",
+                options.method,
+                source.dtype(),
+                source.dtype()
+            ),
+        });
+    }
     let ndim = source.shape().len();
     let element_size = source.dtype().size() as u64;
     check_chunk_fits(

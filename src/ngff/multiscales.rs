@@ -1,7 +1,7 @@
 //! The output's `multiscales` entry (SPEC §4), the same in v0.4 and v0.5: per axis, with
 //! cumulative factor `F(k)`, level-0 pixel size `s` and translation `t`, `scale = s·F(k)`;
 //! `translation = t + s·(F(k) − 1)/2` for methods that represent the window centre (mean,
-//! gaussian), `translation = t` for nearest.
+//! gaussian, mode, min, max), `translation = t` for nearest.
 
 use serde_json::json;
 
@@ -78,6 +78,11 @@ pub fn build_multiscale(spec: &MultiscalesSpec<'_>) -> Multiscale {
         "rounding": if spec.integer_dtype { "nearest, ties to even, clamped to the dtype range" } else { "none (float)" },
         "backend": spec.backend,
     });
+    if let Some(description) = selection_description(spec.method) {
+        metadata["edges"] = json!("partial windows at the far edge; only in-bounds voxels count");
+        metadata["rounding"] = json!("none: every value is a value of its window");
+        metadata["description"] = json!(description);
+    }
     if spec.method == Method::Gaussian {
         let sigma: Vec<Vec<f64>> = step_factors
             .iter()
@@ -109,6 +114,17 @@ pub fn build_multiscale(spec: &MultiscalesSpec<'_>) -> Multiscale {
         coordinate_transformations: spec.multiscale_transforms.map(<[_]>::to_vec),
         kind: Some(spec.method.name().into()),
         metadata: Some(metadata),
+    }
+}
+
+/// What `metadata.description` says of a method that selects a value of each window
+/// (mode, min, max); `None` for the others, whose metadata predates these methods.
+fn selection_description(method: Method) -> Option<&'static str> {
+    match method {
+        Method::Mode => Some("the most frequent value of each window, ties to the smallest value"),
+        Method::Min => Some("the smallest value of each window; NaN propagates"),
+        Method::Max => Some("the largest value of each window; NaN propagates"),
+        Method::Nearest | Method::Mean | Method::Gaussian => None,
     }
 }
 

@@ -89,6 +89,8 @@ pub fn tolerance(method: Method, dtype: DType, backend_is_gpu: bool) -> Toleranc
             }
         }
         (Method::Gaussian, true) => Tolerance::Relative(1e-5),
+        // Values of the window, selected: exact on every backend and dtype.
+        (Method::Mode | Method::Min | Method::Max, _) => Tolerance::Exact,
     }
 }
 
@@ -148,6 +150,23 @@ pub fn reference_f64(method: Method, input: &[f64], shape: &[u64], factors: &[u3
             data = blurred;
         }
     }
+    let out = window_offsets(method, shape, factors)
+        .iter()
+        .map(|offsets| offsets.iter().map(|&i| data[i]).sum::<f64>() / offsets.len() as f64)
+        .collect();
+    (out_shape, out)
+}
+
+/// The flat input offsets of every output's window (C order), as SPEC §2 defines windows:
+/// `[i·f, min((i+1)·f, n))` per axis, only the first voxel for nearest.
+pub fn window_offsets(method: Method, shape: &[u64], factors: &[u32]) -> Vec<Vec<usize>> {
+    let ndim = shape.len();
+    let strides = c_strides(shape);
+    let out_shape: Vec<u64> = shape
+        .iter()
+        .zip(factors)
+        .map(|(&n, &f)| n.div_ceil(u64::from(f)))
+        .collect();
     let total: u64 = out_shape.iter().product();
     let mut out = Vec::with_capacity(total as usize);
     for flat in 0..total {
@@ -169,13 +188,10 @@ pub fn reference_f64(method: Method, input: &[f64], shape: &[u64], factors: &[u3
                 (lo, hi)
             })
             .collect();
-        let mut sum = 0.0;
-        let mut count = 0u64;
+        let mut offsets = Vec::new();
         let mut position: Vec<u64> = windows.iter().map(|w| w.0).collect();
         'window: loop {
-            let offset: usize = position.iter().zip(&strides).map(|(&p, &s)| p as usize * s).sum();
-            sum += data[offset];
-            count += 1;
+            offsets.push(position.iter().zip(&strides).map(|(&p, &s)| p as usize * s).sum());
             let mut a = ndim;
             loop {
                 if a == 0 {
@@ -189,9 +205,70 @@ pub fn reference_f64(method: Method, input: &[f64], shape: &[u64], factors: &[u3
                 position[a] = windows[a].0;
             }
         }
-        out.push(sum / count as f64);
+        out.push(offsets);
     }
-    (out_shape, out)
+    out
+}
+
+/// SPEC §2's mode, min and max taken literally on typed values (exact for 64-bit integers):
+/// mode counts every distinct value of the window and takes the most frequent, the smallest
+/// on a tie; min and max give NaN if the window holds one, else the smallest / largest value,
+/// −0.0 where both zeros are.
+pub fn reference_select<T: Sample>(method: Method, input: &[T], shape: &[u64], factors: &[u32]) -> Vec<T> {
+    window_offsets(method, shape, factors)
+        .iter()
+        .map(|offsets| {
+            let window: Vec<T> = offsets.iter().map(|&i| input[i]).collect();
+            let is_nan = |v: T| v.to_f64().is_nan();
+            match method {
+                Method::Mode => {
+                    let mut counts: Vec<(T, usize)> = Vec::new();
+                    for &v in &window {
+                        match counts.iter_mut().find(|(w, _)| *w == v) {
+                            Some((_, n)) => *n += 1,
+                            None => counts.push((v, 1)),
+                        }
+                    }
+                    let most = counts.iter().map(|&(_, n)| n).max().unwrap();
+                    counts
+                        .iter()
+                        .filter(|&&(_, n)| n == most)
+                        .map(|&(v, _)| v)
+                        .reduce(|a, b| if b < a { b } else { a })
+                        .unwrap()
+                }
+                Method::Min | Method::Max => {
+                    if let Some(&nan) = window.iter().find(|&&v| is_nan(v)) {
+                        return nan;
+                    }
+                    let wanted_zero_negative = method == Method::Min;
+                    window
+                        .iter()
+                        .copied()
+                        .reduce(|a, b| {
+                            let b_wins = if method == Method::Min { b < a } else { b > a };
+                            let zero_tie = a == b && b.to_f64().is_sign_negative() == wanted_zero_negative;
+                            if b_wins || zero_tie { b } else { a }
+                        })
+                        .unwrap()
+                }
+                _ => panic!("{method} computes values; use reference_f64"),
+            }
+        })
+        .collect()
+}
+
+/// The literal reference of one step on typed data: [`reference_select`] for the methods
+/// that select a window value (exact on every dtype), else [`reference_f64`] rounded.
+pub fn reference_step(method: Method, input: &TileData, shape: &[u64], factors: &[u32]) -> TileData {
+    if method.selects_input_values() && method != Method::Nearest {
+        return ome_pyramid::dispatch_dtype!(input.dtype(), T => {
+            T::wrap(reference_select(method, T::view(input).unwrap(), shape, factors))
+        });
+    }
+    let values = as_f64(input);
+    let (_, reference) = reference_f64(method, &values, shape, factors);
+    round_to(input.dtype(), &reference, &values)
 }
 
 fn c_strides(shape: &[u64]) -> Vec<usize> {

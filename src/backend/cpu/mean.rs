@@ -6,29 +6,9 @@
 //! Per output row, the input rows of the window are first added element by element (a
 //! contiguous, vectorised pass), then neighbouring sums are combined along the last axis.
 
-use super::{StepGeometry, fill_rows};
+use super::{StepGeometry, fill_rows, row_span, window_of, window_rows};
 use crate::dtype::Sample;
 use crate::method::AxisStencil;
-
-/// The input window `(first, count)` of output `o` on an axis.
-fn window_of(stencil: &AxisStencil, o: usize) -> (usize, usize) {
-    match stencil {
-        AxisStencil::Identity { offset } => (offset + o, 1),
-        AxisStencil::Pick { first } => (first[o], 1),
-        AxisStencil::Window { start, count } => (start[o], count[o]),
-        AxisStencil::Taps { .. } => unreachable!("mean never builds taps"),
-    }
-}
-
-/// The span `[lo, hi)` of the input row the last-axis stencil reads.
-fn row_span(stencil: &AxisStencil, outputs: usize) -> (usize, usize) {
-    if outputs == 0 {
-        return (0, 0);
-    }
-    let (lo, _) = window_of(stencil, 0);
-    let (first, count) = window_of(stencil, outputs - 1);
-    (lo, first + count)
-}
 
 /// Mean on one tile.
 pub(crate) fn mean<T: Sample>(src: &[T], geometry: &StepGeometry) -> Vec<T> {
@@ -43,22 +23,7 @@ pub(crate) fn mean<T: Sample>(src: &[T], geometry: &StepGeometry) -> Vec<T> {
         &geometry.dst_shape,
         || (vec![T::Acc::default(); hi - lo], Vec::<usize>::new()),
         |(column_sums, rows), outer, out_row| {
-            // Offsets of every input row in the window of this output row.
-            rows.clear();
-            rows.push(0);
-            let mut outer_count = 1u64;
-            for (a, &o) in outer.iter().enumerate() {
-                let (first, count) = window_of(&geometry.stencils[a], o);
-                outer_count *= count as u64;
-                let stride = geometry.src_strides[a];
-                let previous = rows.len();
-                for r in 0..previous {
-                    for k in 1..count {
-                        rows.push(rows[r] + (first + k) * stride);
-                    }
-                    rows[r] += first * stride;
-                }
-            }
+            let outer_count = window_rows(geometry, outer, rows);
             // Column sums over the window's rows: contiguous adds.
             let (head, tail) = rows.split_first().expect("at least one row");
             for (sum, &v) in column_sums.iter_mut().zip(&src[head + lo..head + hi]) {

@@ -18,16 +18,22 @@ const COMMON: &str = include_str!("../../../shaders/common.wgsl");
 const NEAREST: &str = include_str!("../../../shaders/nearest.wgsl");
 const MEAN: &str = include_str!("../../../shaders/mean.wgsl");
 const GAUSSIAN: &str = include_str!("../../../shaders/gaussian.wgsl");
+const MODE: &str = include_str!("../../../shaders/mode.wgsl");
+const EXTREMUM: &str = include_str!("../../../shaders/extremum.wgsl");
+const WINDOWED_MAIN: &str = include_str!("../../../shaders/windowed_main.wgsl");
 
-/// The full WGSL source of a kernel (shared helpers + kernel).
+/// The full WGSL source of a kernel: the shared helpers, the kernel, and for the windowed
+/// kernels (all but gaussian, which has its own passes) their shared entry point.
 #[must_use]
 pub fn shader_source(kernel: Kernel) -> String {
     let body = match kernel {
         Kernel::Nearest => NEAREST,
         Kernel::Mean => MEAN,
-        Kernel::GaussianPass => GAUSSIAN,
+        Kernel::GaussianPass => return format!("{COMMON}\n{GAUSSIAN}"),
+        Kernel::Mode => MODE,
+        Kernel::Extremum => EXTREMUM,
     };
-    format!("{COMMON}\n{body}")
+    format!("{COMMON}\n{body}\n{WINDOWED_MAIN}")
 }
 
 /// Time spent in each phase of one program, measured on the host around device waits.
@@ -83,15 +89,11 @@ impl GpuContext {
                 Some(format!("{reason:?}: {message}"));
         });
         device.on_uncaptured_error(Arc::new(|e| tracing::error!("GPU error outside a task: {e}")));
-        let modules = [Kernel::Nearest, Kernel::Mean, Kernel::GaussianPass]
+        let modules = Kernel::ALL
             .into_iter()
             .map(|k| {
                 let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(match k {
-                        Kernel::Nearest => "nearest.wgsl",
-                        Kernel::Mean => "mean.wgsl",
-                        Kernel::GaussianPass => "gaussian.wgsl",
-                    }),
+                    label: Some(k.file_name()),
                     source: wgpu::ShaderSource::Wgsl(Cow::Owned(shader_source(k))),
                 });
                 (k, module)
@@ -382,15 +384,16 @@ impl GpuContext {
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = sender.send(r);
         });
-        self.wait(submission)?;
-        let computed = computed.unwrap_or_else(Instant::now);
-        times.compute = computed - uploaded;
-        receiver
-            .recv_timeout(self.poll_timeout)
-            .map_err(|_| BackendError::Gpu("the readback never completed".into()))?
-            .map_err(gpu_error)?;
-        self.check_alive()?;
-        let outputs = {
+        // The buffer is unmapped whatever happens next: one that stayed mapped after a failed
+        // program would make every later submission on this slot fail too.
+        let mapped = (|| {
+            self.wait(submission)?;
+            let computed = computed.unwrap_or_else(Instant::now);
+            receiver
+                .recv_timeout(self.poll_timeout)
+                .map_err(|_| BackendError::Gpu("the readback never completed".into()))?
+                .map_err(gpu_error)?;
+            self.check_alive()?;
             let view = slice.get_mapped_range().map_err(gpu_error)?;
             let dtype = job.source.dtype();
             let mut at = 0usize;
@@ -400,9 +403,11 @@ impl GpuContext {
                 outputs.push(unpack(dtype, &view[at..at + elements * dtype.size()], elements));
                 at += usize::try_from(bytes).expect("fits");
             }
-            outputs
-        };
+            Ok((computed, outputs))
+        })();
         readback.unmap();
+        let (computed, outputs) = mapped?;
+        times.compute = computed - uploaded;
         times.readback = computed.elapsed();
         Ok((outputs, times))
     }
@@ -455,7 +460,7 @@ impl GpuContext {
             entry(1, aux),
         ];
         match dispatch.kernel {
-            Kernel::Nearest | Kernel::Mean => {
+            Kernel::Nearest | Kernel::Mean | Kernel::Mode | Kernel::Extremum => {
                 entries.push(entry(2, slot_buffer(dispatch.input)));
                 entries.push(entry(3, slot_buffer(dispatch.output)));
             }

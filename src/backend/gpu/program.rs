@@ -23,6 +23,7 @@ const P_AXIS: usize = 21;
 const P_FIRST: usize = 22;
 const P_LAST: usize = 23;
 const P_OFFSET: usize = 24;
+const P_MAXIMUM: usize = 29;
 
 /// Which shader a dispatch runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -33,6 +34,44 @@ pub enum Kernel {
     Mean,
     /// `shaders/gaussian.wgsl`, one axis per dispatch
     GaussianPass,
+    /// `shaders/mode.wgsl`
+    Mode,
+    /// `shaders/extremum.wgsl`: min, or max where the parameter block says so
+    Extremum,
+}
+
+impl Kernel {
+    /// Every kernel, one shader module each.
+    pub const ALL: [Kernel; 5] = [
+        Kernel::Nearest,
+        Kernel::Mean,
+        Kernel::GaussianPass,
+        Kernel::Mode,
+        Kernel::Extremum,
+    ];
+
+    /// The shader's file name in `shaders/`.
+    #[must_use]
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Kernel::Nearest => "nearest.wgsl",
+            Kernel::Mean => "mean.wgsl",
+            Kernel::GaussianPass => "gaussian.wgsl",
+            Kernel::Mode => "mode.wgsl",
+            Kernel::Extremum => "extremum.wgsl",
+        }
+    }
+
+    /// The kernel of a windowed method (everything but gaussian, which runs in passes).
+    fn windowed(method: Method) -> Self {
+        match method {
+            Method::Nearest => Kernel::Nearest,
+            Method::Mean => Kernel::Mean,
+            Method::Mode => Kernel::Mode,
+            Method::Min | Method::Max => Kernel::Extremum,
+            Method::Gaussian => unreachable!("gaussian runs in passes"),
+        }
+    }
 }
 
 /// A buffer a dispatch reads or writes.
@@ -98,10 +137,13 @@ pub fn elem_code(dtype: DType) -> Option<u32> {
 }
 
 /// True if the GPU computes `method` on `dtype` within SPEC §2's agreement. Gaussian on
-/// 32-bit integers is not: `f32` arithmetic cannot keep values up to 2³² within ±1.
+/// 32-bit integers is not: `f32` arithmetic cannot keep values up to 2³² within ±1. Mode
+/// takes integer types only, as on the CPU.
 #[must_use]
 pub fn gpu_computes(method: Method, dtype: DType) -> bool {
-    elem_code(dtype).is_some() && !(method == Method::Gaussian && matches!(dtype, DType::U32 | DType::I32))
+    elem_code(dtype).is_some()
+        && method.accepts(dtype)
+        && !(method == Method::Gaussian && matches!(dtype, DType::U32 | DType::I32))
 }
 
 /// `values` right-aligned in five `u32`s after `fill`; `None` if a value exceeds `u32`.
@@ -184,7 +226,7 @@ pub fn build(dtype: DType, src_region: &Region, chain: &[(Step, Region)]) -> Opt
         let stencils = step.stencils(&src, dst);
         let dst_len = dst.num_elements();
         match step.method {
-            Method::Nearest | Method::Mean => {
+            Method::Nearest | Method::Mean | Method::Mode | Method::Min | Method::Max => {
                 let mut params = [0u32; PARAM_WORDS];
                 params[P_SRC_SHAPE..P_SRC_SHAPE + 5].copy_from_slice(&pad(&src.shape, 1)?);
                 params[P_SRC_STRIDE..P_SRC_STRIDE + 5].copy_from_slice(&pad(&strides(&src.shape), 0)?);
@@ -198,12 +240,9 @@ pub fn build(dtype: DType, src_region: &Region, chain: &[(Step, Region)]) -> Opt
                     };
                 }
                 params[P_DST_LEN] = to_u32(dst_len)?;
+                params[P_MAXIMUM] = u32::from(step.method == Method::Max);
                 dispatches.push(Dispatch {
-                    kernel: if step.method == Method::Nearest {
-                        Kernel::Nearest
-                    } else {
-                        Kernel::Mean
-                    },
+                    kernel: Kernel::windowed(step.method),
                     params,
                     input: Slot::Level(level),
                     output: Slot::Level(level + 1),
@@ -349,6 +388,23 @@ mod tests {
             )
             .is_none()
         );
+    }
+
+    #[test]
+    fn label_and_extremum_kernels_cover_the_32_bit_types() {
+        assert!(gpu_computes(Method::Mode, DType::I32));
+        assert!(!gpu_computes(Method::Mode, DType::F32), "mode takes integers only");
+        assert!(gpu_computes(Method::Max, DType::F32));
+        assert!(!gpu_computes(Method::Min, DType::U64), "WGSL has no 64-bit integers");
+        let s = step(Method::Max, &[2, 2], &[7, 9]);
+        let p = build(
+            DType::U16,
+            &Region::whole(&[7, 9]),
+            &[(s.clone(), Region::whole(&s.dst_shape()))],
+        )
+        .unwrap();
+        assert_eq!(p.dispatches[0].kernel, Kernel::Extremum);
+        assert_eq!(p.dispatches[0].params[P_MAXIMUM], 1, "max, not min");
     }
 
     #[test]

@@ -91,7 +91,9 @@ struct SynthArgs {
 #[derive(Args, Debug, Clone)]
 struct PyramidArgs {
     /// Downsampling method: nearest (first voxel of each window), mean (window average,
-    /// rounded half to even), gaussian (reflect-border blur with σ = f/3, then the mean).
+    /// rounded half to even), gaussian (reflect-border blur with σ = f/3, then the mean),
+    /// mode (most frequent value, ties to the smallest; integer label images), min, max
+    /// (smallest / largest value; max keeps thin bright structures visible).
     #[arg(long, default_value = "mean", value_parser = parse_method)]
     method: Method,
     /// Compute backend: auto (a hardware GPU if found, else CPU), gpu (any adapter,

@@ -1,0 +1,27 @@
+// mode (SPEC §2, label images): the most frequent value of each window, ties to the
+// smallest; integer element kinds only. The same as src/backend/cpu/mode.rs.
+//
+// Each voxel counts the voxels equal to it from itself onwards. At a value's first
+// occurrence that is its full count, and a later occurrence always counts fewer, so the
+// largest count (ties to the smallest `order_key`) is the mode.
+//
+// aux holds, per axis at params[P_STENCIL + a], pairs (first input, count) per output.
+
+// The element bits of output `e` (called by `packed_outputs` in common.wgsl).
+fn output_bits(e: u32) -> u32 {
+    let win = window_of(e);
+    var best = 0u;
+    var best_count = 0u;
+    for (var w = 0u; w < win.size; w = w + 1u) {
+        let v = window_voxel(win, w);
+        var count = 1u;
+        for (var u = w + 1u; u < win.size; u = u + 1u) {
+            count = count + select(0u, 1u, window_voxel(win, u) == v);
+        }
+        if (count > best_count || (count == best_count && order_key(v) < order_key(best))) {
+            best = v;
+            best_count = count;
+        }
+    }
+    return best;
+}
