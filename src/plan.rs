@@ -1,13 +1,16 @@
 //! Level shapes, per-axis factors and the stop rule (SPEC §3). Pure: no I/O.
 //!
 //! - Output shape of a step is `ceil(n / f)` on every axis.
-//! - `--factors auto` (the anisotropy rule): a space axis is halved when its size is above 1
-//!   and its current pixel size is at most 1.5× the smallest current pixel size among the
-//!   space axes that can still be reduced; other axes keep factor 1. (Axes of size 1 take
-//!   no part in the comparison: a flat axis with a tiny nominal pixel size would otherwise
-//!   stop every other axis from ever being reduced.)
-//! - Default level count: add levels until every space axis of the top level fits in one
-//!   output chunk, or no axis can be reduced further. `--levels N` asks for exactly `N`.
+//! - An axis is *still being reduced* while it is a space axis larger than its output chunk
+//!   (with `--levels N`: larger than one voxel). No level shrinks an axis that already fits
+//!   one chunk, and an axis held at factor 1 never keeps the pyramid going.
+//! - `--factors auto` (the anisotropy rule): an axis still being reduced is halved when its
+//!   current pixel size is at most 1.5× the smallest current pixel size among the axes still
+//!   being reduced; other axes keep factor 1. (Axes that are done take no part in the
+//!   comparison: a flat axis with a tiny nominal pixel size would otherwise stop every other
+//!   axis from ever being reduced.) Fixed factors apply to the axes still being reduced.
+//! - Default level count: add levels until no axis is reduced. `--levels N` asks for
+//!   exactly `N`, or says why it cannot be had.
 
 pub mod shards;
 
@@ -327,17 +330,17 @@ fn clip_chunks(chunks: &[u64], shape: &[u64]) -> Vec<u64> {
     chunks.iter().zip(shape).map(|(&c, &n)| c.min(n).max(1)).collect()
 }
 
-/// Step factors by the anisotropy rule for a level of `shape` with current `pixel` sizes.
-fn auto_factors(axes: &[Axis], shape: &[u64], pixel: &[f64]) -> Vec<u32> {
-    let reducible = |a: usize| axes[a].is_space() && shape[a] > 1;
-    let smallest = (0..axes.len())
-        .filter(|&a| reducible(a))
+/// Step factors by the anisotropy rule (SPEC §3): 2 on an axis still being reduced whose
+/// current pixel size is within 1.5× of the smallest among those axes, else 1.
+fn auto_factors(reduced: &[bool], pixel: &[f64]) -> Vec<u32> {
+    let smallest = (0..reduced.len())
+        .filter(|&a| reduced[a])
         .map(|a| pixel[a])
         .fold(f64::INFINITY, f64::min);
-    (0..axes.len())
+    (0..reduced.len())
         .map(|a| {
             let within = pixel[a] <= 1.5 * smallest * (1.0 + 1e-9);
-            if reducible(a) && within { 2 } else { 1 }
+            if reduced[a] && within { 2 } else { 1 }
         })
         .collect()
 }
@@ -398,24 +401,24 @@ pub fn plan_pyramid(request: &PlanRequest) -> Result<PyramidPlan, PlanError> {
         cumulative_factors: cumulative.clone(),
     }];
     loop {
-        if let Some(wanted) = request.levels {
-            if levels.len() == wanted {
-                break;
-            }
-        } else {
-            let fits = (0..ndim)
-                .filter(|&a| request.axes[a].is_space())
-                .all(|a| shape[a] <= request.chunks[a]);
-            if fits {
-                break;
-            }
+        if request.levels == Some(levels.len()) {
+            break;
         }
+        // The axes still being reduced (SPEC §3): space axes larger than their chunk, so no
+        // level shrinks an axis that already fits one; with an exact level count, any space
+        // axis longer than one voxel.
+        let reduced: Vec<bool> = (0..ndim)
+            .map(|a| {
+                let limit = if request.levels.is_some() { 1 } else { request.chunks[a] };
+                request.axes[a].is_space() && shape[a] > limit
+            })
+            .collect();
         let factors: Vec<u32> = match &request.factors {
-            FactorRule::Auto => auto_factors(&request.axes, &shape, &pixel),
+            FactorRule::Auto => auto_factors(&reduced, &pixel),
             FactorRule::Fixed(fixed) => fixed
                 .iter()
-                .zip(&shape)
-                .map(|(&f, &n)| if n > 1 { f } else { 1 })
+                .zip(&reduced)
+                .map(|(&f, &r)| if r { f } else { 1 })
                 .collect(),
         };
         if factors.iter().all(|&f| f == 1) {
@@ -481,6 +484,58 @@ mod tests {
         assert_eq!(factors[0], vec![1, 2, 2]);
         assert_eq!(factors[1], vec![1, 2, 2]);
         assert_eq!(factors[2], vec![2, 2, 2]);
+    }
+
+    #[test]
+    fn an_axis_fixed_at_one_never_keeps_the_pyramid_going() {
+        // 128×512×512, chunks 64×256×256, z=1: y and x fit one chunk after one step; z,
+        // which never will, does not make levels down to 128×1×1.
+        let mut r = request(&[128, 512, 512], &[64, 256, 256], &[1.0; 3]);
+        r.factors = FactorRule::Fixed(vec![1, 2, 2]);
+        let shapes: Vec<_> = plan_pyramid(&r)
+            .unwrap()
+            .levels
+            .iter()
+            .map(|l| l.shape.clone())
+            .collect();
+        assert_eq!(shapes, vec![vec![128, 512, 512], vec![128, 256, 256]]);
+    }
+
+    #[test]
+    fn a_deep_stack_is_reduced_along_z_alone() {
+        // y and x already fit one chunk: only z is reduced, and y and x keep their size.
+        let plan = plan_pyramid(&request(&[600, 60, 70], &[64, 64, 128], &[0.3, 0.145, 0.145])).unwrap();
+        let shapes: Vec<_> = plan.levels.iter().map(|l| l.shape.clone()).collect();
+        assert_eq!(
+            shapes,
+            vec![
+                vec![600, 60, 70],
+                vec![300, 60, 70],
+                vec![150, 60, 70],
+                vec![75, 60, 70],
+                vec![38, 60, 70]
+            ]
+        );
+    }
+
+    #[test]
+    fn a_lattice_stack_never_gets_one_voxel_axes() {
+        // t×c×z×y×x = 2×3×501×11×13 in chunks 1×1×64×64×64: y and x fit from the start.
+        let mut r = request(&[2, 3, 501, 11, 13], &[1, 1, 64, 64, 64], &[1.0, 1.0, 0.4, 0.1, 0.1]);
+        r.axes = parse_axes("tczyx").unwrap();
+        let plan = plan_pyramid(&r).unwrap();
+        let top = &plan.levels.last().unwrap().shape;
+        assert_eq!(top, &vec![2, 3, 63, 11, 13]);
+        assert!(plan.levels.iter().all(|l| l.shape[3..] == [11, 13]));
+    }
+
+    #[test]
+    fn an_exact_level_count_still_reduces_past_one_chunk() {
+        let mut r = request(&[128, 512, 512], &[64, 256, 256], &[1.0; 3]);
+        r.factors = FactorRule::Fixed(vec![1, 2, 2]);
+        r.levels = Some(4);
+        let plan = plan_pyramid(&r).unwrap();
+        assert_eq!(plan.levels[3].shape, vec![128, 64, 64]);
     }
 
     #[test]

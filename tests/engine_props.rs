@@ -104,21 +104,28 @@ fn check(case: &EngineCase) -> Result<(), TestCaseError> {
             ..options.clone()
         })
         .build();
-    let report = match result {
-        Ok(report) => report,
+    let (report, exact_levels) = match result {
+        Ok(report) => (report, true),
         // Asking for more levels than the shape allows is refused, with a reason.
-        Err(ome_pyramid::BuildError::Plan(ome_pyramid::PlanError::TooManyLevels { .. })) => {
-            PyramidBuilder::new(&input, &output).options(options).build().unwrap()
-        }
+        Err(ome_pyramid::BuildError::Plan(ome_pyramid::PlanError::TooManyLevels { .. })) => (
+            PyramidBuilder::new(&input, &output).options(options).build().unwrap(),
+            false,
+        ),
         Err(e) => return Err(TestCaseError::fail(format!("{e}"))),
     };
     let mut shape = case.shape.clone();
     for (k, level) in report.levels.iter().enumerate() {
         prop_assert_eq!(&level.shape, &shape, "level {} shape", k);
+        // SPEC §3: an axis is reduced while it is longer than one voxel (an exact level
+        // count) or than its output chunk (the default stop rule).
         let factors: Vec<u32> = shape
             .iter()
             .zip(&case.factors)
-            .map(|(&n, &f)| if n > 1 { f } else { 1 })
+            .zip(&case.output_chunks)
+            .map(|((&n, &f), &c)| {
+                let limit = if exact_levels { 1 } else { c };
+                if n > limit { f } else { 1 }
+            })
             .collect();
         shape = shape
             .iter()

@@ -632,7 +632,8 @@ fn resume_mismatches_name_the_option_and_its_values() {
         (&["--levels", "2"], "levels was 3, now 2"),
         (
             &["--factors", "z=2,y=4,x=4"],
-            "factors was [[2,2,2],[2,2,2]], now [[2,4,4],[2,4,4]]",
+            // Level 1 is 48×128×128: y and x fit their chunk, so only z goes on.
+            "factors was [[2,2,2],[2,2,2]], now [[2,4,4],[2,1,1]]",
         ),
         (&["--scale", "z=2"], "scale was [1.0,1.0,1.0], now [2.0,1.0,1.0]"),
     ];

@@ -100,7 +100,8 @@ struct PyramidArgs {
     /// software ones included; error if none), cpu.
     #[arg(long, default_value = "auto", value_parser = parse_backend)]
     backend: BackendChoice,
-    /// Total number of levels including level 0 [default: until the top level fits in one chunk].
+    /// Total number of levels including level 0 [default: until every space axis fits its
+    /// chunk; an axis that fits, or is held at factor 1, is not reduced further].
     #[arg(long)]
     levels: Option<usize>,
     /// Per-axis factor of every step, e.g. z=1,y=2,x=2; `auto` halves the space axes whose
