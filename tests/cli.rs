@@ -967,3 +967,26 @@ on_every_backend!(
     results_do_not_depend_on_chunks_memory_or_threads,
     ngff_05_outputs_equal_04_outputs,
 );
+
+/// `--factors xy` halves y and x only: every level keeps every z plane (for viewers that
+/// index all levels with the level-0 z), and the pyramid ends when y and x fit their chunk.
+#[test]
+fn factors_xy_keeps_every_z_plane() {
+    let dir = TempDir::new().unwrap();
+    let input = synthetic_input(
+        dir.path(),
+        "in.zarr",
+        &spec(&[12, 70, 90], &[4, 16, 16], DType::U16, ArrayFormat::V2, Codec::Zstd(1)),
+    );
+    let output = dir.path().join("out.ome.zarr");
+    build(&[input.to_str().unwrap(), output.to_str().unwrap(), "--factors", "xy"]);
+    let ms = multiscale(&output);
+    let shapes: Vec<Vec<u64>> = (0..ms["datasets"].as_array().unwrap().len())
+        .map(|k| level(&output, k).0)
+        .collect();
+    assert_eq!(
+        shapes,
+        vec![vec![12, 70, 90], vec![12, 35, 45], vec![12, 18, 23], vec![12, 9, 12]]
+    );
+    assert_eq!(ms["metadata"]["factors"], json!([[1, 2, 2], [1, 2, 2], [1, 2, 2]]));
+}

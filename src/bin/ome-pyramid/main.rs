@@ -105,7 +105,9 @@ struct PyramidArgs {
     #[arg(long)]
     levels: Option<usize>,
     /// Per-axis factor of every step, e.g. z=1,y=2,x=2; `auto` halves the space axes whose
-    /// pixel size is within 1.5× of the finest.
+    /// pixel size is within 1.5× of the finest; `xy` halves y and x only and keeps z, which
+    /// viewers that index every level with the level-0 z need (vizarr, viv); neuroglancer
+    /// and napari read 3-D pyramids, which `auto` makes.
     #[arg(long, default_value = "auto", value_parser = parse_factors)]
     factors: FactorsArg,
     /// Output chunk shape, e.g. 64,256,256 (clipped to each level) [default: the input's].
@@ -253,6 +255,9 @@ fn parse_named<V: std::str::FromStr>(s: &str, what: &str, example: &str) -> Resu
 fn parse_factors(s: &str) -> Result<FactorsArg, String> {
     if s.eq_ignore_ascii_case("auto") {
         return Ok(FactorsArg::Auto);
+    }
+    if s.eq_ignore_ascii_case("xy") {
+        return Ok(FactorsArg::Named(vec![("y".into(), 2), ("x".into(), 2)]));
     }
     let named: Vec<(String, u32)> = parse_named(s, "factor", "z=1,y=2,x=2")?;
     if let Some((name, _)) = named.iter().find(|(_, f)| *f == 0) {
