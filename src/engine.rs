@@ -17,6 +17,7 @@
 //!
 //! - `options`, `report`, `error`, `builder`: the library's facade, re-exported here.
 //! - `prepare`: the decisions made before any output is written.
+//! - `display`: the `omero` block of an output whose input has none.
 //! - `output`: output safety (where OUTPUT may be, `--overwrite`, the check before metadata).
 //! - `pass`: one pass, its tiles and blocks; `blocks`: running them, each block the only
 //!   writer of its files; `tile`: the work of one tile.
@@ -24,6 +25,7 @@
 
 mod blocks;
 mod builder;
+mod display;
 mod error;
 mod options;
 mod output;
@@ -173,8 +175,21 @@ fn run_build(builder: &PyramidBuilder, threads: usize) -> Result<BuildReport, Bu
         backend: &backend_description,
         multiscale_transforms: prepared.source.image().multiscale_transforms.as_deref(),
     };
-    let omero = prepared.source.image().omero.as_ref();
-    sink.write_attributes(&ngff::group_attributes(builder.options.ngff_version, &spec, omero))?;
+    // The input's display settings carry over; an image without any gets measured ones.
+    let omero = match &prepared.source.image().omero {
+        Some(omero) => omero.clone(),
+        None => crate::dispatch_dtype!(dtype, T => display::measured_omero::<T>(
+            sink.as_ref(),
+            &prepared.plan,
+            &prepared.axes,
+            builder.options.memory_bytes,
+        )?),
+    };
+    sink.write_attributes(&ngff::group_attributes(
+        builder.options.ngff_version,
+        &spec,
+        Some(&omero),
+    ))?;
     // The metadata is in place: the journal, the record and the lock are no longer needed.
     journal.finish(output);
     drop(lock);

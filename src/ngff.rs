@@ -6,10 +6,12 @@
 //! - [`read`] and [`validate`]: reading an input's `multiscales` and `omero`, refusing what
 //!   is invalid.
 //! - [`multiscales`]: the output's `multiscales` entry, scale and translation per level.
+//! - [`omero`]: the display block written for images that have none.
 //! - [`v04`] and [`v05`]: where each version keeps the image metadata.
 //! - [`units`]: the unit names OME-NGFF lists.
 
 pub mod multiscales;
+pub mod omero;
 pub mod read;
 pub mod types;
 pub mod units;

@@ -990,3 +990,57 @@ fn factors_xy_keeps_every_z_plane() {
     );
     assert_eq!(ms["metadata"]["factors"], json!([[1, 2, 2], [1, 2, 2], [1, 2, 2]]));
 }
+
+/// An image without display settings gets an `omero` block measured on its top level: per
+/// channel a label, a colour (white alone, distinct ones for several), and a window whose
+/// start and end are the 0.1% and 99.9% values (nearest rank), so viewers open it visible.
+#[test]
+fn outputs_without_display_settings_get_measured_windows() {
+    let dir = TempDir::new().unwrap();
+    for (name, shape, chunks, axes) in [
+        ("zyx", &[20u64, 40, 50][..], &[8u64, 16, 16][..], "zyx"),
+        ("czyx", &[3, 10, 40, 50], &[1, 8, 16, 16], "czyx"),
+    ] {
+        let input = synthetic_input(
+            dir.path(),
+            &format!("{name}.zarr"),
+            &spec(shape, chunks, DType::U16, ArrayFormat::V2, Codec::Zstd(1)),
+        );
+        let output = dir.path().join(format!("{name}.ome.zarr"));
+        build(&[input.to_str().unwrap(), output.to_str().unwrap(), "--axes", axes]);
+        let attributes = attrs(&output);
+        assert_valid_ngff(&output);
+        let omero = &attributes["omero"];
+        let channels = omero["channels"].as_array().unwrap();
+        let top = multiscale(&output)["datasets"].as_array().unwrap().len() - 1;
+        let (top_shape, data) = level(&output, top);
+        let values = as_f64(&data);
+        let count = if axes.starts_with('c') { shape[0] as usize } else { 1 };
+        assert_eq!(channels.len(), count, "{omero}");
+        let per_channel = values.len() / count;
+        assert_eq!(
+            top_shape[0] as usize,
+            if count == 1 { top_shape[0] as usize } else { count }
+        );
+        for (c, channel) in channels.iter().enumerate() {
+            let mut mine: Vec<f64> = values[c * per_channel..(c + 1) * per_channel].to_vec();
+            mine.sort_by(f64::total_cmp);
+            let rank = |p: f64| mine[(p * (mine.len() - 1) as f64).round() as usize];
+            let window = &channel["window"];
+            assert_eq!(window["min"], json!(mine[0]), "{name} channel {c}");
+            assert_eq!(window["max"], json!(mine[mine.len() - 1]));
+            assert_eq!(window["start"], json!(rank(0.001)));
+            assert_eq!(window["end"], json!(rank(0.999)));
+            assert!(rank(0.999) > rank(0.001), "the window shows contrast");
+            assert_eq!(channel["label"], format!("channel_{c}"));
+        }
+        let colors: Vec<&str> = channels.iter().map(|c| c["color"].as_str().unwrap()).collect();
+        if count == 1 {
+            assert_eq!(colors, ["FFFFFF"]);
+        } else {
+            assert_eq!(colors, ["00FF00", "FF00FF", "00FFFF"]);
+        }
+        let z = shape[shape.len() - 3];
+        assert_eq!(omero["rdefs"]["defaultZ"], json!(z / 2));
+    }
+}

@@ -159,7 +159,9 @@ pub(super) fn prepare(builder: &PyramidBuilder) -> Result<Prepared, BuildError> 
         options.memory_bytes,
     )?;
     if let Some(reason) = &source.image().omero_dropped {
-        tracing::warn!("the input's `omero` block is not valid OME-NGFF ({reason}); it is not copied to the output");
+        tracing::warn!(
+            "the input's `omero` block is not valid OME-NGFF ({reason}); it is not copied; the output gets display windows measured from the data"
+        );
     }
 
     // Axes: the input's OME axes, or --axes, or the default for the dimensionality.
