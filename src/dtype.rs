@@ -111,6 +111,12 @@ impl DType {
         }
     }
 
+    /// Bytes of an array of this type with `shape`; `None` if that overflows 64 bits.
+    #[must_use]
+    pub fn bytes_of(self, shape: &[u64]) -> Option<u64> {
+        shape.iter().try_fold(self.size() as u64, |n, &d| n.checked_mul(d))
+    }
+
     /// True for `float32` and `float64`.
     #[must_use]
     pub fn is_float(self) -> bool {

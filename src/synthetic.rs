@@ -89,7 +89,7 @@ fn check_sizes(path: &Path, spec: &ArraySpec) -> Result<(), StoreError> {
         _ => ("chunk shape", &spec.chunks),
     };
     for (what, dims) in [("shape", &spec.shape), unit] {
-        let bytes = dims.iter().try_fold(spec.dtype.size() as u64, |n, &d| n.checked_mul(d));
+        let bytes = spec.dtype.bytes_of(dims);
         if bytes.is_none_or(|b| usize::try_from(b).is_err()) {
             return Err(StoreError::TooLarge {
                 path: path.to_path_buf(),

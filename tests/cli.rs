@@ -1018,10 +1018,9 @@ fn outputs_without_display_settings_get_measured_windows() {
         let count = if axes.starts_with('c') { shape[0] as usize } else { 1 };
         assert_eq!(channels.len(), count, "{omero}");
         let per_channel = values.len() / count;
-        assert_eq!(
-            top_shape[0] as usize,
-            if count == 1 { top_shape[0] as usize } else { count }
-        );
+        if count > 1 {
+            assert_eq!(top_shape[0], count as u64, "channels are never reduced");
+        }
         for (c, channel) in channels.iter().enumerate() {
             let mut mine: Vec<f64> = values[c * per_channel..(c + 1) * per_channel].to_vec();
             mine.sort_by(f64::total_cmp);

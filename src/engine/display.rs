@@ -30,10 +30,7 @@ pub(super) fn measured_omero<T: StoreElement>(
     let z_planes = axes.iter().position(|a| a.name == "z").map(|z| level0[z]);
     let top = plan.len() - 1;
     let shape = &plan.levels[top].shape;
-    let bytes = shape
-        .iter()
-        .try_fold(T::DTYPE.size() as u64, |n, &s| n.checked_mul(s))
-        .unwrap_or(u64::MAX);
+    let bytes = T::DTYPE.bytes_of(shape).unwrap_or(u64::MAX);
     if bytes > memory_bytes / 4 {
         tracing::warn!(
             "the top level ({bytes} bytes) is too large to measure within --memory; the display windows span the whole {} range",

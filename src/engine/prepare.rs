@@ -26,13 +26,10 @@ fn check_chunk_fits(
     option: &'static str,
     what: &str,
     chunk: &[u64],
-    element_size: u64,
+    dtype: DType,
     memory_bytes: u64,
 ) -> Result<(), BuildError> {
-    let bytes = chunk
-        .iter()
-        .try_fold(element_size, |n, &c| n.checked_mul(c))
-        .unwrap_or(u64::MAX);
+    let bytes = dtype.bytes_of(chunk).unwrap_or(u64::MAX);
     if bytes > memory_bytes / 2 {
         let needed = bytes.saturating_mul(2);
         return Err(BuildError::InvalidOption {
@@ -155,7 +152,7 @@ pub(super) fn prepare(builder: &PyramidBuilder) -> Result<Prepared, BuildError> 
         "memory",
         "a chunk of the input",
         source.chunk_shape(),
-        element_size,
+        source.dtype(),
         options.memory_bytes,
     )?;
     if let Some(reason) = &source.image().omero_dropped {
@@ -230,7 +227,7 @@ pub(super) fn prepare(builder: &PyramidBuilder) -> Result<Prepared, BuildError> 
                 "chunks",
                 "one output chunk",
                 &clipped,
-                element_size,
+                source.dtype(),
                 options.memory_bytes,
             )?;
             chunks.clone()

@@ -98,7 +98,7 @@ impl ZarrSource {
             .flatten()
             .unwrap_or_else(|| shape.clone());
         for (what, dims) in [("shape", &shape), ("chunk shape", &chunk_shape)] {
-            let bytes = dims.iter().try_fold(dtype.size() as u64, |n, &d| n.checked_mul(d));
+            let bytes = dtype.bytes_of(dims);
             if bytes.is_none_or(|b| usize::try_from(b).is_err()) {
                 return Err(StoreError::TooLarge {
                     path: array_dir,
