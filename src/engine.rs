@@ -17,7 +17,8 @@
 //!
 //! - `options`, `report`, `error`, `builder`: the library's facade, re-exported here.
 //! - `prepare`: the decisions made before any output is written.
-//! - `display`: the `omero` block of an output whose input has none.
+//! - `display`: the `omero` block of an output whose input has none, and a label image's
+//!   default colours.
 //! - `output`: output safety (where OUTPUT may be, `--overwrite`, the check before metadata).
 //! - `pass`: one pass, its tiles and blocks; `blocks`: running them, each block the only
 //!   writer of its files; `tile`: the work of one tile.
@@ -42,6 +43,7 @@ use tracing::info;
 pub use builder::{PyramidBuilder, StoreLayers};
 pub use error::BuildError;
 pub use options::BuildOptions;
+pub(crate) use options::LabelTarget;
 pub use report::{BuildReport, LevelReport, NoProgress, Progress, StageSeconds, peak_rss_bytes};
 
 use crate::journal::{self, Journal, OutputLock};
@@ -175,21 +177,35 @@ fn run_build(builder: &PyramidBuilder, threads: usize) -> Result<BuildReport, Bu
         backend: &backend_description,
         multiscale_transforms: prepared.source.image().multiscale_transforms.as_deref(),
     };
-    // The input's display settings carry over; an image without any gets measured ones.
-    let omero = match &prepared.source.image().omero {
-        Some(omero) => omero.clone(),
-        None => crate::dispatch_dtype!(dtype, T => display::measured_omero::<T>(
-            sink.as_ref(),
-            &prepared.plan,
-            &prepared.axes,
-            builder.options.memory_bytes,
-        )?),
+    let attributes = match &builder.label {
+        Some(target) => {
+            // A label image: its `image-label` block, with default colours for the values
+            // of the top level unless colours were given; no display settings.
+            let mut block = target.image_label.clone();
+            if block.get("colors").is_none() {
+                block["colors"] = crate::dispatch_dtype!(dtype, T => display::measured_label_colors::<T>(
+                    sink.as_ref(),
+                    &prepared.plan,
+                    builder.options.memory_bytes,
+                )?);
+            }
+            ngff::group_attributes(builder.options.ngff_version, &spec, None, Some(&block))
+        }
+        None => {
+            // The input's display settings carry over; an image without any gets measured ones.
+            let omero = match &prepared.source.image().omero {
+                Some(omero) => omero.clone(),
+                None => crate::dispatch_dtype!(dtype, T => display::measured_omero::<T>(
+                    sink.as_ref(),
+                    &prepared.plan,
+                    &prepared.axes,
+                    builder.options.memory_bytes,
+                )?),
+            };
+            ngff::group_attributes(builder.options.ngff_version, &spec, Some(&omero), None)
+        }
     };
-    sink.write_attributes(&ngff::group_attributes(
-        builder.options.ngff_version,
-        &spec,
-        Some(&omero),
-    ))?;
+    sink.write_attributes(&attributes)?;
     // The metadata is in place: the journal, the record and the lock are no longer needed.
     journal.finish(output);
     drop(lock);

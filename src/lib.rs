@@ -22,6 +22,7 @@
 //!   in an OME-NGFF layout;
 //! - [`backend`] holds the [`Downsampler`] trait and the CPU and GPU kernels;
 //! - [`engine`] is the only module that joins the store and the backends;
+//! - [`labels`] adds label images to an image, with the image's own levels;
 //! - [`journal`] keeps the lock, the build record and the task journal that make builds
 //!   safe to interrupt and resume.
 //!
@@ -33,6 +34,7 @@ pub(crate) mod digest;
 pub mod dtype;
 pub mod engine;
 pub mod journal;
+pub mod labels;
 pub mod method;
 pub mod ngff;
 pub mod plan;
@@ -44,6 +46,7 @@ pub mod units;
 pub use backend::{BackendChoice, BackendError, BackendKind, Downsampler, Step};
 pub use dtype::DType;
 pub use engine::{BuildError, BuildOptions, BuildReport, NoProgress, Progress, PyramidBuilder};
+pub use labels::LabelsBuilder;
 pub use method::Method;
 pub use plan::{Axis, AxisKind, FactorRule, PlanError, PyramidPlan};
 pub use store::{Compression, StoreError};

@@ -7,9 +7,11 @@
 //!   is invalid.
 //! - [`multiscales`]: the output's `multiscales` entry, scale and translation per level.
 //! - [`omero`]: the display block written for images that have none.
+//! - [`label`]: the `image-label` block of label images and the `labels` group's list.
 //! - [`v04`] and [`v05`]: where each version keeps the image metadata.
 //! - [`units`]: the unit names OME-NGFF lists.
 
+pub mod label;
 pub mod multiscales;
 pub mod omero;
 pub mod read;
@@ -37,13 +39,30 @@ pub fn read_input_image(attributes: &Map<String, Value>) -> Result<Option<InputI
 }
 
 /// The group attributes of an output image: `.zattrs` of v0.4, or the attributes of the
-/// group's `zarr.json` in v0.5.
+/// group's `zarr.json` in v0.5. A label image has an `image-label` block (see
+/// [`label::image_label`]) and usually no `omero`.
 #[must_use]
-pub fn group_attributes(version: NgffVersion, spec: &MultiscalesSpec<'_>, omero: Option<&Value>) -> Value {
-    match version {
+pub fn group_attributes(
+    version: NgffVersion,
+    spec: &MultiscalesSpec<'_>,
+    omero: Option<&Value>,
+    image_label: Option<&Value>,
+) -> Value {
+    let mut attributes = match version {
         NgffVersion::V04 => v04::group_attributes(spec, omero),
         NgffVersion::V05 => v05::group_attributes(spec, omero),
+    };
+    if let Some(block) = image_label {
+        let block = label::versioned_image_label(version, block);
+        let root = match version {
+            NgffVersion::V04 => Some(&mut attributes),
+            NgffVersion::V05 => attributes.get_mut("ome"),
+        };
+        if let Some(Value::Object(root)) = root {
+            root.insert("image-label".into(), block);
+        }
     }
+    attributes
 }
 
 #[cfg(test)]

@@ -252,6 +252,10 @@ pub enum FactorRule {
     /// The same factor per axis at every step (1 on non-space axes). An axis that has
     /// reached size 1 is no longer reduced.
     Fixed(Vec<u32>),
+    /// Exactly these factors, one list per step, whatever the stop rule says: the geometry
+    /// of another pyramid (a label image follows its image's levels). The level count is
+    /// one more than the number of steps.
+    PerStep(Vec<Vec<u32>>),
 }
 
 /// What a pyramid should look like.
@@ -365,7 +369,12 @@ pub fn plan_pyramid(request: &PlanRequest) -> Result<PyramidPlan, PlanError> {
             });
         }
     }
-    if let FactorRule::Fixed(factors) = &request.factors {
+    let given: &[Vec<u32>] = match &request.factors {
+        FactorRule::Auto => &[],
+        FactorRule::Fixed(factors) => std::slice::from_ref(factors),
+        FactorRule::PerStep(steps) => steps,
+    };
+    for factors in given {
         for (axis, &f) in request.axes.iter().zip(factors) {
             if f == 0 {
                 return Err(PlanError::InvalidFactor {
@@ -391,18 +400,35 @@ pub fn plan_pyramid(request: &PlanRequest) -> Result<PyramidPlan, PlanError> {
         }
     }
 
+    if let FactorRule::PerStep(steps) = &request.factors
+        && request.levels.is_some_and(|n| n != steps.len() + 1)
+    {
+        return Err(PlanError::TooManyLevels {
+            requested: request.levels.unwrap_or_default(),
+            possible: steps.len() + 1,
+            reason: "the levels are those of the given steps".into(),
+        });
+    }
     let mut shape = request.shape.clone();
     let mut pixel = request.pixel_size.clone();
-    let mut cumulative = vec![1u64; ndim];
     let mut levels = vec![LevelPlan {
         shape: shape.clone(),
         chunks: clip_chunks(&request.chunks, &shape),
         step_factors: vec![1; ndim],
-        cumulative_factors: cumulative.clone(),
+        cumulative_factors: vec![1; ndim],
     }];
     loop {
         if request.levels == Some(levels.len()) {
             break;
+        }
+        if let FactorRule::PerStep(steps) = &request.factors {
+            match steps.get(levels.len() - 1) {
+                Some(factors) => {
+                    push_level(&mut levels, &request.chunks, factors.clone());
+                    continue;
+                }
+                None => break,
+            }
         }
         // The axes still being reduced (SPEC §3): space axes larger than their chunk, so no
         // level shrinks an axis that already fits one; with an exact level count, any space
@@ -420,6 +446,7 @@ pub fn plan_pyramid(request: &PlanRequest) -> Result<PyramidPlan, PlanError> {
                 .zip(&reduced)
                 .map(|(&f, &r)| if r { f } else { 1 })
                 .collect(),
+            FactorRule::PerStep(_) => unreachable!("per-step factors are taken above"),
         };
         if factors.iter().all(|&f| f == 1) {
             if let Some(wanted) = request.levels {
@@ -436,19 +463,35 @@ pub fn plan_pyramid(request: &PlanRequest) -> Result<PyramidPlan, PlanError> {
             break;
         }
         for a in 0..ndim {
-            let f = u64::from(factors[a]);
-            shape[a] = shape[a].div_ceil(f);
             pixel[a] *= f64::from(factors[a]);
-            cumulative[a] *= f;
         }
-        levels.push(LevelPlan {
-            shape: shape.clone(),
-            chunks: clip_chunks(&request.chunks, &shape),
-            step_factors: factors,
-            cumulative_factors: cumulative.clone(),
-        });
+        push_level(&mut levels, &request.chunks, factors);
+        shape.clone_from(&levels.last().expect("level 0 is there").shape);
     }
     Ok(PyramidPlan { levels })
+}
+
+/// Appends the level one step of `factors` makes from the last level.
+fn push_level(levels: &mut Vec<LevelPlan>, chunks: &[u64], factors: Vec<u32>) {
+    let last = levels.last().expect("level 0 is there");
+    let shape: Vec<u64> = last
+        .shape
+        .iter()
+        .zip(&factors)
+        .map(|(&n, &f)| n.div_ceil(u64::from(f)))
+        .collect();
+    let cumulative_factors = last
+        .cumulative_factors
+        .iter()
+        .zip(&factors)
+        .map(|(&c, &f)| c * u64::from(f))
+        .collect();
+    levels.push(LevelPlan {
+        chunks: clip_chunks(chunks, &shape),
+        shape,
+        step_factors: factors,
+        cumulative_factors,
+    });
 }
 
 #[cfg(test)]
@@ -499,6 +542,24 @@ mod tests {
             .map(|l| l.shape.clone())
             .collect();
         assert_eq!(shapes, vec![vec![128, 512, 512], vec![128, 256, 256]]);
+    }
+
+    #[test]
+    fn per_step_factors_are_taken_as_given() {
+        // Another pyramid's steps, past where the stop rule would end (y fits its chunk).
+        let mut r = request(&[9, 40, 30], &[8, 64, 64], &[1.0; 3]);
+        r.factors = FactorRule::PerStep(vec![vec![1, 2, 2], vec![3, 1, 2]]);
+        let plan = plan_pyramid(&r).unwrap();
+        let shapes: Vec<_> = plan.levels.iter().map(|l| l.shape.clone()).collect();
+        assert_eq!(shapes, vec![vec![9, 40, 30], vec![9, 20, 15], vec![3, 20, 8]]);
+        assert_eq!(plan.levels[2].cumulative_factors, vec![3, 2, 4]);
+        r.levels = Some(3);
+        assert_eq!(plan_pyramid(&r).unwrap(), plan);
+        r.levels = Some(2);
+        assert!(plan_pyramid(&r).is_err(), "the level count is that of the steps");
+        r.levels = None;
+        r.factors = FactorRule::PerStep(vec![vec![1, 2, 2], vec![1, 1, 1]]);
+        assert!(plan_pyramid(&r).is_err(), "a step that reduces nothing is refused");
     }
 
     #[test]

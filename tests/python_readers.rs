@@ -93,6 +93,68 @@ fn zarr_python_scipy_and_ome_zarr_agree_with_the_output() {
     }
 }
 
+/// ome-zarr-py's reader (the one napari-ome-zarr uses) finds label images that `labels`
+/// added, in 0.4 and 0.5, with the image's levels and their colours
+/// (`scripts/read_labels.py`).
+#[test]
+fn ome_zarr_py_finds_the_label_images() {
+    if !python_ready() {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let input = dir.path().join("in.zarr");
+    common::u16_input(&input, &[2, 12, 70, 66], &[1, 6, 32, 32], 5);
+    // Labels without the channel axis, as segmentations of multi-channel images are.
+    let seg = dir.path().join("seg.zarr");
+    let spec = ArraySpec {
+        shape: vec![12, 70, 66],
+        chunks: vec![6, 32, 32],
+        dtype: DType::U16,
+        format: ArrayFormat::V2,
+        codec: Codec::Zstd(1),
+    };
+    synthetic::write_synthetic(&seg, &spec, 8).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/read_labels.py");
+    for version in ["0.4", "0.5"] {
+        let image = dir.path().join(format!("img-{version}.ome.zarr"));
+        let (img, seg) = (image.to_str().unwrap(), seg.to_str().unwrap());
+        let out = common::run(&[
+            "build",
+            input.to_str().unwrap(),
+            img,
+            "--axes",
+            "czyx",
+            "--ngff-version",
+            version,
+            "-q",
+        ]);
+        assert!(out.status.success(), "{}", common::stderr(&out));
+        let out = common::run(&["labels", img, seg, "--name", "cells", "-q"]);
+        assert!(out.status.success(), "{}", common::stderr(&out));
+        let out = Command::new("python3")
+            .arg(&script)
+            .args([img, "cells"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{version}: {}{}",
+            common::stdout(&out),
+            common::stderr(&out)
+        );
+        // The check can fail: a name the image does not list is not found.
+        let out = Command::new("python3")
+            .arg(&script)
+            .args([img, "nuclei"])
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "{version}: a missing label image was reported found"
+        );
+    }
+}
+
 /// A skipped test says so where `cargo test`'s reader sees it, though the harness captures
 /// the output of passing tests: this test runs itself again in a child process, as a probe
 /// that skips, and looks for the line in what the child printed.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use super::options::LabelTarget;
 use super::{BuildError, BuildOptions, BuildReport, NoProgress, Progress, run_build};
 use crate::backend::BackendChoice;
 use crate::method::Method;
@@ -19,6 +20,7 @@ pub struct PyramidBuilder {
     pub(super) progress: Arc<dyn Progress>,
     pub(super) cancel: Option<Arc<AtomicBool>>,
     pub(super) layers: StoreLayers,
+    pub(super) label: Option<LabelTarget>,
 }
 
 /// Wrappers around the stores a build reads and writes (instrumentation, fault injection).
@@ -51,6 +53,7 @@ impl PyramidBuilder {
             progress: Arc::new(NoProgress),
             cancel: None,
             layers: StoreLayers::default(),
+            label: None,
         }
     }
 
@@ -156,6 +159,13 @@ impl PyramidBuilder {
     #[must_use]
     pub fn cancel_flag(mut self, flag: Arc<AtomicBool>) -> Self {
         self.cancel = Some(flag);
+        self
+    }
+
+    /// Makes the output a label image with the given geometry and `image-label` block.
+    #[must_use]
+    pub(crate) fn label_target(mut self, target: LabelTarget) -> Self {
+        self.label = Some(target);
         self
     }
 

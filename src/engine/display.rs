@@ -1,12 +1,14 @@
-//! The `omero` display block of an output whose input has none: channel windows measured
-//! on the top level, which the build has just written and which is the smallest level, so
-//! the volume is not read again.
+//! What viewers need to show an output, measured on the top level, which the build has
+//! just written and which is the smallest level, so the volume is not read again: the
+//! `omero` block of an image whose input has none (channel windows), and the default
+//! `colors` of a label image (one per label value found).
 
 use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::BuildError;
+use crate::ngff::label::default_colors;
 use crate::ngff::omero::{ChannelWindow, default_omero};
 use crate::plan::{Axis, AxisKind, PyramidPlan};
 use crate::store::{Sink, StoreElement, TileReader};
@@ -49,6 +51,49 @@ pub(super) fn measured_omero<T: StoreElement>(
     Ok(default_omero(&windows, z_planes))
 }
 
+/// The default `colors` of a label image: one per distinct value of the top level (label 0
+/// transparent), or the background's alone when the top level does not fit a quarter of
+/// the memory budget or holds too many values, said in the log.
+///
+/// # Errors
+/// [`BuildError::Store`] if the top level cannot be read back.
+pub(super) fn measured_label_colors<T: StoreElement>(
+    sink: &dyn Sink,
+    plan: &PyramidPlan,
+    memory_bytes: u64,
+) -> Result<Value, BuildError> {
+    let top = plan.len() - 1;
+    let shape = &plan.levels[top].shape;
+    let bytes = T::DTYPE.bytes_of(shape).unwrap_or(u64::MAX);
+    if bytes > memory_bytes / 4 {
+        tracing::warn!(
+            "the top level ({bytes} bytes) is too large to list its labels within --memory; only the background gets a colour (give --colors)"
+        );
+        return Ok(default_colors(&[]));
+    }
+    let reader = TileReader::<T>::new(sink.read_level(top)?, memory_bytes / 4, Arc::new(|_: &Region| 1));
+    let mut data = reader.read(&Region::whole(shape))?;
+    data.sort_unstable_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    data.dedup();
+    let values: Vec<i128> = data.iter().filter_map(|v| label_value(*v)).collect();
+    if values.len() > crate::ngff::label::MAX_DEFAULT_COLORS {
+        tracing::warn!(
+            "the top level holds {} label values; only the background gets a default colour (give --colors)",
+            values.len()
+        );
+    }
+    Ok(default_colors(&values))
+}
+
+/// The exact value of an integer sample (`None` for a float).
+fn label_value<T: StoreElement>(value: T) -> Option<i128> {
+    let json = crate::store::node::fill_value_json(bytemuck::bytes_of(&value), T::DTYPE);
+    json.as_i64()
+        .map(i128::from)
+        .or_else(|| json.as_u64().map(i128::from))
+        .filter(|_| !T::DTYPE.is_float())
+}
+
 /// The values of each channel (all of them where there is no channel axis), as `f64`.
 fn channel_values<T: StoreElement>(data: &[T], shape: &[u64], channel_axis: Option<usize>) -> Vec<Vec<f64>> {
     let Some(c) = channel_axis else {
@@ -78,5 +123,12 @@ mod tests {
         let channels = channel_values(&data[..4], &[2, 2, 1], Some(1));
         assert_eq!(channels, vec![vec![1.0, 3.0], vec![2.0, 4.0]]);
         assert_eq!(channel_values(&data[..2], &[2], None), vec![vec![1.0, 2.0]]);
+    }
+
+    #[test]
+    fn label_values_are_exact_for_64_bit_integers() {
+        assert_eq!(label_value(u64::MAX), Some(i128::from(u64::MAX)));
+        assert_eq!(label_value(-3i8), Some(-3));
+        assert_eq!(label_value(2.0f32), None);
     }
 }

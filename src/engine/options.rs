@@ -1,9 +1,11 @@
 //! What `build` can be asked (SPEC §1), with the documented defaults.
 
+use serde_json::Value;
+
 use crate::backend::BackendChoice;
 use crate::method::Method;
 use crate::ngff::NgffVersion;
-use crate::plan::ShardChoice;
+use crate::plan::{Axis, ShardChoice};
 use crate::store::Compression;
 
 /// Everything `build` can be asked (SPEC §1). `Default` gives the documented defaults.
@@ -70,4 +72,22 @@ impl Default for BuildOptions {
             shard_size: None,
         }
     }
+}
+
+/// A label image's geometry and metadata, taken from its parent image by
+/// [`crate::labels`]: used in place of the input's metadata and of the level rules of
+/// SPEC §3, so that every label level has the shape and scale of the image's level.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct LabelTarget {
+    /// The image's axes (without its channel axis when the segmentation has none).
+    pub(crate) axes: Vec<Axis>,
+    /// The image's level-0 pixel size.
+    pub(crate) pixel_size: Vec<f64>,
+    /// The image's level-0 translation.
+    pub(crate) translation: Vec<f64>,
+    /// The factors of every step, as the image's levels have them.
+    pub(crate) steps: Vec<Vec<u32>>,
+    /// The `image-label` block; without `colors`, default colours are given to the values
+    /// found on the top level.
+    pub(crate) image_label: Value,
 }

@@ -8,7 +8,7 @@ use serde_json::Value;
 use tracing::info;
 
 use super::output::{absolute, check_output_location};
-use super::{BuildError, PyramidBuilder};
+use super::{BuildError, BuildOptions, PyramidBuilder};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::GpuBackend;
 use crate::backend::{BackendChoice, Downsampler};
@@ -72,6 +72,13 @@ fn by_axis_name<V: Copy>(
         out[a] = Some(*v);
     }
     Ok(out)
+}
+
+/// The axes of a build with their level-0 pixel size and translation.
+struct Geometry {
+    axes: Vec<Axis>,
+    pixel_size: Vec<f64>,
+    translation: Vec<f64>,
 }
 
 /// The decisions made before any output is written.
@@ -161,51 +168,29 @@ pub(super) fn prepare(builder: &PyramidBuilder) -> Result<Prepared, BuildError> 
         );
     }
 
-    // Axes: the input's OME axes, or --axes, or the default for the dimensionality.
-    let image_axes = Some(source.image().axes.clone()).filter(|a| !a.is_empty());
-    let mut axes = match (&options.axes, image_axes) {
-        (Some(_), Some(_)) => {
-            return Err(BuildError::InvalidOption {
-                option: "axes",
-                reason: "the input is an OME-Zarr image that already names its axes".into(),
-            });
+    let Geometry {
+        axes,
+        pixel_size,
+        translation,
+    } = match &builder.label {
+        Some(target) => {
+            // The parent image decides the geometry; `labels` checked the shapes agree.
+            if target.axes.len() != ndim {
+                return Err(PlanError::AxisCountMismatch {
+                    axes: plan::axis_names(&target.axes),
+                    given: target.axes.len(),
+                    ndim,
+                }
+                .into());
+            }
+            Geometry {
+                axes: target.axes.clone(),
+                pixel_size: target.pixel_size.clone(),
+                translation: target.translation.clone(),
+            }
         }
-        (Some(spec), None) => plan::parse_axes(spec)?,
-        (None, Some(axes)) => {
-            plan::validate_axes(&axes)?;
-            axes
-        }
-        (None, None) => plan::default_axes(ndim)?,
+        None => input_geometry(options, source.as_ref())?,
     };
-    if axes.len() != ndim {
-        return Err(PlanError::AxisCountMismatch {
-            axes: plan::axis_names(&axes),
-            given: axes.len(),
-            ndim,
-        }
-        .into());
-    }
-    if let Some(unit) = &options.unit {
-        let unit = ngff::normalize_space_unit(unit).map_err(|e: NgffError| BuildError::InvalidOption {
-            option: "unit",
-            reason: e.to_string(),
-        })?;
-        for axis in axes.iter_mut().filter(|a| a.kind == AxisKind::Space) {
-            axis.unit = Some(unit.clone());
-        }
-    }
-
-    // Pixel size and translation: --scale, else the input's metadata, else 1 and 0.
-    let image_scale = source.image().scale.clone();
-    let scale_given = by_axis_name("scale", &axes, &options.scale)?;
-    let pixel_size: Vec<f64> = (0..ndim)
-        .map(|a| {
-            scale_given[a]
-                .or_else(|| image_scale.as_ref().map(|s| s[a]))
-                .unwrap_or(1.0)
-        })
-        .collect();
-    let translation = source.image().translation.clone().unwrap_or_else(|| vec![0.0; ndim]);
 
     let chunks = match &options.chunks {
         Some(chunks) => {
@@ -234,11 +219,15 @@ pub(super) fn prepare(builder: &PyramidBuilder) -> Result<Prepared, BuildError> 
         }
         None => source.chunk_shape().to_vec(),
     };
-    let factors = match &options.factors {
-        None => FactorRule::Auto,
-        Some(named) => {
+    let (factors, levels) = match (&builder.label, &options.factors) {
+        (Some(target), _) => (FactorRule::PerStep(target.steps.clone()), Some(target.steps.len() + 1)),
+        (None, None) => (FactorRule::Auto, options.levels),
+        (None, Some(named)) => {
             let given = by_axis_name("factors", &axes, named)?;
-            FactorRule::Fixed(given.into_iter().map(|f| f.unwrap_or(1)).collect())
+            (
+                FactorRule::Fixed(given.into_iter().map(|f| f.unwrap_or(1)).collect()),
+                options.levels,
+            )
         }
     };
     let plan = plan::plan_pyramid(&PlanRequest {
@@ -247,7 +236,7 @@ pub(super) fn prepare(builder: &PyramidBuilder) -> Result<Prepared, BuildError> 
         axes: axes.clone(),
         pixel_size: pixel_size.clone(),
         factors,
-        levels: options.levels,
+        levels,
     })?;
 
     // The input's codec carries over where the output's Zarr version can express it.
@@ -308,6 +297,62 @@ pub(super) fn prepare(builder: &PyramidBuilder) -> Result<Prepared, BuildError> 
         shards,
         level0,
         name,
+    })
+}
+
+/// Axes, level-0 pixel size and translation of a build: the input's OME metadata, else
+/// `--axes`, `--scale` and `--unit`, else the defaults for the dimensionality.
+fn input_geometry(options: &BuildOptions, source: &dyn Source) -> Result<Geometry, BuildError> {
+    let ndim = source.shape().len();
+    // Axes: the input's OME axes, or --axes, or the default for the dimensionality.
+    let image_axes = Some(source.image().axes.clone()).filter(|a| !a.is_empty());
+    let mut axes = match (&options.axes, image_axes) {
+        (Some(_), Some(_)) => {
+            return Err(BuildError::InvalidOption {
+                option: "axes",
+                reason: "the input is an OME-Zarr image that already names its axes".into(),
+            });
+        }
+        (Some(spec), None) => plan::parse_axes(spec)?,
+        (None, Some(axes)) => {
+            plan::validate_axes(&axes)?;
+            axes
+        }
+        (None, None) => plan::default_axes(ndim)?,
+    };
+    if axes.len() != ndim {
+        return Err(PlanError::AxisCountMismatch {
+            axes: plan::axis_names(&axes),
+            given: axes.len(),
+            ndim,
+        }
+        .into());
+    }
+    if let Some(unit) = &options.unit {
+        let unit = ngff::normalize_space_unit(unit).map_err(|e: NgffError| BuildError::InvalidOption {
+            option: "unit",
+            reason: e.to_string(),
+        })?;
+        for axis in axes.iter_mut().filter(|a| a.kind == AxisKind::Space) {
+            axis.unit = Some(unit.clone());
+        }
+    }
+
+    // Pixel size and translation: --scale, else the input's metadata, else 1 and 0.
+    let image_scale = source.image().scale.clone();
+    let scale_given = by_axis_name("scale", &axes, &options.scale)?;
+    let pixel_size: Vec<f64> = (0..ndim)
+        .map(|a| {
+            scale_given[a]
+                .or_else(|| image_scale.as_ref().map(|s| s[a]))
+                .unwrap_or(1.0)
+        })
+        .collect();
+    let translation = source.image().translation.clone().unwrap_or_else(|| vec![0.0; ndim]);
+    Ok(Geometry {
+        axes,
+        pixel_size,
+        translation,
     })
 }
 
@@ -387,6 +432,9 @@ pub(super) fn build_record(
     });
     if let (Some(map), Value::Object(identity)) = (record.as_object_mut(), prepared.source.identity()) {
         map.extend(identity);
+    }
+    if let (Some(map), Some(target)) = (record.as_object_mut(), &builder.label) {
+        map.insert("image-label".into(), target.image_label.clone());
     }
     Ok(record)
 }

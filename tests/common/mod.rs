@@ -363,25 +363,27 @@ pub fn ngff_validator(strict: bool) -> jsonschema::Validator {
 }
 
 /// A validator of OME-NGFF `version`'s `strict_image.schema` (which references
-/// `image.schema`) or `image.schema`, resolved offline from `tests/data/ngff/VERSION`. In
-/// 0.5 it applies to a group's `zarr.json` attributes.
+/// `image.schema`) or `image.schema`. In 0.5 it applies to a group's `zarr.json` attributes.
 pub fn ngff_validator_for(version: &str, strict: bool) -> jsonschema::Validator {
+    ngff_schema_validator(version, if strict { "strict_image.schema" } else { "image.schema" })
+}
+
+/// A validator of the OME-NGFF schema `file` (e.g. `strict_label.schema`) of `version`,
+/// resolved offline from `tests/data/ngff/VERSION/schemas` with the schemas it references.
+pub fn ngff_schema_validator(version: &str, file: &str) -> jsonschema::Validator {
     let dir = data_dir().join("ngff").join(version).join("schemas");
     let load = |name: &str| -> Value { serde_json::from_slice(&std::fs::read(dir.join(name)).unwrap()).unwrap() };
     let base = format!("https://ngff.openmicroscopy.org/{version}/schemas");
-    let mut registry = jsonschema::Registry::new()
-        .add(format!("{base}/image.schema"), load("image.schema"))
-        .unwrap();
-    if dir.join("_version.schema").exists() {
-        registry = registry
-            .add(format!("{base}/_version.schema"), load("_version.schema"))
-            .unwrap();
+    let mut registry = jsonschema::Registry::new();
+    for referenced in ["image.schema", "label.schema", "_version.schema"] {
+        if dir.join(referenced).exists() {
+            registry = registry.add(format!("{base}/{referenced}"), load(referenced)).unwrap();
+        }
     }
     let registry = registry.prepare().unwrap();
-    let schema = load(if strict { "strict_image.schema" } else { "image.schema" });
     jsonschema::options()
         .with_registry(&registry)
-        .build(&schema)
+        .build(&load(file))
         .expect("schema compiles")
 }
 
@@ -422,7 +424,12 @@ pub fn build_command(args: &[&str]) -> Command {
 /// builds), sends `signal` (e.g. `-INT`) after `after`, and returns whether the signal
 /// ended the build (rather than the build finishing first) with what it printed.
 pub fn interrupt_build(args: &[&str], task_delay_ms: u64, after: std::time::Duration, signal: &str) -> (bool, Output) {
-    let child = build_command(args)
+    interrupt(build_command(args), task_delay_ms, after, signal)
+}
+
+/// [`interrupt_build`] for any `ome-pyramid` command that runs a build (`labels`, `demo`).
+pub fn interrupt(mut command: Command, task_delay_ms: u64, after: std::time::Duration, signal: &str) -> (bool, Output) {
+    let child = command
         .env("OME_PYRAMID_TEST_TASK_DELAY_MS", task_delay_ms.to_string())
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

@@ -4,6 +4,8 @@
 //! `error:` line with their cause chain.
 
 mod bench;
+mod info;
+mod labels;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -15,12 +17,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
 
 use ome_pyramid::engine::LevelReport;
 use ome_pyramid::ngff::NgffVersion;
 use ome_pyramid::plan::ShardChoice;
-use ome_pyramid::store::{self, ChunkSource, NodeKind};
+use ome_pyramid::store;
 use ome_pyramid::synthetic::{self, ArrayFormat, ArraySpec, Codec};
 use ome_pyramid::units::{format_bytes, parse_size};
 use ome_pyramid::{
@@ -48,8 +49,10 @@ struct Cli {
 enum Command {
     /// Build the pyramid of INPUT (a Zarr v2/v3 array or an OME-Zarr image) into OUTPUT.
     Build(BuildArgs),
-    /// Show the levels, shapes, chunks, dtype, codecs and transforms of a Zarr array or OME-Zarr image.
-    Info(InfoArgs),
+    /// Add a label image (a segmentation's pyramid with the image's own levels) to an OME-Zarr image.
+    Labels(labels::LabelsArgs),
+    /// Show the levels, shapes, chunks, dtype, codecs and transforms of a Zarr array or OME-Zarr image, and its label images.
+    Info(info::InfoArgs),
     /// Time CPU against GPU per method on INPUT or a synthetic volume (peak memory, stages, speedup).
     Bench(bench::BenchArgs),
     /// Make a synthetic 3-D volume (structure plus noise) and build its pyramid.
@@ -174,19 +177,6 @@ struct BuildArgs {
 }
 
 #[derive(Args, Debug)]
-struct InfoArgs {
-    /// A Zarr array, group or OME-Zarr image.
-    #[arg(required_unless_present = "gpu")]
-    path: Option<PathBuf>,
-    /// List the GPU adapters wgpu finds, their limits, and which one `--backend auto` uses.
-    #[arg(long)]
-    gpu: bool,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Args, Debug)]
 struct DemoArgs {
     /// Where to write the pyramid.
     #[arg(default_value = "demo.ome.zarr")]
@@ -221,11 +211,11 @@ enum FactorsArg {
     Named(Vec<(String, u32)>),
 }
 
-fn parse_method(s: &str) -> Result<Method, String> {
+pub(crate) fn parse_method(s: &str) -> Result<Method, String> {
     s.parse().map_err(|e: ome_pyramid::method::UnknownMethod| e.to_string())
 }
 
-fn parse_backend(s: &str) -> Result<BackendChoice, String> {
+pub(crate) fn parse_backend(s: &str) -> Result<BackendChoice, String> {
     s.parse()
         .map_err(|e: ome_pyramid::backend::UnknownBackend| e.to_string())
 }
@@ -442,7 +432,7 @@ fn build_options(args: &PyramidArgs) -> BuildOptions {
     }
 }
 
-fn print_summary(report: &BuildReport) {
+pub(crate) fn print_summary(report: &BuildReport) {
     let shapes: Vec<String> = report
         .levels
         .iter()
@@ -479,8 +469,18 @@ fn print_summary(report: &BuildReport) {
 }
 
 fn run_builder(builder: PyramidBuilder, json_output: bool, quiet: bool) -> Result<BuildReport, BuildError> {
+    run_with_progress(|progress| builder.progress(progress).build(), json_output, quiet)
+}
+
+/// Runs a build with a progress bar on a terminal, then prints its report: a summary, or
+/// JSON with `--json`.
+pub(crate) fn run_with_progress(
+    build: impl FnOnce(Arc<dyn Progress>) -> Result<BuildReport, BuildError>,
+    json_output: bool,
+    quiet: bool,
+) -> Result<BuildReport, BuildError> {
     let show_bar = !quiet && !json_output && std::io::stderr().is_terminal();
-    let report = builder.progress(Arc::new(BarProgress::new(show_bar))).build()?;
+    let report = build(Arc::new(BarProgress::new(show_bar)))?;
     if json_output {
         outln!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
     } else if !quiet {
@@ -627,161 +627,6 @@ fn cmd_synth(args: &SynthArgs, quiet: bool) -> Result<()> {
     Ok(())
 }
 
-fn cmd_gpu_info(json_output: bool) -> Result<()> {
-    let adapters = ome_pyramid::backend::gpu::list_adapters();
-    if json_output {
-        outln!("{}", serde_json::to_string_pretty(&adapters)?);
-        return Ok(());
-    }
-    if adapters.is_empty() {
-        outln!("No GPU adapter found (no Vulkan, Metal or DX12 driver); builds use the CPU backend.");
-    }
-    let auto = adapters.iter().position(|a| a.used_by_auto);
-    for (i, a) in adapters.iter().enumerate() {
-        let role = match (auto == Some(i), a.software) {
-            (true, _) => "used by --backend auto",
-            (false, true) => "software: only with --backend gpu",
-            (false, false) => "",
-        };
-        outln!("{} ({}, {}) {role}", a.name, a.backend, a.device_type);
-        outln!("  driver: {}", a.driver);
-        outln!(
-            "  max storage binding {}, max buffer {}, {} workgroups per dimension, {} invocations per workgroup",
-            format_bytes(a.max_storage_buffer_binding_size),
-            format_bytes(a.max_buffer_size),
-            a.max_compute_workgroups_per_dimension,
-            a.max_compute_invocations_per_workgroup
-        );
-    }
-    if auto.is_none() && !adapters.is_empty() {
-        outln!("No hardware adapter: --backend auto uses the CPU.");
-    }
-    Ok(())
-}
-
-fn cmd_info(args: &InfoArgs) -> Result<()> {
-    if args.gpu {
-        return cmd_gpu_info(args.json);
-    }
-    let path = args.path.as_ref().expect("clap requires PATH without --gpu");
-    if !path.exists() {
-        return Err(anyhow!(store::StoreError::NotFound(path.to_path_buf())));
-    }
-    let node = store::probe_node(path)?;
-    let info = match node {
-        NodeKind::ArrayV2(_) | NodeKind::ArrayV3(_) => json!({
-            "path": path,
-            "kind": "array",
-            "arrays": [array_info(path, "")?],
-        }),
-        NodeKind::Group(attributes) => {
-            let image = ome_pyramid::ngff::read_input_image(&attributes).map_err(|source| store::StoreError::Ngff {
-                path: path.clone(),
-                source,
-            })?;
-            let multiscales = attributes
-                .get("multiscales")
-                .or_else(|| attributes.get("ome").and_then(|o| o.get("multiscales")))
-                .cloned();
-            let datasets: Vec<serde_json::Value> = multiscales
-                .as_ref()
-                .and_then(|m| m.get(0))
-                .and_then(|m| m.get("datasets"))
-                .and_then(|d| d.as_array())
-                .cloned()
-                .unwrap_or_default();
-            let mut arrays = Vec::new();
-            for d in &datasets {
-                let p = d.get("path").and_then(|p| p.as_str()).unwrap_or_default();
-                let mut entry = array_info(&path.join(p), p)?;
-                entry["coordinateTransformations"] = d.get("coordinateTransformations").cloned().unwrap_or_default();
-                arrays.push(entry);
-            }
-            let first = multiscales.as_ref().and_then(|m| m.get(0)).cloned().unwrap_or_default();
-            json!({
-                "path": path,
-                "kind": if image.is_some() { "ome-zarr image" } else { "group" },
-                "version": first
-                    .get("version")
-                    .or_else(|| attributes.get("ome").and_then(|o| o.get("version"))),
-                "name": first.get("name"),
-                "axes": first.get("axes"),
-                "type": first.get("type"),
-                "metadata": first.get("metadata"),
-                "arrays": arrays,
-            })
-        }
-    };
-    if args.json {
-        outln!("{}", serde_json::to_string_pretty(&info)?);
-        return Ok(());
-    }
-    outln!("{} ({})", path.display(), info["kind"].as_str().unwrap_or("?"));
-    if let Some(axes) = info.get("axes").and_then(|a| a.as_array()) {
-        let names: Vec<String> = axes
-            .iter()
-            .map(|a| {
-                let name = a["name"].as_str().unwrap_or("?");
-                match (a["type"].as_str(), a["unit"].as_str()) {
-                    (Some(t), Some(u)) => format!("{name} ({t}, {u})"),
-                    (Some(t), None) => format!("{name} ({t})"),
-                    _ => name.to_string(),
-                }
-            })
-            .collect();
-        outln!("  axes: {}", names.join(", "));
-    }
-    if let Some(kind) = info.get("type").and_then(|t| t.as_str()) {
-        let backend = info["metadata"]["backend"].as_str().unwrap_or("?");
-        outln!(
-            "  method: {kind} (backend {backend}), OME-NGFF {}",
-            info["version"].as_str().unwrap_or("?")
-        );
-    }
-    for array in info["arrays"].as_array().into_iter().flatten() {
-        let shards = match &array["shards"] {
-            serde_json::Value::Null => String::new(),
-            shards => format!(" shards {shards}"),
-        };
-        let mut line = format!(
-            "  {:>4}  {} {} chunks {}{shards} {}, {} files, {}",
-            array["path"].as_str().filter(|p| !p.is_empty()).unwrap_or("."),
-            array["dtype"].as_str().unwrap_or("?"),
-            array["shape"],
-            array["chunks"],
-            array["codecs"].as_str().unwrap_or("?"),
-            array["files"],
-            format_bytes(array["bytes_on_disk"].as_u64().unwrap_or(0)),
-        );
-        if let Some(transforms) = array.get("coordinateTransformations").and_then(|t| t.as_array()) {
-            for t in transforms {
-                if let Some(kind) = t["type"].as_str() {
-                    line.push_str(&format!("  {kind} {}", t[kind]));
-                }
-            }
-        }
-        outln!("{line}");
-    }
-    Ok(())
-}
-
-fn array_info(dir: &Path, label: &str) -> Result<serde_json::Value> {
-    let source = store::open_source(dir)?;
-    let files = source.stored_files()?;
-    Ok(json!({
-        "path": label,
-        "zarr_format": source.zarr_format(),
-        "dtype": source.dtype().name(),
-        "shape": source.shape(),
-        "chunks": source.chunk_shape(),
-        "shards": source.shard_shape(),
-        "codecs": store::describe_codecs(source.raw_metadata()),
-        "fill_value": source.fill_value_json(),
-        "files": files.chunks,
-        "bytes_on_disk": files.bytes,
-    }))
-}
-
 /// A usage mistake found after argument parsing (exit code 2).
 #[derive(Debug)]
 pub(crate) struct UsageError(pub(crate) String);
@@ -811,7 +656,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
 /// Set by the first Ctrl-C, SIGTERM (what schedulers and `docker stop` send) or SIGHUP;
 /// builds stop after the chunk reads and writes in progress, keeping finished tasks for
 /// `--resume`, release the lock and say how to resume. A second signal stops at once.
-fn cancel_flag() -> Arc<AtomicBool> {
+pub(crate) fn cancel_flag() -> Arc<AtomicBool> {
     static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
     FLAG.get_or_init(|| {
         let flag = Arc::new(AtomicBool::new(false));
@@ -915,7 +760,8 @@ fn main() -> ExitCode {
     tracing::debug!("glibc allocator tuned for chunk-sized buffers: {allocator_tuned}");
     let result: Result<()> = match cli.command {
         Command::Build(args) => cmd_build(args, cli.quiet).map_err(anyhow::Error::from),
-        Command::Info(args) => cmd_info(&args),
+        Command::Labels(args) => labels::run(args, cli.quiet),
+        Command::Info(args) => info::run(&args),
         Command::Demo(args) => cmd_demo(&args, cli.quiet),
         Command::Bench(args) => bench::run(&args, cli.quiet),
         Command::Synth(args) => cmd_synth(&args, cli.quiet),

@@ -1,0 +1,244 @@
+//! `ome-pyramid info`: what a Zarr array or OME-Zarr image holds (levels, shapes, chunks,
+//! dtype, codecs, transforms, label images), and `info --gpu`: the GPU adapters.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, anyhow};
+use clap::Args;
+use serde_json::json;
+
+use ome_pyramid::ngff::NgffVersion;
+use ome_pyramid::store::{self, ChunkSource, NodeKind};
+use ome_pyramid::units::format_bytes;
+
+use crate::outln;
+
+#[derive(Args, Debug)]
+pub(crate) struct InfoArgs {
+    /// A Zarr array, group or OME-Zarr image.
+    #[arg(required_unless_present = "gpu")]
+    path: Option<PathBuf>,
+    /// List the GPU adapters wgpu finds, their limits, and which one `--backend auto` uses.
+    #[arg(long)]
+    gpu: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn cmd_gpu_info(json_output: bool) -> Result<()> {
+    let adapters = ome_pyramid::backend::gpu::list_adapters();
+    if json_output {
+        outln!("{}", serde_json::to_string_pretty(&adapters)?);
+        return Ok(());
+    }
+    if adapters.is_empty() {
+        outln!("No GPU adapter found (no Vulkan, Metal or DX12 driver); builds use the CPU backend.");
+    }
+    let auto = adapters.iter().position(|a| a.used_by_auto);
+    for (i, a) in adapters.iter().enumerate() {
+        let role = match (auto == Some(i), a.software) {
+            (true, _) => "used by --backend auto",
+            (false, true) => "software: only with --backend gpu",
+            (false, false) => "",
+        };
+        outln!("{} ({}, {}) {role}", a.name, a.backend, a.device_type);
+        outln!("  driver: {}", a.driver);
+        outln!(
+            "  max storage binding {}, max buffer {}, {} workgroups per dimension, {} invocations per workgroup",
+            format_bytes(a.max_storage_buffer_binding_size),
+            format_bytes(a.max_buffer_size),
+            a.max_compute_workgroups_per_dimension,
+            a.max_compute_invocations_per_workgroup
+        );
+    }
+    if auto.is_none() && !adapters.is_empty() {
+        outln!("No hardware adapter: --backend auto uses the CPU.");
+    }
+    Ok(())
+}
+
+pub(crate) fn run(args: &InfoArgs) -> Result<()> {
+    if args.gpu {
+        return cmd_gpu_info(args.json);
+    }
+    let path = args.path.as_ref().expect("clap requires PATH without --gpu");
+    if !path.exists() {
+        return Err(anyhow!(store::StoreError::NotFound(path.to_path_buf())));
+    }
+    let node = store::probe_node(path)?;
+    let info = match node {
+        NodeKind::ArrayV2(_) | NodeKind::ArrayV3(_) => json!({
+            "path": path,
+            "kind": "array",
+            "arrays": [array_info(path, "")?],
+        }),
+        NodeKind::Group(attributes) => {
+            let image = ome_pyramid::ngff::read_input_image(&attributes).map_err(|source| store::StoreError::Ngff {
+                path: path.clone(),
+                source,
+            })?;
+            let multiscales = attributes
+                .get("multiscales")
+                .or_else(|| attributes.get("ome").and_then(|o| o.get("multiscales")))
+                .cloned();
+            let datasets: Vec<serde_json::Value> = multiscales
+                .as_ref()
+                .and_then(|m| m.get(0))
+                .and_then(|m| m.get("datasets"))
+                .and_then(|d| d.as_array())
+                .cloned()
+                .unwrap_or_default();
+            let mut arrays = Vec::new();
+            for d in &datasets {
+                let p = d.get("path").and_then(|p| p.as_str()).unwrap_or_default();
+                let mut entry = array_info(&path.join(p), p)?;
+                entry["coordinateTransformations"] = d.get("coordinateTransformations").cloned().unwrap_or_default();
+                arrays.push(entry);
+            }
+            let first = multiscales.as_ref().and_then(|m| m.get(0)).cloned().unwrap_or_default();
+            let root = attributes.get("ome").and_then(|o| o.as_object()).unwrap_or(&attributes);
+            let kind = match (&image, root.get("image-label")) {
+                (None, _) => "group",
+                (Some(_), None) => "ome-zarr image",
+                (Some(_), Some(_)) => "ome-zarr label image",
+            };
+            json!({
+                "path": path,
+                "kind": kind,
+                "image-label": root.get("image-label"),
+                "labels": labels_info(path, &attributes)?,
+                "version": first
+                    .get("version")
+                    .or_else(|| attributes.get("ome").and_then(|o| o.get("version"))),
+                "name": first.get("name"),
+                "axes": first.get("axes"),
+                "type": first.get("type"),
+                "metadata": first.get("metadata"),
+                "arrays": arrays,
+            })
+        }
+    };
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(());
+    }
+    outln!("{} ({})", path.display(), info["kind"].as_str().unwrap_or("?"));
+    if let Some(axes) = info.get("axes").and_then(|a| a.as_array()) {
+        let names: Vec<String> = axes
+            .iter()
+            .map(|a| {
+                let name = a["name"].as_str().unwrap_or("?");
+                match (a["type"].as_str(), a["unit"].as_str()) {
+                    (Some(t), Some(u)) => format!("{name} ({t}, {u})"),
+                    (Some(t), None) => format!("{name} ({t})"),
+                    _ => name.to_string(),
+                }
+            })
+            .collect();
+        outln!("  axes: {}", names.join(", "));
+    }
+    if let Some(kind) = info.get("type").and_then(|t| t.as_str()) {
+        let backend = info["metadata"]["backend"].as_str().unwrap_or("?");
+        outln!(
+            "  method: {kind} (backend {backend}), OME-NGFF {}",
+            info["version"].as_str().unwrap_or("?")
+        );
+    }
+    for array in info["arrays"].as_array().into_iter().flatten() {
+        let shards = match &array["shards"] {
+            serde_json::Value::Null => String::new(),
+            shards => format!(" shards {shards}"),
+        };
+        let mut line = format!(
+            "  {:>4}  {} {} chunks {}{shards} {}, {} files, {}",
+            array["path"].as_str().filter(|p| !p.is_empty()).unwrap_or("."),
+            array["dtype"].as_str().unwrap_or("?"),
+            array["shape"],
+            array["chunks"],
+            array["codecs"].as_str().unwrap_or("?"),
+            array["files"],
+            format_bytes(array["bytes_on_disk"].as_u64().unwrap_or(0)),
+        );
+        if let Some(transforms) = array.get("coordinateTransformations").and_then(|t| t.as_array()) {
+            for t in transforms {
+                if let Some(kind) = t["type"].as_str() {
+                    line.push_str(&format!("  {kind} {}", t[kind]));
+                }
+            }
+        }
+        outln!("{line}");
+    }
+    for label in info["labels"].as_array().into_iter().flatten() {
+        outln!(
+            "  label image `{}`: {} {} in {} levels",
+            label["name"].as_str().unwrap_or("?"),
+            label["dtype"].as_str().unwrap_or("?"),
+            label["shape"],
+            label["levels"],
+        );
+    }
+    Ok(())
+}
+
+/// How many datasets the first `multiscales` entry of a group lists.
+fn dataset_count(node: &NodeKind) -> usize {
+    let NodeKind::Group(attributes) = node else {
+        return 0;
+    };
+    let root = attributes.get("ome").unwrap_or(&serde_json::Value::Null);
+    attributes
+        .get("multiscales")
+        .or_else(|| root.get("multiscales"))
+        .and_then(|m| m.get(0))
+        .and_then(|m| m.get("datasets"))
+        .and_then(serde_json::Value::as_array)
+        .map_or(0, Vec::len)
+}
+
+/// The label images an image's `labels` group lists: name, dtype, level-0 shape, levels.
+fn labels_info(
+    image: &Path,
+    attributes: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Vec<serde_json::Value>> {
+    let version = if attributes.contains_key("ome") {
+        NgffVersion::V05
+    } else {
+        NgffVersion::V04
+    };
+    let mut labels = Vec::new();
+    for name in ome_pyramid::labels::list_labels(image, version)? {
+        let dir = image.join("labels").join(&name);
+        let entry = match store::open_source(&dir).and_then(|source| Ok((source, store::probe_node(&dir)?))) {
+            Ok((source, node)) => json!({
+                "name": name,
+                "dtype": source.dtype().name(),
+                "shape": source.shape(),
+                "levels": dataset_count(&node),
+            }),
+            Err(e) => {
+                tracing::warn!("label image `{name}` cannot be read: {e}");
+                json!({"name": name, "error": e.to_string()})
+            }
+        };
+        labels.push(entry);
+    }
+    Ok(labels)
+}
+
+fn array_info(dir: &Path, label: &str) -> Result<serde_json::Value> {
+    let source = store::open_source(dir)?;
+    let files = source.stored_files()?;
+    Ok(json!({
+        "path": label,
+        "zarr_format": source.zarr_format(),
+        "dtype": source.dtype().name(),
+        "shape": source.shape(),
+        "chunks": source.chunk_shape(),
+        "shards": source.shard_shape(),
+        "codecs": store::describe_codecs(source.raw_metadata()),
+        "fill_value": source.fill_value_json(),
+        "files": files.chunks,
+        "bytes_on_disk": files.bytes,
+    }))
+}
