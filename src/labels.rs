@@ -13,10 +13,9 @@
 //!   points at a partial label image; `--overwrite` takes the name out of the list before
 //!   it replaces the label image.
 //!
-//! `parent` reads the image; `group` keeps the `labels` group's list.
+//! [`crate::image`] reads the image; `group` keeps the `labels` group's list.
 
 mod group;
-mod parent;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,13 +24,13 @@ use std::sync::atomic::AtomicBool;
 use serde_json::Value;
 
 use crate::engine::{BuildError, BuildOptions, BuildReport, LabelTarget, Progress, PyramidBuilder};
+use crate::image::{OmeZarrImage, not_an_image};
 use crate::method::Method;
 use crate::ngff::NgffVersion;
 use crate::ngff::label::{check_colors, check_label_name, check_properties, image_label};
 use crate::plan::{AxisKind, axis_names};
 use crate::store::{self, ChunkSource, StoreError};
 use group::LabelsGroup;
-use parent::ParentImage;
 
 /// Adds a label image to an OME-Zarr image:
 /// `LabelsBuilder::new("image.ome.zarr", "cells.zarr", "cells").build()`.
@@ -148,7 +147,13 @@ impl LabelsBuilder {
         if let Some(properties) = &self.properties {
             check_properties(properties).map_err(|e| invalid("properties", e.to_string()))?;
         }
-        let parent = ParentImage::open(&self.image)?;
+        let parent = OmeZarrImage::open(&self.image)?;
+        if parent.is_label {
+            return Err(not_an_image(
+                &self.image,
+                "is itself a label image; labels are added to the image they annotate",
+            ));
+        }
         let target = self.label_target(&parent)?;
         let group = LabelsGroup::of(&self.image, parent.version);
         let listed = group.names()?.contains(&self.name);
@@ -201,7 +206,7 @@ impl LabelsBuilder {
 
     /// The geometry the label pyramid takes from `parent`, after checking that the
     /// segmentation has the image's level-0 shape (or that shape without the channel axis).
-    fn label_target(&self, parent: &ParentImage) -> Result<LabelTarget, BuildError> {
+    fn label_target(&self, parent: &OmeZarrImage) -> Result<LabelTarget, BuildError> {
         let segmentation = store::open_source(&self.segmentation)?;
         let dtype = segmentation.dtype();
         if dtype.is_float() {
@@ -252,7 +257,7 @@ impl LabelsBuilder {
 }
 
 /// The image's level-0 chunk shape on the label's axes, so label chunks lie over image chunks.
-fn label_chunks(parent: &ParentImage, target: &LabelTarget) -> Vec<u64> {
+fn label_chunks(parent: &OmeZarrImage, target: &LabelTarget) -> Vec<u64> {
     parent
         .axes
         .iter()

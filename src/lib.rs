@@ -22,7 +22,8 @@
 //!   in an OME-NGFF layout;
 //! - [`backend`] holds the [`Downsampler`] trait and the CPU and GPU kernels;
 //! - [`engine`] is the only module that joins the store and the backends;
-//! - [`labels`] adds label images to an image, with the image's own levels;
+//! - [`labels`] adds label images to an image, with the image's own levels, and
+//!   [`thumbnail`] draws a PNG preview of one;
 //! - [`journal`] keeps the lock, the build record and the task journal that make builds
 //!   safe to interrupt and resume.
 //!
@@ -33,6 +34,7 @@ pub mod backend;
 pub(crate) mod digest;
 pub mod dtype;
 pub mod engine;
+pub(crate) mod image;
 pub mod journal;
 pub mod labels;
 pub mod method;
@@ -40,6 +42,7 @@ pub mod ngff;
 pub mod plan;
 pub mod store;
 pub mod synthetic;
+pub mod thumbnail;
 pub mod tile;
 pub mod units;
 

@@ -6,6 +6,7 @@
 mod bench;
 mod info;
 mod labels;
+mod thumbnail;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -51,6 +52,8 @@ enum Command {
     Build(BuildArgs),
     /// Add a label image (a segmentation's pyramid with the image's own levels) to an OME-Zarr image.
     Labels(labels::LabelsArgs),
+    /// Draw a PNG preview of an OME-Zarr image: its omero colours and windows, maximum over z.
+    Thumbnail(thumbnail::ThumbnailArgs),
     /// Show the levels, shapes, chunks, dtype, codecs and transforms of a Zarr array or OME-Zarr image, and its label images.
     Info(info::InfoArgs),
     /// Time CPU against GPU per method on INPUT or a synthetic volume (peak memory, stages, speedup).
@@ -762,6 +765,7 @@ fn main() -> ExitCode {
         Command::Build(args) => cmd_build(args, cli.quiet).map_err(anyhow::Error::from),
         Command::Labels(args) => labels::run(args, cli.quiet),
         Command::Info(args) => info::run(&args),
+        Command::Thumbnail(args) => thumbnail::run(&args, cli.quiet),
         Command::Demo(args) => cmd_demo(&args, cli.quiet),
         Command::Bench(args) => bench::run(&args, cli.quiet),
         Command::Synth(args) => cmd_synth(&args, cli.quiet),

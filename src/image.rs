@@ -1,6 +1,6 @@
-//! The image a label image belongs to: its OME-NGFF version, axes and levels (shape, chunk
-//! shape, scale, translation), and the per-step factors that made them, which the label
-//! pyramid repeats.
+//! An OME-Zarr image on disk, as `labels` and `thumbnail` read it: its OME-NGFF version,
+//! axes, display settings and levels (path, shape, chunk shape, scale), and the per-step
+//! factors that made the levels, which a label pyramid repeats.
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +13,7 @@ use crate::store::{self, ChunkSource, NodeKind, StoreError};
 
 /// One level of the parent image.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ParentLevel {
+pub(crate) struct ImageLevel {
     /// The dataset path.
     pub(crate) path: String,
     /// Its shape.
@@ -24,9 +24,9 @@ pub(crate) struct ParentLevel {
     pub(crate) scale: Option<Vec<f64>>,
 }
 
-/// The image a label image is added to.
+/// An OME-Zarr image (0.4 or 0.5).
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ParentImage {
+pub(crate) struct OmeZarrImage {
     /// Its directory.
     pub(crate) path: PathBuf,
     /// 0.4 (a Zarr v2 group) or 0.5 (a Zarr v3 group).
@@ -36,17 +36,21 @@ pub(crate) struct ParentImage {
     /// Level-0 translation (zeros where there is none).
     pub(crate) translation: Vec<f64>,
     /// Its levels, level 0 first.
-    pub(crate) levels: Vec<ParentLevel>,
+    pub(crate) levels: Vec<ImageLevel>,
+    /// Its valid `omero` block, if any.
+    pub(crate) omero: Option<Value>,
+    /// True for a label image (it has an `image-label` block).
+    pub(crate) is_label: bool,
 }
 
-fn not_an_image(path: &Path, reason: impl Into<String>) -> BuildError {
+pub(crate) fn not_an_image(path: &Path, reason: impl Into<String>) -> BuildError {
     BuildError::InvalidOption {
         option: "image",
         reason: format!("`{}` {}", path.display(), reason.into()),
     }
 }
 
-impl ParentImage {
+impl OmeZarrImage {
     /// Reads an OME-Zarr image's metadata and the shape of each of its levels.
     ///
     /// # Errors
@@ -61,7 +65,7 @@ impl ParentImage {
             NodeKind::ArrayV2(_) | NodeKind::ArrayV3(_) => {
                 return Err(not_an_image(
                     path,
-                    "is a Zarr array; labels are added to an OME-Zarr image (build its pyramid first)",
+                    "is a Zarr array, not an OME-Zarr image (build its pyramid first)",
                 ));
             }
         };
@@ -78,12 +82,10 @@ impl ParentImage {
         let Some(multiscale) = multiscale else {
             return Err(not_an_image(path, "is a Zarr group without OME `multiscales` metadata"));
         };
-        if root.contains_key("image-label") {
-            return Err(not_an_image(
-                path,
-                "is itself a label image; labels are added to the image they annotate",
-            ));
-        }
+        let omero = root
+            .get("omero")
+            .filter(|omero| ngff::omero_problem(omero).is_none())
+            .cloned();
         let ndim = multiscale.axes.len();
         let mut levels = Vec::with_capacity(multiscale.datasets.len());
         let mut translation = None;
@@ -112,7 +114,7 @@ impl ParentImage {
                     ),
                 ));
             }
-            levels.push(ParentLevel {
+            levels.push(ImageLevel {
                 path: dataset.path.clone(),
                 shape: array.shape().to_vec(),
                 chunks: array.chunk_shape().to_vec(),
@@ -134,6 +136,8 @@ impl ParentImage {
             axes,
             translation: translation.unwrap_or_else(|| vec![0.0; ndim]),
             levels,
+            omero,
+            is_label: root.contains_key("image-label"),
         })
     }
 
@@ -163,7 +167,7 @@ impl ParentImage {
             .collect()
     }
 
-    fn axis_factor(&self, below: &ParentLevel, above: &ParentLevel, a: usize) -> Result<u32, BuildError> {
+    fn axis_factor(&self, below: &ImageLevel, above: &ImageLevel, a: usize) -> Result<u32, BuildError> {
         let (n, m) = (below.shape[a], above.shape[a]);
         #[allow(clippy::cast_precision_loss)]
         let ratio = match (&below.scale, &above.scale) {
@@ -207,8 +211,8 @@ fn first_multiscale(root: &Map<String, Value>) -> Result<Option<Multiscale>, Ngf
 mod tests {
     use super::*;
 
-    fn image(levels: &[(&[u64], Option<&[f64]>)]) -> ParentImage {
-        ParentImage {
+    fn image(levels: &[(&[u64], Option<&[f64]>)]) -> OmeZarrImage {
+        OmeZarrImage {
             path: "img".into(),
             version: NgffVersion::V04,
             axes: crate::plan::default_axes(2).unwrap(),
@@ -216,13 +220,15 @@ mod tests {
             levels: levels
                 .iter()
                 .enumerate()
-                .map(|(k, (shape, scale))| ParentLevel {
+                .map(|(k, (shape, scale))| ImageLevel {
                     path: k.to_string(),
                     shape: shape.to_vec(),
                     chunks: shape.to_vec(),
                     scale: scale.map(<[f64]>::to_vec),
                 })
                 .collect(),
+            omero: None,
+            is_label: false,
         }
     }
 
