@@ -72,6 +72,9 @@ fn run_build(builder: &PyramidBuilder, threads: usize) -> Result<BuildReport, Bu
     if options.resume && !resuming {
         info!("`{}` does not exist yet: starting a new build", output.display());
     }
+    if let Some(step) = &builder.before_writing {
+        step()?;
+    }
     if !resuming {
         prepare_output(output, options.overwrite)?;
         std::fs::create_dir_all(output).map_err(|source| BuildError::OutputNotCreatable {

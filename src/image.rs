@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::engine::BuildError;
-use crate::ngff::{self, Multiscale, NgffError, NgffVersion, ScaleTranslation};
-use crate::plan::{Axis, AxisKind};
+use crate::ngff::{self, AxisMetadata, Multiscale, NgffError, NgffVersion, ScaleTranslation};
+use crate::plan::Axis;
 use crate::store::{self, ChunkSource, NodeKind, StoreError};
 
 /// One level of the parent image.
@@ -121,15 +121,7 @@ impl OmeZarrImage {
                 scale,
             });
         }
-        let axes = multiscale
-            .axes
-            .iter()
-            .map(|a| Axis {
-                name: a.name.clone(),
-                kind: AxisKind::from_type_name(a.kind.as_deref()),
-                unit: a.unit.clone(),
-            })
-            .collect();
+        let axes = multiscale.axes.iter().map(AxisMetadata::to_axis).collect();
         Ok(Self {
             path: path.to_path_buf(),
             version,

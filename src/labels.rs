@@ -167,11 +167,6 @@ impl LabelsBuilder {
                 ),
             ));
         }
-        if listed {
-            // Out of the list first: a run killed while replacing it leaves no name that
-            // points at a partial label image.
-            group.update(|names| names.retain(|n| n != &self.name))?;
-        }
 
         let mut options = self.options.clone();
         options.name = Some(self.name.clone());
@@ -194,6 +189,13 @@ impl LabelsBuilder {
         }
         if let Some(cancel) = &self.cancel {
             builder = builder.cancel_flag(cancel.clone());
+        }
+        if listed {
+            // Out of the list before the label image is replaced (once the request is found
+            // valid): a run killed while replacing it leaves no name that points at a
+            // partial label image.
+            let (group, name) = (group.clone(), self.name.clone());
+            builder = builder.before_writing(Arc::new(move || group.update(|names| names.retain(|n| n != &name))));
         }
         let report = builder.build()?;
         group.update(|names| {

@@ -252,6 +252,10 @@ fn a_label_pyramid_repeats_the_image_levels_and_leaves_the_image_untouched() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("already lists a label image `cells` (pass --overwrite"));
     assert_eq!(whole, snapshot(&image));
+    // --overwrite with an option the build refuses changes nothing either, the list included.
+    let out = labels(&[img, seg_arg, "--name", "cells", "--overwrite", "--chunks", "4,4", "-q"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(whole, snapshot(&image));
     let out = labels(&[
         img,
         seg_arg,

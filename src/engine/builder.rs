@@ -21,7 +21,11 @@ pub struct PyramidBuilder {
     pub(super) cancel: Option<Arc<AtomicBool>>,
     pub(super) layers: StoreLayers,
     pub(super) label: Option<LabelTarget>,
+    pub(super) before_writing: Option<BeforeWriting>,
 }
+
+/// Run once the build is found valid, before it changes anything on disk.
+pub(crate) type BeforeWriting = Arc<dyn Fn() -> Result<(), BuildError> + Send + Sync>;
 
 /// Wrappers around the stores a build reads and writes (instrumentation, fault injection).
 #[derive(Clone, Default)]
@@ -54,6 +58,7 @@ impl PyramidBuilder {
             cancel: None,
             layers: StoreLayers::default(),
             label: None,
+            before_writing: None,
         }
     }
 
@@ -166,6 +171,14 @@ impl PyramidBuilder {
     #[must_use]
     pub(crate) fn label_target(mut self, target: LabelTarget) -> Self {
         self.label = Some(target);
+        self
+    }
+
+    /// Runs `step` once every option and the input are found valid, before the output is
+    /// created or replaced (a failure stops the build there).
+    #[must_use]
+    pub(crate) fn before_writing(mut self, step: BeforeWriting) -> Self {
+        self.before_writing = Some(step);
         self
     }
 

@@ -5,8 +5,7 @@
 use serde_json::{Map, Value};
 
 use super::validate::{ScaleTranslation, check_dataset_path, omero_problem, scale_and_translation};
-use super::{InputImage, Multiscale, NgffError};
-use crate::plan::{Axis, AxisKind};
+use super::{AxisMetadata, InputImage, Multiscale, NgffError};
 
 /// Reads the image metadata from the object holding `multiscales` (and `omero`): the
 /// group attributes in v0.4, their `ome` key in v0.5. Returns `Ok(None)` when there is no
@@ -39,15 +38,7 @@ pub fn read_image(root: &Map<String, Value>) -> Result<Option<InputImage>, NgffE
     }
     let omero = root.get("omero").cloned();
     let omero_dropped = omero.as_ref().and_then(omero_problem);
-    let axes = first
-        .axes
-        .iter()
-        .map(|a| Axis {
-            name: a.name.clone(),
-            kind: AxisKind::from_type_name(a.kind.as_deref()),
-            unit: a.unit.clone(),
-        })
-        .collect();
+    let axes = first.axes.iter().map(AxisMetadata::to_axis).collect();
     Ok(Some(InputImage {
         name: first.name.clone(),
         axes,

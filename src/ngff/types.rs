@@ -70,6 +70,18 @@ pub struct AxisMetadata {
     pub unit: Option<String>,
 }
 
+impl AxisMetadata {
+    /// The axis this metadata describes (its kind from the `type` string).
+    #[must_use]
+    pub fn to_axis(&self) -> Axis {
+        Axis {
+            name: self.name.clone(),
+            kind: crate::plan::AxisKind::from_type_name(self.kind.as_deref()),
+            unit: self.unit.clone(),
+        }
+    }
+}
+
 /// One entry of `multiscales.datasets`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dataset {

@@ -6,10 +6,9 @@ use anyhow::{Result, anyhow};
 use clap::Args;
 use serde_json::Value;
 
-use ome_pyramid::units::parse_size;
-use ome_pyramid::{BackendChoice, BuildOptions, Compression, LabelsBuilder, Method};
+use ome_pyramid::{BuildOptions, LabelsBuilder, Method};
 
-use crate::{Dims, UsageError, cancel_flag, outln, parse_backend, parse_dims, parse_method, run_with_progress};
+use crate::{EngineArgs, UsageError, cancel_flag, outln, parse_method, run_with_progress};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -40,24 +39,8 @@ pub(crate) struct LabelsArgs {
     /// JSON file with label properties: a list of {"label-value": 1, "class": "nucleus", …}.
     #[arg(long)]
     properties: Option<PathBuf>,
-    /// Compute backend: auto, gpu or cpu (as for build).
-    #[arg(long, default_value = "auto", value_parser = parse_backend)]
-    backend: BackendChoice,
-    /// Chunk shape of the label arrays [default: the image's].
-    #[arg(long, value_parser = parse_dims)]
-    chunks: Option<Dims>,
-    /// Working-set budget; peak memory stays near it whatever the volume size.
-    #[arg(long, default_value = "2GiB", value_parser = parse_size)]
-    memory: u64,
-    /// CPU threads [default: all cores].
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Codec of the label arrays (as for build) [default: the segmentation's].
-    #[arg(long, default_value = "input")]
-    compression: Compression,
-    /// Compression level of the chosen codec.
-    #[arg(long, allow_hyphen_values = true)]
-    clevel: Option<i32>,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Replace a label image of the same name.
     #[arg(long)]
     overwrite: bool,
@@ -77,19 +60,13 @@ fn read_json_file(option: &str, path: &Path) -> Result<Value> {
         .map_err(|e| anyhow!(UsageError(format!("--{option} `{}` is not JSON: {e}", path.display()))))
 }
 
-pub(crate) fn run(args: LabelsArgs, quiet: bool) -> Result<()> {
-    let options = BuildOptions {
+pub(crate) fn run(args: &LabelsArgs, quiet: bool) -> Result<()> {
+    let options = args.engine.apply(BuildOptions {
         method: args.method,
-        backend: args.backend,
-        chunks: args.chunks.map(|d| d.0),
-        compression: args.compression,
-        clevel: args.clevel,
         overwrite: args.overwrite,
         resume: args.resume,
-        memory_bytes: args.memory,
-        threads: args.threads,
         ..BuildOptions::default()
-    };
+    });
     let mut builder = LabelsBuilder::new(&args.image, &args.segmentation, &args.name)
         .options(options)
         .cancel_flag(cancel_flag());

@@ -94,6 +94,47 @@ struct SynthArgs {
     seed: u64,
 }
 
+/// The engine options every command that builds a pyramid takes (`build`, `demo`, `labels`).
+#[derive(Args, Debug, Clone)]
+pub(crate) struct EngineArgs {
+    /// Compute backend: auto (a hardware GPU if found, else CPU), gpu (any adapter,
+    /// software ones included; error if none), cpu.
+    #[arg(long, default_value = "auto", value_parser = parse_backend)]
+    backend: BackendChoice,
+    /// Output chunk shape, e.g. 64,256,256 (clipped to each level) [default: the input's;
+    /// for `labels`, the image's].
+    #[arg(long, value_parser = parse_dims)]
+    chunks: Option<Dims>,
+    /// Working-set budget; peak memory stays near it whatever the volume size.
+    #[arg(long, default_value = "2GiB", value_parser = parse_size)]
+    memory: u64,
+    /// CPU threads for decode, encode and CPU kernels [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Codec of every output array: input (the input's codec where the output's Zarr
+    /// version can express it, else blosc-lz4), blosc-lz4, blosc-zstd, zstd, gzip, none.
+    #[arg(long, default_value = "input")]
+    compression: Compression,
+    /// Compression level of the chosen codec.
+    #[arg(long, allow_hyphen_values = true)]
+    clevel: Option<i32>,
+}
+
+impl EngineArgs {
+    /// These options over `options`.
+    pub(crate) fn apply(&self, options: BuildOptions) -> BuildOptions {
+        BuildOptions {
+            backend: self.backend,
+            chunks: self.chunks.clone().map(|d| d.0),
+            compression: self.compression,
+            clevel: self.clevel,
+            memory_bytes: self.memory,
+            threads: self.threads,
+            ..options
+        }
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 struct PyramidArgs {
     /// Downsampling method: nearest (first voxel of each window), mean (window average,
@@ -102,10 +143,6 @@ struct PyramidArgs {
     /// (smallest / largest value; max keeps thin bright structures visible).
     #[arg(long, default_value = "mean", value_parser = parse_method)]
     method: Method,
-    /// Compute backend: auto (a hardware GPU if found, else CPU), gpu (any adapter,
-    /// software ones included; error if none), cpu.
-    #[arg(long, default_value = "auto", value_parser = parse_backend)]
-    backend: BackendChoice,
     /// Total number of levels including level 0 [default: until every space axis fits its
     /// chunk; an axis that fits, or is held at factor 1, is not reduced further].
     #[arg(long)]
@@ -116,22 +153,8 @@ struct PyramidArgs {
     /// and napari read 3-D pyramids, which `auto` makes.
     #[arg(long, default_value = "auto", value_parser = parse_factors)]
     factors: FactorsArg,
-    /// Output chunk shape, e.g. 64,256,256 (clipped to each level) [default: the input's].
-    #[arg(long, value_parser = parse_dims)]
-    chunks: Option<Dims>,
-    /// Working-set budget; peak memory stays near it whatever the volume size.
-    #[arg(long, default_value = "2GiB", value_parser = parse_size)]
-    memory: u64,
-    /// CPU threads for decode, encode and CPU kernels [default: all cores].
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Codec of every output array: input (the input's codec where Zarr v2 can express it,
-    /// else blosc-lz4), blosc-lz4, blosc-zstd, zstd, gzip, none.
-    #[arg(long, default_value = "input")]
-    compression: Compression,
-    /// Compression level of the chosen codec.
-    #[arg(long, allow_hyphen_values = true)]
-    clevel: Option<i32>,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Replace OUTPUT if it exists (only if it is a Zarr store or empty).
     #[arg(long)]
     overwrite: bool,
@@ -414,25 +437,19 @@ impl Progress for BarProgress {
 }
 
 fn build_options(args: &PyramidArgs) -> BuildOptions {
-    BuildOptions {
+    args.engine.apply(BuildOptions {
         method: args.method,
-        backend: args.backend,
         levels: args.levels,
         factors: match &args.factors {
             FactorsArg::Auto => None,
             FactorsArg::Named(named) => Some(named.clone()),
         },
-        chunks: args.chunks.clone().map(|d| d.0),
-        compression: args.compression,
-        clevel: args.clevel,
         overwrite: args.overwrite,
-        memory_bytes: args.memory,
-        threads: args.threads,
         ngff_version: args.ngff_version,
         shards: args.shards.clone(),
         shard_size: args.shard_size,
         ..BuildOptions::default()
-    }
+    })
 }
 
 pub(crate) fn print_summary(report: &BuildReport) {
@@ -763,7 +780,7 @@ fn main() -> ExitCode {
     tracing::debug!("glibc allocator tuned for chunk-sized buffers: {allocator_tuned}");
     let result: Result<()> = match cli.command {
         Command::Build(args) => cmd_build(args, cli.quiet).map_err(anyhow::Error::from),
-        Command::Labels(args) => labels::run(args, cli.quiet),
+        Command::Labels(args) => labels::run(&args, cli.quiet),
         Command::Info(args) => info::run(&args),
         Command::Thumbnail(args) => thumbnail::run(&args, cli.quiet),
         Command::Demo(args) => cmd_demo(&args, cli.quiet),
