@@ -4,10 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::engine::BuildError;
-use crate::ngff::{self, AxisMetadata, Multiscale, NgffError, NgffVersion, ScaleTranslation};
+use crate::ngff::{self, AxisMetadata, NgffError, NgffVersion, ScaleTranslation};
 use crate::plan::Axis;
 use crate::store::{self, ChunkSource, NodeKind, StoreError};
 
@@ -75,7 +75,7 @@ impl OmeZarrImage {
             NgffVersion::V04
         };
         let root = ngff::v05::image_root(&attributes).unwrap_or(&attributes);
-        let multiscale = first_multiscale(root).map_err(|e| StoreError::Ngff {
+        let multiscale = ngff::read::first_multiscale(root).map_err(|e| StoreError::Ngff {
             path: path.to_path_buf(),
             source: e,
         })?;
@@ -181,22 +181,6 @@ impl OmeZarrImage {
         }
         Ok(f)
     }
-}
-
-fn first_multiscale(root: &Map<String, Value>) -> Result<Option<Multiscale>, NgffError> {
-    let Some(list) = root.get("multiscales") else {
-        return Ok(None);
-    };
-    let list: Vec<Multiscale> =
-        serde_json::from_value(list.clone()).map_err(|e| NgffError::Malformed(e.to_string()))?;
-    let first = list
-        .into_iter()
-        .next()
-        .ok_or_else(|| NgffError::Malformed("empty list".into()))?;
-    if first.datasets.is_empty() {
-        return Err(NgffError::NoDatasets);
-    }
-    Ok(Some(first))
 }
 
 #[cfg(test)]

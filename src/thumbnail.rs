@@ -20,6 +20,7 @@ use crate::dtype::Sample;
 use crate::engine::BuildError;
 use crate::image::{OmeZarrImage, not_an_image};
 use crate::plan::AxisKind;
+use crate::store::error::io_error;
 use crate::store::{self, ChunkSource, StoreElement, StoreError, TileReader};
 use crate::tile::Region;
 
@@ -58,11 +59,7 @@ impl Thumbnail {
     /// [`StoreError::Io`] if the file cannot be written.
     pub fn write_png(&self, path: &Path) -> Result<(), StoreError> {
         let tmp = path.with_extension("png.tmp-ome-pyramid");
-        let io = |action: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |source: std::io::Error| StoreError::Io { action, path, source }
-        };
-        let file = std::fs::File::create(&tmp).map_err(io("cannot create", &tmp))?;
+        let file = std::fs::File::create(&tmp).map_err(io_error("cannot create", &tmp))?;
         let mut writer = std::io::BufWriter::new(file);
         let mut encoder = png::Encoder::new(&mut writer, self.width, self.height);
         encoder.set_color(png::ColorType::Rgb);
@@ -70,10 +67,10 @@ impl Thumbnail {
         let encoded = encoder
             .write_header()
             .and_then(|mut w| w.write_image_data(&self.rgb).and_then(|()| w.finish()));
-        encoded.map_err(|e| io("cannot write", &tmp)(std::io::Error::other(e)))?;
-        writer.flush().map_err(io("cannot write", &tmp))?;
+        encoded.map_err(|e| io_error("cannot write", &tmp)(std::io::Error::other(e)))?;
+        writer.flush().map_err(io_error("cannot write", &tmp))?;
         drop(writer);
-        std::fs::rename(&tmp, path).map_err(io("cannot rename into place", path))
+        std::fs::rename(&tmp, path).map_err(io_error("cannot rename into place", path))
     }
 }
 

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{as_f64, compare, ngff_validator, reference_step, run, snapshot, stderr, stdout, tolerance};
+use common::{as_f64, compare, multiscale, ngff_validator, reference_step, run, snapshot, stderr, stdout, tolerance};
 use ome_pyramid::synthetic::{self, ArrayFormat, ArraySpec, Codec};
 use ome_pyramid::{DType, Method, TileData};
 use serde_json::{Value, json};
@@ -28,16 +28,7 @@ fn synthetic_input(dir: &Path, name: &str, spec: &ArraySpec) -> PathBuf {
 }
 
 fn attrs(output: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(output.join(".zattrs")).expect(".zattrs written")).unwrap()
-}
-
-/// The first `multiscales` entry of a 0.4 (`.zattrs`) or 0.5 (`zarr.json`) output.
-fn multiscale(output: &Path) -> Value {
-    if output.join(".zattrs").exists() {
-        attrs(output)["multiscales"][0].clone()
-    } else {
-        zarr_json_attributes(output)["ome"]["multiscales"][0].clone()
-    }
+    common::read_json(&output.join(".zattrs"))
 }
 
 fn level(output: &Path, k: usize) -> (Vec<u64>, TileData) {
@@ -75,9 +66,8 @@ fn assert_levels_follow_the_reference(output: &Path, method: Method, gpu: bool) 
 
 /// The attributes of a 0.5 output's group `zarr.json`.
 fn zarr_json_attributes(output: &Path) -> Value {
-    let group: Value = serde_json::from_slice(&std::fs::read(output.join("zarr.json")).unwrap()).unwrap();
-    assert_eq!(group["node_type"], "group");
-    group["attributes"].clone()
+    assert!(output.join("zarr.json").exists(), "{} is a 0.5 group", output.display());
+    common::group_attributes(output)
 }
 
 /// Files under `dir` whose path relative to it starts with `prefix`.

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{binary, ngff_schema_validator, reference_step, run, snapshot, stderr, stdout};
+use common::{
+    group_attributes, multiscale, ngff_schema_validator, read_json, reference_step, run, snapshot, stderr, stdout,
+};
 use ome_pyramid::synthetic::{self, ArrayFormat, ArraySpec, Codec, hash64};
 use ome_pyramid::{DType, Method, TileData};
 use serde_json::{Value, json};
@@ -63,28 +65,6 @@ fn labels(args: &[&str]) -> std::process::Output {
     let mut all = vec!["labels"];
     all.extend_from_slice(args);
     run(&all)
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
-}
-
-/// The group attributes of a 0.4 (`.zattrs`) or 0.5 (`zarr.json`) group.
-fn group_attributes(group: &Path) -> Value {
-    if group.join(".zattrs").exists() {
-        read_json(&group.join(".zattrs"))
-    } else {
-        read_json(&group.join("zarr.json"))["attributes"].clone()
-    }
-}
-
-/// The first `multiscales` entry of an image or label image.
-fn multiscale(group: &Path) -> Value {
-    let attributes = group_attributes(group);
-    attributes
-        .get("multiscales")
-        .unwrap_or(&attributes["ome"]["multiscales"])[0]
-        .clone()
 }
 
 /// Every file of `image` except those of its `labels` group.
@@ -403,12 +383,6 @@ fn mistakes_are_refused_before_anything_is_written() {
     assert!(!image.join("labels").exists());
 }
 
-fn labels_command(args: &[&str]) -> Command {
-    let mut command = Command::new(binary());
-    command.arg("labels").args(args).env("NO_COLOR", "1");
-    command
-}
-
 #[test]
 fn a_killed_labels_run_lists_nothing_and_resumes_byte_identically() {
     let dir = TempDir::new().unwrap();
@@ -444,7 +418,12 @@ fn a_killed_labels_run_lists_nothing_and_resumes_byte_identically() {
     let before = image_files(&image);
     let mut args = vec![image.to_str().unwrap(), seg.to_str().unwrap()];
     args.extend_from_slice(&options);
-    let (interrupted, out) = common::interrupt(labels_command(&args), 100, Duration::from_millis(800), "-KILL");
+    let (interrupted, out) = common::interrupt(
+        common::subcommand("labels", &args),
+        100,
+        Duration::from_millis(800),
+        "-KILL",
+    );
     assert!(interrupted, "the run ended before the kill: {}", stderr(&out));
     assert!(image.join("labels/cells").exists(), "the run had started writing");
     let listed = image.join("labels/.zattrs").exists()

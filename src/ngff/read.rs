@@ -7,6 +7,27 @@ use serde_json::{Map, Value};
 use super::validate::{ScaleTranslation, check_dataset_path, omero_problem, scale_and_translation};
 use super::{AxisMetadata, InputImage, Multiscale, NgffError};
 
+/// The first entry of `multiscales` in the object holding it (`None` when there is none),
+/// with at least one dataset.
+///
+/// # Errors
+/// [`NgffError::Malformed`] or [`NgffError::NoDatasets`].
+pub fn first_multiscale(root: &Map<String, Value>) -> Result<Option<Multiscale>, NgffError> {
+    let Some(list) = root.get("multiscales") else {
+        return Ok(None);
+    };
+    let list: Vec<Multiscale> =
+        serde_json::from_value(list.clone()).map_err(|e| NgffError::Malformed(e.to_string()))?;
+    let first = list
+        .into_iter()
+        .next()
+        .ok_or_else(|| NgffError::Malformed("empty list".into()))?;
+    if first.datasets.is_empty() {
+        return Err(NgffError::NoDatasets);
+    }
+    Ok(Some(first))
+}
+
 /// Reads the image metadata from the object holding `multiscales` (and `omero`): the
 /// group attributes in v0.4, their `ome` key in v0.5. Returns `Ok(None)` when there is no
 /// `multiscales`.
@@ -14,15 +35,9 @@ use super::{AxisMetadata, InputImage, Multiscale, NgffError};
 /// # Errors
 /// [`NgffError`] if `multiscales` exists but is malformed or invalid.
 pub fn read_image(root: &Map<String, Value>) -> Result<Option<InputImage>, NgffError> {
-    let Some(multiscales) = root.get("multiscales") else {
+    let Some(first) = first_multiscale(root)? else {
         return Ok(None);
     };
-    let list: Vec<Multiscale> =
-        serde_json::from_value(multiscales.clone()).map_err(|e| NgffError::Malformed(e.to_string()))?;
-    let first = list
-        .into_iter()
-        .next()
-        .ok_or_else(|| NgffError::Malformed("empty list".into()))?;
     let dataset = first.datasets.first().ok_or(NgffError::NoDatasets)?;
     for d in &first.datasets {
         check_dataset_path(&d.path)?;

@@ -387,6 +387,30 @@ pub fn ngff_schema_validator(version: &str, file: &str) -> jsonschema::Validator
         .expect("schema compiles")
 }
 
+/// A JSON file's contents.
+pub fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+/// The attributes of a 0.4 (`.zattrs`) or 0.5 (`zarr.json`, which must be a group) group.
+pub fn group_attributes(group: &Path) -> Value {
+    if group.join(".zattrs").exists() {
+        return read_json(&group.join(".zattrs"));
+    }
+    let node = read_json(&group.join("zarr.json"));
+    assert_eq!(node["node_type"], "group", "{}", group.display());
+    node["attributes"].clone()
+}
+
+/// The first `multiscales` entry of a 0.4 or 0.5 image or label image.
+pub fn multiscale(group: &Path) -> Value {
+    let attributes = group_attributes(group);
+    attributes
+        .get("multiscales")
+        .unwrap_or(&attributes["ome"]["multiscales"])[0]
+        .clone()
+}
+
 /// Every file under `dir`, by path relative to `dir`, with its bytes. Symbolic links and
 /// special files (FIFOs) are recorded by what they are, never followed or read.
 pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
@@ -413,11 +437,16 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     files
 }
 
+/// An `ome-pyramid NAME args` command (e.g. `labels`), not yet run.
+pub fn subcommand(name: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(binary());
+    command.arg(name).args(args).env("NO_COLOR", "1");
+    command
+}
+
 /// A `build` command with the given arguments.
 pub fn build_command(args: &[&str]) -> Command {
-    let mut command = Command::new(binary());
-    command.arg("build").args(args).env("NO_COLOR", "1");
-    command
+    subcommand("build", args)
 }
 
 /// Runs `build args` with a pause of `task_delay_ms` before each task (a test hook of debug
