@@ -8,6 +8,7 @@
 //! ([`Downsampler::downsample_chain`]).
 
 pub mod cpu;
+#[cfg(feature = "gpu")]
 pub mod gpu;
 
 use std::fmt;
@@ -18,6 +19,43 @@ use serde::{Deserialize, Serialize};
 use crate::dtype::DType;
 use crate::method::{AxisStencil, Method, source_range};
 use crate::tile::{Region, Tile};
+
+/// What `info --gpu` reports about an adapter.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdapterSummary {
+    /// Adapter name.
+    pub name: String,
+    /// Graphics API.
+    pub backend: String,
+    /// Discrete, integrated, virtual, software (`Cpu`) or other.
+    pub device_type: String,
+    /// Driver name and version.
+    pub driver: String,
+    /// True for software rasterisers such as lavapipe.
+    pub software: bool,
+    /// Would `--backend auto` use it?
+    pub used_by_auto: bool,
+    /// Largest storage buffer binding, bytes.
+    pub max_storage_buffer_binding_size: u64,
+    /// Largest buffer, bytes.
+    pub max_buffer_size: u64,
+    /// Workgroups per dispatch dimension.
+    pub max_compute_workgroups_per_dimension: u32,
+    /// Invocations per workgroup.
+    pub max_compute_invocations_per_workgroup: u32,
+}
+
+/// Every GPU adapter wgpu finds, best first; none in a build without the `gpu` feature.
+#[must_use]
+pub fn list_adapters() -> Vec<AdapterSummary> {
+    #[cfg(feature = "gpu")]
+    return gpu::list_adapters();
+    #[cfg(not(feature = "gpu"))]
+    Vec::new()
+}
+
+/// True if this build can run the GPU backend (the `gpu` feature).
+pub const GPU_SUPPORT: bool = cfg!(feature = "gpu");
 
 /// One pyramid step: how level `k` (of `src_shape`) becomes level `k + 1`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -198,12 +198,18 @@ fn run_build(builder: &PyramidBuilder, threads: usize) -> Result<BuildReport, Bu
             // The input's display settings carry over; an image without any gets measured ones.
             let omero = match &prepared.source.image().omero {
                 Some(omero) => omero.clone(),
-                None => crate::dispatch_dtype!(dtype, T => display::measured_omero::<T>(
-                    sink.as_ref(),
-                    &prepared.plan,
-                    &prepared.axes,
-                    builder.options.memory_bytes,
-                )?),
+                None => {
+                    let mut measured = crate::dispatch_dtype!(dtype, T => display::measured_omero::<T>(
+                        sink.as_ref(),
+                        &prepared.plan,
+                        &prepared.axes,
+                        builder.options.memory_bytes,
+                    )?);
+                    if let Some(labels) = &prepared.source.image().channel_labels {
+                        display::label_channels(&mut measured, labels);
+                    }
+                    measured
+                }
             };
             ngff::group_attributes(builder.options.ngff_version, &spec, Some(&omero), None)
         }

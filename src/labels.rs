@@ -29,7 +29,7 @@ use crate::method::Method;
 use crate::ngff::NgffVersion;
 use crate::ngff::label::{check_colors, check_label_name, check_properties, image_label};
 use crate::plan::{AxisKind, axis_names};
-use crate::store::{self, ChunkSource, StoreError};
+use crate::store::{self, StoreError};
 use group::LabelsGroup;
 
 /// Adds a label image to an OME-Zarr image:
@@ -209,7 +209,7 @@ impl LabelsBuilder {
     /// The geometry the label pyramid takes from `parent`, after checking that the
     /// segmentation has the image's level-0 shape (or that shape without the channel axis).
     fn label_target(&self, parent: &OmeZarrImage) -> Result<LabelTarget, BuildError> {
-        let segmentation = store::open_source(&self.segmentation)?;
+        let segmentation = store::open_input(&self.segmentation, None, None)?;
         let dtype = segmentation.dtype();
         if dtype.is_float() {
             return Err(BuildError::InvalidOption {

@@ -1,5 +1,6 @@
 //! Every WGSL kernel parses, validates, and compiles to SPIR-V for each element kind, with
 //! naga and no GPU: a shader error is caught even where no adapter exists.
+#![cfg(feature = "gpu")]
 
 use ome_pyramid::DType;
 use ome_pyramid::backend::gpu::program::elem_code;

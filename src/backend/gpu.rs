@@ -20,41 +20,16 @@ pub mod program;
 mod ring;
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 pub use context::{GpuContext, PhaseTimes, shader_source};
 pub use program::Kernel;
-use serde::Serialize;
 
 use crate::backend::cpu::CpuBackend;
-use crate::backend::{BackendError, BackendKind, Downsampler, Step, required_source};
+use crate::backend::{AdapterSummary, BackendError, BackendKind, Downsampler, Step, required_source};
 use crate::dtype::DType;
 use crate::method::Method;
 use crate::tile::{Region, Tile, TileElement, copy_overlap};
-
-/// What `info --gpu` reports about an adapter.
-#[derive(Debug, Clone, Serialize)]
-pub struct AdapterSummary {
-    /// Adapter name.
-    pub name: String,
-    /// Graphics API.
-    pub backend: String,
-    /// Discrete, integrated, virtual, software (`Cpu`) or other.
-    pub device_type: String,
-    /// Driver name and version.
-    pub driver: String,
-    /// True for software rasterisers such as lavapipe.
-    pub software: bool,
-    /// Would `--backend auto` use it?
-    pub used_by_auto: bool,
-    /// Largest storage buffer binding, bytes.
-    pub max_storage_buffer_binding_size: u64,
-    /// Largest buffer, bytes.
-    pub max_buffer_size: u64,
-    /// Workgroups per dispatch dimension.
-    pub max_compute_workgroups_per_dimension: u32,
-    /// Invocations per workgroup.
-    pub max_compute_invocations_per_workgroup: u32,
-}
 
 fn is_hardware(kind: wgpu::DeviceType) -> bool {
     matches!(
@@ -80,14 +55,31 @@ fn all_adapters() -> Vec<wgpu::Adapter> {
     })
 }
 
-/// Runs `probe` with the process's stderr sent to a temporary file, then logs what the
-/// drivers wrote there at debug level. Mesa's Vulkan drivers print
-/// `error: XDG_RUNTIME_DIR is invalid or not set` on headless machines while adapters are
-/// enumerated; that is not an error of ours and must not look like one.
+/// Whether adapter probing may send the process's stderr to a file for its duration.
+static CAPTURE_DRIVER_OUTPUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Lets adapter probing route what GPU drivers print on stderr into the debug log (Mesa's
+/// Vulkan drivers print `error: XDG_RUNTIME_DIR is invalid or not set` on headless
+/// machines, which is not an error of ours and must not look like one).
+///
+/// This swaps file descriptor 2 of the whole process while adapters are enumerated, so
+/// only a program that owns its process (the command-line tool) turns it on. Off by
+/// default: a host process (Python, Jupyter, a server) keeps its stderr untouched and sees
+/// the drivers' lines as they are.
+pub fn capture_driver_output(enabled: bool) {
+    CAPTURE_DRIVER_OUTPUT.store(enabled, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Runs `probe`, with the process's stderr sent to a temporary file if
+/// [`capture_driver_output`] turned that on, and then logs what the drivers wrote there
+/// at debug level.
 #[cfg(unix)]
 fn driver_chatter_to_log<R>(probe: impl FnOnce() -> R) -> R {
     use std::io::{Read, Seek, Write};
     use std::os::fd::AsFd;
+    if !CAPTURE_DRIVER_OUTPUT.load(std::sync::atomic::Ordering::Relaxed) {
+        return probe();
+    }
     let _ = std::io::stderr().flush();
     let saved = std::io::stderr().as_fd().try_clone_to_owned();
     let capture = tempfile_in_tmp();
@@ -155,9 +147,15 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
         .collect()
 }
 
+/// The device contexts this process has opened, by whether software adapters were allowed
+/// (index 1) or not (index 0): later builds in the same process (a notebook's next cell, a
+/// server's next request) share the device instead of opening one per call. A context whose
+/// device was lost is replaced.
+static CONTEXTS: Mutex<[Option<Arc<GpuContext>>; 2]> = Mutex::new([None, None]);
+
 /// The GPU backend.
 pub struct GpuBackend {
-    context: GpuContext,
+    context: Arc<GpuContext>,
     cpu: CpuBackend,
     told_cpu_fallback: AtomicBool,
 }
@@ -176,6 +174,30 @@ impl GpuBackend {
     /// # Errors
     /// [`BackendError::NoAdapter`] naming what was found instead.
     pub fn new(allow_software: bool) -> Result<Self, BackendError> {
+        let mut contexts = CONTEXTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slot = &mut contexts[usize::from(allow_software)];
+        let context = match slot.as_ref().filter(|c| c.is_alive()) {
+            Some(context) => context.clone(),
+            None => {
+                let context = Arc::new(Self::open_context(allow_software)?);
+                *slot = Some(context.clone());
+                context
+            }
+        };
+        Ok(Self {
+            context,
+            cpu: CpuBackend::new(),
+            told_cpu_fallback: AtomicBool::new(false),
+        })
+    }
+
+    /// True if this backend and `other` run on the same device context.
+    #[must_use]
+    pub fn shares_context_with(&self, other: &GpuBackend) -> bool {
+        Arc::ptr_eq(&self.context, &other.context)
+    }
+
+    fn open_context(allow_software: bool) -> Result<GpuContext, BackendError> {
         let mut adapters = all_adapters();
         adapters.sort_by_key(|a| preference(a.get_info().device_type));
         let found: Vec<String> = adapters
@@ -196,12 +218,7 @@ impl GpuBackend {
                 })
             })?;
         let slots = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
-        let context = GpuContext::new(&adapter, slots)?;
-        Ok(Self {
-            context,
-            cpu: CpuBackend::new(),
-            told_cpu_fallback: AtomicBool::new(false),
-        })
+        GpuContext::new(&adapter, slots)
     }
 
     /// The context (device, queue, limits).
@@ -318,5 +335,43 @@ impl Downsampler for GpuBackend {
             outputs.push(tile);
         }
         Ok(outputs)
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    /// Device and inode of what file descriptor 2 is now.
+    fn stderr_identity() -> (u64, u64) {
+        use std::os::fd::AsFd;
+        let stat = nix::sys::stat::fstat(std::io::stderr().as_fd()).expect("fstat of stderr");
+        (stat.st_dev, stat.st_ino)
+    }
+
+    #[test]
+    fn probing_leaves_stderr_alone_unless_the_program_asks() {
+        let before = stderr_identity();
+        assert_eq!(driver_chatter_to_log(stderr_identity), before, "off by default");
+        capture_driver_output(true);
+        let during = driver_chatter_to_log(stderr_identity);
+        capture_driver_output(false);
+        assert_ne!(
+            during, before,
+            "when asked, stderr is a capture file while adapters are probed"
+        );
+        assert_eq!(stderr_identity(), before, "and it is restored after");
+    }
+
+    #[test]
+    fn backends_of_one_process_share_one_device_context() {
+        let (Ok(first), Ok(second)) = (GpuBackend::new(true), GpuBackend::new(true)) else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI runs the GPU path on lavapipe: an adapter must be found"
+            );
+            return;
+        };
+        assert!(first.shares_context_with(&second));
     }
 }

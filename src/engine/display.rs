@@ -32,23 +32,89 @@ pub(super) fn measured_omero<T: StoreElement>(
     let z_planes = axes.iter().position(|a| a.name == "z").map(|z| level0[z]);
     let top = plan.len() - 1;
     let shape = &plan.levels[top].shape;
-    let bytes = T::DTYPE.bytes_of(shape).unwrap_or(u64::MAX);
-    if bytes > memory_bytes / 4 {
+    let budget = memory_bytes / 4;
+    let Some(regions) = sample_planes(shape, channel_axis, T::DTYPE.size() as u64, budget) else {
         tracing::warn!(
-            "the top level ({bytes} bytes) is too large to measure within --memory; the display windows span the whole {} range",
+            "one plane of the top level is too large to measure within --memory; the display windows span the whole {} range",
             T::DTYPE
         );
         let window = ChannelWindow::of_dtype(T::DTYPE);
         let windows = vec![window; usize::try_from(channels).unwrap_or(1)];
         return Ok(default_omero(&windows, z_planes));
+    };
+    let reader = TileReader::<T>::new(sink.read_level(top)?, budget, Arc::new(|_: &Region| 1));
+    let mut values = vec![Vec::new(); usize::try_from(channels).unwrap_or(1)];
+    for region in &regions {
+        let data = reader.read(region)?;
+        for (all, some) in values
+            .iter_mut()
+            .zip(channel_values(&data, &region.shape, channel_axis))
+        {
+            all.extend(some);
+        }
     }
-    let reader = TileReader::<T>::new(sink.read_level(top)?, memory_bytes / 4, Arc::new(|_: &Region| 1));
-    let data = reader.read(&Region::whole(shape))?;
-    let windows = channel_values(&data, shape, channel_axis)
-        .iter_mut()
-        .map(ChannelWindow::of_values)
-        .collect::<Vec<_>>();
+    let windows = values.iter_mut().map(ChannelWindow::of_values).collect::<Vec<_>>();
     Ok(default_omero(&windows, z_planes))
+}
+
+/// The regions of `shape` the display windows are measured on, holding at most `budget`
+/// bytes together: the whole array when it fits, else evenly spaced planes (every channel,
+/// all of y and x, one index of each other axis); `None` when one plane does not fit.
+fn sample_planes(shape: &[u64], channel_axis: Option<usize>, element: u64, budget: u64) -> Option<Vec<Region>> {
+    let whole = Region::whole(shape);
+    if shape.iter().product::<u64>().saturating_mul(element) <= budget {
+        return Some(vec![whole]);
+    }
+    let ndim = shape.len();
+    // The axes a plane fixes: all but the channel axis and the last two (y and x).
+    let fixed: Vec<usize> = (0..ndim.saturating_sub(2))
+        .filter(|&a| Some(a) != channel_axis)
+        .collect();
+    let planes: u64 = fixed.iter().map(|&a| shape[a]).product();
+    let plane_bytes = (shape.iter().product::<u64>() / planes.max(1)).saturating_mul(element);
+    if fixed.is_empty() || plane_bytes > budget {
+        return None;
+    }
+    let count = (budget / plane_bytes).clamp(1, planes);
+    let regions = (0..count)
+        .map(|k| {
+            // Plane k of `count`, evenly spaced over the flat index of the fixed axes.
+            let mut flat = (2 * k + 1) * planes / (2 * count);
+            let mut region = whole.clone();
+            for &a in fixed.iter().rev() {
+                region.start[a] = flat % shape[a];
+                region.shape[a] = 1;
+                flat /= shape[a];
+            }
+            region
+        })
+        .collect();
+    tracing::info!(
+        "display windows measured on {count} of the top level's {planes} planes (the whole level does not fit --memory/4)"
+    );
+    Some(regions)
+}
+
+/// Names and colours the input gives its channels (OME-TIFF), put on the measured
+/// `omero` block's channels; a colour that is not `RRGGBB` is left as measured.
+pub(super) fn label_channels(omero: &mut Value, labels: &[(Option<String>, Option<String>)]) {
+    let Some(channels) = omero.get_mut("channels").and_then(Value::as_array_mut) else {
+        return;
+    };
+    if channels.len() != labels.len() {
+        return;
+    }
+    for (channel, (label, color)) in channels.iter_mut().zip(labels) {
+        if let Some(label) = label {
+            channel["label"] = Value::from(label.as_str());
+        }
+        if let Some(color) = color
+            .as_ref()
+            .filter(|c| c.len() == 6 && c.chars().all(|h| h.is_ascii_hexdigit()))
+        {
+            channel["color"] = Value::from(color.as_str());
+        }
+    }
 }
 
 /// The default `colors` of a label image: one per distinct value of the top level (label 0
@@ -112,6 +178,28 @@ fn channel_values<T: StoreElement>(data: &[T], shape: &[u64], channel_axis: Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_level_too_large_is_measured_on_evenly_spaced_planes() {
+        // t×c×z×y×x = 2×3×10×4×4 u16: a plane (3 channels × 4 × 4) is 96 bytes.
+        let shape = [2, 3, 10, 4, 4];
+        let all = sample_planes(&shape, Some(1), 2, 1 << 20).unwrap();
+        assert_eq!(all, vec![Region::whole(&shape)]);
+        let some = sample_planes(&shape, Some(1), 2, 96 * 4).unwrap();
+        let starts: Vec<(u64, u64)> = some.iter().map(|r| (r.start[0], r.start[2])).collect();
+        assert_eq!(
+            starts,
+            [(0, 2), (0, 7), (1, 2), (1, 7)],
+            "4 of 20 planes, spread over t and z"
+        );
+        assert!(some.iter().all(|r| r.shape == [1, 3, 1, 4, 4]));
+        assert_eq!(sample_planes(&shape, Some(1), 2, 95), None, "one plane does not fit");
+        assert_eq!(
+            sample_planes(&[100, 100], None, 2, 10),
+            None,
+            "a 2-D level has no planes to pick"
+        );
+    }
 
     #[test]
     fn values_are_split_by_channel() {

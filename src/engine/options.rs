@@ -47,6 +47,8 @@ pub struct BuildOptions {
     pub shards: Option<ShardChoice>,
     /// Largest uncompressed shard `auto` makes, in bytes; `None` for 1 GiB.
     pub shard_size: Option<u64>,
+    /// The series of a TIFF input with several (OME-TIFF); `None` for the first.
+    pub series: Option<usize>,
 }
 
 impl Default for BuildOptions {
@@ -70,6 +72,7 @@ impl Default for BuildOptions {
             ngff_version: NgffVersion::V04,
             shards: None,
             shard_size: None,
+            series: None,
         }
     }
 }

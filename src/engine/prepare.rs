@@ -10,6 +10,7 @@ use tracing::info;
 use super::output::{absolute, check_output_location};
 use super::{BuildError, BuildOptions, PyramidBuilder};
 use crate::backend::cpu::CpuBackend;
+#[cfg(feature = "gpu")]
 use crate::backend::gpu::GpuBackend;
 use crate::backend::{BackendChoice, Downsampler};
 use crate::dtype::DType;
@@ -138,10 +139,7 @@ pub(super) fn prepare(builder: &PyramidBuilder) -> Result<Prepared, BuildError> 
         });
     }
     check_output_location(&builder.input, &builder.output)?;
-    let source: Arc<dyn Source> = Arc::new(store::open_source_with(
-        &builder.input,
-        builder.layers.input.as_deref(),
-    )?);
+    let source = store::open_input(&builder.input, options.series, builder.layers.input.as_deref())?;
     if !options.method.accepts(source.dtype()) {
         return Err(BuildError::InvalidOption {
             option: "method",
@@ -217,7 +215,7 @@ pub(super) fn prepare(builder: &PyramidBuilder) -> Result<Prepared, BuildError> 
             )?;
             chunks.clone()
         }
-        None => source.chunk_shape().to_vec(),
+        None => source.preferred_chunks(),
     };
     let (factors, levels) = match (&builder.label, &options.factors) {
         (Some(target), _) => (FactorRule::PerStep(target.steps.clone()), Some(target.steps.len() + 1)),
@@ -307,10 +305,20 @@ fn input_geometry(options: &BuildOptions, source: &dyn Source) -> Result<Geometr
     // Axes: the input's OME axes, or --axes, or the default for the dimensionality.
     let image_axes = Some(source.image().axes.clone()).filter(|a| !a.is_empty());
     let mut axes = match (&options.axes, image_axes) {
+        (Some(spec), Some(default)) if source.image().axes_replaceable => {
+            // Names replace a default; a space axis keeps the unit found for its position.
+            let mut named = plan::parse_axes(spec)?;
+            for (axis, found) in named.iter_mut().zip(&default) {
+                if axis.kind == AxisKind::Space && found.kind == AxisKind::Space {
+                    axis.unit.clone_from(&found.unit);
+                }
+            }
+            named
+        }
         (Some(_), Some(_)) => {
             return Err(BuildError::InvalidOption {
                 option: "axes",
-                reason: "the input is an OME-Zarr image that already names its axes".into(),
+                reason: "the input's metadata already names its axes".into(),
             });
         }
         (Some(spec), None) => plan::parse_axes(spec)?,
@@ -370,6 +378,31 @@ pub(super) fn select_backend(
     if choice == BackendChoice::Cpu {
         return Ok(cpu());
     }
+    #[cfg(not(feature = "gpu"))]
+    {
+        let _ = (method, dtype);
+        if choice == BackendChoice::Gpu {
+            return Err(crate::backend::BackendError::NoAdapter(
+                "this build of ome-pyramid has no GPU support (built without the `gpu` feature)".into(),
+            )
+            .into());
+        }
+        info!("built without GPU support; using the CPU backend");
+        let (backend, description) = cpu();
+        Ok((backend, format!("{description}; auto: built without GPU support")))
+    }
+    #[cfg(feature = "gpu")]
+    gpu_or_cpu(choice, method, dtype, cpu)
+}
+
+/// The GPU backend where `choice` and the adapters allow it, else `cpu()`.
+#[cfg(feature = "gpu")]
+fn gpu_or_cpu(
+    choice: BackendChoice,
+    method: Method,
+    dtype: DType,
+    cpu: impl Fn() -> (Arc<dyn Downsampler>, String),
+) -> Result<(Arc<dyn Downsampler>, String), BuildError> {
     let allow_software = choice == BackendChoice::Gpu;
     match GpuBackend::new(allow_software) {
         Ok(gpu) if gpu.supports(method, dtype) => {

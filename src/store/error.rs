@@ -29,11 +29,30 @@ pub enum StoreError {
         what: String,
     },
     /// The input path is not a Zarr array or group.
-    #[error("`{0}` is not a Zarr array or OME-Zarr image (no .zarray, .zgroup or zarr.json found)")]
+    #[error(
+        "`{0}` is not a Zarr array or OME-Zarr image (no .zarray, .zgroup or zarr.json found), nor a TIFF file or folder of TIFF slices"
+    )]
     NotZarr(PathBuf),
     /// A group without `multiscales`.
     #[error("`{0}` is a Zarr group without OME `multiscales` metadata; point at an array or an OME-Zarr image")]
     NotAnImage(PathBuf),
+    /// A TIFF input that cannot be read as one: malformed, truncated, or using what the
+    /// reader does not support.
+    #[error("cannot read `{path}` as TIFF: {reason}")]
+    Tiff {
+        /// The file (or folder, or pattern).
+        path: PathBuf,
+        /// What is wrong, in one line.
+        reason: String,
+    },
+    /// `--series` given for a Zarr input.
+    #[error("--series {series} applies to TIFF input, and `{path}` is Zarr")]
+    SeriesOfZarr {
+        /// The input.
+        path: PathBuf,
+        /// The series asked for.
+        series: usize,
+    },
     /// Malformed metadata.
     #[error("invalid metadata in `{path}`: {reason}")]
     InvalidMetadata {

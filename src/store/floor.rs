@@ -28,7 +28,7 @@ pub struct DecodeReport {
 /// [`StoreError`] if the input cannot be opened or a chunk cannot be read.
 pub fn decode_only(path: &Path) -> Result<DecodeReport, StoreError> {
     use rayon::prelude::*;
-    let source = open_source(path)?;
+    let source = super::open_input(path, None, None)?;
     let started = std::time::Instant::now();
     let grid = source.grid_shape();
     let total: u64 = grid.iter().product();

@@ -7,8 +7,9 @@
 //!   output carries over (axes, units, scales, channels), what identifies its data for a
 //!   resumed build, and its stored chunks where they can be copied without decoding.
 //!
-//! Zarr v2/v3 arrays and OME-Zarr images are [`ZarrSource`](super::ZarrSource)s; another
-//! kind of input (TIFF, an object store) is one more implementation of these traits.
+//! Zarr v2/v3 arrays and OME-Zarr images are [`ZarrSource`](super::ZarrSource)s, TIFF
+//! files and stacks [`TiffSource`](super::TiffSource)s; another kind of input (an object
+//! store) is one more implementation of these traits.
 
 use std::path::Path;
 
@@ -84,6 +85,11 @@ pub struct ImageMetadata {
     pub omero: Option<Value>,
     /// Why the input's `omero` block was left out, if it was invalid.
     pub omero_dropped: Option<String>,
+    /// Channel names and colours (`RRGGBB`) of an input without an `omero` block (OME-TIFF):
+    /// they label the display windows measured from the data.
+    pub channel_labels: Option<Vec<(Option<String>, Option<String>)>>,
+    /// The axes are a default, not named by the input's metadata: `--axes` may rename them.
+    pub axes_replaceable: bool,
 }
 
 impl From<InputImage> for ImageMetadata {
@@ -96,6 +102,8 @@ impl From<InputImage> for ImageMetadata {
             multiscale_transforms: image.multiscale_transforms,
             omero: image.omero,
             omero_dropped: image.omero_dropped,
+            channel_labels: None,
+            axes_replaceable: false,
         }
     }
 }
@@ -113,6 +121,12 @@ pub trait Source: ChunkSource {
     /// # Errors
     /// [`StoreError::Io`] if the data cannot be listed.
     fn fingerprint(&self) -> Result<InputFingerprint, StoreError>;
+
+    /// The output chunk shape when `--chunks` is not given: the read chunk shape, unless
+    /// that is a poor chunk for an output (a TIFF strip).
+    fn preferred_chunks(&self) -> Vec<u64> {
+        self.chunk_shape().to_vec()
+    }
 
     /// The codec level 0's chunks are stored with, if each stored chunk is, as it is, a
     /// valid chunk of an output array with that codec and the same chunk grid.

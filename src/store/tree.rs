@@ -285,20 +285,10 @@ pub fn fingerprint_files(dir: &Path) -> std::io::Result<InputFingerprint> {
             digest: 0,
         };
         for (name, path, kind) in entries.iter().filter(|e| e.2.is_file()) {
-            let meta = fs::metadata(path)?;
-            let modified = meta
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
             let _ = kind;
-            let digest = Fnv64::default()
-                .bytes(format!("{relative}/{name}").as_bytes())
-                .number(meta.len())
-                .number(modified)
-                .finish();
+            let (len, digest) = file_digest(&format!("{relative}/{name}"), path)?;
             print.files += 1;
-            print.bytes += meta.len();
+            print.bytes += len;
             print.digest = print.digest.wrapping_add(digest);
         }
         let below = entries
@@ -314,6 +304,45 @@ pub fn fingerprint_files(dir: &Path) -> std::io::Result<InputFingerprint> {
         Ok(print)
     }
     walk(dir, "")
+}
+
+/// The fingerprint of the listed files (by name, size and modification time), as
+/// [`fingerprint_files`] gives for a folder.
+///
+/// # Errors
+/// The error of reading a file's metadata.
+pub fn fingerprint_paths(files: &[std::path::PathBuf]) -> std::io::Result<InputFingerprint> {
+    let mut print = InputFingerprint {
+        files: 0,
+        bytes: 0,
+        digest: 0,
+    };
+    for path in files {
+        let name = path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let (len, digest) = file_digest(&format!("/{name}"), path)?;
+        print.files += 1;
+        print.bytes += len;
+        print.digest = print.digest.wrapping_add(digest);
+    }
+    Ok(print)
+}
+
+/// Size and digest (name, size, modification time) of one file.
+fn file_digest(relative: &str, path: &Path) -> std::io::Result<(u64, u64)> {
+    let meta = fs::metadata(path)?;
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let digest = Fnv64::default()
+        .bytes(relative.as_bytes())
+        .number(meta.len())
+        .number(modified)
+        .finish();
+    Ok((meta.len(), digest))
 }
 
 #[cfg(test)]

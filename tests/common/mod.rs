@@ -321,6 +321,14 @@ pub fn gpu_or_skip(test: &str) -> Option<Arc<dyn Downsampler>> {
 }
 
 /// The GPU backend on any adapter (lavapipe included), shared by the tests of one binary.
+#[cfg(not(feature = "gpu"))]
+pub fn gpu_backend() -> Option<Arc<dyn Downsampler>> {
+    skip("GPU tests", "built without the `gpu` feature");
+    None
+}
+
+/// The GPU backend on any adapter (lavapipe included), shared by the tests of one binary.
+#[cfg(feature = "gpu")]
 pub fn gpu_backend() -> Option<Arc<dyn Downsampler>> {
     use std::sync::OnceLock;
     static GPU: OnceLock<Option<Arc<dyn Downsampler>>> = OnceLock::new();
@@ -335,6 +343,43 @@ pub fn gpu_backend() -> Option<Arc<dyn Downsampler>> {
         }
     })
     .clone()
+}
+
+/// Every voxel of a chunk source (native-endian bytes, C order), chunk by chunk, padding cut
+/// off.
+pub fn read_whole(source: &dyn ome_pyramid::store::ChunkSource) -> Vec<u8> {
+    let shape = source.shape().to_vec();
+    let element = source.dtype().size();
+    let total: u64 = shape.iter().product();
+    let mut out = vec![0u8; usize::try_from(total).unwrap() * element];
+    let whole = ome_pyramid::Region::new(vec![0; shape.len()], shape.clone());
+    for indices in source.chunks_in(&whole) {
+        let region = source.chunk_region(&indices);
+        let bytes = source
+            .read_chunk(&indices)
+            .unwrap_or_else(|e| panic!("chunk {indices:?}: {e}"));
+        let chunk = &region.shape;
+        let count: u64 = chunk.iter().product();
+        for flat in 0..count {
+            // The position of element `flat` of the chunk, in the array.
+            let mut rest = flat;
+            let mut at = vec![0u64; chunk.len()];
+            for a in (0..chunk.len()).rev() {
+                at[a] = region.start[a] + rest % chunk[a];
+                rest /= chunk[a];
+            }
+            if at.iter().zip(&shape).any(|(&i, &n)| i >= n) {
+                continue;
+            }
+            let target = at.iter().zip(&shape).fold(0u64, |f, (&i, &n)| f * n + i);
+            let (from, to) = (
+                usize::try_from(flat).unwrap() * element,
+                usize::try_from(target).unwrap() * element,
+            );
+            out[to..to + element].copy_from_slice(&bytes[from..from + element]);
+        }
+    }
+    out
 }
 
 pub fn binary() -> PathBuf {

@@ -137,6 +137,11 @@ impl GpuContext {
             .min(self.limits.max_buffer_size)
     }
 
+    /// False once the device was lost.
+    pub(crate) fn is_alive(&self) -> bool {
+        self.check_alive().is_ok()
+    }
+
     fn check_alive(&self) -> Result<(), BackendError> {
         match self
             .lost

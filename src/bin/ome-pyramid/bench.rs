@@ -10,7 +10,7 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::Value;
 
-use ome_pyramid::backend::gpu::list_adapters;
+use ome_pyramid::backend::list_adapters;
 use ome_pyramid::store::{self, ChunkSource, DecodeReport};
 use ome_pyramid::synthetic::{self, ArrayFormat, ArraySpec, Codec};
 use ome_pyramid::units::format_bytes;

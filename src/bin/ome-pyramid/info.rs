@@ -1,5 +1,6 @@
 //! `ome-pyramid info`: what a Zarr array or OME-Zarr image holds (levels, shapes, chunks,
-//! dtype, codecs, transforms, label images), and `info --gpu`: the GPU adapters.
+//! dtype, codecs, transforms, label images), what `build` makes of a TIFF input (series,
+//! axes, scales, layout, codec), and `info --gpu`: the GPU adapters.
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +16,7 @@ use crate::outln;
 
 #[derive(Args, Debug)]
 pub(crate) struct InfoArgs {
-    /// A Zarr array, group or OME-Zarr image.
+    /// A Zarr array, group or OME-Zarr image, or TIFF input (a file, a folder of slices, a quoted glob).
     #[arg(required_unless_present = "gpu")]
     path: Option<PathBuf>,
     /// List the GPU adapters wgpu finds, their limits, and which one `--backend auto` uses.
@@ -27,9 +28,15 @@ pub(crate) struct InfoArgs {
 }
 
 fn cmd_gpu_info(json_output: bool) -> Result<()> {
-    let adapters = ome_pyramid::backend::gpu::list_adapters();
+    let adapters = ome_pyramid::backend::list_adapters();
     if json_output {
         outln!("{}", serde_json::to_string_pretty(&adapters)?);
+        return Ok(());
+    }
+    if !ome_pyramid::backend::GPU_SUPPORT {
+        outln!(
+            "This build of ome-pyramid has no GPU support (built without the `gpu` feature); builds use the CPU backend."
+        );
         return Ok(());
     }
     if adapters.is_empty() {
@@ -63,6 +70,9 @@ pub(crate) fn run(args: &InfoArgs) -> Result<()> {
         return cmd_gpu_info(args.json);
     }
     let path = args.path.as_ref().expect("clap requires PATH without --gpu");
+    if store::is_tiff_input(path) {
+        return tiff_info(path, args.json);
+    }
     if !path.exists() {
         return Err(anyhow!(store::StoreError::NotFound(path.to_path_buf())));
     }
@@ -176,6 +186,81 @@ pub(crate) fn run(args: &InfoArgs) -> Result<()> {
             label["dtype"].as_str().unwrap_or("?"),
             label["shape"],
             label["levels"],
+        );
+    }
+    Ok(())
+}
+
+/// What `build` makes of TIFF input: one block per series.
+fn tiff_info(path: &Path, json_output: bool) -> Result<()> {
+    let mut info = store::describe_tiff(path)?;
+    info["path"] = json!(path);
+    if json_output {
+        outln!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(());
+    }
+    let files = info["files"].as_u64().unwrap_or(1);
+    let bigtiff = if info["bigtiff"] == true { ", BigTIFF" } else { "" };
+    let files = if files > 1 {
+        format!(", {files} files")
+    } else {
+        String::new()
+    };
+    outln!(
+        "{} ({}{bigtiff}{files})",
+        path.display(),
+        info["kind"].as_str().unwrap_or("TIFF")
+    );
+    for series in info["series"].as_array().into_iter().flatten() {
+        let name = series["name"].as_str().map(|n| format!(" `{n}`")).unwrap_or_default();
+        outln!(
+            "  series {}{name}: {} {} {}",
+            series["series"],
+            series["axes"].as_str().unwrap_or("?"),
+            series["shape"],
+            series["dtype"].as_str().unwrap_or("?"),
+        );
+        let axes: Vec<char> = series["axes"].as_str().unwrap_or_default().chars().collect();
+        if let Some(scale) = series["scale"].as_array() {
+            let sizes: Vec<String> = axes
+                .iter()
+                .zip(scale)
+                .zip(series["units"].as_array().into_iter().flatten())
+                .map(|((axis, s), unit)| match unit.as_str() {
+                    Some(unit) => format!("{axis}={s} {unit}"),
+                    None => format!("{axis}={s}"),
+                })
+                .collect();
+            outln!("    pixel size: {}", sizes.join(", "));
+        } else {
+            outln!("    pixel size: not in the file (1 per axis unless --scale)");
+        }
+        if let Some(channels) = series["channels"].as_array() {
+            let names: Vec<String> = channels
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} #{}",
+                        c["label"].as_str().unwrap_or("?"),
+                        c["color"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect();
+            outln!("    channels: {}", names.join(", "));
+        }
+        let samples = match series["samples_per_pixel"].as_u64().unwrap_or(1) {
+            1 => String::new(),
+            n if series["planar"] == true => format!(", {n} samples per pixel (planar)"),
+            n => format!(", {n} samples per pixel"),
+        };
+        outln!(
+            "    {} planes ({} missing) in {} ({} per plane){samples}, compression {}, predictor {}",
+            series["planes"],
+            series["missing_planes"],
+            series["layout"].as_str().unwrap_or("?"),
+            series["pieces_per_plane"],
+            series["compression"].as_str().unwrap_or("?"),
+            series["predictor"].as_str().unwrap_or("?"),
         );
     }
     Ok(())

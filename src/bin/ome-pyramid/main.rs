@@ -48,13 +48,13 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Build the pyramid of INPUT (a Zarr v2/v3 array or an OME-Zarr image) into OUTPUT.
+    /// Build the pyramid of INPUT (a Zarr v2/v3 array, an OME-Zarr image, a TIFF/OME-TIFF/ImageJ file or a folder of TIFF slices) into OUTPUT.
     Build(BuildArgs),
     /// Add a label image (a segmentation's pyramid with the image's own levels) to an OME-Zarr image.
     Labels(labels::LabelsArgs),
     /// Draw a PNG preview of an OME-Zarr image: its omero colours and windows, maximum over z.
     Thumbnail(thumbnail::ThumbnailArgs),
-    /// Show the levels, shapes, chunks, dtype, codecs and transforms of a Zarr array or OME-Zarr image, and its label images.
+    /// Show the levels, shapes, chunks, dtype, codecs and transforms of a Zarr array or OME-Zarr image, and its label images; or what `build` will make of a TIFF input.
     Info(info::InfoArgs),
     /// Time CPU against GPU per method on INPUT or a synthetic volume (peak memory, stages, speedup).
     Bench(bench::BenchArgs),
@@ -178,13 +178,21 @@ struct PyramidArgs {
 
 #[derive(Args, Debug)]
 struct BuildArgs {
-    /// Zarr v2/v3 array, or OME-Zarr image group (its first dataset is level 0).
+    /// Zarr v2/v3 array, or OME-Zarr image group (its first dataset is level 0); or TIFF
+    /// input, told by its content: a TIFF or BigTIFF file (pages stack along z), an
+    /// OME-TIFF (axes, sizes, units and channels from its OME-XML; a multi-file set through
+    /// its first file), an ImageJ hyperstack, or a folder or quoted glob pattern
+    /// ('slices/*.tif') of 2-D TIFFs, one per z plane, in natural order.
     input: PathBuf,
     /// The new OME-Zarr group to create.
     output: PathBuf,
     #[command(flatten)]
     pyramid: PyramidArgs,
-    /// Axis names of a plain array, e.g. tczyx [default by dimensionality: yx, zyx, czyx, tczyx].
+    /// Series of an OME-TIFF holding several images (`info` lists them) [default: 0].
+    #[arg(long)]
+    series: Option<usize>,
+    /// Axis names of a plain array or a TIFF without metadata, e.g. tczyx or tyx [default by
+    /// dimensionality: yx, zyx, czyx, tczyx].
     #[arg(long)]
     axes: Option<String>,
     /// Level-0 pixel size per axis, e.g. z=2.0,y=0.5,x=0.5 [default: the input's OME metadata, else 1].
@@ -512,6 +520,7 @@ pub(crate) fn run_with_progress(
 fn cmd_build(args: BuildArgs, quiet: bool) -> Result<(), BuildError> {
     let mut options = build_options(&args.pyramid);
     options.axes = args.axes;
+    options.series = args.series;
     options.scale = args.scale.map(|s| s.0).unwrap_or_default();
     options.unit = args.unit;
     options.name = args.name;
@@ -776,6 +785,9 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     init_logging(cli.verbose, cli.quiet);
+    // This process is ours: GPU drivers' stderr chatter during probing goes to the debug log.
+    #[cfg(feature = "gpu")]
+    ome_pyramid::backend::gpu::capture_driver_output(true);
     // Only a speed hint: builds are correct either way.
     tracing::debug!("glibc allocator tuned for chunk-sized buffers: {allocator_tuned}");
     let result: Result<()> = match cli.command {
