@@ -55,7 +55,7 @@ use prepare::{Level0, build_record, prepare, select_backend};
 
 /// Runs one build on the current thread pool: prepares it, takes the output, runs the
 /// passes, checks the output and writes its metadata last.
-fn run_build(builder: &PyramidBuilder, threads: usize) -> Result<BuildReport, BuildError> {
+fn run_build(builder: &PyramidBuilder<'_>, threads: usize) -> Result<BuildReport, BuildError> {
     let started = Instant::now();
     let prepared = prepare(builder)?;
     let (backend, backend_description) =
@@ -66,6 +66,15 @@ fn run_build(builder: &PyramidBuilder, threads: usize) -> Result<BuildReport, Bu
         return Err(BuildError::InvalidOption {
             option: "resume",
             reason: "--resume continues a build and --overwrite starts over; choose one".into(),
+        });
+    }
+    if options.resume && !prepared.source.resumable() {
+        return Err(BuildError::InvalidOption {
+            option: "resume",
+            reason: format!(
+                "an interrupted build cannot be checked against {} again; build it anew with overwrite",
+                prepared.source.path().display()
+            ),
         });
     }
     let resuming = options.resume && output.exists();
@@ -225,25 +234,31 @@ fn run_build(builder: &PyramidBuilder, threads: usize) -> Result<BuildReport, Bu
     let ns = |a: &AtomicU64| Duration::from_nanos(a.load(Ordering::Relaxed)).as_secs_f64();
     #[allow(clippy::cast_precision_loss)]
     let input_mb_per_s = input_bytes as f64 / 1e6 / seconds.max(1e-9);
+    let levels: Vec<LevelReport> = prepared
+        .plan
+        .levels
+        .iter()
+        .enumerate()
+        .map(|(k, l)| {
+            let (scale, translation) = ngff::level_transforms(&spec, k);
+            LevelReport {
+                level: k,
+                shape: l.shape.clone(),
+                chunks: l.chunks.clone(),
+                step_factors: l.step_factors.clone(),
+                scale,
+                translation,
+                pass_seconds: pass_seconds.get(k).copied().unwrap_or(0.0),
+            }
+        })
+        .collect();
     Ok(BuildReport {
         input: builder.input.clone(),
         output: builder.output.clone(),
         method: builder.options.method,
         dtype,
         backend: backend_description,
-        levels: prepared
-            .plan
-            .levels
-            .iter()
-            .enumerate()
-            .map(|(k, l)| LevelReport {
-                level: k,
-                shape: l.shape.clone(),
-                chunks: l.chunks.clone(),
-                step_factors: l.step_factors.clone(),
-                pass_seconds: pass_seconds.get(k).copied().unwrap_or(0.0),
-            })
-            .collect(),
+        levels,
         seconds,
         input_bytes,
         input_mb_per_s,

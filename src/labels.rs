@@ -29,15 +29,21 @@ use crate::method::Method;
 use crate::ngff::NgffVersion;
 use crate::ngff::label::{check_colors, check_label_name, check_properties, image_label};
 use crate::plan::{AxisKind, axis_names};
-use crate::store::{self, StoreError};
+use crate::store::{self, Source, StoreError};
 use group::LabelsGroup;
 
 /// Adds a label image to an OME-Zarr image:
 /// `LabelsBuilder::new("image.ome.zarr", "cells.zarr", "cells").build()`.
+///
+/// The lifetime is that of a segmentation given as a [`Source`] (an array in memory, see
+/// [`LabelsBuilder::from_source`]); one given as a path makes a `LabelsBuilder<'static>`.
 #[derive(Clone)]
-pub struct LabelsBuilder {
+pub struct LabelsBuilder<'a> {
     image: PathBuf,
+    /// The segmentation's path, or the source's name for messages.
     segmentation: PathBuf,
+    /// The segmentation, when given as a source rather than a path to open.
+    segmentation_source: Option<Arc<dyn Source + 'a>>,
     name: String,
     colors: Option<Value>,
     properties: Option<Value>,
@@ -46,7 +52,7 @@ pub struct LabelsBuilder {
     cancel: Option<Arc<AtomicBool>>,
 }
 
-impl std::fmt::Debug for LabelsBuilder {
+impl std::fmt::Debug for LabelsBuilder<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LabelsBuilder")
             .field("image", &self.image)
@@ -57,15 +63,35 @@ impl std::fmt::Debug for LabelsBuilder {
     }
 }
 
-impl LabelsBuilder {
+impl LabelsBuilder<'static> {
     /// The label image `name` of `image`, made from the segmentation `segmentation` (a Zarr
-    /// array, or an OME-Zarr image or label image) with `mode`.
+    /// array, an OME-Zarr image or label image, or a TIFF) with `mode`.
     #[must_use]
     pub fn new(image: impl Into<PathBuf>, segmentation: impl Into<PathBuf>, name: impl Into<String>) -> Self {
+        LabelsBuilder::with_segmentation(image.into(), segmentation.into(), None, name.into())
+    }
+}
+
+impl<'a> LabelsBuilder<'a> {
+    /// The label image `name` of `image`, made from an already opened segmentation (for
+    /// example an [`NdarraySource`](crate::store::NdarraySource) over a mask in memory).
+    #[must_use]
+    pub fn from_source(image: impl Into<PathBuf>, segmentation: Arc<dyn Source + 'a>, name: impl Into<String>) -> Self {
+        let path = segmentation.path().to_path_buf();
+        Self::with_segmentation(image.into(), path, Some(segmentation), name.into())
+    }
+
+    fn with_segmentation(
+        image: PathBuf,
+        segmentation: PathBuf,
+        segmentation_source: Option<Arc<dyn Source + 'a>>,
+        name: String,
+    ) -> Self {
         Self {
-            image: image.into(),
-            segmentation: segmentation.into(),
-            name: name.into(),
+            image,
+            segmentation,
+            segmentation_source,
+            name,
             colors: None,
             properties: None,
             options: BuildOptions {
@@ -181,9 +207,11 @@ impl LabelsBuilder {
         if options.chunks.is_none() {
             options.chunks = Some(label_chunks(&parent, &target));
         }
-        let mut builder = PyramidBuilder::new(&self.segmentation, self.output())
-            .options(options)
-            .label_target(target);
+        let builder = match &self.segmentation_source {
+            Some(source) => PyramidBuilder::from_source(source.clone(), self.output()),
+            None => PyramidBuilder::new(&self.segmentation, self.output()),
+        };
+        let mut builder = builder.options(options).label_target(target);
         if let Some(progress) = &self.progress {
             builder = builder.progress(progress.clone());
         }
@@ -209,7 +237,10 @@ impl LabelsBuilder {
     /// The geometry the label pyramid takes from `parent`, after checking that the
     /// segmentation has the image's level-0 shape (or that shape without the channel axis).
     fn label_target(&self, parent: &OmeZarrImage) -> Result<LabelTarget, BuildError> {
-        let segmentation = store::open_input(&self.segmentation, None, None)?;
+        let segmentation = match &self.segmentation_source {
+            Some(source) => source.clone(),
+            None => store::open_input(&self.segmentation, None, None)?,
+        };
         let dtype = segmentation.dtype();
         if dtype.is_float() {
             return Err(BuildError::InvalidOption {

@@ -15,11 +15,25 @@
 //! # Ok::<(), ome_pyramid::BuildError>(())
 //! ```
 //!
+//! An array in memory is read in place, chunk by chunk, through an [`NdarraySource`]:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use ome_pyramid::{NdarraySource, PyramidBuilder};
+//!
+//! let volume = ndarray::Array3::<u16>::zeros((64, 512, 512));
+//! let source = NdarraySource::new(volume.view().into_dyn())?;
+//! let report = PyramidBuilder::from_source(Arc::new(source), "volume.ome.zarr")
+//!     .axes("zyx")
+//!     .build()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Data flows source → engine → backend → sink:
 //! - [`plan`] decides level shapes and factors and [`ngff`] the metadata, without I/O;
-//! - [`store`] holds the [`Source`](store::Source) of the input (Zarr v2/v3 and OME-Zarr
-//!   today), the tile reader with its chunk cache, and the sink that writes the level arrays
-//!   in an OME-NGFF layout;
+//! - [`store`] holds the [`Source`](store::Source) of the input (Zarr v2/v3, OME-Zarr,
+//!   TIFF, or an `ndarray` view in memory as an [`NdarraySource`]), the tile reader with its
+//!   chunk cache, and the sink that writes the level arrays in an OME-NGFF layout;
 //! - [`backend`] holds the [`Downsampler`] trait and the CPU and GPU kernels;
 //! - [`engine`] is the only module that joins the store and the backends;
 //! - [`labels`] adds label images to an image, with the image's own levels, and
@@ -35,6 +49,7 @@ pub(crate) mod digest;
 pub mod dtype;
 pub mod engine;
 pub(crate) mod image;
+pub mod info;
 pub mod journal;
 pub mod labels;
 pub mod method;
@@ -52,5 +67,5 @@ pub use engine::{BuildError, BuildOptions, BuildReport, NoProgress, Progress, Py
 pub use labels::LabelsBuilder;
 pub use method::Method;
 pub use plan::{Axis, AxisKind, FactorRule, PlanError, PyramidPlan};
-pub use store::{Compression, StoreError};
+pub use store::{Compression, NdarraySource, StoreError};
 pub use tile::{Region, Tile, TileData};

@@ -8,6 +8,7 @@
 //! - [`sink`]: the [`Sink`] and [`LevelSink`] traits; [`zarr_v2_sink`] writes the v0.4
 //!   layout and [`zarr_v3_sink`] the 0.5 one, both through [`zarr_level`], which writes a
 //!   level's chunks one file each or gathered into shards by [`shard`].
+//! - [`in_memory`]: an `ndarray` view (a NumPy array from Python) read in place as input.
 //! - [`codec`]: the typed [`OutputCodec`] and the `--compression` choice.
 //! - [`tile_reader`]: any region of a chunk source through a bounded cache of decoded chunks.
 //! - [`decode`]: decoding a chunk that never expands past its declared size.
@@ -21,6 +22,7 @@ pub mod error;
 pub(crate) mod files;
 pub mod floor;
 pub(crate) mod grid;
+pub mod in_memory;
 pub mod node;
 pub(crate) mod shard;
 pub(crate) mod sink;
@@ -41,6 +43,7 @@ use zarrs::storage::{ReadableStorageTraits, ReadableWritableStorageTraits};
 pub use codec::{Compression, OutputCodec};
 pub use error::StoreError;
 pub use floor::{DecodeReport, decode_only, encode_only};
+pub use in_memory::NdarraySource;
 pub use node::{NodeKind, describe_codecs, probe_node, write_json_atomically};
 pub(crate) use sink::{LevelLayout, LevelSink, Sink};
 pub use source::{ChunkSource, ImageMetadata, Source};

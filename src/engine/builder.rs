@@ -1,5 +1,6 @@
-//! The library's entry point: [`PyramidBuilder`] collects the options, the progress
-//! receiver, a cancel flag and store wrappers, and runs the build on its own thread pool.
+//! The library's entry point: [`PyramidBuilder`] collects the input (a path, or a
+//! [`Source`] such as an in-memory array), the options, the progress receiver, a cancel flag
+//! and store wrappers, and runs the build on its own thread pool.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,12 +10,18 @@ use super::options::LabelTarget;
 use super::{BuildError, BuildOptions, BuildReport, NoProgress, Progress, run_build};
 use crate::backend::BackendChoice;
 use crate::method::Method;
-use crate::store::{self, Compression};
+use crate::store::{self, Compression, Source};
 
 /// Builds a pyramid: `PyramidBuilder::new(input, output).method(Method::Mean).build()`.
+///
+/// The lifetime is that of a [`Source`] given to [`PyramidBuilder::from_source`] (an
+/// in-memory array borrowed for the build); a build from a path is `PyramidBuilder<'static>`.
 #[derive(Clone)]
-pub struct PyramidBuilder {
+pub struct PyramidBuilder<'a> {
+    /// The input's path, or the source's name for messages.
     pub(super) input: PathBuf,
+    /// The input, when given as a source rather than a path to open.
+    pub(super) source: Option<Arc<dyn Source + 'a>>,
     pub(super) output: PathBuf,
     pub(super) options: BuildOptions,
     pub(super) progress: Arc<dyn Progress>,
@@ -36,7 +43,7 @@ pub struct StoreLayers {
     pub output: Option<Arc<dyn Fn(store::WriteStorage) -> store::WriteStorage + Send + Sync>>,
 }
 
-impl std::fmt::Debug for PyramidBuilder {
+impl std::fmt::Debug for PyramidBuilder<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PyramidBuilder")
             .field("input", &self.input)
@@ -46,13 +53,30 @@ impl std::fmt::Debug for PyramidBuilder {
     }
 }
 
-impl PyramidBuilder {
-    /// A build of `input` into the new OME-Zarr group `output`, with default options.
+impl PyramidBuilder<'static> {
+    /// A build of `input` (a Zarr array, an OME-Zarr image or a TIFF, see
+    /// [`store::open_input`]) into the new OME-Zarr group `output`, with default options.
     #[must_use]
     pub fn new(input: impl Into<PathBuf>, output: impl Into<PathBuf>) -> Self {
+        PyramidBuilder::with_input(input.into(), None, output.into())
+    }
+}
+
+impl<'a> PyramidBuilder<'a> {
+    /// A build of an already opened `source` (for example an
+    /// [`NdarraySource`](store::NdarraySource) over an array in memory) into the new
+    /// OME-Zarr group `output`, with default options. The source is read in place.
+    #[must_use]
+    pub fn from_source(source: Arc<dyn Source + 'a>, output: impl Into<PathBuf>) -> Self {
+        let input = source.path().to_path_buf();
+        Self::with_input(input, Some(source), output.into())
+    }
+
+    fn with_input(input: PathBuf, source: Option<Arc<dyn Source + 'a>>, output: PathBuf) -> Self {
         Self {
-            input: input.into(),
-            output: output.into(),
+            input,
+            source,
+            output,
             options: BuildOptions::default(),
             progress: Arc::new(NoProgress),
             cancel: None,
@@ -179,6 +203,13 @@ impl PyramidBuilder {
     #[must_use]
     pub(crate) fn before_writing(mut self, step: BeforeWriting) -> Self {
         self.before_writing = Some(step);
+        self
+    }
+
+    /// Sets the axis names of an input that does not name its axes (`"zyx"`, `"tczyx"`).
+    #[must_use]
+    pub fn axes(mut self, axes: impl Into<String>) -> Self {
+        self.options.axes = Some(axes.into());
         self
     }
 

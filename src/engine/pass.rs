@@ -63,7 +63,7 @@ impl Counters {
 
 /// What every pass of one build shares.
 pub(super) struct BuildContext<'a> {
-    pub(super) source: &'a Arc<dyn Source>,
+    pub(super) source: &'a Arc<dyn Source + 'a>,
     pub(super) plan: &'a PyramidPlan,
     pub(super) method: Method,
     pub(super) levels: &'a [Box<dyn LevelSink>],
@@ -459,7 +459,7 @@ pub(super) fn run_passes<T: StoreElement>(context: &BuildContext<'_>) -> Result<
 /// C order).
 fn copy_level0_only<T: StoreElement>(context: &BuildContext<'_>) -> Result<(), BuildError> {
     let level = context.levels[0].as_ref();
-    let source: Arc<dyn ChunkSource> = context.source.clone();
+    let source: Arc<dyn ChunkSource + '_> = context.source.clone();
     let reader = TileReader::<T>::new(source, context.memory_bytes / 2, Arc::new(|_: &Region| 1))
         .with_cancel(context.cancel.clone());
     let units = level.units();
@@ -487,7 +487,7 @@ fn copy_level0_only<T: StoreElement>(context: &BuildContext<'_>) -> Result<(), B
 
 fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: Pass, workers: usize) -> Result<(), BuildError> {
     let element_size = T::DTYPE.size() as u64;
-    let level: Arc<dyn ChunkSource> = if pass.first == 0 {
+    let level: Arc<dyn ChunkSource + '_> = if pass.first == 0 {
         context.source.clone()
     } else {
         context.sink.read_level(pass.first)?

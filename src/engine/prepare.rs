@@ -83,8 +83,8 @@ struct Geometry {
 }
 
 /// The decisions made before any output is written.
-pub(super) struct Prepared {
-    pub(super) source: Arc<dyn Source>,
+pub(super) struct Prepared<'a> {
+    pub(super) source: Arc<dyn Source + 'a>,
     pub(super) axes: Vec<Axis>,
     pub(super) pixel_size: Vec<f64>,
     pub(super) translation: Vec<f64>,
@@ -118,7 +118,7 @@ impl Level0 {
 /// Largest uncompressed shard of `--shards auto` unless `--shard-size` says otherwise.
 const DEFAULT_SHARD_SIZE: u64 = 1 << 30;
 
-pub(super) fn prepare(builder: &PyramidBuilder) -> Result<Prepared, BuildError> {
+pub(super) fn prepare<'a>(builder: &PyramidBuilder<'a>) -> Result<Prepared<'a>, BuildError> {
     let options = &builder.options;
     if options.ngff_version == NgffVersion::V04 && (options.shards.is_some() || options.shard_size.is_some()) {
         return Err(BuildError::InvalidOption {
@@ -138,8 +138,13 @@ pub(super) fn prepare(builder: &PyramidBuilder) -> Result<Prepared, BuildError> 
             reason: "the budget must be at least 16 MiB".into(),
         });
     }
-    check_output_location(&builder.input, &builder.output)?;
-    let source = store::open_input(&builder.input, options.series, builder.layers.input.as_deref())?;
+    let source = match &builder.source {
+        Some(source) => source.clone(),
+        None => {
+            check_output_location(&builder.input, &builder.output)?;
+            store::open_input(&builder.input, options.series, builder.layers.input.as_deref())?
+        }
+    };
     if !options.method.accepts(source.dtype()) {
         return Err(BuildError::InvalidOption {
             option: "method",
@@ -433,8 +438,8 @@ fn gpu_or_cpu(
 /// Every setting that decides the output's bytes, and a fingerprint of the input's data:
 /// a resumed build must match it. Keys are the names a mismatch message shows.
 pub(super) fn build_record(
-    builder: &PyramidBuilder,
-    prepared: &Prepared,
+    builder: &PyramidBuilder<'_>,
+    prepared: &Prepared<'_>,
     backend: &dyn Downsampler,
 ) -> Result<Value, BuildError> {
     let backend = match backend.kind() {
@@ -446,7 +451,10 @@ pub(super) fn build_record(
     let factors: Vec<&Vec<u32>> = plan.levels[1..].iter().map(|l| &l.step_factors).collect();
     let mut record = serde_json::json!({
         "software": format!("ome-pyramid {}", env!("CARGO_PKG_VERSION")),
-        "input": absolute(&builder.input),
+        "input": match builder.source {
+            Some(_) => builder.input.clone(),
+            None => absolute(&builder.input),
+        },
         journal::record::INPUT_DATA_KEY: input_data,
         "method": builder.options.method,
         "levels": plan.len(),

@@ -36,6 +36,10 @@ pub struct LevelReport {
     pub chunks: Vec<u64>,
     /// Factors of the step that made it.
     pub step_factors: Vec<u32>,
+    /// Pixel size per axis, as the metadata's `scale` says.
+    pub scale: Vec<f64>,
+    /// Position of the first pixel's centre per axis, as the metadata's `translation` says.
+    pub translation: Vec<f64>,
     /// Seconds of the pass that made it (shared by the levels of one pass).
     pub pass_seconds: f64,
 }

@@ -110,7 +110,7 @@ fn copy_shards_starting_in(
 pub(super) struct TileWorker<'a, 'c, T> {
     pub(super) context: &'a BuildContext<'c>,
     pub(super) pass: &'a Pass,
-    pub(super) reader: &'a TileReader<T>,
+    pub(super) reader: &'a TileReader<'a, T>,
     pub(super) buffers: &'a BufferPool<T>,
     /// True when the fill value's bytes are all zero: every method maps an all-zero region
     /// to zeros, which are not stored, so a tile whose source holds no stored chunk writes
@@ -220,7 +220,7 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
 /// Copies the chunks of level 0 of a one-level "pyramid".
 pub(super) struct ChunkCopier<'a, 'c, T> {
     pub(super) context: &'a BuildContext<'c>,
-    pub(super) reader: &'a TileReader<T>,
+    pub(super) reader: &'a TileReader<'a, T>,
 }
 
 impl<T: StoreElement> ChunkCopier<'_, '_, T> {

@@ -53,6 +53,12 @@ pub enum StoreError {
         /// The series asked for.
         series: usize,
     },
+    /// An array in memory that cannot be an image, or read chunks that do not fit it.
+    #[error("the array in memory cannot be read as an image: {reason}")]
+    InvalidArray {
+        /// What is wrong, in one line.
+        reason: String,
+    },
     /// Malformed metadata.
     #[error("invalid metadata in `{path}`: {reason}")]
     InvalidMetadata {

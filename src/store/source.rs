@@ -23,6 +23,12 @@ use crate::ngff::{CoordinateTransformation, InputImage};
 use crate::plan::Axis;
 use crate::tile::Region;
 
+/// Output chunk length of y and x when `--chunks` is not given and the input has no chunks
+/// worth keeping (TIFF strips, an array in memory); TIFF tiles this large or larger are kept.
+pub(crate) const DEFAULT_PLANE_CHUNK: u64 = 256;
+/// Output chunk length of z in the same case.
+pub(crate) const DEFAULT_Z_CHUNK: u64 = 64;
+
 /// Voxels read chunk by chunk.
 pub trait ChunkSource: Send + Sync {
     /// Where the data is, for messages.
@@ -128,23 +134,39 @@ pub trait Source: ChunkSource {
         self.chunk_shape().to_vec()
     }
 
+    /// False where an interrupted build cannot be checked against this input again (an
+    /// array in memory, gone with its process): `resume` is then refused.
+    fn resumable(&self) -> bool {
+        true
+    }
+
     /// The codec level 0's chunks are stored with, if each stored chunk is, as it is, a
-    /// valid chunk of an output array with that codec and the same chunk grid.
-    fn stored_codec(&self) -> Option<&OutputCodec>;
+    /// valid chunk of an output array with that codec and the same chunk grid. The
+    /// defaults of this and the next three methods describe a source with nothing to copy
+    /// as stored (TIFF, an array in memory).
+    fn stored_codec(&self) -> Option<&OutputCodec> {
+        None
+    }
 
     /// The shard shape and inner codec of a sharded level 0 whose shard files are, as they
     /// are, valid shards of an output with that shape and codec (inner chunks as the read
     /// grid, index at the end with a CRC32C): they can be copied whole.
-    fn stored_shards(&self) -> Option<(&[u64], &OutputCodec)>;
+    fn stored_shards(&self) -> Option<(&[u64], &OutputCodec)> {
+        None
+    }
 
     /// The stored (encoded) bytes of chunk `indices` of the stored grid (a shard of a
     /// sharded array), `None` where nothing is stored.
     ///
     /// # Errors
     /// [`StoreError::ReadChunk`] naming the chunk.
-    fn stored_chunk(&self, indices: &[u64]) -> Result<Option<Vec<u8>>, StoreError>;
+    fn stored_chunk(&self, _indices: &[u64]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(None)
+    }
 
     /// The local file holding chunk `indices` of the stored grid as stored (a shard of a
     /// sharded array), where there is one (so it can be copied file to file).
-    fn stored_chunk_file(&self, indices: &[u64]) -> Option<std::path::PathBuf>;
+    fn stored_chunk_file(&self, _indices: &[u64]) -> Option<std::path::PathBuf> {
+        None
+    }
 }

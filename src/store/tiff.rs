@@ -31,9 +31,8 @@ use tiff::tags::Tag;
 use self::page::{Chunking, PageCodec};
 use self::pool::{DecoderPool, TiffFile, guarded, open_decoder};
 use self::series::{Parts, Physical, PhysicalSize, PlaneRef, Role, Series, SeriesKind};
-use super::codec::OutputCodec;
 use super::grid::RegularGrid;
-use super::source::{ChunkSource, ImageMetadata, Source};
+use super::source::{ChunkSource, DEFAULT_PLANE_CHUNK, DEFAULT_Z_CHUNK, ImageMetadata, Source};
 use super::{StoreError, tree};
 use crate::dtype::DType;
 use crate::journal::InputFingerprint;
@@ -43,11 +42,6 @@ use crate::tile::Region;
 const STRIP_RUN_ROWS: u32 = 256;
 /// The most bytes a run of strips read as one chunk holds (one strip may hold more).
 const STRIP_RUN_BYTES: u64 = 16 << 20;
-/// Output chunk length of y and x when `--chunks` is not given (tiles this large or
-/// larger are kept as they are).
-const DEFAULT_PLANE_CHUNK: u64 = 256;
-/// Output chunk length of z when `--chunks` is not given.
-const DEFAULT_Z_CHUNK: u64 = 64;
 
 /// True if `path` names TIFF input: a file starting with a TIFF or BigTIFF header, a
 /// folder holding TIFF files and no Zarr metadata, or a glob pattern.
@@ -817,22 +811,6 @@ impl Source for TiffSource {
                 chunk.min(n)
             })
             .collect()
-    }
-
-    fn stored_codec(&self) -> Option<&OutputCodec> {
-        None
-    }
-
-    fn stored_shards(&self) -> Option<(&[u64], &OutputCodec)> {
-        None
-    }
-
-    fn stored_chunk(&self, _indices: &[u64]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(None)
-    }
-
-    fn stored_chunk_file(&self, _indices: &[u64]) -> Option<PathBuf> {
-        None
     }
 }
 

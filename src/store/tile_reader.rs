@@ -111,8 +111,8 @@ pub type ReadCounter = Arc<dyn Fn(&Region) -> u64 + Send + Sync>;
 pub type ChunkBands = Arc<dyn Fn(&Region) -> Vec<Region> + Send + Sync>;
 
 /// Reads regions of one array, decoding each chunk once while the cache budget allows.
-pub struct TileReader<T> {
-    source: Arc<dyn ChunkSource>,
+pub struct TileReader<'s, T> {
+    source: Arc<dyn ChunkSource + 's>,
     /// Set to stop reading between chunks (the build was cancelled).
     cancel: Option<Arc<AtomicBool>>,
     fill: T,
@@ -128,12 +128,12 @@ pub struct TileReader<T> {
     pub stats: ReadStats,
 }
 
-impl<T: StoreElement> TileReader<T> {
+impl<'s, T: StoreElement> TileReader<'s, T> {
     /// A reader of `source` (whose chunks are the read units), keeping decoded chunks
     /// while future reads need them, within `budget_bytes`. `reads_of` says how many reads
     /// will touch a chunk's region over the pass.
     #[must_use]
-    pub fn new(source: Arc<dyn ChunkSource>, budget_bytes: u64, reads_of: ReadCounter) -> Self {
+    pub fn new(source: Arc<dyn ChunkSource + 's>, budget_bytes: u64, reads_of: ReadCounter) -> Self {
         let fill: T = bytemuck::pod_read_unaligned(source.fill_bytes());
         Self {
             source,
@@ -393,7 +393,7 @@ mod tests {
         tiles
     }
 
-    fn reader(source: &Arc<ZarrSource>, budget: u64, bands: bool) -> TileReader<u16> {
+    fn reader(source: &Arc<ZarrSource>, budget: u64, bands: bool) -> TileReader<'static, u16> {
         let tiles = halo_tiles();
         let reads_of: ReadCounter =
             Arc::new(move |chunk: &Region| tiles.iter().filter(|t| t.intersect(chunk).is_some()).count() as u64);
@@ -462,7 +462,7 @@ mod tests {
             assert_eq!(banded.read(&tile).unwrap(), expected, "{tile:?} through bands");
             assert_eq!(plain.read(&tile).unwrap(), expected, "{tile:?} through whole chunks");
         }
-        let decoded = |r: &TileReader<u16>| r.stats.decoded.load(Ordering::Relaxed);
+        let decoded = |r: &TileReader<'_, u16>| r.stats.decoded.load(Ordering::Relaxed);
         // 16 chunks; the tiles touch 36 chunk-times (9 each).
         assert_eq!(decoded(&uncached), 36);
         // With bands a chunk is decoded at most twice: once for a neighbour's halo read

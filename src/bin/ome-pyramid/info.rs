@@ -4,12 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use clap::Args;
-use serde_json::json;
 
-use ome_pyramid::ngff::NgffVersion;
-use ome_pyramid::store::{self, ChunkSource, NodeKind};
+use ome_pyramid::store;
 use ome_pyramid::units::format_bytes;
 
 use crate::outln;
@@ -70,68 +68,13 @@ pub(crate) fn run(args: &InfoArgs) -> Result<()> {
         return cmd_gpu_info(args.json);
     }
     let path = args.path.as_ref().expect("clap requires PATH without --gpu");
-    if store::is_tiff_input(path) {
-        return tiff_info(path, args.json);
-    }
-    if !path.exists() {
-        return Err(anyhow!(store::StoreError::NotFound(path.to_path_buf())));
-    }
-    let node = store::probe_node(path)?;
-    let info = match node {
-        NodeKind::ArrayV2(_) | NodeKind::ArrayV3(_) => json!({
-            "path": path,
-            "kind": "array",
-            "arrays": [array_info(path, "")?],
-        }),
-        NodeKind::Group(attributes) => {
-            let image = ome_pyramid::ngff::read_input_image(&attributes).map_err(|source| store::StoreError::Ngff {
-                path: path.clone(),
-                source,
-            })?;
-            let multiscales = attributes
-                .get("multiscales")
-                .or_else(|| attributes.get("ome").and_then(|o| o.get("multiscales")))
-                .cloned();
-            let datasets: Vec<serde_json::Value> = multiscales
-                .as_ref()
-                .and_then(|m| m.get(0))
-                .and_then(|m| m.get("datasets"))
-                .and_then(|d| d.as_array())
-                .cloned()
-                .unwrap_or_default();
-            let mut arrays = Vec::new();
-            for d in &datasets {
-                let p = d.get("path").and_then(|p| p.as_str()).unwrap_or_default();
-                let mut entry = array_info(&path.join(p), p)?;
-                entry["coordinateTransformations"] = d.get("coordinateTransformations").cloned().unwrap_or_default();
-                arrays.push(entry);
-            }
-            let first = multiscales.as_ref().and_then(|m| m.get(0)).cloned().unwrap_or_default();
-            let root = attributes.get("ome").and_then(|o| o.as_object()).unwrap_or(&attributes);
-            let kind = match (&image, root.get("image-label")) {
-                (None, _) => "group",
-                (Some(_), None) => "ome-zarr image",
-                (Some(_), Some(_)) => "ome-zarr label image",
-            };
-            json!({
-                "path": path,
-                "kind": kind,
-                "image-label": root.get("image-label"),
-                "labels": labels_info(path, &attributes)?,
-                "version": first
-                    .get("version")
-                    .or_else(|| attributes.get("ome").and_then(|o| o.get("version"))),
-                "name": first.get("name"),
-                "axes": first.get("axes"),
-                "type": first.get("type"),
-                "metadata": first.get("metadata"),
-                "arrays": arrays,
-            })
-        }
-    };
+    let info = ome_pyramid::info::describe(path)?;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&info)?);
         return Ok(());
+    }
+    if store::is_tiff_input(path) {
+        return tiff_info(path, &info);
     }
     outln!("{} ({})", path.display(), info["kind"].as_str().unwrap_or("?"));
     if let Some(axes) = info.get("axes").and_then(|a| a.as_array()) {
@@ -191,14 +134,8 @@ pub(crate) fn run(args: &InfoArgs) -> Result<()> {
     Ok(())
 }
 
-/// What `build` makes of TIFF input: one block per series.
-fn tiff_info(path: &Path, json_output: bool) -> Result<()> {
-    let mut info = store::describe_tiff(path)?;
-    info["path"] = json!(path);
-    if json_output {
-        outln!("{}", serde_json::to_string_pretty(&info)?);
-        return Ok(());
-    }
+/// What `build` makes of TIFF input, as text: one block per series.
+fn tiff_info(path: &Path, info: &serde_json::Value) -> Result<()> {
     let files = info["files"].as_u64().unwrap_or(1);
     let bigtiff = if info["bigtiff"] == true { ", BigTIFF" } else { "" };
     let files = if files > 1 {
@@ -264,66 +201,4 @@ fn tiff_info(path: &Path, json_output: bool) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// How many datasets the first `multiscales` entry of a group lists.
-fn dataset_count(node: &NodeKind) -> usize {
-    let NodeKind::Group(attributes) = node else {
-        return 0;
-    };
-    let root = attributes.get("ome").unwrap_or(&serde_json::Value::Null);
-    attributes
-        .get("multiscales")
-        .or_else(|| root.get("multiscales"))
-        .and_then(|m| m.get(0))
-        .and_then(|m| m.get("datasets"))
-        .and_then(serde_json::Value::as_array)
-        .map_or(0, Vec::len)
-}
-
-/// The label images an image's `labels` group lists: name, dtype, level-0 shape, levels.
-fn labels_info(
-    image: &Path,
-    attributes: &serde_json::Map<String, serde_json::Value>,
-) -> Result<Vec<serde_json::Value>> {
-    let version = if attributes.contains_key("ome") {
-        NgffVersion::V05
-    } else {
-        NgffVersion::V04
-    };
-    let mut labels = Vec::new();
-    for name in ome_pyramid::labels::list_labels(image, version)? {
-        let dir = image.join("labels").join(&name);
-        let entry = match store::open_source(&dir).and_then(|source| Ok((source, store::probe_node(&dir)?))) {
-            Ok((source, node)) => json!({
-                "name": name,
-                "dtype": source.dtype().name(),
-                "shape": source.shape(),
-                "levels": dataset_count(&node),
-            }),
-            Err(e) => {
-                tracing::warn!("label image `{name}` cannot be read: {e}");
-                json!({"name": name, "error": e.to_string()})
-            }
-        };
-        labels.push(entry);
-    }
-    Ok(labels)
-}
-
-fn array_info(dir: &Path, label: &str) -> Result<serde_json::Value> {
-    let source = store::open_source(dir)?;
-    let files = source.stored_files()?;
-    Ok(json!({
-        "path": label,
-        "zarr_format": source.zarr_format(),
-        "dtype": source.dtype().name(),
-        "shape": source.shape(),
-        "chunks": source.chunk_shape(),
-        "shards": source.shard_shape(),
-        "codecs": store::describe_codecs(source.raw_metadata()),
-        "fill_value": source.fill_value_json(),
-        "files": files.chunks,
-        "bytes_on_disk": files.bytes,
-    }))
 }

@@ -496,7 +496,7 @@ pub(crate) fn print_summary(report: &BuildReport) {
     );
 }
 
-fn run_builder(builder: PyramidBuilder, json_output: bool, quiet: bool) -> Result<BuildReport, BuildError> {
+fn run_builder(builder: PyramidBuilder<'_>, json_output: bool, quiet: bool) -> Result<BuildReport, BuildError> {
     run_with_progress(|progress| builder.progress(progress).build(), json_output, quiet)
 }
 

@@ -1,0 +1,85 @@
+//! A build from an array in memory (`NdarraySource` through `PyramidBuilder::from_source`)
+//! writes what a build of the same array stored as Zarr writes, whatever the array's memory
+//! order; a label image takes its segmentation from memory; `resume` is refused for an
+//! array, which cannot be checked against the interrupted build.
+
+mod common;
+
+use std::sync::Arc;
+
+use ndarray::{Array3, ArrayD, IxDyn, ShapeBuilder};
+use ome_pyramid::synthetic::read_array;
+use ome_pyramid::tile::TileElement;
+use ome_pyramid::{BackendChoice, Compression, LabelsBuilder, NdarraySource, PyramidBuilder};
+use tempfile::TempDir;
+
+/// The uint16 array of a synthetic Zarr input, read whole into memory.
+fn stored_array(dir: &TempDir, shape: &[u64]) -> (std::path::PathBuf, ArrayD<u16>) {
+    let path = dir.path().join("input.zarr");
+    common::u16_input(&path, shape, &[8, 32, 32], 3);
+    let (shape, data) = read_array(&path, "/").unwrap();
+    let values = u16::unwrap(data).unwrap();
+    let shape: Vec<usize> = shape.iter().map(|&n| n as usize).collect();
+    (path, ArrayD::from_shape_vec(IxDyn(&shape), values).unwrap())
+}
+
+#[test]
+fn an_array_in_memory_gives_the_pyramid_of_the_same_array_stored_as_zarr() {
+    let dir = TempDir::new().unwrap();
+    let (stored, array) = stored_array(&dir, &[20, 70, 90]);
+    let from_disk = dir.path().join("disk.ome.zarr");
+    // One codec for both: the stored input's would otherwise be copied over.
+    PyramidBuilder::new(&stored, &from_disk)
+        .compression(Compression::Zstd, 5)
+        .backend(BackendChoice::Cpu)
+        .threads(2)
+        .build()
+        .unwrap();
+    let expected = common::snapshot(&from_disk);
+
+    let mut fortran = ArrayD::<u16>::zeros(IxDyn(array.shape()).f());
+    fortran.assign(&array);
+    for (name, view) in [("c", array.view()), ("f", fortran.view())] {
+        let output = dir.path().join(format!("{name}.ome.zarr"));
+        let source = NdarraySource::new(view)
+            .unwrap()
+            .with_chunks(&[8, 32, 32])
+            .unwrap()
+            .with_name("input.zarr");
+        let report = PyramidBuilder::from_source(Arc::new(source), &output)
+            .compression(Compression::Zstd, 5)
+            .backend(BackendChoice::Cpu)
+            .threads(2)
+            .build()
+            .unwrap();
+        assert_eq!(report.levels[0].shape, vec![20, 70, 90]);
+        assert_eq!(common::snapshot(&output), expected, "{name} order");
+    }
+}
+
+#[test]
+fn a_label_image_takes_its_segmentation_from_memory_and_resume_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let (stored, _) = stored_array(&dir, &[12, 40, 48]);
+    let image = dir.path().join("image.ome.zarr");
+    PyramidBuilder::new(&stored, &image).levels(2).build().unwrap();
+
+    let mut mask = Array3::<u8>::zeros((12, 40, 48));
+    mask.slice_mut(ndarray::s![2..10, 4..30, 10..40]).fill(5);
+    let mask = mask.into_dyn();
+    let source = NdarraySource::new(mask.view()).unwrap();
+    let report = LabelsBuilder::from_source(&image, Arc::new(source), "cells")
+        .build()
+        .unwrap();
+    assert_eq!(report.levels.len(), 2);
+    let (_, level0) = read_array(&image.join("labels/cells"), "/0").unwrap();
+    assert_eq!(u8::unwrap(level0).unwrap(), mask.iter().copied().collect::<Vec<u8>>());
+
+    let source = NdarraySource::new(mask.view()).unwrap();
+    let err = PyramidBuilder::from_source(Arc::new(source), dir.path().join("again.ome.zarr"))
+        .resume(true)
+        .build()
+        .unwrap_err();
+    assert!(err.is_invalid_input());
+    assert!(err.to_string().contains("cannot be checked against"), "{err}");
+}
