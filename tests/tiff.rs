@@ -342,6 +342,21 @@ fn each_strip_run_and_tile_is_decoded_once() {
     }
 }
 
+/// `bench TIFF --decode-only`: the decode floor of a TIFF input, measured by the reader the
+/// builds use.
+#[test]
+fn bench_measures_the_decode_floor_of_a_tiff() {
+    let input = fixtures().join("stack_lzw_tile_bigtiff.tif");
+    let out = run(&["bench", input.to_str().unwrap(), "--decode-only", "--json", "-q"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["decode_only"]["chunks"], 12, "3 pages of 2×2 tiles: {report}");
+    // Tiles of 32×48 decode whole, edge tiles with their padding.
+    assert_eq!(report["decode_only"]["bytes"], 12 * 32 * 48 * 2);
+    assert_eq!(report["codec"], "TIFF, lzw", "{report}");
+    assert_eq!(report["rows"], serde_json::json!([]));
+}
+
 #[test]
 fn a_tiff_source_reads_strips_in_runs_and_never_whole_planes_of_tiles() {
     // Strips of 16 rows are read in runs (up to 256 rows); tiles one at a time.

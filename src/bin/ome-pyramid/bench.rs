@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use ome_pyramid::backend::list_adapters;
-use ome_pyramid::store::{self, ChunkSource, DecodeReport};
+use ome_pyramid::store::{self, DecodeReport};
 use ome_pyramid::synthetic::{self, ArrayFormat, ArraySpec, Codec};
 use ome_pyramid::units::format_bytes;
 use ome_pyramid::{DType, Method};
@@ -20,7 +20,7 @@ use crate::{Dims, UsageError, parse_dims, parse_dtype};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Zarr array or OME-Zarr image to build [default: a synthetic volume, see --size].
+    /// Zarr array, OME-Zarr image or TIFF input to build [default: a synthetic volume, see --size].
     input: Option<PathBuf>,
     /// Methods to time, comma separated.
     #[arg(long, default_value = "nearest,mean,gaussian", value_parser = parse_methods)]
@@ -269,7 +269,7 @@ pub fn run(args: &BenchArgs, quiet: bool) -> Result<()> {
             };
             synthetic::write_synthetic(&input, &spec, 42).context("cannot write the synthetic volume")?;
         }
-        let source = store::open_source(&input)?;
+        let source = store::open_input(&input, None, None)?;
         let input_bytes = source.shape().iter().product::<u64>() * source.dtype().size() as u64;
         let codec_pool = rayon::ThreadPoolBuilder::new()
             .num_threads(*sweep.iter().max().unwrap_or(&cores))
@@ -345,7 +345,7 @@ pub fn run(args: &BenchArgs, quiet: bool) -> Result<()> {
             dtype: source.dtype(),
             shape: source.shape().to_vec(),
             input_bytes,
-            codec: store::describe_codecs(source.raw_metadata()),
+            codec: input_codec(&input)?,
             decode_only,
             encode_only,
             rows,
@@ -526,4 +526,14 @@ fn plot(report: &Report, path: &Path) -> Result<()> {
     root.present()
         .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
     Ok(())
+}
+
+/// The input's codec, for the report: the Zarr codec chain, or a TIFF's compression.
+fn input_codec(input: &Path) -> Result<String> {
+    if store::is_tiff_input(input) {
+        let described = store::describe_tiff(input)?;
+        let compression = described["series"][0]["compression"].as_str().unwrap_or("?");
+        return Ok(format!("TIFF, {compression}"));
+    }
+    Ok(store::describe_codecs(store::open_source(input)?.raw_metadata()))
 }
