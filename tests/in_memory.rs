@@ -1,7 +1,8 @@
 //! A build from an array in memory (`NdarraySource` through `PyramidBuilder::from_source`)
 //! writes what a build of the same array stored as Zarr writes, whatever the array's memory
-//! order; a label image takes its segmentation from memory; `resume` is refused for an
-//! array, which cannot be checked against the interrupted build.
+//! order; a label image takes its segmentation from memory; a source opened from disk is
+//! kept out of the output's way; `resume` is refused for an array, which cannot be checked
+//! against the interrupted build.
 
 mod common;
 
@@ -58,7 +59,7 @@ fn an_array_in_memory_gives_the_pyramid_of_the_same_array_stored_as_zarr() {
 }
 
 #[test]
-fn a_label_image_takes_its_segmentation_from_memory_and_resume_is_refused() {
+fn a_label_image_takes_its_segmentation_from_memory_a_stored_source_is_protected_and_resume_is_refused() {
     let dir = TempDir::new().unwrap();
     let (stored, _) = stored_array(&dir, &[12, 40, 48]);
     let image = dir.path().join("image.ome.zarr");
@@ -74,6 +75,15 @@ fn a_label_image_takes_its_segmentation_from_memory_and_resume_is_refused() {
     assert_eq!(report.levels.len(), 2);
     let (_, level0) = read_array(&image.join("labels/cells"), "/0").unwrap();
     assert_eq!(u8::unwrap(level0).unwrap(), mask.iter().copied().collect::<Vec<u8>>());
+
+    // A source opened from disk is still kept out of the output's way.
+    let opened = ome_pyramid::store::open_input(&stored, None, None).unwrap();
+    let err = PyramidBuilder::from_source(opened, dir.path())
+        .overwrite(true)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("contains"), "{err}");
+    assert!(stored.join(".zarray").exists(), "the input is left alone");
 
     let source = NdarraySource::new(mask.view()).unwrap();
     let err = PyramidBuilder::from_source(Arc::new(source), dir.path().join("again.ome.zarr"))

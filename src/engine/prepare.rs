@@ -139,7 +139,13 @@ pub(super) fn prepare<'a>(builder: &PyramidBuilder<'a>) -> Result<Prepared<'a>, 
         });
     }
     let source = match &builder.source {
-        Some(source) => source.clone(),
+        Some(source) => {
+            // A source on disk (a path, not an array's name) must not lie where the output goes.
+            if source.path().exists() {
+                check_output_location(source.path(), &builder.output)?;
+            }
+            source.clone()
+        }
         None => {
             check_output_location(&builder.input, &builder.output)?;
             store::open_input(&builder.input, options.series, builder.layers.input.as_deref())?
