@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::ngff::NgffVersion;
 use crate::store::{self, ChunkSource, NodeKind, StoreError};
@@ -40,25 +40,14 @@ pub fn describe(path: &Path) -> Result<Value, StoreError> {
                 path: path.to_path_buf(),
                 source,
             })?;
-            let multiscales = attributes
-                .get("multiscales")
-                .or_else(|| attributes.get("ome").and_then(|o| o.get("multiscales")))
-                .cloned();
-            let datasets: Vec<Value> = multiscales
-                .as_ref()
-                .and_then(|m| m.get(0))
-                .and_then(|m| m.get("datasets"))
-                .and_then(|d| d.as_array())
-                .cloned()
-                .unwrap_or_default();
+            let first = first_multiscale(&attributes).cloned().unwrap_or_default();
             let mut arrays = Vec::new();
-            for d in &datasets {
+            for d in datasets_of(&first) {
                 let p = d.get("path").and_then(|p| p.as_str()).unwrap_or_default();
                 let mut entry = array_info(&path.join(p), p)?;
                 entry["coordinateTransformations"] = d.get("coordinateTransformations").cloned().unwrap_or_default();
                 arrays.push(entry);
             }
-            let first = multiscales.as_ref().and_then(|m| m.get(0)).cloned().unwrap_or_default();
             let root = attributes.get("ome").and_then(|o| o.as_object()).unwrap_or(&attributes);
             let kind = match (&image, root.get("image-label")) {
                 (None, _) => "group",
@@ -84,19 +73,29 @@ pub fn describe(path: &Path) -> Result<Value, StoreError> {
     Ok(info)
 }
 
-/// How many datasets the first `multiscales` entry of a group lists.
-fn dataset_count(node: &NodeKind) -> usize {
-    let NodeKind::Group(attributes) = node else {
-        return 0;
-    };
-    let root = attributes.get("ome").unwrap_or(&Value::Null);
+/// The first `multiscales` entry of a group's attributes as written (0.4 at the top, 0.5
+/// under `ome`), unchecked: `info` shows what is there.
+fn first_multiscale(attributes: &Map<String, Value>) -> Option<&Value> {
     attributes
         .get("multiscales")
-        .or_else(|| root.get("multiscales"))
+        .or_else(|| attributes.get("ome").and_then(|o| o.get("multiscales")))
         .and_then(|m| m.get(0))
-        .and_then(|m| m.get("datasets"))
+}
+
+/// The `datasets` a `multiscales` entry lists (none when it lists none).
+fn datasets_of(multiscale: &Value) -> &[Value] {
+    multiscale
+        .get("datasets")
         .and_then(Value::as_array)
-        .map_or(0, Vec::len)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// How many datasets the first `multiscales` entry of a group lists.
+fn dataset_count(node: &NodeKind) -> usize {
+    match node {
+        NodeKind::Group(attributes) => first_multiscale(attributes).map_or(0, |m| datasets_of(m).len()),
+        _ => 0,
+    }
 }
 
 /// The label images an image's `labels` group lists: name, dtype, level-0 shape, levels.

@@ -124,11 +124,9 @@ fn with_settings<'a>(
 fn info(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<String> {
     let path = options::path(path, "path")?;
     let described = py.detach(|| ome_pyramid::info::describe(&path));
-    match described {
-        Ok(info) => Ok(info.to_string()),
-        Err(e) if e.is_invalid_input() => Err(InvalidInputError::new_err(run::one_line(&e))),
-        Err(e) => Err(BuildError::new_err(run::one_line(&e))),
-    }
+    described
+        .map(|info| info.to_string())
+        .map_err(|e| run::exception(e.is_invalid_input(), &e))
 }
 
 /// The module.

@@ -40,6 +40,11 @@ fn invalid(keyword: &str, reason: impl std::fmt::Display) -> PyErr {
     InvalidInputError::new_err(format!("invalid {keyword}: {reason}"))
 }
 
+/// The value given for `keyword`: `None` when it is absent or `None`.
+fn present<'py>(options: &Bound<'py, PyDict>, keyword: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
+    Ok(options.get_item(keyword)?.filter(|value| !value.is_none()))
+}
+
 /// The value of `keyword`, `None` when absent or `None`; `expected` names the type in the
 /// message for a value of another type.
 fn get<'py, T: FromPyObjectOwned<'py>>(
@@ -47,16 +52,16 @@ fn get<'py, T: FromPyObjectOwned<'py>>(
     keyword: &str,
     expected: &str,
 ) -> PyResult<Option<T>> {
-    match options.get_item(keyword)? {
-        Some(value) if !value.is_none() => value.extract().map(Some).map_err(|_| {
-            let given = value
-                .get_type()
-                .name()
-                .map_or_else(|_| "?".to_string(), |n| n.to_string());
-            invalid(keyword, format!("expected {expected}, got {given}"))
-        }),
-        _ => Ok(None),
-    }
+    let Some(value) = present(options, keyword)? else {
+        return Ok(None);
+    };
+    value.extract().map(Some).map_err(|_| {
+        let given = value
+            .get_type()
+            .name()
+            .map_or_else(|_| "?".to_string(), |n| n.to_string());
+        invalid(keyword, format!("expected {expected}, got {given}"))
+    })
 }
 
 /// A textual choice parsed with the library's own parser (the CLI's messages).
@@ -71,12 +76,9 @@ where
 
 /// A byte count given as a number or as text with a unit (`"4GiB"`).
 fn size(options: &Bound<'_, PyDict>, keyword: &str) -> PyResult<Option<u64>> {
-    let Some(value) = options.get_item(keyword)? else {
+    let Some(value) = present(options, keyword)? else {
         return Ok(None);
     };
-    if value.is_none() {
-        return Ok(None);
-    }
     if let Ok(text) = value.cast::<PyString>() {
         return ome_pyramid::units::parse_size(&text.to_cow()?)
             .map(Some)
@@ -93,12 +95,9 @@ fn by_axis<'py, V: FromPyObjectOwned<'py>>(
     options: &Bound<'py, PyDict>,
     keyword: &str,
 ) -> PyResult<Option<Vec<(String, V)>>> {
-    let Some(value) = options.get_item(keyword)? else {
+    let Some(value) = present(options, keyword)? else {
         return Ok(None);
     };
-    if value.is_none() {
-        return Ok(None);
-    }
     let dict = value
         .cast::<PyDict>()
         .map_err(|_| invalid(keyword, "expected a dict by axis name, such as {\"y\": 2, \"x\": 2}"))?;
@@ -124,7 +123,7 @@ pub(crate) fn build_options(options: &Bound<'_, PyDict>) -> PyResult<BuildOption
         }
     }
     let defaults = BuildOptions::default();
-    let factors = match options.get_item("factors")? {
+    let factors = match present(options, "factors")? {
         Some(value) if value.is_instance_of::<PyString>() => {
             let text: String = value.extract()?;
             match text.to_ascii_lowercase().as_str() {

@@ -103,7 +103,7 @@ pub(crate) fn run_build(py: Python<'_>, build: impl Run, callback: Option<Py<PyA
     }
     let report = match outcome {
         Ok(Ok(report)) => report,
-        Ok(Err(e)) => return Err(engine_error(&e)),
+        Ok(Err(e)) => return Err(exception(e.is_invalid_input(), &e)),
         Err(panic) => {
             let what = panic
                 .downcast_ref::<String>()
@@ -141,11 +141,11 @@ fn report_progress(
     Ok(())
 }
 
-/// The Python exception of an engine error, with the CLI's one-line message (the error and
-/// its causes, joined by `: `).
-pub(crate) fn engine_error(error: &ome_pyramid::BuildError) -> PyErr {
+/// `InvalidInputError` for a mistake in the request (`invalid_input`), else `BuildError`,
+/// with the CLI's one-line message: the error and its causes, joined by `: `.
+pub(crate) fn exception(invalid_input: bool, error: &dyn std::error::Error) -> PyErr {
     let message = one_line(error);
-    if error.is_invalid_input() {
+    if invalid_input {
         InvalidInputError::new_err(message)
     } else {
         BuildError::new_err(message)
@@ -153,7 +153,7 @@ pub(crate) fn engine_error(error: &ome_pyramid::BuildError) -> PyErr {
 }
 
 /// An error and its causes on one line, as the CLI prints them.
-pub(crate) fn one_line(error: &dyn std::error::Error) -> String {
+fn one_line(error: &dyn std::error::Error) -> String {
     let mut line = error.to_string();
     let mut cause = error.source();
     while let Some(e) = cause {
