@@ -30,9 +30,11 @@ mod display;
 mod error;
 mod options;
 mod output;
+mod partitioned;
 mod pass;
 mod prepare;
 mod report;
+mod split;
 mod tile;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +46,7 @@ pub use builder::{PyramidBuilder, StoreLayers};
 pub use error::BuildError;
 pub use options::BuildOptions;
 pub(crate) use options::LabelTarget;
+pub use partitioned::{PartReport, PlanReport, RunSettings, finalize, read_plan, run_part};
 pub use report::{BuildReport, LevelReport, NoProgress, Progress, StageSeconds, peak_rss_bytes};
 
 use crate::journal::{self, Journal, OutputLock};
@@ -51,7 +54,7 @@ use crate::ngff::{self, MultiscalesSpec, NgffVersion};
 use crate::store::{LevelLayout, LevelSink, Sink, ZarrV2Sink, ZarrV3Sink};
 use output::prepare_output;
 use pass::{BuildContext, Counters, run_passes};
-use prepare::{Level0, build_record, prepare, select_backend};
+use prepare::{Level0, Prepared, build_record, prepare, select_backend};
 
 /// Runs one build on the current thread pool: prepares it, takes the output, runs the
 /// passes, checks the output and writes its metadata last.
@@ -78,6 +81,15 @@ fn run_build(builder: &PyramidBuilder<'_>, threads: usize) -> Result<BuildReport
         });
     }
     let resuming = options.resume && output.exists();
+    if resuming && !builder.partitioned && output.join(journal::partition::PLAN_FILE).is_file() {
+        return Err(BuildError::InvalidOption {
+            option: "resume",
+            reason: format!(
+                "`{}` is a partitioned build made by `ome-pyramid plan`: run its parts with `ome-pyramid part`, then `ome-pyramid finalize`",
+                output.display()
+            ),
+        });
+    }
     if options.resume && !resuming {
         info!("`{}` does not exist yet: starting a new build", output.display());
     }
@@ -92,7 +104,7 @@ fn run_build(builder: &PyramidBuilder<'_>, threads: usize) -> Result<BuildReport
         })?;
     }
     let lock = OutputLock::acquire(output)?;
-    let record = build_record(builder, &prepared, backend.as_ref())?;
+    let record = build_record(builder, &prepared, (!builder.partitioned).then_some(backend.as_ref()))?;
     if resuming {
         journal::check_record(output, &record)?;
     } else {
@@ -115,34 +127,8 @@ fn run_build(builder: &PyramidBuilder<'_>, threads: usize) -> Result<BuildReport
         builder.options.method,
         backend_description
     );
-    let layer = builder.layers.output.as_deref();
-    let sink: Box<dyn Sink> = match builder.options.ngff_version {
-        NgffVersion::V04 => Box::new(ZarrV2Sink::create(&builder.output, layer)?),
-        NgffVersion::V05 => Box::new(ZarrV3Sink::create(&builder.output, layer)?),
-    };
-    let fill = prepared.source.fill_bytes().to_vec();
-    let dimension_names: Vec<String> = prepared.axes.iter().map(|a| a.name.clone()).collect();
-    let levels: Vec<Box<dyn LevelSink>> = prepared
-        .plan
-        .levels
-        .iter()
-        .zip(&prepared.shards)
-        .enumerate()
-        .map(|(k, (level, shards))| {
-            sink.create_level(
-                k,
-                &LevelLayout {
-                    shape: level.shape.clone(),
-                    chunks: level.chunks.clone(),
-                    dtype,
-                    codec: prepared.codec.clone(),
-                    fill: fill.clone(),
-                    shards: shards.clone(),
-                    dimension_names: dimension_names.clone(),
-                },
-            )
-        })
-        .collect::<Result<_, _>>()?;
+    let sink = output_sink(builder, false)?;
+    let levels = level_sinks(sink.as_ref(), &prepared)?;
     if resuming {
         let redone = journal.keep_intact(|c| levels.get(c.level).and_then(|l| l.stored_size(c.index)) == Some(c.bytes));
         if redone > 0 {
@@ -152,22 +138,14 @@ fn run_build(builder: &PyramidBuilder<'_>, threads: usize) -> Result<BuildReport
         }
     }
 
-    let context = BuildContext {
-        source: &prepared.source,
-        plan: &prepared.plan,
-        method: builder.options.method,
-        levels: &levels,
-        sink: sink.as_ref(),
-        backend: backend.as_ref(),
+    let context = build_context(
+        builder,
+        &prepared,
+        (sink.as_ref(), &levels),
+        backend.as_ref(),
         threads,
-        memory_bytes: builder.options.memory_bytes,
-        level0: prepared.level0,
-        progress: builder.progress.as_ref(),
-        cancel: builder.cancel.clone(),
-        counters: Counters::new(prepared.plan.len()),
-        journal: &journal,
-        task_delay: test_task_delay(),
-    };
+        &journal,
+    );
     let total_chunks: u64 = prepared
         .plan
         .levels
@@ -273,6 +251,76 @@ fn run_build(builder: &PyramidBuilder<'_>, threads: usize) -> Result<BuildReport
         threads,
         peak_rss_bytes: peak_rss_bytes(),
     })
+}
+
+/// What the passes of a build share: the prepared build, the output's levels, the backend,
+/// the threads and the journal; a whole build's (`part` is `None`).
+fn build_context<'a>(
+    builder: &'a PyramidBuilder<'_>,
+    prepared: &'a Prepared<'a>,
+    (sink, levels): (&'a dyn Sink, &'a [Box<dyn LevelSink>]),
+    backend: &'a dyn crate::backend::Downsampler,
+    threads: usize,
+    journal: &'a Journal,
+) -> BuildContext<'a> {
+    BuildContext {
+        source: &prepared.source,
+        plan: &prepared.plan,
+        method: builder.options.method,
+        levels,
+        sink,
+        backend,
+        threads,
+        memory_bytes: builder.options.memory_bytes,
+        level0: prepared.level0,
+        progress: builder.progress.as_ref(),
+        cancel: builder.cancel.clone(),
+        counters: Counters::new(prepared.plan.len()),
+        journal,
+        task_delay: test_task_delay(),
+        part: None,
+    }
+}
+
+/// The output's store: a new one, or (`existing`) one whose level metadata a partitioned
+/// build's plan wrote, which is checked rather than written again.
+fn output_sink(builder: &PyramidBuilder<'_>, existing: bool) -> Result<Box<dyn Sink>, BuildError> {
+    let (output, layer) = (&builder.output, builder.layers.output.as_deref());
+    Ok(match (builder.options.ngff_version, existing) {
+        (NgffVersion::V04, false) => Box::new(ZarrV2Sink::create(output, layer)?),
+        (NgffVersion::V04, true) => Box::new(ZarrV2Sink::open_existing(output, layer)?),
+        (NgffVersion::V05, false) => Box::new(ZarrV3Sink::create(output, layer)?),
+        (NgffVersion::V05, true) => Box::new(ZarrV3Sink::open_existing(output, layer)?),
+    })
+}
+
+/// Every level array of the output, as `prepared` plans them.
+fn level_sinks(sink: &dyn Sink, prepared: &Prepared<'_>) -> Result<Vec<Box<dyn LevelSink>>, BuildError> {
+    let dtype = prepared.source.dtype();
+    let fill = prepared.source.fill_bytes().to_vec();
+    let dimension_names: Vec<String> = prepared.axes.iter().map(|a| a.name.clone()).collect();
+    let levels = prepared
+        .plan
+        .levels
+        .iter()
+        .zip(&prepared.shards)
+        .enumerate()
+        .map(|(k, (level, shards))| {
+            sink.create_level(
+                k,
+                &LevelLayout {
+                    shape: level.shape.clone(),
+                    chunks: level.chunks.clone(),
+                    dtype,
+                    codec: prepared.codec.clone(),
+                    fill: fill.clone(),
+                    shards: shards.clone(),
+                    dimension_names: dimension_names.clone(),
+                },
+            )
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(levels)
 }
 
 /// A pause before each task, for tests that interrupt builds (`OME_PYRAMID_TEST_TASK_DELAY_MS`).

@@ -16,6 +16,7 @@
 //! All three are removed when the build completes, after the image metadata is in place.
 
 pub mod lock;
+pub mod partition;
 pub mod record;
 
 use std::collections::HashMap;
@@ -46,6 +47,26 @@ pub enum JournalError {
         path: PathBuf,
         /// Who holds it, e.g. `pid 42 on host h`.
         holder: String,
+    },
+    /// Another running process holds the lock of a part of a partitioned build.
+    #[error(
+        "part {part} of `{path}` is being run by another ome-pyramid process ({holder}); wait for it, or stop it first"
+    )]
+    PartLocked {
+        /// The output.
+        path: PathBuf,
+        /// The part.
+        part: usize,
+        /// Who holds it, e.g. `pid 42 on host h`.
+        holder: String,
+    },
+    /// A partitioned build's plan that cannot be read.
+    #[error("the plan `{path}` cannot be read: {reason}")]
+    PlanUnreadable {
+        /// The plan file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
     },
     /// `--resume` on an output without a build record.
     #[error("`{0}` cannot be resumed: it holds no record of an interrupted ome-pyramid build")]
@@ -167,24 +188,27 @@ fn parse_chunk(field: &str) -> Option<StoredChunk> {
     })
 }
 
-impl Journal {
-    /// Opens the journal of `output`: a new, empty one, or (when `resume`) the existing one
-    /// with what it records.
-    ///
-    /// # Errors
-    /// [`JournalError::Io`].
-    pub fn open(output: &Path, resume: bool) -> Result<Self, JournalError> {
-        let path = output.join(JOURNAL_FILE);
-        let mut passes = HashMap::new();
-        let mut done = HashMap::new();
-        let text = if resume {
-            fs::read_to_string(&path).unwrap_or_default()
-        } else {
-            String::new()
-        };
+/// What a journal file records: the passes planned and the tasks finished.
+#[derive(Debug, Default, Clone)]
+pub struct JournalEntries {
+    /// The last level of each planned pass, by its first level.
+    pub passes: HashMap<usize, usize>,
+    /// The chunk files of each finished task, by pass (its first level) and task.
+    pub done: HashMap<(usize, u64), Vec<StoredChunk>>,
+}
+
+impl JournalEntries {
+    /// Reads the journal at `path` without changing it; `None` when it is missing or not
+    /// trusted (no header). Torn or altered lines are left out.
+    #[must_use]
+    pub fn read(path: &Path) -> Option<Self> {
+        let text = fs::read_to_string(path).ok()?;
         let mut lines = text.lines();
-        let trusted = lines.next() == Some(HEADER);
-        for line in lines.filter(|_| trusted).filter_map(unsealed) {
+        if lines.next() != Some(HEADER) {
+            return None;
+        }
+        let mut entries = Self::default();
+        for line in lines.filter_map(unsealed) {
             let mut fields = line.split_whitespace();
             let kind = fields.next();
             let (Some(Ok(first)), Some(Ok(second))) = (
@@ -195,30 +219,51 @@ impl Journal {
             };
             match kind {
                 Some("pass") => {
-                    passes.insert(first, usize::try_from(second).unwrap_or(0));
+                    entries.passes.insert(first, usize::try_from(second).unwrap_or(0));
                 }
                 Some("done") => {
                     let chunks: Option<Vec<StoredChunk>> = fields.map(parse_chunk).collect();
                     if let Some(chunks) = chunks {
-                        done.insert((first, second), chunks);
+                        entries.done.insert((first, second), chunks);
                     }
                 }
                 // From a future version: ignored.
                 _ => {}
             }
         }
+        Some(entries)
+    }
+}
+
+impl Journal {
+    /// Opens the journal of `output`: a new, empty one, or (when `resume`) the existing one
+    /// with what it records.
+    ///
+    /// # Errors
+    /// [`JournalError::Io`].
+    pub fn open(output: &Path, resume: bool) -> Result<Self, JournalError> {
+        Self::open_file(output.join(JOURNAL_FILE), resume)
+    }
+
+    /// Opens the journal file at `path` (the journal of a whole build, or of one part of a
+    /// partitioned one): a new, empty one, or (when `resume`) the existing one with what it
+    /// records.
+    ///
+    /// # Errors
+    /// [`JournalError::Io`].
+    pub fn open_file(path: PathBuf, resume: bool) -> Result<Self, JournalError> {
+        let kept = if resume { JournalEntries::read(&path) } else { None };
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(io("cannot open the journal", &path))?;
-        if !resume || !trusted {
+        if kept.is_none() {
+            // New, or untrusted: its passes and tasks are redone from scratch.
             file.set_len(0).map_err(io("cannot reset the journal", &path))?;
             writeln!(file, "{HEADER}").map_err(io("cannot write the journal", &path))?;
-            // Passes and tasks of an untrusted journal are redone from scratch.
-            passes.clear();
-            done.clear();
         }
+        let JournalEntries { passes, done } = kept.unwrap_or_default();
         Ok(Self {
             path,
             file: Mutex::new(file),
@@ -246,6 +291,19 @@ impl Journal {
     /// [`JournalError::Io`].
     pub fn pass_started(&self, first: usize, last: usize) -> Result<(), JournalError> {
         self.append(&format!("pass {first} {last}"))
+    }
+
+    /// Fixes the pass starting at `first` to end at `last` (a partitioned build's first
+    /// pass, decided by its plan), recording it unless the journal already does.
+    ///
+    /// # Errors
+    /// [`JournalError::Io`].
+    pub fn fix_pass(&mut self, first: usize, last: usize) -> Result<(), JournalError> {
+        if self.passes.get(&first) != Some(&last) {
+            self.pass_started(first, last)?;
+            self.passes.insert(first, last);
+        }
+        Ok(())
     }
 
     /// True if task `task` of the pass starting at `first` finished in an earlier run.

@@ -39,7 +39,10 @@
 //! - [`labels`] adds label images to an image, with the image's own levels, and
 //!   [`thumbnail`] draws a PNG preview of one;
 //! - [`journal`] keeps the lock, the build record and the task journal that make builds
-//!   safe to interrupt and resume.
+//!   safe to interrupt and resume, and a partitioned build's plan and per-part journals;
+//! - a build too large for one host is split by [`PyramidBuilder::plan`] into parts that
+//!   any scheduler runs as array tasks ([`engine::run_part`], the index from [`scheduler`]),
+//!   then finished by [`engine::finalize`], with the same bytes as a single build.
 //!
 //! The methods are defined exactly in [`method`]; integer results are identical on every
 //! backend for nearest and mean.
@@ -55,6 +58,7 @@ pub mod labels;
 pub mod method;
 pub mod ngff;
 pub mod plan;
+pub mod scheduler;
 pub mod store;
 pub mod synthetic;
 pub mod thumbnail;

@@ -36,10 +36,15 @@ __all__ = [
     "BuildReport",
     "InvalidInputError",
     "LevelReport",
+    "PartReport",
+    "PlanReport",
     "__version__",
     "build",
+    "finalize",
     "info",
     "labels",
+    "part",
+    "plan",
     "write_image",
 ]
 
@@ -115,6 +120,61 @@ class BuildReport:
             for name in ("input", "output", "method", "dtype", "backend", "seconds", "input_bytes", "input_mb_per_s")
         }
         return cls(levels=levels, details=report, **fields)
+
+
+@dataclass(frozen=True)
+class PlanReport:
+    """What :func:`plan` decided (the CLI's ``plan --json``)."""
+
+    output: str
+    """The output, created with its level arrays and the plan inside."""
+    parts: int
+    """Number of parts: run :func:`part` for each index ``0 .. parts - 1``."""
+    levels: int
+    """Levels of the whole pyramid."""
+    part_last_level: int
+    """The parts write levels ``0 .. part_last_level``; :func:`finalize` the ones above."""
+    blocks: int
+    """Blocks of whole chunks or shards the parts share out."""
+    details: dict[str, Any]
+    """The whole plan: the options and every part's range of blocks and input bytes."""
+
+    @classmethod
+    def _from_json(cls, text: str) -> PlanReport:
+        report = json.loads(text)
+        plan = report["plan"]
+        return cls(
+            output=report["output"],
+            parts=len(plan["parts"]),
+            levels=plan["levels"],
+            part_last_level=plan["part_last_level"],
+            blocks=plan["blocks"],
+            details=plan,
+        )
+
+
+@dataclass(frozen=True)
+class PartReport:
+    """What one :func:`part` did (the CLI's ``part --json``)."""
+
+    part: int
+    """The part's index."""
+    parts: int
+    """Parts in the plan."""
+    blocks_done_before: int
+    """Of its blocks, those an earlier run of the same part had finished."""
+    files_stored: int
+    """Chunk or shard files this run wrote."""
+    seconds: float
+    """Wall time."""
+    details: dict[str, Any]
+    """Everything else: its range of blocks, bytes written, backend, threads, peak memory."""
+
+    @classmethod
+    def _from_json(cls, text: str) -> PartReport:
+        report = json.loads(text)
+        fields = {name: report.pop(name) for name in ("part", "parts", "blocks_done_before", "files_stored", "seconds")}
+        return cls(details=report, **fields)
 
 
 def _options(arguments: dict[str, Any], *positional: str) -> dict[str, Any]:
@@ -312,6 +372,104 @@ def labels(
             progress,
         )
     )
+
+
+def plan(
+    input: PathLike,
+    output: PathLike,
+    parts: int,
+    *,
+    method: str = "mean",
+    backend: str = "auto",
+    levels: int | None = None,
+    factors: str | Mapping[str, int] | None = None,
+    chunks: Sequence[int] | None = None,
+    compression: str | None = None,
+    clevel: int | None = None,
+    memory: int | str | None = None,
+    threads: int | None = None,
+    ngff_version: str = "0.4",
+    shards: str | None = None,
+    shard_size: int | str | None = None,
+    axes: str | None = None,
+    scale: Mapping[str, float] | None = None,
+    unit: str | None = None,
+    name: str | None = None,
+    series: int | None = None,
+    overwrite: bool = False,
+) -> PlanReport:
+    """Plans a build of ``input`` split into ``parts`` parts, for a cluster (the CLI's
+    ``ome-pyramid plan``): checks it, creates ``output`` with its level arrays (no image
+    metadata yet) and stores the plan inside it. Then run :func:`part` for every index, on
+    any hosts that see ``output`` at the same path (a Dask cluster, array tasks of a
+    scheduler), and :func:`finalize` once. The result equals :func:`build` with the same
+    options, byte for byte.
+
+    Args:
+        input, output: As for :func:`build`; ``input`` must be on a file system every
+            host sees.
+        parts: Number of parts. Each owns whole chunks (or shards) of the levels it writes;
+            a pyramid too small for so many is refused, naming how many it allows.
+        method, backend, levels, factors, chunks, compression, clevel, memory, threads,
+        ngff_version, shards, shard_size, axes, scale, unit, name, series, overwrite: As for
+            :func:`build`. ``memory``, ``threads`` and ``backend`` are the parts' defaults.
+
+    Raises:
+        InvalidInputError: The input or an option is invalid, or there are too many parts.
+        BuildError: The output could not be created.
+    """
+    options = _options(locals(), "input", "output", "parts")
+    return PlanReport._from_json(_native.plan(input, output, parts, options, None))
+
+
+def part(
+    output: PathLike,
+    index: int | None = None,
+    *,
+    memory: int | str | None = None,
+    threads: int | None = None,
+    backend: str | None = None,
+    progress: Progress | None = None,
+) -> PartReport:
+    """Runs part ``index`` of the build :func:`plan` made in ``output`` (the CLI's
+    ``ome-pyramid part``). Parts run at once in any processes or hosts; each is idempotent:
+    run again, it does only what is missing.
+
+    Args:
+        output: The output :func:`plan` made.
+        index: The part, from 0 (default: the scheduler's array task index, such as
+            ``SLURM_ARRAY_TASK_ID`` or ``JOB_COMPLETION_INDEX``).
+        memory, threads, backend: This host's budget, threads and backend (default: the
+            plan's).
+        progress: Called with ``(done, total)`` output chunks of the part.
+
+    Raises:
+        InvalidInputError: No plan, an index outside it, or the part running elsewhere.
+        BuildError: The part failed while running; run it again to finish it.
+    """
+    settings = _options(locals(), "output", "index")
+    return PartReport._from_json(_native.part(output, index, settings, progress))
+
+
+def finalize(
+    output: PathLike,
+    *,
+    memory: int | str | None = None,
+    threads: int | None = None,
+    backend: str | None = None,
+    progress: Progress | None = None,
+) -> BuildReport:
+    """Finishes the build :func:`plan` made in ``output`` once every :func:`part` has (the
+    CLI's ``ome-pyramid finalize``): computes the levels above the parts and writes the
+    image metadata last.
+
+    Raises:
+        BuildError: A part is running, failed, unfinished or never ran (each is named);
+            nothing was written.
+        InvalidInputError: ``output`` holds no plan, or is already finalized.
+    """
+    settings = _options(locals(), "output")
+    return BuildReport._from_json(_native.finalize(output, settings, progress))
 
 
 def info(path: PathLike) -> dict[str, Any]:

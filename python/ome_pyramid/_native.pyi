@@ -37,3 +37,21 @@ def labels(
     progress: Callable[[int, int], object] | None = None,
 ) -> str: ...
 def info(path: str | os.PathLike[str]) -> str: ...
+def plan(
+    input: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    parts: int,
+    options: dict[str, Any],
+    progress: Callable[[int, int], object] | None = None,
+) -> str: ...
+def part(
+    output: str | os.PathLike[str],
+    index: int | None,
+    settings: dict[str, Any],
+    progress: Callable[[int, int], object] | None = None,
+) -> str: ...
+def finalize(
+    output: str | os.PathLike[str],
+    settings: dict[str, Any],
+    progress: Callable[[int, int], object] | None = None,
+) -> str: ...

@@ -129,6 +129,67 @@ fn info(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<String> {
         .map_err(|e| run::exception(e.is_invalid_input(), &e))
 }
 
+/// `plan(input, output, parts, options, progress)`: plans a partitioned build of `parts`
+/// parts; returns the plan report as JSON.
+#[pyfunction]
+#[pyo3(signature = (input, output, parts, options, progress=None))]
+fn plan(
+    py: Python<'_>,
+    input: &Bound<'_, PyAny>,
+    output: &Bound<'_, PyAny>,
+    parts: usize,
+    options: &Bound<'_, PyDict>,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<String> {
+    let input = options::path(input, "input")?;
+    let output = options::path(output, "output")?;
+    let builder = PyramidBuilder::new(input, output).options(options::build_options(options)?);
+    run::run_build(py, run::Plan { builder, parts }, progress)
+}
+
+/// `part(output, index, settings, progress)`: runs one part of a planned build (`index`
+/// `None`: the scheduler's array task index); returns its report as JSON.
+#[pyfunction]
+#[pyo3(signature = (output, index, settings, progress=None))]
+fn part(
+    py: Python<'_>,
+    output: &Bound<'_, PyAny>,
+    index: Option<usize>,
+    settings: &Bound<'_, PyDict>,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<String> {
+    let step = run::PartitionStep {
+        output: options::path(output, "output")?,
+        settings: options::run_settings(settings)?,
+    };
+    let index = match index {
+        Some(index) => index,
+        None => ome_pyramid::scheduler::task_index(|name| std::env::var(name).ok())
+            .map_err(|e| InvalidInputError::new_err(e.to_string()))
+            .and_then(|found| {
+                usize::try_from(found.index).map_err(|_| InvalidInputError::new_err("the task index is too large"))
+            })?,
+    };
+    run::run_build(py, run::Part(step, index), progress)
+}
+
+/// `finalize(output, settings, progress)`: finishes a planned build once every part has;
+/// returns the build report as JSON.
+#[pyfunction]
+#[pyo3(signature = (output, settings, progress=None))]
+fn finalize(
+    py: Python<'_>,
+    output: &Bound<'_, PyAny>,
+    settings: &Bound<'_, PyDict>,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<String> {
+    let step = run::PartitionStep {
+        output: options::path(output, "output")?,
+        settings: options::run_settings(settings)?,
+    };
+    run::run_build(py, run::Finalize(step), progress)
+}
+
 /// The module.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -140,5 +201,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(write_image, m)?)?;
     m.add_function(wrap_pyfunction!(labels, m)?)?;
     m.add_function(wrap_pyfunction!(info, m)?)?;
+    m.add_function(wrap_pyfunction!(plan, m)?)?;
+    m.add_function(wrap_pyfunction!(part, m)?)?;
+    m.add_function(wrap_pyfunction!(finalize, m)?)?;
     Ok(())
 }

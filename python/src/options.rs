@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use ome_pyramid::engine::RunSettings;
 use ome_pyramid::plan::ShardChoice;
 use ome_pyramid::{BuildOptions, Compression};
 use pyo3::prelude::*;
@@ -176,6 +177,25 @@ pub(crate) fn build_options(options: &Bound<'_, PyDict>) -> PyResult<BuildOption
         shards: parsed::<ShardChoice>(options, "shards")?,
         shard_size: size(options, "shard_size")?,
         series: get(options, "series", "an int")?,
+    })
+}
+
+/// What a part or `finalize` may set on its own host: `memory`, `threads`, `backend`.
+pub(crate) fn run_settings(options: &Bound<'_, PyDict>) -> PyResult<RunSettings> {
+    for key in options.keys() {
+        let key: String = key.extract()?;
+        if !["memory", "threads", "backend"].contains(&key.as_str()) {
+            return Err(invalid(
+                "keyword",
+                format!("`{key}` is not an option of a part or finalize"),
+            ));
+        }
+    }
+    Ok(RunSettings {
+        memory_bytes: size(options, "memory")?,
+        threads: get(options, "threads", "a positive int")?,
+        backend: parsed(options, "backend")?,
+        ..RunSettings::default()
     })
 }
 

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use ome_pyramid::engine::RunSettings;
 use ome_pyramid::{BuildReport, Progress};
 use pyo3::prelude::*;
 
@@ -44,28 +45,93 @@ impl ChunkCount {
     }
 }
 
-/// What a build is asked to do once it runs: the library's two builders, with the hooks
-/// this module sets.
+/// What a build is asked to do once it runs (the library's two builders, a plan, a part,
+/// a finalize), with the hooks this module sets; its report becomes JSON.
 pub(crate) trait Run: Send {
+    /// What it reports.
+    type Report: serde::Serialize + Send;
     /// Runs with these progress receiver and cancel flag.
-    fn run(self, progress: Arc<dyn Progress>, cancel: Arc<AtomicBool>) -> Result<BuildReport, ome_pyramid::BuildError>;
+    fn run(self, progress: Arc<dyn Progress>, cancel: Arc<AtomicBool>)
+    -> Result<Self::Report, ome_pyramid::BuildError>;
 }
 
 impl Run for ome_pyramid::PyramidBuilder<'_> {
+    type Report = BuildReport;
     fn run(self, progress: Arc<dyn Progress>, cancel: Arc<AtomicBool>) -> Result<BuildReport, ome_pyramid::BuildError> {
         self.progress(progress).cancel_flag(cancel).build()
     }
 }
 
 impl Run for ome_pyramid::LabelsBuilder<'_> {
+    type Report = BuildReport;
     fn run(self, progress: Arc<dyn Progress>, cancel: Arc<AtomicBool>) -> Result<BuildReport, ome_pyramid::BuildError> {
         self.progress(progress).cancel_flag(cancel).build()
     }
 }
 
+/// `plan`: a partitioned build of `builder` in `parts` parts.
+pub(crate) struct Plan {
+    pub(crate) builder: ome_pyramid::PyramidBuilder<'static>,
+    pub(crate) parts: usize,
+}
+
+impl Run for Plan {
+    type Report = ome_pyramid::engine::PlanReport;
+    fn run(
+        self,
+        progress: Arc<dyn Progress>,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<Self::Report, ome_pyramid::BuildError> {
+        self.builder.progress(progress).cancel_flag(cancel).plan(self.parts)
+    }
+}
+
+/// One step run on a host of a partitioned build: a part (`Some(index)`) or `finalize`.
+pub(crate) struct PartitionStep {
+    pub(crate) output: std::path::PathBuf,
+    pub(crate) settings: RunSettings,
+}
+
+impl PartitionStep {
+    fn settings(self, progress: Arc<dyn Progress>, cancel: Arc<AtomicBool>) -> (std::path::PathBuf, RunSettings) {
+        let settings = RunSettings {
+            progress: Some(progress),
+            cancel: Some(cancel),
+            ..self.settings
+        };
+        (self.output, settings)
+    }
+}
+
+/// Part `index` of a partitioned build.
+pub(crate) struct Part(pub(crate) PartitionStep, pub(crate) usize);
+
+impl Run for Part {
+    type Report = ome_pyramid::engine::PartReport;
+    fn run(
+        self,
+        progress: Arc<dyn Progress>,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<Self::Report, ome_pyramid::BuildError> {
+        let (output, settings) = self.0.settings(progress, cancel);
+        ome_pyramid::engine::run_part(&output, self.1, &settings)
+    }
+}
+
+/// `finalize` of a partitioned build.
+pub(crate) struct Finalize(pub(crate) PartitionStep);
+
+impl Run for Finalize {
+    type Report = BuildReport;
+    fn run(self, progress: Arc<dyn Progress>, cancel: Arc<AtomicBool>) -> Result<BuildReport, ome_pyramid::BuildError> {
+        let (output, settings) = self.0.settings(progress, cancel);
+        ome_pyramid::engine::finalize(&output, &settings)
+    }
+}
+
 /// Runs `build` with the GIL released, calling `callback` with progress, and returns the
 /// report as JSON (the CLI's `--json`).
-pub(crate) fn run_build(py: Python<'_>, build: impl Run, callback: Option<Py<PyAny>>) -> PyResult<String> {
+pub(crate) fn run_build<R: Run>(py: Python<'_>, build: R, callback: Option<Py<PyAny>>) -> PyResult<String> {
     let count = Arc::new(ChunkCount::default());
     let cancel = Arc::new(AtomicBool::new(false));
     let (outcome, python_error) = py.detach(|| {

@@ -48,8 +48,8 @@ pub(super) struct TileOutput {
 pub(super) struct BlockWork<'a> {
     /// The key of the pass in the journal (its first level).
     pub(super) journal_key: usize,
-    /// Number of blocks.
-    pub(super) blocks: u64,
+    /// The blocks to run (all of the pass's, or a part's range of them).
+    pub(super) blocks: std::ops::Range<u64>,
     /// The tiles of a block, in the order their chunks are appended.
     pub(super) tiles_of: &'a (dyn Fn(u64) -> Vec<u64> + Sync),
     /// Output chunks of a block (progress, for blocks an earlier run finished).
@@ -122,7 +122,7 @@ pub(super) fn run_blocks(
         work,
         window: window.max(1) as u64,
         cursor: Mutex::new(Cursor {
-            block: 0,
+            block: work.blocks.start,
             tiles: Vec::new(),
             position: 0,
             started: false,
@@ -144,7 +144,7 @@ pub(super) fn run_blocks(
     match error {
         Some(e) if e.is_cancellation() => Err(BuildError::Interrupted {
             tasks_done: runner.finished_blocks.load(Ordering::Relaxed),
-            tasks: work.blocks,
+            tasks: work.blocks.end - work.blocks.start,
         }),
         Some(e) => Err(e),
         None => Ok(()),
@@ -197,13 +197,13 @@ impl Runner<'_, '_> {
                 }
                 cursor.started = true;
                 // Blocks an earlier run finished are skipped whole.
-                while cursor.block < self.work.blocks
+                while cursor.block < self.work.blocks.end
                     && self.context.journal.is_done(self.work.journal_key, cursor.block)
                 {
                     self.context.progress.advance((self.work.chunks_of)(cursor.block));
                     cursor.block += 1;
                 }
-                if cursor.block >= self.work.blocks {
+                if cursor.block >= self.work.blocks.end {
                     return None;
                 }
                 cursor.tiles = (self.work.tiles_of)(cursor.block);

@@ -29,6 +29,8 @@ pub struct PyramidBuilder<'a> {
     pub(super) layers: StoreLayers,
     pub(super) label: Option<LabelTarget>,
     pub(super) before_writing: Option<BeforeWriting>,
+    /// Part of a partitioned build (`plan`, a part, `finalize`): no backend in the record.
+    pub(super) partitioned: bool,
 }
 
 /// Run once the build is found valid, before it changes anything on disk.
@@ -83,6 +85,7 @@ impl<'a> PyramidBuilder<'a> {
             layers: StoreLayers::default(),
             label: None,
             before_writing: None,
+            partitioned: false,
         }
     }
 
@@ -220,6 +223,34 @@ impl<'a> PyramidBuilder<'a> {
     /// from failures while running. On error no `.zattrs` is written, so the output never
     /// claims levels it does not have.
     pub fn build(self) -> Result<BuildReport, BuildError> {
+        self.run_in_pool(run_build)
+    }
+
+    /// Plans a partitioned build of this input and these options in `parts` parts: checks
+    /// them, creates the output with every level array's metadata (no image metadata), and
+    /// stores the plan inside it. Run each part with [`run_part`](super::run_part) (on any
+    /// host that sees the same paths), then [`finalize`](super::finalize).
+    ///
+    /// # Errors
+    /// [`BuildError`], as [`build`](Self::build); also when there are more parts than the
+    /// first pass has blocks.
+    pub fn plan(mut self, parts: usize) -> Result<super::PlanReport, BuildError> {
+        self.partitioned = true;
+        self.run_in_pool(|builder, threads| super::partitioned::run_plan(builder, threads, parts))
+    }
+
+    /// Marks the builder as one step of a partitioned build.
+    pub(super) fn partitioned(mut self) -> Self {
+        self.partitioned = true;
+        self
+    }
+
+    /// Runs `run` on a thread pool of the requested threads; reports the end to the
+    /// progress receiver however it ends.
+    pub(super) fn run_in_pool<R: Send>(
+        &self,
+        run: impl FnOnce(&Self, usize) -> Result<R, BuildError> + Send,
+    ) -> Result<R, BuildError> {
         let threads = worker_threads(self.options.threads)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -229,9 +260,8 @@ impl<'a> PyramidBuilder<'a> {
                 threads,
                 reason: e.to_string(),
             })?;
-        let progress = self.progress.clone();
-        let result = pool.install(|| run_build(&self, threads));
-        progress.finish();
+        let result = pool.install(|| run(self, threads));
+        self.progress.finish();
         result
     }
 }

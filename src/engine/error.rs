@@ -83,6 +83,26 @@ pub enum BuildError {
     /// The lock, the build record or the journal.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// `part` or `finalize` on an output that holds no partition plan.
+    #[error("`{0}` holds no plan of a partitioned build; make one with `ome-pyramid plan INPUT {0} --parts N`")]
+    NotPlanned(PathBuf),
+    /// `part` or `finalize` on an output whose partitioned build was finalized.
+    #[error("`{0}` is complete: its partitioned build was finalized")]
+    AlreadyFinalized(PathBuf),
+    /// `finalize` before every part finished.
+    #[error(
+        "cannot finalize `{path}`: {} of {parts} parts have not finished ({}); no image metadata was written",
+        .unfinished.len(),
+        .unfinished.join("; ")
+    )]
+    PartsUnfinished {
+        /// The output.
+        path: PathBuf,
+        /// Parts in the plan.
+        parts: usize,
+        /// One line per unfinished part, naming it and why.
+        unfinished: Vec<String>,
+    },
     /// The build was cancelled; `--resume` continues it.
     #[error("the build was interrupted ({tasks_done} of {tasks} tasks of this run finished)")]
     Interrupted {
@@ -108,7 +128,9 @@ impl BuildError {
             | BuildError::InvalidOption { .. }
             | BuildError::OutputExists(_)
             | BuildError::UnsafeOutput { .. }
-            | BuildError::RefuseOverwrite { .. } => true,
+            | BuildError::RefuseOverwrite { .. }
+            | BuildError::NotPlanned(_)
+            | BuildError::AlreadyFinalized(_) => true,
             // A path that cannot be a directory is a mistake; a read-only or full disk is not.
             BuildError::OutputNotCreatable { source, .. } => matches!(
                 source.kind(),
@@ -122,6 +144,7 @@ impl BuildError {
             BuildError::Backend(_)
             | BuildError::Interrupted { .. }
             | BuildError::OutputDamaged { .. }
+            | BuildError::PartsUnfinished { .. }
             | BuildError::ThreadsUnavailable { .. } => false,
         }
     }

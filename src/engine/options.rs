@@ -9,7 +9,9 @@ use crate::plan::{Axis, ShardChoice};
 use crate::store::Compression;
 
 /// Everything `build` can be asked (SPEC §1). `Default` gives the documented defaults.
-#[derive(Debug, Clone, PartialEq)]
+/// A partitioned build stores them in its plan, as JSON.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct BuildOptions {
     /// Downsampling method.
     pub method: Method,

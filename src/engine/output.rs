@@ -79,25 +79,43 @@ fn io_failure<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::
 /// True if ome-pyramid wrote the store at `output`: a build's bookkeeping is there, or
 /// the image metadata names ome-pyramid as its software.
 fn written_by_ome_pyramid(output: &Path) -> bool {
-    if [LOCK_FILE, journal::RECORD_FILE, journal::JOURNAL_FILE]
-        .iter()
-        .any(|f| output.join(f).is_file())
+    if [
+        LOCK_FILE,
+        journal::RECORD_FILE,
+        journal::JOURNAL_FILE,
+        journal::partition::PLAN_FILE,
+    ]
+    .iter()
+    .any(|f| output.join(f).is_file())
     {
         return true;
     }
+    multiscales_of(output)
+        .and_then(|m| m.get(0).cloned())
+        .and_then(|m| m.get("metadata").cloned())
+        .and_then(|m| m.get("software").cloned())
+        .and_then(|s| s.as_str().map(str::to_owned))
+        .as_deref()
+        == Some("ome-pyramid")
+}
+
+/// The `multiscales` list of the image metadata at `output` (0.4 or 0.5), if there is one.
+fn multiscales_of(output: &Path) -> Option<Value> {
     match store::probe_node(output) {
         Ok(NodeKind::Group(attributes)) => {
             let root = attributes.get("ome").unwrap_or(&Value::Null);
-            let multiscales = attributes.get("multiscales").or_else(|| root.get("multiscales"));
-            multiscales
-                .and_then(|m| m.get(0))
-                .and_then(|m| m.get("metadata"))
-                .and_then(|m| m.get("software"))
-                .and_then(Value::as_str)
-                == Some("ome-pyramid")
+            attributes
+                .get("multiscales")
+                .or_else(|| root.get("multiscales"))
+                .cloned()
         }
-        _ => false,
+        _ => None,
     }
+}
+
+/// True if `output` holds image metadata: a build of it completed.
+pub(crate) fn is_complete(output: &Path) -> bool {
+    multiscales_of(output).is_some()
 }
 
 /// Handles an existing output: refuse it, or remove it when `overwrite` is set and it is

@@ -77,9 +77,32 @@ pub(super) struct BuildContext<'a> {
     pub(super) counters: Counters,
     pub(super) journal: &'a Journal,
     pub(super) task_delay: Option<Duration>,
+    /// The first pass's blocks this run does, when it is one part of a partitioned build
+    /// (it then runs only the first pass); `None` for a whole build.
+    pub(super) part: Option<std::ops::Range<u64>>,
 }
 
 impl BuildContext<'_> {
+    /// What decides the passes' tiles and blocks.
+    pub(super) fn layout(&self) -> PassLayout<'_> {
+        PassLayout {
+            plan: self.plan,
+            method: self.method,
+            level0: self.level0,
+            units: self.levels.iter().map(|l| l.units().chunk().to_vec()).collect(),
+            sharded: self.levels.iter().map(|l| l.is_sharded()).collect(),
+        }
+    }
+
+    /// The blocks of pass `first` (of `count`) this run does: a part's range of the first
+    /// pass, else all.
+    fn blocks_to_run(&self, first: usize, count: u64) -> std::ops::Range<u64> {
+        match &self.part {
+            Some(range) if first == 0 => range.start.min(count)..range.end.min(count),
+            _ => 0..count,
+        }
+    }
+
     pub(super) fn step(&self, level: usize) -> Step {
         Step {
             method: self.method,
@@ -151,9 +174,52 @@ fn lcm(a: u64, b: u64) -> u64 {
     a / gcd(a, b) * b
 }
 
+/// What decides a pass's tiles and blocks: the levels, the method, how level 0 is written
+/// and every level's write unit. The same for a whole build and for a partitioned one's plan.
+pub(super) struct PassLayout<'a> {
+    pub(super) plan: &'a PyramidPlan,
+    pub(super) method: Method,
+    pub(super) level0: super::prepare::Level0,
+    /// Per level: the shape of what is written as one file (a shard, or a chunk).
+    pub(super) units: Vec<Vec<u64>>,
+    /// Per level: whether it is sharded.
+    pub(super) sharded: Vec<bool>,
+}
+
+impl<'a> PassLayout<'a> {
+    /// The layout of levels about to be written with `shards` (`None`: unsharded).
+    pub(super) fn new(
+        plan: &'a PyramidPlan,
+        method: Method,
+        level0: super::prepare::Level0,
+        shards: &[Option<Vec<u64>>],
+    ) -> Self {
+        Self {
+            plan,
+            method,
+            level0,
+            units: plan
+                .levels
+                .iter()
+                .zip(shards)
+                .map(|(level, shard)| shard.clone().unwrap_or_else(|| level.chunks.clone()))
+                .collect(),
+            sharded: shards.iter().map(Option::is_some).collect(),
+        }
+    }
+
+    fn step(&self, level: usize) -> Step {
+        Step {
+            method: self.method,
+            factors: self.plan.levels[level + 1].step_factors.clone(),
+            src_shape: self.plan.levels[level].shape.clone(),
+        }
+    }
+}
+
 impl Pass {
-    fn new(context: &BuildContext<'_>, first: usize, last: usize) -> Self {
-        let plan = context.plan;
+    pub(super) fn new(layout: &PassLayout<'_>, first: usize, last: usize) -> Self {
+        let plan = layout.plan;
         let writes_first = first == 0;
         let written = if writes_first { first..=last } else { first + 1..=last };
         let top = &plan.levels[last];
@@ -164,7 +230,7 @@ impl Pass {
             .map(|a| {
                 let extent = written.clone().fold(top.chunks[a], |extent, level| {
                     let factor = top.cumulative_factors[a] / plan.levels[level].cumulative_factors[a];
-                    let unit = context.levels[level].units().chunk()[a];
+                    let unit = layout.units[level][a];
                     lcm(extent, unit / gcd(unit, factor))
                 });
                 (extent / top.chunks[a]).clamp(1, grid[a].max(1))
@@ -177,11 +243,11 @@ impl Pass {
             top_chunks: top.chunks.clone(),
             block,
             shapes: (first..=last).map(|k| plan.levels[k].shape.clone()).collect(),
-            steps: (first..last).map(|k| context.step(k)).collect(),
+            steps: (first..last).map(|k| layout.step(k)).collect(),
             writes_first,
             // Level 0 copied as encoded bytes needs no decoded data of its own.
-            decodes_first_owned: writes_first && !context.level0.is_copied(),
-            sharded: written.into_iter().any(|level| context.levels[level].is_sharded()),
+            decodes_first_owned: writes_first && !layout.level0.is_copied(),
+            sharded: written.into_iter().any(|level| layout.sharded[level]),
         }
     }
 
@@ -241,8 +307,22 @@ impl Pass {
         )
     }
 
+    /// Per block column on `axis`, the extent of level `first` its blocks write or read.
+    pub(super) fn block_extents(&self, axis: usize) -> Vec<u64> {
+        let columns = self.grid[axis].div_ceil(self.block[axis]);
+        (0..columns)
+            .map(|b| {
+                let first_tile = b * self.block[axis];
+                let last_tile = ((b + 1) * self.block[axis]).min(self.grid[axis]) - 1;
+                let lo = self.axis_spans(axis, first_tile)[0].owned.0;
+                let hi = self.axis_spans(axis, last_tile)[0].owned.1;
+                hi - lo
+            })
+            .collect()
+    }
+
     /// Blocks along each axis.
-    fn block_grid(&self) -> Vec<u64> {
+    pub(super) fn block_grid(&self) -> Vec<u64> {
         self.grid
             .iter()
             .zip(&self.block)
@@ -347,7 +427,7 @@ impl Pass {
 
     /// Memory one worker needs: a tile, and for sharded levels what waits to be appended
     /// (encoded output of at most one more tile).
-    fn worker_bytes(&self, element_size: u64, method: Method) -> u64 {
+    pub(super) fn worker_bytes(&self, element_size: u64, method: Method) -> u64 {
         let tile = self.tile_bytes(element_size, method);
         if self.sharded { tile.saturating_mul(2) } else { tile }
     }
@@ -365,13 +445,14 @@ fn plan_pass(
     let last_level = context.plan.len() - 1;
     let budget = context.memory_bytes * 7 / 10;
     let source_bytes = context.plan.levels[first].shape.iter().product::<u64>() * element_size;
+    let layout = context.layout();
     let mut chosen: Option<(Pass, usize)> = None;
     let candidates = match planned_last {
         Some(last) => last..=last,
         None => first + 1..=last_level,
     };
     for last in candidates {
-        let pass = Pass::new(context, first, last);
+        let pass = Pass::new(&layout, first, last);
         let tiles = pass.tile_count();
         let workers = usize::try_from(tiles).unwrap_or(usize::MAX).min(context.threads).max(1);
         let fits = (workers as u64).saturating_mul(pass.worker_bytes(element_size, context.method)) <= budget;
@@ -450,6 +531,10 @@ pub(super) fn run_passes<T: StoreElement>(context: &BuildContext<'_>) -> Result<
         }
         debug!("levels {produced:?} done in {:.2} s", elapsed.as_secs_f64());
         context.progress.pass_done(produced, elapsed);
+        if context.part.is_some() {
+            // A part runs its share of the first pass; `finalize` does the rest.
+            break;
+        }
         first = pass_last;
     }
     Ok(seconds)
@@ -469,9 +554,15 @@ fn copy_level0_only<T: StoreElement>(context: &BuildContext<'_>) -> Result<(), B
         context,
         reader: &reader,
     };
+    let blocks = context.blocks_to_run(0, units.grid_shape().iter().product());
+    if context.part.is_some() {
+        context
+            .progress
+            .start(blocks.clone().map(|unit| chunks_of_unit(unit).len() as u64).sum());
+    }
     let work = BlockWork {
         journal_key: 0,
-        blocks: units.grid_shape().iter().product(),
+        blocks,
         tiles_of: &|unit| chunks_of_unit(unit).iter().map(|idx| chunks.flat_index(idx)).collect(),
         chunks_of: &|unit| chunks_of_unit(unit).len() as u64,
         run_tile: &|chunk| worker.copy(&chunks.indices(chunk)),
@@ -525,16 +616,21 @@ fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: Pass, workers: us
         buffers: &buffers,
         zero_fill,
     };
+    let chunks_of = |block: u64| -> u64 {
+        pass.block_tiles(block)
+            .into_iter()
+            .map(|tile| tile_chunks(context, &pass, tile))
+            .sum()
+    };
+    let blocks = context.blocks_to_run(pass.first, pass.block_count());
+    if context.part.is_some() {
+        context.progress.start(blocks.clone().map(chunks_of).sum());
+    }
     let work = BlockWork {
         journal_key: pass.first,
-        blocks: pass.block_count(),
+        blocks,
         tiles_of: &|block| pass.block_tiles(block),
-        chunks_of: &|block| {
-            pass.block_tiles(block)
-                .into_iter()
-                .map(|tile| tile_chunks(context, &pass, tile))
-                .sum()
-        },
+        chunks_of: &chunks_of,
         run_tile: &|tile| worker.run(tile),
     };
     let result = run_blocks(context, &work, workers, 2 * workers);
@@ -550,13 +646,15 @@ fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: Pass, workers: us
 }
 
 /// How many tiles of the pass read each source chunk: from the read spans of the tile
-/// columns (a closed form), or, when resuming, by counting over the tiles of the blocks
-/// still to run where there are few enough of them to count.
+/// columns (a closed form), or, when resuming or running one part of the pass, by counting
+/// over the tiles of the blocks still to run where there are few enough of them to count.
 fn read_counter(context: &BuildContext<'_>, pass: &Arc<Pass>, level: &dyn ChunkSource) -> ReadCounter {
     const COUNTED_TILES: u64 = 1 << 20;
-    if context.journal.done_in_pass(pass.first) > 0 && pass.tile_count() <= COUNTED_TILES {
+    let blocks = context.blocks_to_run(pass.first, pass.block_count());
+    let some_blocks = blocks.end - blocks.start < pass.block_count();
+    if (some_blocks || context.journal.done_in_pass(pass.first) > 0) && pass.tile_count() <= COUNTED_TILES {
         let mut counts: HashMap<Vec<u64>, u64> = HashMap::new();
-        for block in (0..pass.block_count()).filter(|&b| !context.journal.is_done(pass.first, b)) {
+        for block in blocks.filter(|&b| !context.journal.is_done(pass.first, b)) {
             for tile in pass.block_tiles(block) {
                 let region = pass.tile_spans(tile).region(pass, pass.first, false);
                 for idx in level.chunks_in(&region) {

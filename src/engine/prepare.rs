@@ -442,16 +442,18 @@ fn gpu_or_cpu(
 }
 
 /// Every setting that decides the output's bytes, and a fingerprint of the input's data:
-/// a resumed build must match it. Keys are the names a mismatch message shows.
+/// a resumed build, and every part of a partitioned one, must match it. Keys are the names
+/// a mismatch message shows. A partitioned build records no backend (`None`): its parts may
+/// run on hosts with different GPUs, or none.
 pub(super) fn build_record(
     builder: &PyramidBuilder<'_>,
     prepared: &Prepared<'_>,
-    backend: &dyn Downsampler,
+    backend: Option<&dyn Downsampler>,
 ) -> Result<Value, BuildError> {
-    let backend = match backend.kind() {
+    let backend = backend.map(|backend| match backend.kind() {
         crate::backend::BackendKind::Cpu => "cpu".to_string(),
         crate::backend::BackendKind::Gpu => backend.description(),
-    };
+    });
     let input_data = prepared.source.fingerprint()?;
     let plan = &prepared.plan;
     let factors: Vec<&Vec<u32>> = plan.levels[1..].iter().map(|l| &l.step_factors).collect();
@@ -475,8 +477,10 @@ pub(super) fn build_record(
         "fill_value": store::node::fill_value_json(prepared.source.fill_bytes(), prepared.source.dtype()),
         "level0": prepared.level0,
         "name": prepared.name,
-        "backend": backend,
     });
+    if let (Some(map), Some(backend)) = (record.as_object_mut(), backend) {
+        map.insert("backend".into(), backend.into());
+    }
     if let (Some(map), Value::Object(identity)) = (record.as_object_mut(), prepared.source.identity()) {
         map.extend(identity);
     }

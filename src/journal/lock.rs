@@ -115,7 +115,24 @@ impl OutputLock {
     /// # Errors
     /// [`JournalError::Locked`] if a running process holds it; [`JournalError::Io`].
     pub fn acquire(output: &Path) -> Result<Self, JournalError> {
-        let path = output.join(LOCK_FILE);
+        Self::acquire_file(output.join(LOCK_FILE), |holder| locked(output, holder))
+    }
+
+    /// Takes the lock of part `part` of the partitioned build of `output`: each part has its
+    /// own, so parts run at once on different hosts sharing only the file system.
+    ///
+    /// # Errors
+    /// [`JournalError::PartLocked`] if a running process holds it; [`JournalError::Io`].
+    pub fn acquire_part(output: &Path, part: usize) -> Result<Self, JournalError> {
+        let path = super::partition::part_file(output, part, super::partition::PartFile::Lock);
+        Self::acquire_file(path, |holder| JournalError::PartLocked {
+            path: output.to_path_buf(),
+            part,
+            holder: holder.map_or_else(|| "unknown pid".into(), |h| h.describe()),
+        })
+    }
+
+    fn acquire_file(path: PathBuf, locked: impl Fn(Option<LockHolder>) -> JournalError) -> Result<Self, JournalError> {
         // A holder that finishes removes the file: the one we locked may then be gone, and
         // another process may have made a new one. Try again on the new file.
         for _ in 0..16 {
@@ -133,12 +150,12 @@ impl OutputLock {
                     }
                 }
                 Err(fs::TryLockError::WouldBlock) => {
-                    return Err(locked(output, read_holder(&mut file)));
+                    return Err(locked(read_holder(&mut file)));
                 }
                 Err(fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
                     // No file locks here: the recorded identity decides.
                     if let Some(holder) = read_holder(&mut file).filter(LockHolder::may_be_alive) {
-                        return Err(locked(output, Some(holder)));
+                        return Err(locked(Some(holder)));
                     }
                 }
                 Err(fs::TryLockError::Error(e)) => return Err(io("cannot take the lock", &path)(e)),

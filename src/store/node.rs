@@ -207,6 +207,29 @@ pub fn write_json_atomically(path: &Path, value: &Value) -> Result<(), StoreErro
     Ok(())
 }
 
+/// Writes a level's metadata into a new output (`write`), or checks that an output made
+/// earlier (by a partitioned build's plan) holds exactly `value` at `path`.
+///
+/// # Errors
+/// [`StoreError::Io`] if it cannot be written; [`StoreError::InvalidMetadata`] if the file
+/// found differs.
+pub(crate) fn write_or_check_json(path: &Path, value: &Value, write: bool) -> Result<(), StoreError> {
+    if write {
+        return write_json_atomically(path, value);
+    }
+    let found: Option<Value> = fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok());
+    if found.as_ref() == Some(value) {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidMetadata {
+            path: path.to_path_buf(),
+            reason: "it is missing or differs from what the plan wrote (was the output changed since?)".into(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

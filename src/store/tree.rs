@@ -24,7 +24,9 @@ const METADATA_FILES: &[&str] = &[".zarray", ".zgroup", ".zattrs", ".zmetadata",
 /// True for the files ome-pyramid keeps inside an output while it writes it.
 #[must_use]
 pub fn is_bookkeeping(name: &str) -> bool {
-    [LOCK_FILE, RECORD_FILE, JOURNAL_FILE].contains(&name) || name.ends_with(TEMPORARY_SUFFIX)
+    [LOCK_FILE, RECORD_FILE, JOURNAL_FILE].contains(&name)
+        || crate::journal::partition::is_partition_file(name)
+        || name.ends_with(TEMPORARY_SUFFIX)
 }
 
 fn is_metadata(name: &str) -> bool {

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use zarrs::array::{Array, ArrayMetadataV2};
 
 use super::error::{StoreError, io_error};
-use super::node::{fill_value_json, write_json_atomically};
+use super::node::{fill_value_json, write_json_atomically, write_or_check_json};
 use super::sink::{LevelLayout, LevelSink, Sink};
 use super::zarr_level::ZarrLevel;
 use super::{ChunkSource, WriteStorage, ZarrSource, files};
@@ -28,6 +28,9 @@ pub struct ZarrV2Sink {
     storage: WriteStorage,
     /// True if chunks are plain files under `path` (no store layer in between).
     plain_files: bool,
+    /// True for an output created earlier (by a partitioned build's plan): its metadata is
+    /// checked, never written again.
+    existing: bool,
 }
 
 impl std::fmt::Debug for ZarrV2Sink {
@@ -54,6 +57,22 @@ impl ZarrV2Sink {
             path: path.to_path_buf(),
             storage,
             plain_files,
+            existing: false,
+        })
+    }
+
+    /// Opens an output whose metadata a partitioned build's plan wrote: levels are opened
+    /// for writing chunks, and their metadata is checked instead of written.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] if the output is not a directory.
+    pub fn open_existing(path: &Path, layer: Option<&files::OutputLayer>) -> Result<Self, StoreError> {
+        let (storage, plain_files) = files::output_store(path, layer)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            storage,
+            plain_files,
+            existing: true,
         })
     }
 }
@@ -93,7 +112,7 @@ impl Sink for ZarrV2Sink {
             }
         })?;
         fs::create_dir_all(&dir).map_err(io_error("cannot create", &dir))?;
-        write_json_atomically(&dir.join(".zarray"), &meta)?;
+        write_or_check_json(&dir.join(".zarray"), &meta, !self.existing)?;
         Ok(Box::new(ZarrLevel::new(
             array,
             self.storage.clone(),

@@ -15,7 +15,7 @@ use zarrs::array::{Array, ArrayMetadataV3};
 use zarrs::metadata::v3::MetadataV3;
 
 use super::error::{StoreError, io_error};
-use super::node::{fill_value_json, write_json_atomically};
+use super::node::{fill_value_json, write_json_atomically, write_or_check_json};
 use super::sink::{LevelLayout, LevelSink, Sink};
 use super::zarr_level::{InnerChunks, ZarrLevel};
 use super::{ChunkSource, WriteStorage, ZarrSource, files};
@@ -29,6 +29,9 @@ pub struct ZarrV3Sink {
     storage: WriteStorage,
     /// True if chunks are plain files under `path` (no store layer in between).
     plain_files: bool,
+    /// True for an output created earlier (by a partitioned build's plan): its metadata is
+    /// checked, never written again.
+    existing: bool,
 }
 
 impl std::fmt::Debug for ZarrV3Sink {
@@ -86,6 +89,22 @@ impl ZarrV3Sink {
             path: path.to_path_buf(),
             storage,
             plain_files,
+            existing: false,
+        })
+    }
+
+    /// Opens an output whose metadata a partitioned build's plan wrote: levels are opened
+    /// for writing chunks, and their metadata is checked instead of written.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] if the output is not a directory.
+    pub fn open_existing(path: &Path, layer: Option<&files::OutputLayer>) -> Result<Self, StoreError> {
+        let (storage, plain_files) = files::output_store(path, layer)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            storage,
+            plain_files,
+            existing: true,
         })
     }
 }
@@ -124,7 +143,7 @@ impl Sink for ZarrV3Sink {
             }
         };
         fs::create_dir_all(&dir).map_err(io_error("cannot create", &dir))?;
-        write_json_atomically(&dir.join(NODE_FILE), &meta)?;
+        write_or_check_json(&dir.join(NODE_FILE), &meta, !self.existing)?;
         Ok(Box::new(ZarrLevel::new(
             array,
             self.storage.clone(),

@@ -1,4 +1,5 @@
-//! The `ome-pyramid` command line (SPEC §1): `build`, `info`, `bench`, `demo`, `synth`.
+//! The `ome-pyramid` command line (SPEC §1): `build`, `plan`/`part`/`finalize` (a build split
+//! into array tasks), `labels`, `thumbnail`, `info`, `bench`, `demo`, `synth`.
 //!
 //! Exit codes: 0 success; 2 usage or invalid input; 1 any other failure. Errors are one
 //! `error:` line with their cause chain.
@@ -6,6 +7,7 @@
 mod bench;
 mod info;
 mod labels;
+mod partition;
 mod thumbnail;
 
 use std::io::{IsTerminal, Write};
@@ -50,6 +52,12 @@ struct Cli {
 enum Command {
     /// Build the pyramid of INPUT (a Zarr v2/v3 array, an OME-Zarr image, a TIFF/OME-TIFF/ImageJ file or a folder of TIFF slices) into OUTPUT.
     Build(BuildArgs),
+    /// Plan a build split into parts for a cluster: check it, create OUTPUT with its level arrays, and store the plan.
+    Plan(partition::PlanArgs),
+    /// Run one part of a planned build (INDEX, or the scheduler's array task index).
+    Part(partition::PartArgs),
+    /// Finish a planned build once every part has: the levels above the parts, then the metadata.
+    Finalize(partition::FinalizeArgs),
     /// Add a label image (a segmentation's pyramid with the image's own levels) to an OME-Zarr image.
     Labels(labels::LabelsArgs),
     /// Draw a PNG preview of an OME-Zarr image: its omero colours and windows, maximum over z.
@@ -177,7 +185,7 @@ struct PyramidArgs {
 }
 
 #[derive(Args, Debug)]
-struct BuildArgs {
+pub(crate) struct BuildArgs {
     /// Zarr v2/v3 array, or OME-Zarr image group (its first dataset is level 0); or TIFF
     /// input, told by its content: a TIFF or BigTIFF file (pages stack along z), an
     /// OME-TIFF (axes, sizes, units and channels from its OME-XML; a multi-file set through
@@ -517,14 +525,20 @@ pub(crate) fn run_with_progress(
     Ok(report)
 }
 
-fn cmd_build(args: BuildArgs, quiet: bool) -> Result<(), BuildError> {
+/// The options `build` (and `plan`) are given.
+pub(crate) fn build_args_options(args: &BuildArgs) -> BuildOptions {
     let mut options = build_options(&args.pyramid);
-    options.axes = args.axes;
+    options.axes.clone_from(&args.axes);
     options.series = args.series;
-    options.scale = args.scale.map(|s| s.0).unwrap_or_default();
-    options.unit = args.unit;
-    options.name = args.name;
+    options.scale = args.scale.clone().map(|s| s.0).unwrap_or_default();
+    options.unit.clone_from(&args.unit);
+    options.name.clone_from(&args.name);
     options.resume = args.resume;
+    options
+}
+
+fn cmd_build(args: &BuildArgs, quiet: bool) -> Result<(), BuildError> {
+    let options = build_args_options(args);
     let builder = PyramidBuilder::new(&args.input, &args.output)
         .options(options)
         .cancel_flag(cancel_flag());
@@ -791,7 +805,10 @@ fn main() -> ExitCode {
     // Only a speed hint: builds are correct either way.
     tracing::debug!("glibc allocator tuned for chunk-sized buffers: {allocator_tuned}");
     let result: Result<()> = match cli.command {
-        Command::Build(args) => cmd_build(args, cli.quiet).map_err(anyhow::Error::from),
+        Command::Build(args) => cmd_build(&args, cli.quiet).map_err(anyhow::Error::from),
+        Command::Plan(args) => partition::run_plan(&args, cli.quiet),
+        Command::Part(args) => partition::run_part(&args, cli.quiet),
+        Command::Finalize(args) => partition::run_finalize(&args, cli.quiet),
         Command::Labels(args) => labels::run(&args, cli.quiet),
         Command::Info(args) => info::run(&args),
         Command::Thumbnail(args) => thumbnail::run(&args, cli.quiet),
