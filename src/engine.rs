@@ -46,7 +46,7 @@ pub use builder::{PyramidBuilder, StoreLayers};
 pub use error::BuildError;
 pub use options::BuildOptions;
 pub(crate) use options::LabelTarget;
-pub use partitioned::{PartReport, PlanReport, RunSettings, finalize, read_plan, run_part};
+pub use partitioned::{PartReport, PartStatus, PlanReport, RunSettings, finalize, parts_status, read_plan, run_part};
 pub use report::{BuildReport, LevelReport, NoProgress, Progress, StageSeconds, peak_rss_bytes};
 
 use crate::journal::{self, Journal, OutputLock};

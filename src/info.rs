@@ -49,7 +49,9 @@ pub fn describe(path: &Path) -> Result<Value, StoreError> {
                 arrays.push(entry);
             }
             let root = attributes.get("ome").and_then(|o| o.as_object()).unwrap_or(&attributes);
+            let partitioned = crate::engine::parts_status(path);
             let kind = match (&image, root.get("image-label")) {
+                (None, _) if partitioned.is_some() => "partitioned build in progress",
                 (None, _) => "group",
                 (Some(_), None) => "ome-zarr image",
                 (Some(_), Some(_)) => "ome-zarr label image",
@@ -67,6 +69,16 @@ pub fn describe(path: &Path) -> Result<Value, StoreError> {
                 "type": first.get("type"),
                 "metadata": first.get("metadata"),
                 "arrays": arrays,
+                "partitioned": partitioned.map(|(plan, parts)| json!({
+                    "levels": plan.levels,
+                    "part_last_level": plan.part_last_level,
+                    "parts": parts.iter().enumerate().map(|(i, status)| {
+                        let mut entry = json!(status);
+                        entry["part"] = json!(i);
+                        entry["description"] = json!(format!("part {i} {}", status.describe()));
+                        entry
+                    }).collect::<Vec<_>>(),
+                })),
             })
         }
     };

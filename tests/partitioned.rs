@@ -234,6 +234,28 @@ fn finalize_names_parts_that_did_not_run_or_failed_and_a_retry_recovers() {
     assert!(message.contains("part 2 failed: invalid memory"), "{message}");
     assert!(message.contains("no image metadata was written"), "{message}");
     assert!(!output.join(".zattrs").exists());
+    // `info` says where the parts stand and what to run next.
+    let out = run(&["info", path(&output)]);
+    succeed(&out, "info");
+    let text = stdout(&out);
+    assert!(text.contains("(partitioned build in progress)"), "{text}");
+    assert!(
+        text.contains("planned in 3 parts") && text.contains("1 done, 1 failed, 0 unfinished, 1 not run"),
+        "{text}"
+    );
+    assert!(
+        text.contains("part 2 failed: invalid memory") && text.contains("ome-pyramid finalize"),
+        "{text}"
+    );
+    let out = run(&["info", path(&output), "--json"]);
+    let info: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let states: Vec<&str> = info["partitioned"]["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["done", "not-run", "failed"], "{info}");
     for part in ["1", "2"] {
         succeed(&run(&["part", path(&output), part, "-q"]), "part");
     }

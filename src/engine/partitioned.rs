@@ -315,6 +315,77 @@ fn run_part_locked(
     })
 }
 
+/// Where one part of a partitioned build stands, as its journal and failure note say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum PartStatus {
+    /// Every block of the part is finished.
+    Done,
+    /// Its last run failed, with this error.
+    Failed {
+        /// The error.
+        error: String,
+    },
+    /// Some of its blocks are finished.
+    Unfinished {
+        /// Blocks finished.
+        done: u64,
+        /// Blocks of the part.
+        blocks: u64,
+    },
+    /// No block is finished, and no run failed.
+    NotRun,
+}
+
+impl PartStatus {
+    /// `has not run`, `failed: …`, `is unfinished (2 of 5 blocks)`, `is done`.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        match self {
+            PartStatus::Done => "is done".into(),
+            PartStatus::Failed { error } => format!("failed: {error}"),
+            PartStatus::Unfinished { done, blocks } => format!("is unfinished ({done} of {blocks} blocks)"),
+            PartStatus::NotRun => "has not run".into(),
+        }
+    }
+}
+
+/// Where part `part` (its blocks `range` of a first pass ending at `last_level`) stands,
+/// with what its journal records.
+fn part_status(output: &Path, last_level: usize, part: usize, range: &PartRange) -> (PartStatus, JournalEntries) {
+    let entries = JournalEntries::read(&part_file(output, part, PartFile::Journal))
+        .filter(|e| e.passes.get(&0) == Some(&last_level))
+        .unwrap_or_default();
+    let blocks = range.end_block - range.first_block;
+    let done = (range.first_block..range.end_block)
+        .filter(|&b| entries.done.contains_key(&(0, b)))
+        .count() as u64;
+    let status = if done == blocks {
+        PartStatus::Done
+    } else if let Some(error) = partition::recorded_failure(output, part) {
+        PartStatus::Failed { error }
+    } else if done == 0 {
+        PartStatus::NotRun
+    } else {
+        PartStatus::Unfinished { done, blocks }
+    };
+    (status, entries)
+}
+
+/// Where every part of the partitioned build planned in `output` stands (without taking
+/// any lock: a part shown unfinished may be running), or `None` when there is no plan.
+#[must_use]
+pub fn parts_status(output: &Path) -> Option<(PartitionPlan, Vec<PartStatus>)> {
+    let plan = PartitionPlan::read(output).ok()??;
+    let statuses = plan
+        .parts
+        .iter()
+        .enumerate()
+        .map(|(part, range)| part_status(output, plan.part_last_level, part, range).0)
+        .collect();
+    Some((plan, statuses))
+}
+
 /// Finishes the partitioned build planned in `output` once every part has: computes the
 /// levels above the parts and writes the image metadata last, then removes the plan and
 /// the parts' files. The output equals a single build's with the same options.
@@ -338,19 +409,9 @@ pub fn finalize(output: &Path, settings: &RunSettings) -> Result<BuildReport, Bu
             }
             Err(e) => return Err(e.into()),
         }
-        let entries = JournalEntries::read(&part_file(output, part, PartFile::Journal))
-            .filter(|e| e.passes.get(&0) == Some(&plan.part_last_level))
-            .unwrap_or_default();
-        let blocks = range.end_block - range.first_block;
-        let done = (range.first_block..range.end_block)
-            .filter(|&b| entries.done.contains_key(&(0, b)))
-            .count() as u64;
-        if done < blocks {
-            unfinished.push(match partition::recorded_failure(output, part) {
-                Some(reason) => format!("part {part} failed: {reason}"),
-                None if done == 0 => format!("part {part} has not run"),
-                None => format!("part {part} is unfinished ({done} of {blocks} blocks)"),
-            });
+        let (status, entries) = part_status(output, plan.part_last_level, part, range);
+        if status != PartStatus::Done {
+            unfinished.push(format!("part {part} {}", status.describe()));
         }
         finished.push(entries);
     }

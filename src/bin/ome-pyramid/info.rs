@@ -77,6 +77,9 @@ pub(crate) fn run(args: &InfoArgs) -> Result<()> {
         return tiff_info(path, &info);
     }
     outln!("{} ({})", path.display(), info["kind"].as_str().unwrap_or("?"));
+    if let Some(partitioned) = info.get("partitioned").filter(|p| !p.is_null()) {
+        partition_info(path, partitioned);
+    }
     if let Some(axes) = info.get("axes").and_then(|a| a.as_array()) {
         let names: Vec<String> = axes
             .iter()
@@ -201,4 +204,37 @@ fn tiff_info(path: &Path, info: &serde_json::Value) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Where a partitioned build stands: its parts, those not done named, and what to run next.
+fn partition_info(path: &Path, partitioned: &serde_json::Value) {
+    let parts = partitioned["parts"].as_array().map_or(&[][..], Vec::as_slice);
+    let count = |state: &str| parts.iter().filter(|p| p["state"] == state).count();
+    outln!(
+        "  planned in {} parts (levels 0..={} by the parts, {} levels in all): {} done, {} failed, {} unfinished, {} not run",
+        parts.len(),
+        partitioned["part_last_level"],
+        partitioned["levels"],
+        count("done"),
+        count("failed"),
+        count("unfinished"),
+        count("not-run"),
+    );
+    const SHOWN: usize = 8;
+    let pending: Vec<&serde_json::Value> = parts.iter().filter(|p| p["state"] != "done").collect();
+    for part in pending.iter().take(SHOWN) {
+        outln!("    {}", part["description"].as_str().unwrap_or("?"));
+    }
+    if pending.len() > SHOWN {
+        outln!("    … and {} more", pending.len() - SHOWN);
+    }
+    if pending.is_empty() {
+        outln!("  next: ome-pyramid finalize {}", path.display());
+    } else {
+        outln!(
+            "  next: ome-pyramid part {} INDEX for each part not done, then ome-pyramid finalize {}",
+            path.display(),
+            path.display()
+        );
+    }
 }
