@@ -52,7 +52,7 @@ pub use report::{BuildReport, LevelReport, NoProgress, Progress, StageSeconds, p
 use crate::journal::{self, Journal, OutputLock};
 use crate::ngff::{self, MultiscalesSpec, NgffVersion};
 use crate::store::{LevelLayout, LevelSink, Sink, ZarrV2Sink, ZarrV3Sink};
-use output::prepare_output;
+use output::create_output;
 use pass::{BuildContext, Counters, run_passes};
 use prepare::{Level0, Prepared, build_record, prepare, select_backend};
 
@@ -97,11 +97,7 @@ fn run_build(builder: &PyramidBuilder<'_>, threads: usize) -> Result<BuildReport
         step()?;
     }
     if !resuming {
-        prepare_output(output, options.overwrite)?;
-        std::fs::create_dir_all(output).map_err(|source| BuildError::OutputNotCreatable {
-            path: output.clone(),
-            source,
-        })?;
+        create_output(output, options.overwrite)?;
     }
     let lock = OutputLock::acquire(output)?;
     let record = build_record(builder, &prepared, (!builder.partitioned).then_some(backend.as_ref()))?;

@@ -118,9 +118,19 @@ pub(crate) fn is_complete(output: &Path) -> bool {
     multiscales_of(output).is_some()
 }
 
+/// Creates the output's directory, after handling an existing output: refused, or removed
+/// when `overwrite` is set and it is an ome-pyramid output that no running build holds.
+pub(crate) fn create_output(output: &Path, overwrite: bool) -> Result<(), BuildError> {
+    remove_existing_output(output, overwrite)?;
+    std::fs::create_dir_all(output).map_err(|source| BuildError::OutputNotCreatable {
+        path: output.to_path_buf(),
+        source,
+    })
+}
+
 /// Handles an existing output: refuse it, or remove it when `overwrite` is set and it is
 /// an ome-pyramid output that no running build holds.
-pub(crate) fn prepare_output(output: &Path, overwrite: bool) -> Result<(), BuildError> {
+fn remove_existing_output(output: &Path, overwrite: bool) -> Result<(), BuildError> {
     let meta = match std::fs::symlink_metadata(output) {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

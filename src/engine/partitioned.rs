@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::output::{absolute, is_complete, prepare_output};
+use super::output::{absolute, create_output, is_complete};
 use super::pass::{BuildContext, PassLayout, run_passes};
 use super::prepare::{build_record, prepare, select_backend};
 use super::split::{SplitRequest, split_first_pass};
@@ -153,11 +153,7 @@ pub(super) fn run_plan(builder: &PyramidBuilder<'_>, threads: usize, parts: usiz
         },
     )?;
     let output = &builder.output;
-    prepare_output(output, options.overwrite)?;
-    std::fs::create_dir_all(output).map_err(|source| BuildError::OutputNotCreatable {
-        path: output.clone(),
-        source,
-    })?;
+    create_output(output, options.overwrite)?;
     let lock = OutputLock::acquire(output)?;
     journal::write_record(output, &build_record(builder, &prepared, None)?)?;
     let sink = output_sink(builder, false)?;
