@@ -7,6 +7,8 @@
 //! goes on to `k + 2`, … without handing the intermediate levels back first
 //! ([`Downsampler::downsample_chain`]).
 
+#[cfg(feature = "gpu")]
+pub mod calibrate;
 pub mod cpu;
 #[cfg(feature = "gpu")]
 pub mod gpu;
@@ -147,7 +149,9 @@ impl fmt::Display for BackendKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendChoice {
-    /// A hardware GPU adapter if there is one, else the CPU (saying so).
+    /// A hardware GPU adapter where one is there and measured faster than the CPU on the
+    /// build's method and dtype (see `backend::calibrate`), else the CPU; the reason is
+    /// logged and recorded in the metadata's `backend` entry.
     #[default]
     Auto,
     /// A GPU adapter, software ones (lavapipe) included; an error if none.

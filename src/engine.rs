@@ -54,17 +54,27 @@ use crate::ngff::{self, MultiscalesSpec, NgffVersion};
 use crate::store::{LevelLayout, LevelSink, Sink, ZarrV2Sink, ZarrV3Sink};
 use output::create_output;
 use pass::{BuildContext, Counters, run_passes};
-use prepare::{Level0, Prepared, build_record, prepare, select_backend};
+use prepare::{BackendNeeds, Level0, Prepared, build_record, prepare, select_backend};
 
 /// Runs one build on the current thread pool: prepares it, takes the output, runs the
 /// passes, checks the output and writes its metadata last.
 fn run_build(builder: &PyramidBuilder<'_>, threads: usize) -> Result<BuildReport, BuildError> {
     let started = Instant::now();
     let prepared = prepare(builder)?;
-    let (backend, backend_description) =
-        select_backend(builder.options.backend, builder.options.method, prepared.source.dtype())?;
     let output = &builder.output;
     let options = &builder.options;
+    let (backend, backend_description) = select_backend(
+        options.backend,
+        &BackendNeeds {
+            method: options.method,
+            dtype: prepared.source.dtype(),
+            plan: &prepared.plan,
+            recorded: options
+                .resume
+                .then(|| journal::record::recorded_backend(output))
+                .flatten(),
+        },
+    )?;
     if options.resume && options.overwrite {
         return Err(BuildError::InvalidOption {
             option: "resume",

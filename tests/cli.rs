@@ -787,6 +787,62 @@ fn gpu_pyramids_equal_cpu_pyramids() {
     }
 }
 
+/// `auto` with a GPU measures both backends on the build's method and dtype and records
+/// the rates it compared; lavapipe (let in by the test variable) computes a mean tens of
+/// times slower than the CPU kernels, so the CPU is chosen and the output is the CPU's.
+#[test]
+fn auto_chooses_by_measurement_and_records_why() {
+    if common::gpu_or_skip("auto_chooses_by_measurement_and_records_why").is_none() {
+        return;
+    }
+    if ome_pyramid::backend::list_adapters().iter().any(|a| a.used_by_auto) {
+        common::skip(
+            "auto_chooses_by_measurement_and_records_why",
+            "a hardware GPU is here: auto measures it, not lavapipe (backend_choice_is_never_silent covers it)",
+        );
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let input = synthetic_input(
+        dir.path(),
+        "in.zarr",
+        &spec(&[16, 64, 64], &[8, 32, 32], DType::U16, ArrayFormat::V2, Codec::Zstd(1)),
+    );
+    let auto = dir.path().join("auto.ome.zarr");
+    let out = std::process::Command::new(common::binary())
+        .args([
+            "build",
+            input.to_str().unwrap(),
+            auto.to_str().unwrap(),
+            "--backend",
+            "auto",
+            "-q",
+        ])
+        .env("OME_PYRAMID_AUTO_SOFTWARE_GPU", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let backend = multiscale(&auto)["metadata"]["backend"].as_str().unwrap().to_string();
+    assert!(backend.starts_with("cpu"), "{backend}");
+    assert!(
+        backend.contains("auto: the CPU measured faster for mean on uint16"),
+        "{backend}"
+    );
+    assert!(
+        backend.contains("GB/s on the GPU with upload and readback"),
+        "{backend}"
+    );
+    let cpu = dir.path().join("cpu.ome.zarr");
+    build(&[input.to_str().unwrap(), cpu.to_str().unwrap(), "--backend", "cpu"]);
+    for level in ["0", "1"] {
+        assert_eq!(
+            common::snapshot(&auto.join(level)),
+            common::snapshot(&cpu.join(level)),
+            "level {level}"
+        );
+    }
+}
+
 /// `auto` never takes a software adapter on its own; `--backend gpu` without any adapter
 /// is a clear error with exit code 1.
 #[test]
@@ -802,7 +858,12 @@ fn backend_choice_is_never_silent() {
     let backend = multiscale(&output)["metadata"]["backend"].as_str().unwrap().to_string();
     let hardware = ome_pyramid::backend::list_adapters().iter().any(|a| a.used_by_auto);
     if hardware {
-        assert!(backend.starts_with("gpu") && !backend.contains("software"), "{backend}");
+        // Measured against the CPU: either may win, and the reason says which and why.
+        assert!(
+            backend.contains("auto: the GPU measured faster") || backend.contains("auto: the CPU measured faster"),
+            "{backend}"
+        );
+        assert!(!backend.contains("software"), "{backend}");
     } else {
         assert!(backend.contains("auto: no hardware GPU adapter"), "{backend}");
         assert!(
@@ -1029,5 +1090,57 @@ fn outputs_without_display_settings_get_measured_windows() {
         }
         let z = shape[shape.len() - 3];
         assert_eq!(omero["rdefs"]["defaultZ"], json!(z / 2));
+    }
+}
+
+/// `bench --kernels`: a CPU rate for every method and dtype asked for, and on a GPU the
+/// upload, kernel, readback and round-trip rates, the kernel clock and the copy ceiling.
+#[test]
+fn bench_kernels_reports_every_phase() {
+    let out = run(&[
+        "bench",
+        "--kernels",
+        "--tile",
+        "4,16,16",
+        "--backends",
+        "cpu,gpu",
+        "--methods",
+        "mean,gaussian",
+        "--dtypes",
+        "uint8,uint16",
+        "--json",
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let cases: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["method"].as_str().unwrap().into(),
+                r["dtype"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(cases.len(), 4, "{cases:?}");
+    assert!(rows.iter().all(|r| r["cpu_gb_per_s"].as_f64().unwrap() > 0.0));
+    if common::gpu_or_skip("bench_kernels_reports_every_phase").is_none() {
+        return;
+    }
+    assert!(report["device"].as_str().unwrap().starts_with("gpu: "), "{report}");
+    assert!(["timestamps", "host"].contains(&report["kernel_clock"].as_str().unwrap()));
+    assert!(report["copy_gb_per_s"].as_f64().unwrap() > 0.0);
+    for row in rows {
+        let gpu = &row["gpu"];
+        for key in [
+            "upload_gb_per_s",
+            "kernel_gb_per_s",
+            "readback_gb_per_s",
+            "end_to_end_gb_per_s",
+        ] {
+            assert!(gpu[key].as_f64().unwrap() > 0.0, "{key} in {row}");
+        }
+        assert!(gpu["kernel_share_of_copy"].as_f64().unwrap() > 0.0, "{row}");
     }
 }

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use super::output::{absolute, create_output, is_complete};
 use super::pass::{BuildContext, PassLayout, run_passes};
-use super::prepare::{build_record, prepare, select_backend};
+use super::prepare::{BackendNeeds, build_record, prepare, select_backend};
 use super::split::{SplitRequest, split_first_pass};
 use super::{
     BuildError, BuildReport, NoProgress, Progress, PyramidBuilder, build_context, level_sinks, output_sink, run_build,
@@ -232,8 +232,15 @@ fn run_part_locked(
     let started = Instant::now();
     let output = &builder.output;
     let prepared = prepare(builder)?;
-    let (backend, backend_description) =
-        select_backend(builder.options.backend, builder.options.method, prepared.source.dtype())?;
+    let (backend, backend_description) = select_backend(
+        builder.options.backend,
+        &BackendNeeds {
+            method: builder.options.method,
+            dtype: prepared.source.dtype(),
+            plan: &prepared.plan,
+            recorded: None,
+        },
+    )?;
     let lock = OutputLock::acquire_part(output, part)?;
     let _ = std::fs::remove_file(part_file(output, part, PartFile::Failed));
     journal::check_record(output, &build_record(builder, &prepared, None)?)?;

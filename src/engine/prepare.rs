@@ -375,11 +375,22 @@ fn input_geometry(options: &BuildOptions, source: &dyn Source) -> Result<Geometr
     })
 }
 
+/// What decides the backend of a build besides `--backend`.
+#[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+pub(super) struct BackendNeeds<'a> {
+    pub(super) method: Method,
+    pub(super) dtype: DType,
+    /// The levels: `auto` measures the first step on a tile shaped after level 0.
+    pub(super) plan: &'a PyramidPlan,
+    /// The backend an interrupted build recorded (`cpu`, or a GPU's description): a resumed
+    /// `auto` build keeps it rather than measuring again, so the record still matches.
+    pub(super) recorded: Option<String>,
+}
+
 /// Picks the backend for this build; logs and describes the choice.
 pub(super) fn select_backend(
     choice: BackendChoice,
-    method: Method,
-    dtype: DType,
+    needs: &BackendNeeds<'_>,
 ) -> Result<(Arc<dyn Downsampler>, String), BuildError> {
     let cpu = || -> (Arc<dyn Downsampler>, String) {
         let backend = CpuBackend::new();
@@ -391,7 +402,7 @@ pub(super) fn select_backend(
     }
     #[cfg(not(feature = "gpu"))]
     {
-        let _ = (method, dtype);
+        let _ = needs;
         if choice == BackendChoice::Gpu {
             return Err(crate::backend::BackendError::NoAdapter(
                 "this build of ome-pyramid has no GPU support (built without the `gpu` feature)".into(),
@@ -403,21 +414,37 @@ pub(super) fn select_backend(
         Ok((backend, format!("{description}; auto: built without GPU support")))
     }
     #[cfg(feature = "gpu")]
-    gpu_or_cpu(choice, method, dtype, cpu)
+    gpu_or_cpu(choice, needs, cpu)
 }
 
-/// The GPU backend where `choice` and the adapters allow it, else `cpu()`.
+/// Environment variable that lets `--backend auto` consider a software adapter (lavapipe):
+/// for tests and the GPU report's smoke run, where no hardware GPU exists.
+#[cfg(feature = "gpu")]
+pub const AUTO_SOFTWARE_GPU_ENV: &str = "OME_PYRAMID_AUTO_SOFTWARE_GPU";
+
+/// The GPU backend where `choice` and the adapters allow it (for `auto`, where it is also
+/// measured faster), else `cpu()`.
 #[cfg(feature = "gpu")]
 fn gpu_or_cpu(
     choice: BackendChoice,
-    method: Method,
-    dtype: DType,
+    needs: &BackendNeeds<'_>,
     cpu: impl Fn() -> (Arc<dyn Downsampler>, String),
 ) -> Result<(Arc<dyn Downsampler>, String), BuildError> {
-    let allow_software = choice == BackendChoice::Gpu;
+    let (method, dtype) = (needs.method, needs.dtype);
+    let allow_software = choice == BackendChoice::Gpu || std::env::var_os(AUTO_SOFTWARE_GPU_ENV).is_some();
     match GpuBackend::new(allow_software) {
         Ok(gpu) if gpu.supports(method, dtype) => {
-            let description = gpu.description();
+            let mut description = gpu.description();
+            if choice == BackendChoice::Auto {
+                let (use_cpu, reason) = auto_choice(&gpu, needs)?;
+                if use_cpu {
+                    info!("{reason}; using the CPU backend");
+                    let (backend, cpu_description) = cpu();
+                    return Ok((backend, format!("{cpu_description}; {reason}")));
+                }
+                info!("{reason}");
+                description = format!("{description}; {reason}");
+            }
             info!("using the GPU backend: {description}");
             Ok((Arc::new(gpu), description))
         }
@@ -439,6 +466,30 @@ fn gpu_or_cpu(
             Ok((backend, format!("{description}; auto: no hardware GPU adapter")))
         }
     }
+}
+
+/// For `auto` with a GPU at hand: whether to use the CPU instead, and why. A resumed build
+/// keeps the backend it recorded; otherwise both are measured ([`crate::backend::calibrate`]).
+#[cfg(feature = "gpu")]
+fn auto_choice(gpu: &GpuBackend, needs: &BackendNeeds<'_>) -> Result<(bool, String), BuildError> {
+    use crate::backend::calibrate::Calibration;
+    if let Some(recorded) = &needs.recorded {
+        let use_cpu = recorded == "cpu";
+        let which = if use_cpu { "CPU" } else { "GPU" };
+        return Ok((use_cpu, format!("auto: the {which}, as the interrupted build recorded")));
+    }
+    let Some(first_step) = needs.plan.levels.get(1) else {
+        return Ok((false, "auto: the GPU (one level: nothing to compute)".into()));
+    };
+    let measured = Calibration::measure(
+        &CpuBackend::new(),
+        gpu,
+        needs.method,
+        needs.dtype,
+        &first_step.step_factors,
+        &needs.plan.levels[0].shape,
+    )?;
+    Ok((!measured.prefers_gpu(), measured.reason()))
 }
 
 /// Every setting that decides the output's bytes, and a fingerprint of the input's data:

@@ -56,6 +56,15 @@ pub fn write_record(output: &Path, record: &Value) -> Result<(), JournalError> {
     fs::write(&path, text).map_err(io("cannot write", &path))
 }
 
+/// The backend an interrupted build recorded (`cpu`, or a GPU's description); `None`
+/// without a readable record or where it names none (a partitioned build).
+#[must_use]
+pub fn recorded_backend(output: &Path) -> Option<String> {
+    let text = fs::read_to_string(output.join(RECORD_FILE)).ok()?;
+    let record: Value = serde_json::from_str(&text).ok()?;
+    record.get("backend")?.as_str().map(str::to_string)
+}
+
 /// Checks that a resumed build's settings and input equal the interrupted build's.
 ///
 /// # Errors

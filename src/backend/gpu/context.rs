@@ -45,6 +45,10 @@ pub struct PhaseTimes {
     pub compute: Duration,
     /// Copying results back and mapping them.
     pub readback: Duration,
+    /// The dispatches as the device's own clock measured them (timestamp queries), from the
+    /// start of the first to the end of the last; `None` where the adapter has no timestamp
+    /// queries or the phases were not measured separately.
+    pub kernel: Option<Duration>,
 }
 
 /// Device, queue and pipelines.
@@ -60,6 +64,8 @@ pub struct GpuContext {
     dummy_write: wgpu::Buffer,
     ring: BufferRing,
     poll_timeout: Duration,
+    /// Whether the device was opened with timestamp queries.
+    timestamps: bool,
 }
 
 fn gpu_error(e: impl std::fmt::Display) -> BackendError {
@@ -74,9 +80,17 @@ impl GpuContext {
     pub fn new(adapter: &wgpu::Adapter, ring_slots: usize) -> Result<Self, BackendError> {
         let info = adapter.get_info();
         let limits = adapter.limits();
+        // Timestamp queries, where the adapter has them, time the kernels on the device's
+        // own clock (benchmarks only; a build never asks for them).
+        let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        let features = if timestamps {
+            wgpu::Features::TIMESTAMP_QUERY
+        } else {
+            wgpu::Features::empty()
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("ome-pyramid"),
-            required_features: wgpu::Features::empty(),
+            required_features: features,
             required_limits: limits.clone(),
             memory_hints: wgpu::MemoryHints::Performance,
             ..Default::default()
@@ -126,7 +140,14 @@ impl GpuContext {
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(600),
             ),
+            timestamps,
         })
+    }
+
+    /// True if kernels are timed on the device's clock ([`PhaseTimes::kernel`]).
+    #[must_use]
+    pub fn has_timestamps(&self) -> bool {
+        self.timestamps
     }
 
     /// Largest storage binding, in bytes.
@@ -344,6 +365,8 @@ impl GpuContext {
             label: Some("pyramid chain"),
         });
         let max_groups = self.limits.max_compute_workgroups_per_dimension.max(1);
+        let clock = (job.separate_phases && self.timestamps).then(|| DeviceClock::new(device));
+        let passes = program.dispatches.len();
         for (i, dispatch) in program.dispatches.iter().enumerate() {
             let pipeline = self.pipeline(dispatch.kernel, job.elem);
             let layout = pipeline.get_bind_group_layout(0);
@@ -363,7 +386,7 @@ impl GpuContext {
             let y = groups.div_ceil(x);
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: None,
-                timestamp_writes: None,
+                timestamp_writes: clock.as_ref().and_then(|c| c.writes(i == 0, i + 1 == passes)),
             });
             pass.set_pipeline(&pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
@@ -371,8 +394,14 @@ impl GpuContext {
         }
         let mut computed = None;
         if job.separate_phases {
+            if let Some(clock) = &clock {
+                clock.resolve(&mut encoder);
+            }
             self.wait(self.queue.submit([encoder.finish()]))?;
             computed = Some(Instant::now());
+            if let Some(clock) = &clock {
+                times.kernel = Some(self.read_clock(clock)?);
+            }
             encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("readback"),
             });
@@ -415,6 +444,32 @@ impl GpuContext {
         times.compute = computed - uploaded;
         times.readback = computed.elapsed();
         Ok((outputs, times))
+    }
+
+    /// The time between the two timestamps `clock` resolved (after its submission finished).
+    fn read_clock(&self, clock: &DeviceClock) -> Result<Duration, BackendError> {
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("clock") });
+        encoder.copy_buffer_to_buffer(&clock.resolved, 0, &clock.readable, 0, DeviceClock::BYTES);
+        let submission = self.queue.submit([encoder.finish()]);
+        let (sender, receiver) = mpsc::channel();
+        let slice = clock.readable.slice(..);
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = sender.send(r);
+        });
+        self.wait(submission)?;
+        receiver
+            .recv_timeout(self.poll_timeout)
+            .map_err(|_| BackendError::Gpu("the timestamps were never read back".into()))?
+            .map_err(gpu_error)?;
+        let ticks: [u64; 2] = {
+            let view = slice.get_mapped_range().map_err(gpu_error)?;
+            bytemuck::pod_read_unaligned(&view[..16])
+        };
+        clock.readable.unmap();
+        let nanos = ticks[1].saturating_sub(ticks[0]) as f64 * f64::from(self.queue.get_timestamp_period());
+        Ok(Duration::from_secs_f64(nanos / 1e9))
     }
 
     /// Measures a device-to-device copy of `bytes` (the memory-bandwidth ceiling of the
@@ -507,6 +562,57 @@ struct Job<'a> {
 }
 
 /// Elements from little-endian bytes (u8/u16 packed words are the same bytes).
+/// Two timestamps on the device's clock: before the first dispatch and after the last.
+struct DeviceClock {
+    queries: wgpu::QuerySet,
+    resolved: wgpu::Buffer,
+    readable: wgpu::Buffer,
+}
+
+impl DeviceClock {
+    const BYTES: u64 = 16;
+
+    fn new(device: &wgpu::Device) -> Self {
+        let buffer = |label, usage| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: Self::BYTES,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        Self {
+            queries: device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("kernel clock"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            }),
+            resolved: buffer(
+                "resolved timestamps",
+                wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            ),
+            readable: buffer(
+                "timestamps",
+                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            ),
+        }
+    }
+
+    /// The timestamp writes of a compute pass: the start if it is the first, the end if it
+    /// is the last, none for a pass between.
+    fn writes(&self, first: bool, last: bool) -> Option<wgpu::ComputePassTimestampWrites<'_>> {
+        (first || last).then_some(wgpu::ComputePassTimestampWrites {
+            query_set: &self.queries,
+            beginning_of_pass_write_index: first.then_some(0),
+            end_of_pass_write_index: last.then_some(1),
+        })
+    }
+
+    fn resolve(&self, encoder: &mut wgpu::CommandEncoder) {
+        encoder.resolve_query_set(&self.queries, 0..2, &self.resolved, 0);
+    }
+}
+
 fn unpack(dtype: DType, bytes: &[u8], elements: usize) -> TileData {
     crate::dispatch_dtype!(dtype, T => {
         use crate::tile::TileElement;

@@ -24,17 +24,18 @@ pub struct BenchArgs {
     input: Option<PathBuf>,
     /// Methods to time, comma separated.
     #[arg(long, default_value = "nearest,mean,gaussian", value_parser = parse_methods)]
-    methods: MethodList,
-    /// Backends, comma separated: cpu, gpu [default: cpu, and gpu when a hardware adapter
-    /// exists]. Naming gpu includes a software adapter (lavapipe) when that is all there is.
+    pub(crate) methods: MethodList,
+    /// Backends, comma separated: cpu, gpu, auto [default: cpu, and gpu when a hardware
+    /// adapter exists]. Naming gpu includes a software adapter (lavapipe) when that is all
+    /// there is; auto times what `build` would choose (its reason is in the backend column).
     #[arg(long, value_parser = parse_backends)]
-    backends: Option<BackendList>,
+    pub(crate) backends: Option<BackendList>,
     /// CPU thread counts to sweep, e.g. 1,2,4 [default: all cores].
     #[arg(long, value_parser = parse_dims)]
     threads: Option<Dims>,
     /// Runs per configuration; the median is reported.
     #[arg(long, default_value_t = 1)]
-    repeat: usize,
+    pub(crate) repeat: usize,
     /// Working-set budget passed to each build.
     #[arg(long, default_value = "2GiB")]
     memory: String,
@@ -55,7 +56,7 @@ pub struct BenchArgs {
     workdir: Option<PathBuf>,
     /// Print the results as JSON.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// Also draw the comparison as an SVG bar chart.
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -67,13 +68,42 @@ pub struct BenchArgs {
     /// pyramid, it gives the codec floor of writing that level.
     #[arg(long)]
     encode_only: bool,
+    /// Only time the kernels, in memory on one synthetic tile (see --tile, --dtypes): GB/s
+    /// on the CPU, and on the GPU the upload, kernel (timestamp queries where the adapter
+    /// has them), readback and end-to-end rates, next to the device's copy bandwidth.
+    #[arg(long, conflicts_with_all = ["input", "decode_only", "encode_only", "plot"])]
+    pub(crate) kernels: bool,
+    /// With --kernels: the tile's shape (factors 2 on every axis).
+    #[arg(long, default_value = "64,512,512", value_parser = parse_dims)]
+    pub(crate) tile: Dims,
+    /// With --kernels: the data types, comma separated.
+    #[arg(long, default_value = "uint8,uint16,float32", value_parser = parse_dtypes)]
+    pub(crate) dtypes: DTypeList,
 }
 
 #[derive(Debug, Clone)]
-pub struct MethodList(Vec<Method>);
+pub struct DTypeList(pub(crate) Vec<DType>);
+
+fn parse_dtypes(s: &str) -> Result<DTypeList, String> {
+    s.split(',')
+        .map(|d| parse_dtype(d.trim()))
+        .collect::<Result<_, _>>()
+        .map(DTypeList)
+}
+
+#[derive(Debug, Clone)]
+pub struct MethodList(pub(crate) Vec<Method>);
 
 #[derive(Debug, Clone)]
 pub struct BackendList(Vec<String>);
+
+impl BackendList {
+    /// True if the list names `backend`.
+    #[cfg(feature = "gpu")]
+    pub(crate) fn names(&self, backend: &str) -> bool {
+        self.0.iter().any(|b| b == backend)
+    }
+}
 
 fn parse_methods(s: &str) -> Result<MethodList, String> {
     s.split(',')
@@ -84,22 +114,22 @@ fn parse_methods(s: &str) -> Result<MethodList, String> {
 
 fn parse_backends(s: &str) -> Result<BackendList, String> {
     let list: Vec<String> = s.split(',').map(|b| b.trim().to_ascii_lowercase()).collect();
-    if let Some(bad) = list.iter().find(|b| !matches!(b.as_str(), "cpu" | "gpu")) {
-        return Err(format!("unknown backend `{bad}` (expected cpu or gpu)"));
+    if let Some(bad) = list.iter().find(|b| !matches!(b.as_str(), "cpu" | "gpu" | "auto")) {
+        return Err(format!("unknown backend `{bad}` (expected cpu, gpu or auto)"));
     }
     Ok(BackendList(list))
 }
 
 /// The machine the numbers come from.
 #[derive(Debug, Serialize)]
-struct Machine {
-    cpu: String,
+pub(crate) struct Machine {
+    pub(crate) cpu: String,
     cores: usize,
     memory_bytes: Option<u64>,
     gpus: Vec<String>,
 }
 
-fn machine() -> Machine {
+pub(crate) fn machine() -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()
@@ -209,6 +239,9 @@ fn timed_build(
 }
 
 pub fn run(args: &BenchArgs, quiet: bool) -> Result<()> {
+    if args.kernels {
+        return crate::kernel_bench::run(args, quiet);
+    }
     let hardware_gpu = list_adapters().iter().any(|a| a.used_by_auto);
     let backends: Vec<String> = match &args.backends {
         Some(list) => list.0.clone(),

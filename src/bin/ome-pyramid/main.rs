@@ -6,6 +6,7 @@
 
 mod bench;
 mod info;
+mod kernel_bench;
 mod labels;
 mod partition;
 mod thumbnail;

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# One-command GPU report: on a machine with a GPU, the kernel benches (CPU, and on the GPU the
+# upload, kernel, readback and end-to-end rates next to the device's copy bandwidth) and the
+# CPU-against-GPU end-to-end comparison (cpu, gpu and auto, all cores) on a synthetic volume
+# of at least 16 GiB, written as one Markdown table with the device and machine named.
+#
+#   scripts/gpu-report.sh [--smoke] [--out FILE] [--workdir DIR] [--size Z,Y,X]
+#
+#   --smoke     the whole report on a tiny volume (seconds; lavapipe where there is no GPU,
+#               and auto may then measure lavapipe too); CI runs this
+#   --out       where the Markdown goes (default: gpu-report.md; the JSON beside it)
+#   --workdir   where the synthetic volume and the outputs go (default: a folder here)
+#   --size      the synthetic volume's shape, uint16 (default 2048,2048,2048: 16 GiB)
+#
+# The binary: $OME_PYRAMID, else .dev/ome-pyramid (the lent-GPU recipe of
+# ../shared/gpu/README.md), else target/release/ome-pyramid (built if missing). Where a
+# folder `.gl` holds the Vulkan loader's .deb (same recipe), it is unpacked first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+smoke=0
+out=gpu-report.md
+workdir=""
+size=2048,2048,2048
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --smoke) smoke=1 ;;
+    --out) out=$2; shift ;;
+    --workdir) workdir=$2; shift ;;
+    --size) size=$2; shift ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "gpu-report.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+if [ -d .gl ] && ls .gl/*.deb >/dev/null 2>&1 && ! ldconfig -p | grep -q 'libvulkan.so.1 '; then
+  for f in .gl/*.deb; do dpkg -x "$f" /; done
+  ldconfig
+fi
+
+bin=${OME_PYRAMID:-}
+if [ -z "$bin" ]; then
+  if [ -x .dev/ome-pyramid ]; then bin=.dev/ome-pyramid
+  else
+    [ -x target/release/ome-pyramid ] || cargo build --release --quiet
+    bin=target/release/ome-pyramid
+  fi
+fi
+
+# A machine whose NVIDIA driver ships its Vulkan ICD outside the loader's search path.
+nvidia_icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$nvidia_icd" ] && ! "$bin" info --gpu --json | grep -q '"used_by_auto": true'; then
+  export VK_DRIVER_FILES=$nvidia_icd
+fi
+
+if [ "$smoke" = 1 ]; then
+  tile=8,32,32; size=16,512,512; repeat=1; memory=256MiB
+  # No hardware GPU in CI: let auto measure lavapipe too, so its choice is exercised.
+  export OME_PYRAMID_AUTO_SOFTWARE_GPU=1
+else
+  tile=64,512,512; repeat=3; memory=16GiB
+fi
+workdir=${workdir:-.ome-pyramid-gpu-report}
+mkdir -p "$workdir"
+json_dir=$(dirname "$out")
+mkdir -p "$json_dir"
+base=$(basename "$out" .md)
+kernels_json=$json_dir/$base-kernels.json
+builds_json=$json_dir/$base-builds.json
+
+echo "gpu-report: kernels on a $tile tile …" >&2
+"$bin" bench --kernels --backends cpu,gpu --tile "$tile" --dtypes uint8,uint16,float32 \
+  --methods nearest,mean,gaussian --repeat "$repeat" --json -q > "$kernels_json"
+echo "gpu-report: cpu, gpu and auto end to end on a $size uint16 volume …" >&2
+"$bin" bench --size "$size" --dtype uint16 --backends cpu,gpu,auto --methods nearest,mean,gaussian \
+  --repeat 1 --memory "$memory" --workdir "$workdir" --json -q > "$builds_json"
+rm -rf "$workdir"
+
+python3 - "$kernels_json" "$builds_json" "$out" "$smoke" <<'EOF'
+import json, os, sys
+
+kernels = json.load(open(sys.argv[1]))
+builds = json.load(open(sys.argv[2]))
+out, smoke = sys.argv[3], sys.argv[4] == "1"
+m = kernels["machine"]
+device = kernels.get("device") or "none"
+if os.environ.get("CI") == "true" and kernels.get("device") is None:
+    sys.exit("gpu-report: no GPU adapter found, and CI has lavapipe (mesa-vulkan-drivers)")
+if not builds["rows"] or not kernels["rows"]:
+    sys.exit("gpu-report: a bench produced no rows")
+lines = [
+    f"GPU report{' (smoke run: tiny volume, numbers mean nothing)' if smoke else ''}.",
+    "",
+    f"Device: {device}. Machine: {m['cores']} × {m['cpu']}, {m['memory_bytes'] / 2**30:.0f} GiB.",
+    "",
+    f"Kernels on a {kernels['tile']} tile (factors {kernels['factors']}), best of {kernels['runs']} runs; "
+    f"GPU kernels timed by {'timestamp queries' if kernels.get('kernel_clock') == 'timestamps' else 'the host'}; "
+    + (f"device-to-device copy {kernels['copy_gb_per_s']:.1f} GB/s (the ceiling)." if kernels.get("copy_gb_per_s") else "no GPU."),
+    "",
+    "| method | dtype | CPU GB/s | upload GB/s | kernel GB/s | readback GB/s | GPU end to end GB/s | kernel ÷ copy |",
+    "|---|---|---:|---:|---:|---:|---:|---:|",
+]
+def rate(v):
+    return "" if v is None else (f"{v:.1f}" if v >= 10 else f"{v:.2f}" if v >= 0.1 else f"{v:.3f}")
+for r in kernels["rows"]:
+    g = r.get("gpu") or {}
+    share = g.get("kernel_share_of_copy")
+    share = "" if share is None else "%.0f%%" % (share * 100)
+    lines.append(f"| {r['method']} | {r['dtype']} | {rate(r['cpu_gb_per_s'])} | {rate(g.get('upload_gb_per_s'))} | "
+                 f"{rate(g.get('kernel_gb_per_s'))} | {rate(g.get('readback_gb_per_s'))} | "
+                 f"{rate(g.get('end_to_end_gb_per_s'))} | {share} |")
+gib = builds["input_bytes"] / 2**30
+lines += [
+    "",
+    f"End to end: {builds['dtype']} {builds['shape']} ({gib:.1f} GiB), codec {builds['codec']}; "
+    f"decode-only pass {builds['decode_only']['seconds']:.2f} s.",
+    "",
+    "| method | backend | time s | input MB/s | peak RSS | ÷ decode-only | CPU time ÷ this |",
+    "|---|---|---:|---:|---:|---:|---:|",
+]
+cpu_time = {r["method"]: r["seconds"] for r in builds["rows"] if r["backend"].startswith("cpu") and "auto" not in r["backend"]}
+for r in builds["rows"]:
+    rss = r.get("peak_rss_bytes")
+    rss = "" if rss is None else "%.0f MiB" % (rss / 2**20)
+    cpu = cpu_time.get(r["method"])
+    speedup = "" if cpu is None else "%.2f×" % (cpu / r["seconds"])
+    lines.append(f"| {r['method']} | {r['backend']} | {r['seconds']:.2f} | {r['input_mb_per_s']:.0f} | "
+                 f"{rss} | {r['times_decode_only']:.2f}× | {speedup} |")
+lines += [
+    "",
+    "Targets (issue 15): kernels at ≥ 50% of the copy bandwidth; gaussian on the GPU ≥ 1.5× the CPU end to end; "
+    "auto never slower than the CPU (the rows come in the order cpu, gpu, auto per method; the backend column "
+    "of an auto row gives its measured reason).",
+]
+text = "\n".join(lines) + "\n"
+open(out, "w").write(text)
+print(text)
+EOF
+echo "gpu-report: written to $out (JSON: $kernels_json, $builds_json)" >&2
