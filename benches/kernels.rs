@@ -12,22 +12,10 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ome_pyramid::backend::cpu::CpuBackend;
 use ome_pyramid::backend::gpu::{GpuBackend, program};
-use ome_pyramid::synthetic::SplitMix64;
-use ome_pyramid::tile::TileElement;
-use ome_pyramid::{DType, Downsampler, Method, Region, Step, Tile};
+use ome_pyramid::{DType, Downsampler, Method, Region, Step};
 
 fn full_run() -> bool {
     std::env::args().any(|a| a == "--bench")
-}
-
-fn tile(dtype: DType, shape: &[u64]) -> Tile {
-    let len = shape.iter().product::<u64>() as usize;
-    let mut rng = SplitMix64::new(5);
-    let data = ome_pyramid::dispatch_dtype!(dtype, T => {
-        use ome_pyramid::dtype::Sample;
-        T::wrap((0..len).map(|_| T::from_f64(rng.next_f64() * 200.0)).collect())
-    });
-    Tile::new(Region::whole(shape), data)
 }
 
 fn kernels(c: &mut Criterion) {
@@ -43,7 +31,7 @@ fn kernels(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
     for dtype in [DType::U8, DType::U16, DType::U32, DType::F32] {
-        let src = tile(dtype, shape);
+        let src = ome_pyramid::synthetic::random_tile(dtype, shape, 5);
         let bytes = (src.data.len() * dtype.size()) as u64;
         group.throughput(Throughput::Bytes(bytes));
         for method in Method::ALL.into_iter().filter(|m| m.accepts(dtype)) {

@@ -258,6 +258,18 @@ pub fn read_array(path: &Path, array_path: &str) -> Result<(Vec<u64>, TileData),
     Ok((shape, data))
 }
 
+/// A tile of `shape` holding uniform random values in `[0, 200)` of `dtype` (seeded): what
+/// kernel benchmarks and the `auto` backend calibration compute on.
+#[must_use]
+pub fn random_tile(dtype: DType, shape: &[u64], seed: u64) -> crate::tile::Tile {
+    let len = usize::try_from(shape.iter().product::<u64>()).unwrap_or(0);
+    let mut rng = SplitMix64::new(seed);
+    let data = crate::dispatch_dtype!(dtype, T => {
+        T::wrap((0..len).map(|_| T::from_f64(rng.next_f64() * 200.0)).collect())
+    });
+    crate::tile::Tile::new(Region::whole(shape), data)
+}
+
 /// SplitMix64: a small, good-enough generator for reproducible synthetic data.
 #[derive(Debug, Clone)]
 pub struct SplitMix64(u64);

@@ -219,8 +219,9 @@ def build(
         output: The OME-Zarr group to create.
         method: ``"mean"``, ``"nearest"``, ``"gaussian"``, ``"mode"`` (labels), ``"min"``
             or ``"max"``.
-        backend: ``"auto"`` (a hardware GPU if there is one, else the CPU), ``"gpu"`` or
-            ``"cpu"``.
+        backend: ``"auto"`` (a hardware GPU where there is one and it computes this build's
+            method and dtype faster than the CPU, measured on one tile before the build; else
+            the CPU; the reason is in the metadata), ``"gpu"`` or ``"cpu"``.
         levels: Total number of levels, level 0 included (default: until every space axis
             fits its chunk).
         factors: ``"auto"`` (halve the space axes of similar pixel size), ``"xy"`` (halve y

@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 use crate::backend::{BackendError, Downsampler, Step};
 use crate::dtype::DType;
 use crate::method::Method;
-use crate::synthetic::SplitMix64;
-use crate::tile::{Region, Tile, TileElement};
+use crate::tile::Region;
 
 /// Largest calibration tile, bytes.
 pub const CALIBRATION_BYTES: u64 = 16 << 20;
@@ -58,7 +57,7 @@ impl Calibration {
         level_shape: &[u64],
     ) -> Result<Self, BackendError> {
         let shape = tile_shape(level_shape, dtype.size() as u64);
-        let src = synthetic_tile(dtype, &shape);
+        let src = crate::synthetic::random_tile(dtype, &shape, 3);
         let step = Step {
             method,
             factors: factors.to_vec(),
@@ -132,16 +131,6 @@ fn tile_shape(level_shape: &[u64], element: u64) -> Vec<u64> {
         shape[longest] = shape[longest].div_ceil(2);
     }
     shape
-}
-
-fn synthetic_tile(dtype: DType, shape: &[u64]) -> Tile {
-    let len = usize::try_from(shape.iter().product::<u64>()).unwrap_or(0);
-    let mut rng = SplitMix64::new(3);
-    let data = crate::dispatch_dtype!(dtype, T => {
-        use crate::dtype::Sample;
-        T::wrap((0..len).map(|_| T::from_f64(rng.next_f64() * 200.0)).collect())
-    });
-    Tile::new(Region::whole(shape), data)
 }
 
 #[cfg(test)]

@@ -436,7 +436,7 @@ fn gpu_or_cpu(
         Ok(gpu) if gpu.supports(method, dtype) => {
             let mut description = gpu.description();
             if choice == BackendChoice::Auto {
-                let (use_cpu, reason) = auto_choice(&gpu, needs)?;
+                let (use_cpu, reason) = auto_choice(&gpu, needs);
                 if use_cpu {
                     info!("{reason}; using the CPU backend");
                     let (backend, cpu_description) = cpu();
@@ -471,25 +471,28 @@ fn gpu_or_cpu(
 /// For `auto` with a GPU at hand: whether to use the CPU instead, and why. A resumed build
 /// keeps the backend it recorded; otherwise both are measured ([`crate::backend::calibrate`]).
 #[cfg(feature = "gpu")]
-fn auto_choice(gpu: &GpuBackend, needs: &BackendNeeds<'_>) -> Result<(bool, String), BuildError> {
+fn auto_choice(gpu: &GpuBackend, needs: &BackendNeeds<'_>) -> (bool, String) {
     use crate::backend::calibrate::Calibration;
     if let Some(recorded) = &needs.recorded {
         let use_cpu = recorded == "cpu";
         let which = if use_cpu { "CPU" } else { "GPU" };
-        return Ok((use_cpu, format!("auto: the {which}, as the interrupted build recorded")));
+        return (use_cpu, format!("auto: the {which}, as the interrupted build recorded"));
     }
     let Some(first_step) = needs.plan.levels.get(1) else {
-        return Ok((false, "auto: the GPU (one level: nothing to compute)".into()));
+        return (false, "auto: the GPU (one level: nothing to compute)".into());
     };
-    let measured = Calibration::measure(
+    match Calibration::measure(
         &CpuBackend::new(),
         gpu,
         needs.method,
         needs.dtype,
         &first_step.step_factors,
         &needs.plan.levels[0].shape,
-    )?;
-    Ok((!measured.prefers_gpu(), measured.reason()))
+    ) {
+        Ok(measured) => (!measured.prefers_gpu(), measured.reason()),
+        // A GPU that fails on a small tile would fail the build: the CPU does it instead.
+        Err(e) => (true, format!("auto: the GPU failed its calibration ({e})")),
+    }
 }
 
 /// Every setting that decides the output's bytes, and a fingerprint of the input's data:

@@ -11,8 +11,6 @@ use anyhow::Result;
 use serde::Serialize;
 
 use ome_pyramid::backend::cpu::CpuBackend;
-use ome_pyramid::synthetic::SplitMix64;
-use ome_pyramid::tile::TileElement;
 use ome_pyramid::{DType, Downsampler, Method, Region, Step, Tile};
 
 use crate::bench::{BenchArgs, Machine, machine};
@@ -57,16 +55,6 @@ struct KernelReport {
     rows: Vec<KernelRow>,
 }
 
-fn synthetic_tile(dtype: DType, shape: &[u64]) -> Tile {
-    let len = usize::try_from(shape.iter().product::<u64>()).unwrap_or(usize::MAX);
-    let mut rng = SplitMix64::new(7);
-    let data = ome_pyramid::dispatch_dtype!(dtype, T => {
-        use ome_pyramid::dtype::Sample;
-        T::wrap((0..len).map(|_| T::from_f64(rng.next_f64() * 200.0)).collect())
-    });
-    Tile::new(Region::whole(shape), data)
-}
-
 /// The best of `runs` timings of `f`.
 fn best_of(runs: usize, mut f: impl FnMut() -> Result<Duration>) -> Result<Duration> {
     let mut best = Duration::MAX;
@@ -90,7 +78,7 @@ pub fn run(args: &BenchArgs, quiet: bool) -> Result<()> {
     let mut rows = Vec::new();
     let mut largest = 0u64;
     for &dtype in &args.dtypes.0 {
-        let src = synthetic_tile(dtype, &shape);
+        let src = ome_pyramid::synthetic::random_tile(dtype, &shape, 7);
         let input_bytes = shape.iter().product::<u64>() * dtype.size() as u64;
         largest = largest.max(input_bytes);
         for &method in args.methods.0.iter().filter(|m| m.accepts(dtype)) {

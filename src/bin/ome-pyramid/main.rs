@@ -106,7 +106,8 @@ struct SynthArgs {
 /// The engine options every command that builds a pyramid takes (`build`, `demo`, `labels`).
 #[derive(Args, Debug, Clone)]
 pub(crate) struct EngineArgs {
-    /// Compute backend: auto (a hardware GPU if found, else CPU), gpu (any adapter,
+    /// Compute backend: auto (a hardware GPU where found and measured faster than the CPU on
+    /// this build's method and dtype, else CPU; the reason goes to the metadata), gpu (any adapter,
     /// software ones included; error if none), cpu.
     #[arg(long, default_value = "auto", value_parser = parse_backend)]
     backend: BackendChoice,
