@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dtype::DType;
 use crate::method::{AxisStencil, Method, source_range};
-use crate::tile::{Region, Tile};
+use crate::tile::{Region, Tile, TileRef};
 
 /// What `info --gpu` reports about an adapter.
 #[derive(Debug, Clone, Serialize)]
@@ -214,6 +214,15 @@ pub trait Downsampler: Send + Sync {
     /// # Errors
     /// [`BackendError`] if the computation fails (GPU lost, unsupported type).
     fn downsample(&self, step: &Step, src: &Tile, dst: &Region) -> Result<Tile, BackendError>;
+
+    /// As [`Downsampler::downsample`], from borrowed source data (a decoded chunk). The
+    /// CPU backend reads it in place; the default copies it into a tile first.
+    ///
+    /// # Errors
+    /// As [`Downsampler::downsample`].
+    fn downsample_ref(&self, step: &Step, src: TileRef<'_>, dst: &Region) -> Result<Tile, BackendError> {
+        self.downsample(step, &src.to_tile(), dst)
+    }
 
     /// Computes several steps in a row: level `k + i + 1` on `chain[i].1` from level
     /// `k + i`. `src` must contain what `chain[0]` needs and each `chain[i].1` must contain

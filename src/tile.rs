@@ -297,6 +297,49 @@ pub struct Tile {
     pub data: TileData,
 }
 
+/// A borrowed source tile: `region.len()` elements of `dtype` in C order, as bytes (a
+/// decoded chunk, read in place instead of being copied into a tile first).
+#[derive(Debug, Clone, Copy)]
+pub struct TileRef<'a> {
+    /// Where the data lies in the level.
+    pub region: &'a Region,
+    /// The data type of the elements.
+    pub dtype: DType,
+    /// The elements' bytes, aligned for `dtype`.
+    pub bytes: &'a [u8],
+}
+
+impl<'a> TileRef<'a> {
+    /// A view of typed elements over `region`.
+    ///
+    /// # Panics
+    /// If the element count does not match the region.
+    #[must_use]
+    pub fn new<T: TileElement + bytemuck::Pod>(region: &'a Region, data: &'a [T]) -> Self {
+        assert_eq!(region.len(), data.len(), "tile data does not match its region");
+        Self {
+            region,
+            dtype: T::DTYPE,
+            bytes: bytemuck::cast_slice(data),
+        }
+    }
+
+    /// The elements as `T`, if that is their type.
+    #[must_use]
+    pub fn typed<T: TileElement + bytemuck::Pod>(&self) -> Option<&'a [T]> {
+        (T::DTYPE == self.dtype)
+            .then(|| bytemuck::try_cast_slice(self.bytes).ok())
+            .flatten()
+    }
+
+    /// An owned copy.
+    #[must_use]
+    pub fn to_tile(&self) -> Tile {
+        let data = crate::dispatch_dtype!(self.dtype, T => T::wrap(bytemuck::pod_collect_to_vec(self.bytes)));
+        Tile::new(self.region.clone(), data)
+    }
+}
+
 impl Tile {
     /// A tile from a region and matching data.
     ///

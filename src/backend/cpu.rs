@@ -15,7 +15,7 @@ mod nearest;
 use crate::backend::{BackendError, BackendKind, Downsampler, Step};
 use crate::dtype::DType;
 use crate::method::{AxisStencil, Method};
-use crate::tile::{Region, Tile, TileElement};
+use crate::tile::{Region, Tile, TileElement, TileRef};
 
 /// Tiles above this many output voxels are split across threads inside the kernel.
 pub(crate) const PARALLEL_MIN_OUTPUTS: usize = 1 << 18;
@@ -111,10 +111,9 @@ pub(crate) fn window_rows(geometry: &StepGeometry, outer: &[usize], rows: &mut V
     outer_count
 }
 
-/// Runs `kernel` on a typed source slice and wraps the result.
-fn run_typed<T: TileElement>(step: &Step, src: &Tile, dst: &Region) -> Vec<T> {
-    let data = T::view(&src.data).expect("tile data matches its dtype");
-    let geometry = StepGeometry::new(step, &src.region, dst);
+/// Runs the step's kernel on a typed source slice over `src_region`.
+fn run_typed<T: TileElement>(step: &Step, data: &[T], src_region: &Region, dst: &Region) -> Vec<T> {
+    let geometry = StepGeometry::new(step, src_region, dst);
     match step.method {
         Method::Nearest => nearest::nearest(data, &geometry),
         Method::Mean => mean::mean(data, &geometry),
@@ -139,14 +138,31 @@ impl Downsampler for CpuBackend {
     }
 
     fn downsample(&self, step: &Step, src: &Tile, dst: &Region) -> Result<Tile, BackendError> {
-        if !step.method.accepts(src.data.dtype()) {
-            return Err(BackendError::UnsupportedDType {
-                backend: "cpu",
-                dtype: src.data.dtype(),
-            });
-        }
-        let data = crate::dispatch_dtype!(src.data.dtype(), T => T::wrap(run_typed::<T>(step, src, dst)));
+        let dtype = src.data.dtype();
+        check_accepts(step.method, dtype)?;
+        let data = crate::dispatch_dtype!(dtype, T => {
+            let typed = T::view(&src.data).expect("tile data matches its dtype");
+            T::wrap(run_typed::<T>(step, typed, &src.region, dst))
+        });
         Ok(Tile::new(dst.clone(), data))
+    }
+
+    fn downsample_ref(&self, step: &Step, src: TileRef<'_>, dst: &Region) -> Result<Tile, BackendError> {
+        check_accepts(step.method, src.dtype)?;
+        let data = crate::dispatch_dtype!(src.dtype, T => match src.typed::<T>() {
+            Some(typed) => T::wrap(run_typed::<T>(step, typed, src.region, dst)),
+            // Bytes not aligned for the type: a copy that is.
+            None => return self.downsample(step, &src.to_tile(), dst),
+        });
+        Ok(Tile::new(dst.clone(), data))
+    }
+}
+
+fn check_accepts(method: Method, dtype: DType) -> Result<(), BackendError> {
+    if method.accepts(dtype) {
+        Ok(())
+    } else {
+        Err(BackendError::UnsupportedDType { backend: "cpu", dtype })
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::BuildError;
+use crate::dtype::DType;
 use crate::ngff::label::default_colors;
 use crate::ngff::omero::{ChannelWindow, default_omero};
 use crate::plan::{Axis, AxisKind, PyramidPlan};
@@ -43,18 +44,56 @@ pub(super) fn measured_omero<T: StoreElement>(
         return Ok(default_omero(&windows, z_planes));
     };
     let reader = TileReader::<T>::new(sink.read_level(top)?, budget, Arc::new(|_: &Region| 1));
-    let mut values = vec![Vec::new(); usize::try_from(channels).unwrap_or(1)];
+    let mut tallies: Vec<Tally> = (0..channels).map(|_| Tally::new(T::DTYPE)).collect();
     for region in &regions {
         let data = reader.read(region)?;
-        for (all, some) in values
-            .iter_mut()
-            .zip(channel_values(&data, &region.shape, channel_axis))
-        {
-            all.extend(some);
+        tally_channels(&data, &region.shape, channel_axis, &mut tallies);
+    }
+    let windows = tallies.into_iter().map(Tally::window).collect::<Vec<_>>();
+    Ok(default_omero(&windows, z_planes))
+}
+
+/// The values of one channel as the display window needs them: counts per value for 8- and
+/// 16-bit integers (linear in the values, a few KiB), else the values themselves.
+enum Tally {
+    /// `counts[i]` values equal `i - offset`.
+    Counts {
+        counts: Vec<u64>,
+        offset: i64,
+    },
+    Values(Vec<f64>),
+}
+
+impl Tally {
+    fn new(dtype: DType) -> Self {
+        let counted = |bins: usize, offset: i64| Tally::Counts {
+            counts: vec![0; bins],
+            offset,
+        };
+        match dtype {
+            DType::U8 => counted(1 << 8, 0),
+            DType::I8 => counted(1 << 8, 1 << 7),
+            DType::U16 => counted(1 << 16, 0),
+            DType::I16 => counted(1 << 16, 1 << 15),
+            _ => Tally::Values(Vec::new()),
         }
     }
-    let windows = values.iter_mut().map(ChannelWindow::of_values).collect::<Vec<_>>();
-    Ok(default_omero(&windows, z_planes))
+
+    fn add(&mut self, value: f64) {
+        match self {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            Tally::Counts { counts, offset } => counts[(value as i64 + *offset) as usize] += 1,
+            Tally::Values(values) => values.push(value),
+        }
+    }
+
+    fn window(self) -> ChannelWindow {
+        match self {
+            #[allow(clippy::cast_precision_loss)]
+            Tally::Counts { counts, offset } => ChannelWindow::of_counts(&counts, -offset as f64),
+            Tally::Values(mut values) => ChannelWindow::of_values(&mut values),
+        }
+    }
 }
 
 /// The regions of `shape` the display windows are measured on, holding at most `budget`
@@ -161,18 +200,20 @@ fn label_value<T: StoreElement>(value: T) -> Option<i128> {
 }
 
 /// The values of each channel (all of them where there is no channel axis), as `f64`.
-fn channel_values<T: StoreElement>(data: &[T], shape: &[u64], channel_axis: Option<usize>) -> Vec<Vec<f64>> {
+/// Adds every value of `data` (of `shape`) to the tally of its channel.
+fn tally_channels<T: StoreElement>(data: &[T], shape: &[u64], channel_axis: Option<usize>, tallies: &mut [Tally]) {
     let Some(c) = channel_axis else {
-        return vec![data.iter().map(|v| v.to_f64()).collect()];
+        for v in data {
+            tallies[0].add(v.to_f64());
+        }
+        return;
     };
     let to_usize = |n: u64| usize::try_from(n).expect("a level read into memory has usize extents");
     let stride: usize = shape[c + 1..].iter().map(|&n| to_usize(n)).product();
     let count = to_usize(shape[c]);
-    let mut channels = vec![Vec::with_capacity(data.len() / count.max(1)); count];
     for (i, v) in data.iter().enumerate() {
-        channels[(i / stride) % count].push(v.to_f64());
+        tallies[(i / stride) % count].add(v.to_f64());
     }
-    channels
 }
 
 #[cfg(test)]
@@ -202,15 +243,35 @@ mod tests {
     }
 
     #[test]
-    fn values_are_split_by_channel() {
+    fn values_are_tallied_by_channel() {
+        let windows = |data: &[u16], shape: &[u64], axis: Option<usize>, channels: usize| {
+            let mut tallies: Vec<Tally> = (0..channels).map(|_| Tally::new(DType::U16)).collect();
+            tally_channels(data, shape, axis, &mut tallies);
+            tallies
+                .into_iter()
+                .map(|t| {
+                    let w = t.window();
+                    (w.min, w.max)
+                })
+                .collect::<Vec<_>>()
+        };
         // c×y×x = 2×2×2: the first four values are channel 0.
         let data: Vec<u16> = vec![1, 2, 3, 4, 10, 20, 30, 40];
-        let channels = channel_values(&data, &[2, 2, 2], Some(0));
-        assert_eq!(channels, vec![vec![1.0, 2.0, 3.0, 4.0], vec![10.0, 20.0, 30.0, 40.0]]);
+        assert_eq!(windows(&data, &[2, 2, 2], Some(0), 2), [(1.0, 4.0), (10.0, 40.0)]);
         // t×c×x = 2×2×1: channels alternate.
-        let channels = channel_values(&data[..4], &[2, 2, 1], Some(1));
-        assert_eq!(channels, vec![vec![1.0, 3.0], vec![2.0, 4.0]]);
-        assert_eq!(channel_values(&data[..2], &[2], None), vec![vec![1.0, 2.0]]);
+        assert_eq!(windows(&data[..4], &[2, 2, 1], Some(1), 2), [(1.0, 3.0), (2.0, 4.0)]);
+        assert_eq!(windows(&data[..2], &[2], None, 1), [(1.0, 2.0)]);
+        // Floats keep their values; signed 16-bit counts are offset.
+        let mut floats = Tally::new(DType::F32);
+        floats.add(-0.5);
+        floats.add(2.25);
+        let w = floats.window();
+        assert_eq!((w.min, w.max), (-0.5, 2.25));
+        let mut signed = Tally::new(DType::I16);
+        signed.add(-32768.0);
+        signed.add(32767.0);
+        let w = signed.window();
+        assert_eq!((w.min, w.max), (-32768.0, 32767.0));
     }
 
     #[test]

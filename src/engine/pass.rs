@@ -283,6 +283,21 @@ impl Pass {
         per_level
     }
 
+    /// True if the first step can be computed from each chunk of level `first` (of
+    /// `chunk_shape`) alone: a method without a halo (not gaussian), chunks of whole windows
+    /// (their shape a multiple of the step's factors, so no window spans two chunks; the
+    /// far edge's partial windows end with the level), and level `first` not written from
+    /// decoded data (which needs the source tile).
+    pub(super) fn first_step_per_chunk(&self, chunk_shape: &[u64]) -> bool {
+        let step = &self.steps[0];
+        step.method != Method::Gaussian
+            && !self.decodes_first_owned
+            && chunk_shape
+                .iter()
+                .zip(&step.factors)
+                .all(|(&c, &f)| c > 0 && c % u64::from(f) == 0)
+    }
+
     pub(super) fn tile_count(&self) -> u64 {
         self.grid.iter().product()
     }
@@ -387,8 +402,10 @@ impl Pass {
     }
 
     /// Largest working set of one tile, in bytes: the source tile, every computed level
-    /// (and the chunk buffers written from it), and the gaussian `f64` slabs.
-    fn tile_bytes(&self, element_size: u64, method: Method) -> u64 {
+    /// (and the chunk buffers written from it), and the gaussian `f64` slabs. With
+    /// `per_chunk` (the elements of one source chunk), the first step is computed chunk by
+    /// chunk: no source tile, two decoded chunks instead.
+    fn tile_bytes_with(&self, element_size: u64, method: Method, per_chunk: Option<u64>) -> u64 {
         let samples: Vec<Vec<Vec<AxisSpan>>> = (0..self.grid.len())
             .map(|a| {
                 self.sample_columns(a)
@@ -413,7 +430,8 @@ impl Pass {
                 .fold(1u64, u64::saturating_mul)
         };
         let source = largest(self.first);
-        let mut bytes = source.saturating_mul(element_size);
+        let held = per_chunk.map_or(source, |chunk| chunk.saturating_mul(2));
+        let mut bytes = held.saturating_mul(element_size);
         for level in self.first + 1..=self.last {
             bytes = bytes.saturating_add(2u64.saturating_mul(largest(level)).saturating_mul(element_size));
         }
@@ -428,8 +446,31 @@ impl Pass {
     /// Memory one worker needs: a tile, and for sharded levels what waits to be appended
     /// (encoded output of at most one more tile).
     pub(super) fn worker_bytes(&self, element_size: u64, method: Method) -> u64 {
-        let tile = self.tile_bytes(element_size, method);
+        self.worker_bytes_with(element_size, method, None)
+    }
+
+    /// As [`Pass::worker_bytes`], for a pass whose first step is computed per source chunk
+    /// of `per_chunk` elements when that is `Some`.
+    fn worker_bytes_with(&self, element_size: u64, method: Method, per_chunk: Option<u64>) -> u64 {
+        let tile = self.tile_bytes_with(element_size, method, per_chunk);
         if self.sharded { tile.saturating_mul(2) } else { tile }
+    }
+
+    /// Source chunks one tile reads, at most (of `chunk_shape`).
+    fn chunks_per_tile(&self, chunk_shape: &[u64]) -> u64 {
+        (0..self.grid.len())
+            .map(|a| {
+                self.sample_columns(a)
+                    .into_iter()
+                    .map(|i| {
+                        let (lo, hi) = self.axis_spans(a, i)[0].computed;
+                        let c = chunk_shape[a].max(1);
+                        (hi.saturating_sub(1) / c + 1).saturating_sub(lo / c)
+                    })
+                    .max()
+                    .unwrap_or(1)
+            })
+            .fold(1u64, u64::saturating_mul)
     }
 }
 
@@ -446,6 +487,8 @@ fn plan_pass(
     let budget = context.memory_bytes * 7 / 10;
     let source_bytes = context.plan.levels[first].shape.iter().product::<u64>() * element_size;
     let layout = context.layout();
+    let chunk_shape = source_chunk_shape(context, first);
+    let chunk_elements: u64 = chunk_shape.iter().product();
     let mut chosen: Option<(Pass, usize)> = None;
     let candidates = match planned_last {
         Some(last) => last..=last,
@@ -455,8 +498,17 @@ fn plan_pass(
         let pass = Pass::new(&layout, first, last);
         let tiles = pass.tile_count();
         let workers = usize::try_from(tiles).unwrap_or(usize::MAX).min(context.threads).max(1);
-        let fits = (workers as u64).saturating_mul(pass.worker_bytes(element_size, context.method)) <= budget;
-        let parallel_enough = tiles >= 2 * context.threads as u64 || source_bytes <= 32 << 20;
+        // A pass computed per chunk holds no source tile, and its tiles decode their chunks
+        // in parallel: deeper passes (fewer, larger tiles) then fit, and need no re-read of
+        // a level between passes. Only unsharded: a shard's chunk order follows the tiles.
+        let per_chunk = (per_chunk_here(context) && !pass.sharded && pass.first_step_per_chunk(&chunk_shape))
+            .then_some(chunk_elements);
+        let fits =
+            (workers as u64).saturating_mul(pass.worker_bytes_with(element_size, context.method, per_chunk)) <= budget;
+        let threads = context.threads as u64;
+        let parallel_enough = tiles >= 2 * threads
+            || source_bytes <= 32 << 20
+            || (per_chunk.is_some() && tiles.saturating_mul(pass.chunks_per_tile(&chunk_shape)) >= 4 * threads);
         if chosen.is_none() || (fits && parallel_enough) {
             chosen = Some((pass, workers));
         } else {
@@ -464,7 +516,7 @@ fn plan_pass(
         }
     }
     let (pass, mut workers) = chosen.expect("at least one level remains");
-    let worker_bytes = pass.worker_bytes(element_size, context.method);
+    let worker_bytes = pass_worker_bytes(context, &pass, element_size);
     let affordable = usize::try_from(budget / worker_bytes.max(1))
         .unwrap_or(usize::MAX)
         .max(1);
@@ -479,6 +531,30 @@ fn plan_pass(
         );
     }
     (pass, workers)
+}
+
+/// Whether this build's backend computes first steps per chunk: the CPU's, which reads a
+/// decoded chunk in place; a GPU keeps whole tiles (one upload, the levels chained on the
+/// device).
+fn per_chunk_here(context: &BuildContext<'_>) -> bool {
+    context.backend.kind() == crate::backend::BackendKind::Cpu
+}
+
+/// The chunk shape the pass from level `first` reads: the input's, or the level's as written.
+fn source_chunk_shape(context: &BuildContext<'_>, first: usize) -> Vec<u64> {
+    if first == 0 {
+        context.source.chunk_shape().to_vec()
+    } else {
+        context.levels[first].chunks().chunk().to_vec()
+    }
+}
+
+/// Memory one worker of `pass` needs, per chunk where the pass computes so.
+fn pass_worker_bytes(context: &BuildContext<'_>, pass: &Pass, element_size: u64) -> u64 {
+    let chunk_shape = source_chunk_shape(context, pass.first);
+    let per_chunk =
+        (per_chunk_here(context) && pass.first_step_per_chunk(&chunk_shape)).then(|| chunk_shape.iter().product());
+    pass.worker_bytes_with(element_size, context.method, per_chunk)
 }
 
 /// Runs every pass; returns the seconds of the pass that produced each level.
@@ -583,7 +659,7 @@ fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: Pass, workers: us
     } else {
         context.sink.read_level(pass.first)?
     };
-    let worker_bytes = pass.worker_bytes(element_size, context.method);
+    let worker_bytes = pass_worker_bytes(context, &pass, element_size);
     let cache_budget = context
         .memory_bytes
         .saturating_sub((workers as u64).saturating_mul(worker_bytes));
@@ -605,6 +681,7 @@ fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: Pass, workers: us
         })
     };
     let zero_fill = level.fill_bytes().iter().all(|&b| b == 0);
+    let per_chunk = per_chunk_here(context) && pass.first_step_per_chunk(level.chunk_shape());
     let reader = TileReader::<T>::new(level, cache_budget, reads_of)
         .with_bands(bands_of)
         .with_cancel(context.cancel.clone());
@@ -615,6 +692,7 @@ fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: Pass, workers: us
         reader: &reader,
         buffers: &buffers,
         zero_fill,
+        per_chunk,
     };
     let chunks_of = |block: u64| -> u64 {
         pass.block_tiles(block)

@@ -15,7 +15,7 @@ use super::prepare::Level0;
 use crate::backend::Step;
 use crate::journal::StoredChunk;
 use crate::store::{LevelSink, Source, StoreElement, StoreError, TileReader};
-use crate::tile::{Region, Tile, copy_overlap};
+use crate::tile::{Region, Tile, TileRef, copy_overlap};
 
 /// What writing one chunk gave.
 enum Written {
@@ -116,6 +116,9 @@ pub(super) struct TileWorker<'a, 'c, T> {
     /// to zeros, which are not stored, so a tile whose source holds no stored chunk writes
     /// nothing and need not be computed.
     pub(super) zero_fill: bool,
+    /// True when the first step is computed from each source chunk in place
+    /// ([`Pass::first_step_per_chunk`]), without assembling the source tile.
+    pub(super) per_chunk: bool,
 }
 
 impl<T: StoreElement> TileWorker<'_, '_, T> {
@@ -148,32 +151,26 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
             }
             return Ok(output);
         }
-        let data = self.reader.read_into(&read_region, self.buffers.take())?;
-        let source_tile = Tile::new(read_region, T::wrap(data));
-        let read_done = Instant::now();
-        add_ns(&context.counters.read_ns, read_done - timer);
-
         let chain: Vec<(Step, Region)> = (pass.first..pass.last)
             .map(|level| (context.step(level), spans.region(pass, level + 1, false)))
             .collect();
-        let outputs = context.backend.downsample_chain(&source_tile, &chain)?;
+        // Level 0 copied as stored needs nothing computed. (Copying it on one thread while
+        // the others decode and compute, with `rayon::join`, measured no faster: the copy
+        // is work for the same cores.)
+        let mut output = if pass.writes_first && context.level0.is_copied() {
+            self.copy_level0(&spans.region(pass, pass.first, true))?
+        } else {
+            TileOutput::default()
+        };
+        let (source_tile, outputs) = self.compute(read_region, &chain, timer)?;
         let compute_done = Instant::now();
-        add_ns(&context.counters.compute_ns, compute_done - read_done);
-
-        let mut output = TileOutput::default();
-        if pass.writes_first {
+        if pass.writes_first && context.level0 == Level0::Encoded {
             let owned = spans.region(pass, pass.first, true);
-            match context.level0 {
-                Level0::CopiedShards => {
-                    output.chunks += context.levels[0].chunks().chunks_in(&owned).len() as u64;
-                    copy_shards_starting_in(context, &owned, &mut output)?;
-                }
-                Level0::CopiedChunks => self.write_level(pass.first, &owned, None, &mut output)?,
-                Level0::Encoded => {
-                    let data = T::view(&source_tile.data).expect("typed tile");
-                    self.write_level(pass.first, &owned, Some((data, &source_tile.region)), &mut output)?;
-                }
-            }
+            let source_tile = source_tile
+                .as_ref()
+                .expect("level 0 written from decoded data has its tile");
+            let data = T::view(&source_tile.data).expect("typed tile");
+            self.write_level(pass.first, &owned, Some((data, &source_tile.region)), &mut output)?;
         }
         for (offset, tile) in outputs.iter().enumerate() {
             let level = pass.first + 1 + offset;
@@ -182,10 +179,82 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
             self.write_level(level, &owned, Some((data, &tile.region)), &mut output)?;
         }
         add_ns(&context.counters.write_ns, compute_done.elapsed());
-        if let Some(data) = T::unwrap(source_tile.data) {
+        if let Some(data) = source_tile.and_then(|tile| T::unwrap(tile.data)) {
             self.buffers.give(data);
         }
         Ok(output)
+    }
+
+    /// The source tile (`None` when computed per chunk) and the levels of `chain`.
+    fn compute(
+        &self,
+        read_region: Region,
+        chain: &[(Step, Region)],
+        started: Instant,
+    ) -> Result<(Option<Tile>, Vec<Tile>), BuildError> {
+        let context = self.context;
+        if self.per_chunk {
+            return Ok((None, self.compute_per_chunk(&read_region, chain, started)?));
+        }
+        let data = self.reader.read_into(&read_region, self.buffers.take())?;
+        let source_tile = Tile::new(read_region, T::wrap(data));
+        let read_done = Instant::now();
+        add_ns(&context.counters.read_ns, read_done - started);
+        let outputs = context.backend.downsample_chain(&source_tile, chain)?;
+        add_ns(&context.counters.compute_ns, read_done.elapsed());
+        Ok((Some(source_tile), outputs))
+    }
+
+    /// Copies level 0 under `owned` as the source stores it (whole shards, or chunks).
+    fn copy_level0(&self, owned: &Region) -> Result<TileOutput, BuildError> {
+        let context = self.context;
+        let started = Instant::now();
+        let mut output = TileOutput::default();
+        if context.level0 == Level0::CopiedShards {
+            output.chunks += context.levels[0].chunks().chunks_in(owned).len() as u64;
+            copy_shards_starting_in(context, owned, &mut output)?;
+        } else {
+            self.write_level(0, owned, None, &mut output)?;
+        }
+        add_ns(&context.counters.write_ns, started.elapsed());
+        Ok(output)
+    }
+
+    /// The levels of `chain`, the first computed from each source chunk under `read_region`
+    /// as it is decoded (each chunk holds whole windows, so no tile is assembled), the
+    /// others from the first as usual. Decoding with the first step counts as reading.
+    fn compute_per_chunk(
+        &self,
+        read_region: &Region,
+        chain: &[(Step, Region)],
+        started: Instant,
+    ) -> Result<Vec<Tile>, BuildError> {
+        let context = self.context;
+        let (step, computed) = &chain[0];
+        let pieces = self.reader.map_chunks(read_region, |data, data_region, part| {
+            let Some(out) = windows_within(step, part).intersect(computed) else {
+                return Ok(None);
+            };
+            let piece = context
+                .backend
+                .downsample_ref(step, TileRef::new(data_region, data), &out)?;
+            Ok::<_, BuildError>(Some(piece))
+        })?;
+        let mut first: Vec<T> = bytemuck::zeroed_vec(computed.len());
+        for piece in pieces.iter().flatten() {
+            let data = T::view(&piece.data).expect("backend returns the source dtype");
+            copy_overlap(data, &piece.region, &mut first, computed);
+        }
+        let first = Tile::new(computed.clone(), T::wrap(first));
+        let read_done = Instant::now();
+        add_ns(&context.counters.read_ns, read_done - started);
+        let rest = if chain.len() > 1 {
+            context.backend.downsample_chain(&first, &chain[1..])?
+        } else {
+            Vec::new()
+        };
+        add_ns(&context.counters.compute_ns, read_done.elapsed());
+        Ok(std::iter::once(first).chain(rest).collect())
     }
 
     /// Writes the chunks of `level` under `owned`, from `tile` (data and the region it
@@ -215,6 +284,18 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
         }
         Ok(())
     }
+}
+
+/// The outputs of `step` whose source lies in `part`: on each axis those whose first voxel
+/// (window start, or the voxel nearest picks) is inside it, `[⌈start/f⌉, ⌈end/f⌉)`.
+fn windows_within(step: &Step, part: &Region) -> Region {
+    let (start, end): (Vec<u64>, Vec<u64>) = (0..part.ndim())
+        .map(|a| {
+            let f = u64::from(step.factors[a]);
+            (part.start[a].div_ceil(f), part.end(a).div_ceil(f))
+        })
+        .unzip();
+    Region::from_bounds(&start, &end)
 }
 
 /// Copies the chunks of level 0 of a one-level "pyramid".

@@ -363,6 +363,36 @@ impl<'s, T: StoreElement> TileReader<'s, T> {
         Ok(target.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
+    /// Calls `visit(data, data_region, part)` for every chunk that `region` (inside the
+    /// array) reads, in parallel, and collects what it returns: `data` is the decoded chunk
+    /// (or a cached band of it) covering `data_region`, and `part` the part of `region` it
+    /// serves. Nothing is copied into a tile: what needs no neighbouring chunk is computed
+    /// straight from the decoder's buffer.
+    ///
+    /// # Errors
+    /// The first error of a read or of `visit`.
+    pub fn map_chunks<R, E>(
+        &self,
+        region: &Region,
+        visit: impl Fn(&[T], &Region, &Region) -> Result<R, E> + Sync,
+    ) -> Result<Vec<R>, E>
+    where
+        R: Send,
+        E: From<StoreError> + Send,
+    {
+        use rayon::prelude::*;
+        self.source
+            .chunks_in(region)
+            .par_iter()
+            .map(|idx| {
+                let chunk_region = self.source.chunk_region(idx);
+                let part = chunk_region.intersect(region).unwrap_or_else(|| chunk_region.clone());
+                let (data, data_region) = self.chunk(idx, &chunk_region, &part)?;
+                visit(data.as_slice(), &data_region, &part)
+            })
+            .collect()
+    }
+
     /// Bytes held by the cache now.
     #[cfg(test)]
     #[must_use]
