@@ -488,7 +488,6 @@ fn plan_pass(
     let source_bytes = context.plan.levels[first].shape.iter().product::<u64>() * element_size;
     let layout = context.layout();
     let chunk_shape = source_chunk_shape(context, first);
-    let chunk_elements: u64 = chunk_shape.iter().product();
     let mut chosen: Option<(Pass, usize)> = None;
     let candidates = match planned_last {
         Some(last) => last..=last,
@@ -500,9 +499,8 @@ fn plan_pass(
         let workers = usize::try_from(tiles).unwrap_or(usize::MAX).min(context.threads).max(1);
         // A pass computed per chunk holds no source tile, and its tiles decode their chunks
         // in parallel: deeper passes (fewer, larger tiles) then fit, and need no re-read of
-        // a level between passes. Only unsharded: a shard's chunk order follows the tiles.
-        let per_chunk = (per_chunk_here(context) && !pass.sharded && pass.first_step_per_chunk(&chunk_shape))
-            .then_some(chunk_elements);
+        // a level between passes.
+        let per_chunk = per_chunk_elements(context, &pass);
         let fits =
             (workers as u64).saturating_mul(pass.worker_bytes_with(element_size, context.method, per_chunk)) <= budget;
         let threads = context.threads as u64;
@@ -549,12 +547,18 @@ fn source_chunk_shape(context: &BuildContext<'_>, first: usize) -> Vec<u64> {
     }
 }
 
-/// Memory one worker of `pass` needs, per chunk where the pass computes so.
-fn pass_worker_bytes(context: &BuildContext<'_>, pass: &Pass, element_size: u64) -> u64 {
+/// The elements of one source chunk where `pass` is planned and run per chunk: the CPU
+/// computes its first step so, and it is unsharded (a shard's chunk order follows the
+/// tiles, so sharded passes keep their depth, workers and memory count). `None` otherwise.
+fn per_chunk_elements(context: &BuildContext<'_>, pass: &Pass) -> Option<u64> {
     let chunk_shape = source_chunk_shape(context, pass.first);
-    let per_chunk =
-        (per_chunk_here(context) && pass.first_step_per_chunk(&chunk_shape)).then(|| chunk_shape.iter().product());
-    pass.worker_bytes_with(element_size, context.method, per_chunk)
+    (per_chunk_here(context) && !pass.sharded && pass.first_step_per_chunk(&chunk_shape))
+        .then(|| chunk_shape.iter().product())
+}
+
+/// Memory one worker of `pass` needs.
+fn pass_worker_bytes(context: &BuildContext<'_>, pass: &Pass, element_size: u64) -> u64 {
+    pass.worker_bytes_with(element_size, context.method, per_chunk_elements(context, pass))
 }
 
 /// Runs every pass; returns the seconds of the pass that produced each level.
