@@ -131,7 +131,6 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
         } else {
             pass.first + 1..=pass.last
         };
-        let timer = Instant::now();
         let read_region = spans.region(pass, pass.first, false);
         if self.zero_fill && self.reader.nothing_stored_in(&read_region)? {
             self.reader.skip(&read_region);
@@ -162,7 +161,7 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
         } else {
             TileOutput::default()
         };
-        let (source_tile, outputs) = self.compute(read_region, &chain, timer)?;
+        let (source_tile, outputs) = self.compute(read_region, &chain, Instant::now())?;
         let compute_done = Instant::now();
         if pass.writes_first && context.level0 == Level0::Encoded {
             let owned = spans.region(pass, pass.first, true);
