@@ -19,21 +19,42 @@ use super::{StoreError, WriteStorage};
 /// A wrapper of an output's store (instrumentation, fault injection).
 pub(crate) type OutputLayer = dyn Fn(WriteStorage) -> WriteStorage + Send + Sync;
 
-/// The store of an output at `root`, through `layer` if given, and whether chunks are plain
-/// files under `root` (no layer in between, so they can be copied and renamed as files).
-///
-/// # Errors
-/// [`StoreError::Io`] if `root` cannot be a store.
-pub(crate) fn output_store(root: &Path, layer: Option<&OutputLayer>) -> Result<(WriteStorage, bool), StoreError> {
-    let storage: WriteStorage = RegularFileStore::new(root).map_err(|e| StoreError::Io {
-        action: "cannot open the output store",
-        path: root.to_path_buf(),
-        source: std::io::Error::other(e),
-    })?;
-    Ok(match layer {
-        Some(layer) => (layer(storage), false),
-        None => (storage, true),
-    })
+/// The root of an output being written, as both output layouts (v0.4 and v0.5) hold it.
+pub(crate) struct OutputRoot {
+    /// The output directory.
+    pub(crate) path: PathBuf,
+    /// Its store, through the layer if one was given.
+    pub(crate) storage: WriteStorage,
+    /// Whether chunks are plain files under `path` (no layer in between, so they can be
+    /// copied and renamed as files).
+    pub(crate) plain_files: bool,
+    /// True for an output created earlier (by a partitioned build's plan): its metadata is
+    /// checked, never written again.
+    pub(crate) existing: bool,
+}
+
+impl OutputRoot {
+    /// The output at `path`, written through `layer` if given; `existing` as the field says.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] if `path` cannot be a store.
+    pub(crate) fn open(path: &Path, layer: Option<&OutputLayer>, existing: bool) -> Result<Self, StoreError> {
+        let storage: WriteStorage = RegularFileStore::new(path).map_err(|e| StoreError::Io {
+            action: "cannot open the output store",
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e),
+        })?;
+        let (storage, plain_files) = match layer {
+            Some(layer) => (layer(storage), false),
+            None => (storage, true),
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            storage,
+            plain_files,
+            existing,
+        })
+    }
 }
 
 /// A [`FilesystemStore`] that refuses to read anything but regular files.

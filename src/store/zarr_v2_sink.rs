@@ -5,7 +5,7 @@
 //! atomically.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -15,7 +15,7 @@ use super::error::{StoreError, io_error};
 use super::node::{fill_value_json, write_json_atomically, write_or_check_json};
 use super::sink::{LevelLayout, LevelSink, Sink};
 use super::zarr_level::ZarrLevel;
-use super::{ChunkSource, WriteStorage, ZarrSource, files};
+use super::{ChunkSource, ZarrSource, files};
 
 /// Name of the group's metadata file.
 const GROUP_FILE: &str = ".zgroup";
@@ -24,19 +24,13 @@ pub const ATTRIBUTES_FILE: &str = ".zattrs";
 
 /// A v0.4 output being written.
 pub struct ZarrV2Sink {
-    path: PathBuf,
-    storage: WriteStorage,
-    /// True if chunks are plain files under `path` (no store layer in between).
-    plain_files: bool,
-    /// True for an output created earlier (by a partitioned build's plan): its metadata is
-    /// checked, never written again.
-    existing: bool,
+    root: files::OutputRoot,
 }
 
 impl std::fmt::Debug for ZarrV2Sink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ZarrV2Sink")
-            .field("path", &self.path)
+            .field("path", &self.root.path)
             .finish_non_exhaustive()
     }
 }
@@ -52,12 +46,8 @@ impl ZarrV2Sink {
         fs::create_dir_all(path).map_err(io_error("cannot create the output directory", path))?;
         fs::write(path.join(GROUP_FILE), b"{\n  \"zarr_format\": 2\n}\n")
             .map_err(io_error("cannot write", &path.join(GROUP_FILE)))?;
-        let (storage, plain_files) = files::output_store(path, layer)?;
         Ok(Self {
-            path: path.to_path_buf(),
-            storage,
-            plain_files,
-            existing: false,
+            root: files::OutputRoot::open(path, layer, false)?,
         })
     }
 
@@ -67,19 +57,15 @@ impl ZarrV2Sink {
     /// # Errors
     /// [`StoreError::Io`] if the output is not a directory.
     pub fn open_existing(path: &Path, layer: Option<&files::OutputLayer>) -> Result<Self, StoreError> {
-        let (storage, plain_files) = files::output_store(path, layer)?;
         Ok(Self {
-            path: path.to_path_buf(),
-            storage,
-            plain_files,
-            existing: true,
+            root: files::OutputRoot::open(path, layer, true)?,
         })
     }
 }
 
 impl Sink for ZarrV2Sink {
     fn path(&self) -> &Path {
-        &self.path
+        &self.root.path
     }
 
     fn group_file(&self) -> &'static str {
@@ -88,7 +74,7 @@ impl Sink for ZarrV2Sink {
 
     fn create_level(&self, level: usize, layout: &LevelLayout) -> Result<Box<dyn LevelSink>, StoreError> {
         let array_path = format!("/{level}");
-        let dir = self.path.join(level.to_string());
+        let dir = self.root.path.join(level.to_string());
         let meta = json!({
             "zarr_format": 2,
             "shape": layout.shape,
@@ -105,29 +91,33 @@ impl Sink for ZarrV2Sink {
                 path: dir.clone(),
                 reason: e.to_string(),
             })?;
-        let array = Array::new_with_metadata(self.storage.clone(), &array_path, metadata.into()).map_err(|e| {
+        let array = Array::new_with_metadata(self.root.storage.clone(), &array_path, metadata.into()).map_err(|e| {
             StoreError::InvalidMetadata {
                 path: dir.clone(),
                 reason: e.to_string(),
             }
         })?;
         fs::create_dir_all(&dir).map_err(io_error("cannot create", &dir))?;
-        write_or_check_json(&dir.join(".zarray"), &meta, !self.existing)?;
+        write_or_check_json(&dir.join(".zarray"), &meta, !self.root.existing)?;
         Ok(Box::new(ZarrLevel::new(
             array,
-            self.storage.clone(),
+            self.root.storage.clone(),
             dir,
-            self.plain_files.then(|| self.path.clone()),
+            self.root.plain_files.then(|| self.root.path.clone()),
             (&layout.shape, &layout.chunks, None),
             None,
         )))
     }
 
     fn read_level(&self, level: usize) -> Result<Arc<dyn ChunkSource>, StoreError> {
-        Ok(Arc::new(ZarrSource::open_level(&self.storage, &self.path, level)?))
+        Ok(Arc::new(ZarrSource::open_level(
+            &self.root.storage,
+            &self.root.path,
+            level,
+        )?))
     }
 
     fn write_attributes(&self, attributes: &Value) -> Result<(), StoreError> {
-        write_json_atomically(&self.path.join(ATTRIBUTES_FILE), attributes)
+        write_json_atomically(&self.root.path.join(ATTRIBUTES_FILE), attributes)
     }
 }

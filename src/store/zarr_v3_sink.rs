@@ -6,7 +6,7 @@
 //! writes it again with the image metadata, last and atomically.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -18,26 +18,20 @@ use super::error::{StoreError, io_error};
 use super::node::{fill_value_json, write_json_atomically, write_or_check_json};
 use super::sink::{LevelLayout, LevelSink, Sink};
 use super::zarr_level::{InnerChunks, ZarrLevel};
-use super::{ChunkSource, WriteStorage, ZarrSource, files};
+use super::{ChunkSource, ZarrSource, files};
 
 /// Name of every node's metadata file.
 const NODE_FILE: &str = "zarr.json";
 
 /// A 0.5 output being written.
 pub struct ZarrV3Sink {
-    path: PathBuf,
-    storage: WriteStorage,
-    /// True if chunks are plain files under `path` (no store layer in between).
-    plain_files: bool,
-    /// True for an output created earlier (by a partitioned build's plan): its metadata is
-    /// checked, never written again.
-    existing: bool,
+    root: files::OutputRoot,
 }
 
 impl std::fmt::Debug for ZarrV3Sink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ZarrV3Sink")
-            .field("path", &self.path)
+            .field("path", &self.root.path)
             .finish_non_exhaustive()
     }
 }
@@ -84,12 +78,8 @@ impl ZarrV3Sink {
     pub fn create(path: &Path, layer: Option<&files::OutputLayer>) -> Result<Self, StoreError> {
         fs::create_dir_all(path).map_err(io_error("cannot create the output directory", path))?;
         write_json_atomically(&path.join(NODE_FILE), &group_metadata(&json!({})))?;
-        let (storage, plain_files) = files::output_store(path, layer)?;
         Ok(Self {
-            path: path.to_path_buf(),
-            storage,
-            plain_files,
-            existing: false,
+            root: files::OutputRoot::open(path, layer, false)?,
         })
     }
 
@@ -99,19 +89,15 @@ impl ZarrV3Sink {
     /// # Errors
     /// [`StoreError::Io`] if the output is not a directory.
     pub fn open_existing(path: &Path, layer: Option<&files::OutputLayer>) -> Result<Self, StoreError> {
-        let (storage, plain_files) = files::output_store(path, layer)?;
         Ok(Self {
-            path: path.to_path_buf(),
-            storage,
-            plain_files,
-            existing: true,
+            root: files::OutputRoot::open(path, layer, true)?,
         })
     }
 }
 
 impl Sink for ZarrV3Sink {
     fn path(&self) -> &Path {
-        &self.path
+        &self.root.path
     }
 
     fn group_file(&self) -> &'static str {
@@ -119,7 +105,7 @@ impl Sink for ZarrV3Sink {
     }
 
     fn create_level(&self, level: usize, layout: &LevelLayout) -> Result<Box<dyn LevelSink>, StoreError> {
-        let dir = self.path.join(level.to_string());
+        let dir = self.root.path.join(level.to_string());
         let invalid = |reason: String| StoreError::InvalidMetadata {
             path: dir.clone(),
             reason,
@@ -130,7 +116,7 @@ impl Sink for ZarrV3Sink {
             .ok_or_else(|| invalid("the codec has no Zarr v3 form".into()))?;
         let meta = array_metadata(layout, chunk_codecs.clone());
         let metadata: ArrayMetadataV3 = serde_json::from_value(meta.clone()).map_err(|e| invalid(e.to_string()))?;
-        let array = Array::new_with_metadata(self.storage.clone(), &format!("/{level}"), metadata.into())
+        let array = Array::new_with_metadata(self.root.storage.clone(), &format!("/{level}"), metadata.into())
             .map_err(|e| invalid(e.to_string()))?;
         let inner = match &layout.shards {
             None => None,
@@ -143,22 +129,26 @@ impl Sink for ZarrV3Sink {
             }
         };
         fs::create_dir_all(&dir).map_err(io_error("cannot create", &dir))?;
-        write_or_check_json(&dir.join(NODE_FILE), &meta, !self.existing)?;
+        write_or_check_json(&dir.join(NODE_FILE), &meta, !self.root.existing)?;
         Ok(Box::new(ZarrLevel::new(
             array,
-            self.storage.clone(),
+            self.root.storage.clone(),
             dir,
-            self.plain_files.then(|| self.path.clone()),
+            self.root.plain_files.then(|| self.root.path.clone()),
             (&layout.shape, &layout.chunks, layout.shards.as_deref()),
             inner,
         )))
     }
 
     fn read_level(&self, level: usize) -> Result<Arc<dyn ChunkSource>, StoreError> {
-        Ok(Arc::new(ZarrSource::open_level(&self.storage, &self.path, level)?))
+        Ok(Arc::new(ZarrSource::open_level(
+            &self.root.storage,
+            &self.root.path,
+            level,
+        )?))
     }
 
     fn write_attributes(&self, attributes: &Value) -> Result<(), StoreError> {
-        write_json_atomically(&self.path.join(NODE_FILE), &group_metadata(attributes))
+        write_json_atomically(&self.root.path.join(NODE_FILE), &group_metadata(attributes))
     }
 }

@@ -221,13 +221,13 @@ impl GpuUnderTest {
         use ome_pyramid::backend::gpu::program;
         let dtype = src.data.dtype();
         let context = self.0.context();
+        if !self.0.supports(step.method, dtype) {
+            return Ok(None);
+        }
         let chain = [(step.clone(), dst.clone())];
         let Some(prog) = program::build(dtype, &src.region, &chain).filter(|p| context.fits(dtype, p)) else {
             return Ok(None);
         };
-        if !self.0.supports(step.method, dtype) {
-            return Ok(None);
-        }
         context.run_with(dtype, &src.data, &prog, true)?;
         let mut phases = Vec::with_capacity(runs);
         for _ in 0..runs.max(1) {
