@@ -154,6 +154,7 @@ mod tests {
                 std::env::var_os("CI").is_none(),
                 "CI has lavapipe: a GPU adapter must be found"
             );
+            eprintln!("SKIPPED both_backends_are_measured_and_the_faster_one_is_named: no GPU adapter");
             return;
         };
         let cpu = CpuBackend::new();
