@@ -163,20 +163,33 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
         };
         let (source_tile, outputs) = self.compute(read_region, &chain, Instant::now())?;
         let compute_done = Instant::now();
+        // Every level's chunks are encoded together, so a level of few chunks (the top
+        // ones) does not leave threads idle waiting for the next.
+        let mut levels = Vec::with_capacity(outputs.len() + 1);
         if pass.writes_first && context.level0 == Level0::Encoded {
-            let owned = spans.region(pass, pass.first, true);
             let source_tile = source_tile
                 .as_ref()
                 .expect("level 0 written from decoded data has its tile");
-            let data = T::view(&source_tile.data).expect("typed tile");
-            self.write_level(pass.first, &owned, Some((data, &source_tile.region)), &mut output)?;
+            levels.push((pass.first, source_tile));
         }
-        for (offset, tile) in outputs.iter().enumerate() {
-            let level = pass.first + 1 + offset;
-            let owned = spans.region(pass, level, true);
-            let data = T::view(&tile.data).expect("backend returns the source dtype");
-            self.write_level(level, &owned, Some((data, &tile.region)), &mut output)?;
-        }
+        levels.extend(
+            outputs
+                .iter()
+                .enumerate()
+                .map(|(offset, tile)| (pass.first + 1 + offset, tile)),
+        );
+        let levels: Vec<LevelTile<'_, T>> = levels
+            .into_iter()
+            .map(|(level, tile)| LevelTile {
+                level,
+                owned: spans.region(pass, level, true),
+                data: Some((
+                    T::view(&tile.data).expect("backend returns the source dtype"),
+                    &tile.region,
+                )),
+            })
+            .collect();
+        self.write_levels(&levels, &mut output)?;
         add_ns(&context.counters.write_ns, compute_done.elapsed());
         if let Some(data) = source_tile.and_then(|tile| T::unwrap(tile.data)) {
             self.buffers.give(data);
@@ -213,7 +226,12 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
             output.chunks += context.levels[0].chunks().chunks_in(owned).len() as u64;
             copy_shards_starting_in(context, owned, &mut output)?;
         } else {
-            self.write_level(0, owned, None, &mut output)?;
+            let level0 = LevelTile {
+                level: 0,
+                owned: owned.clone(),
+                data: None,
+            };
+            self.write_levels(&[level0], &mut output)?;
         }
         add_ns(&context.counters.write_ns, started.elapsed());
         Ok(output)
@@ -239,12 +257,8 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
                 .downsample_ref(step, TileRef::new(data_region, data), &out)?;
             Ok::<_, BuildError>(Some(piece))
         })?;
-        let mut first: Vec<T> = bytemuck::zeroed_vec(computed.len());
-        for piece in pieces.iter().flatten() {
-            let data = T::view(&piece.data).expect("backend returns the source dtype");
-            copy_overlap(data, &piece.region, &mut first, computed);
-        }
-        let first = Tile::new(computed.clone(), T::wrap(first));
+        let pieces: Vec<Tile> = pieces.into_iter().flatten().collect();
+        let first = Tile::new(computed.clone(), T::wrap(gather::<T>(&pieces, computed)));
         let read_done = Instant::now();
         add_ns(&context.counters.read_ns, read_done - started);
         let rest = if chain.len() > 1 {
@@ -256,26 +270,26 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
         Ok(std::iter::once(first).chain(rest).collect())
     }
 
-    /// Writes the chunks of `level` under `owned`, from `tile` (data and the region it
-    /// holds) or, without one, as level 0's stored bytes, into `output`.
-    fn write_level(
-        &self,
-        level: usize,
-        owned: &Region,
-        tile: Option<(&[T], &Region)>,
-        output: &mut TileOutput,
-    ) -> Result<(), BuildError> {
+    /// Writes the chunks each of `levels` owns, all on the pool's threads at once, into
+    /// `output`.
+    fn write_levels(&self, levels: &[LevelTile<'_, T>], output: &mut TileOutput) -> Result<(), BuildError> {
         use rayon::prelude::*;
         let context = self.context;
-        let chunks = context.levels[level].chunks().chunks_in(owned);
+        let chunks: Vec<(&LevelTile<'_, T>, Vec<u64>)> = levels
+            .iter()
+            .flat_map(|level| {
+                let chunks = context.levels[level.level].chunks().chunks_in(&level.owned);
+                chunks.into_iter().map(move |chunk| (level, chunk))
+            })
+            .collect();
         output.chunks += chunks.len() as u64;
         let written = chunks
             .par_iter()
-            .map(|chunk| {
+            .map(|(level, chunk)| {
                 if context.cancelled() {
                     return Err(StoreError::Cancelled.into());
                 }
-                write_chunk::<T>(context, level, chunk, tile)
+                write_chunk::<T>(context, level.level, chunk, level.data)
             })
             .collect::<Result<Vec<_>, BuildError>>()?;
         for w in written {
@@ -283,6 +297,41 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
         }
         Ok(())
     }
+}
+
+/// A level a tile writes: the region it owns there, and its data (data and the region it
+/// holds), or `None` for level 0's stored bytes.
+struct LevelTile<'a, T> {
+    level: usize,
+    owned: Region,
+    data: Option<(&'a [T], &'a Region)>,
+}
+
+/// A C-order buffer of `region` holding the tiles of `pieces` where they overlap it (zeros
+/// elsewhere), filled on every thread: each takes a slab of the first axis and copies what
+/// each piece holds of it.
+fn gather<T: StoreElement>(pieces: &[Tile], region: &Region) -> Vec<T> {
+    use rayon::prelude::*;
+    let mut buffer: Vec<T> = bytemuck::zeroed_vec(region.len());
+    if buffer.is_empty() {
+        return buffer;
+    }
+    let plane = buffer.len() / usize::try_from(region.shape[0]).expect("tile axis fits usize");
+    // Slabs of at least 1 MiB, so each task copies whole rows and is worth scheduling.
+    let planes_per_slab = ((1 << 20) / (plane * size_of::<T>()).max(1)).max(1);
+    buffer
+        .par_chunks_mut(plane * planes_per_slab)
+        .enumerate()
+        .for_each(|(i, slab)| {
+            let mut slab_region = region.clone();
+            slab_region.start[0] += (i * planes_per_slab) as u64;
+            slab_region.shape[0] = (slab.len() / plane) as u64;
+            for piece in pieces {
+                let data = T::view(&piece.data).expect("backend returns the source dtype");
+                copy_overlap(data, &piece.region, slab, &slab_region);
+            }
+        });
+    buffer
 }
 
 /// The outputs of `step` whose source lies in `part`: on each axis those whose first voxel

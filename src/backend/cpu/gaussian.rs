@@ -59,11 +59,21 @@ fn combine_slabs<S: Sample>(src: &[S], stencil: &AxisStencil, o: usize, out: &mu
             }
         }
         AxisStencil::Taps { offsets, index, weight } => {
-            out.fill(0.0);
+            let taps = offsets[o]..offsets[o + 1];
+            if taps.is_empty() {
+                out.fill(0.0);
+                return;
+            }
             for start in (0..inner).step_by(BLOCK) {
                 let end = (start + BLOCK).min(inner);
                 let block = &mut out[start..end];
-                for t in offsets[o]..offsets[o + 1] {
+                // The first tap sets the block (`+ 0.0`: the sum of a zeroed block with it,
+                // to the sign of a zero), the others add to it.
+                let w = weight[taps.start];
+                for (d, v) in block.iter_mut().zip(&slab(index[taps.start])[start..end]) {
+                    *d = w * v.to_f64() + 0.0;
+                }
+                for t in taps.start + 1..taps.end {
                     let w = weight[t];
                     for (d, v) in block.iter_mut().zip(&slab(index[t])[start..end]) {
                         *d += w * v.to_f64();

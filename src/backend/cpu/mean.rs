@@ -1,17 +1,39 @@
 //! Mean (SPEC §2): `y[i] = sum(x[W(i)]) / |W(i)|` over the in-bounds voxels of each window.
 //!
-//! Integers are summed exactly (`i64`, or `i128` for 64-bit types) and the quotient is
+//! Integers are summed exactly (`i64`, or `i128` for 64-bit types; `i32` for 8- and 16-bit
+//! types where the step's windows are small enough, see [`WindowSum`]) and the quotient is
 //! rounded to nearest, ties to even; floats are summed in `f64`, so NaN propagates.
 //!
 //! Per output row, the input rows of the window are first added element by element (a
 //! contiguous, vectorised pass), then neighbouring sums are combined along the last axis.
 
 use super::{StepGeometry, fill_rows, row_span, window_of, window_rows};
-use crate::dtype::Sample;
+use crate::dtype::{Sample, WindowSum};
 use crate::method::AxisStencil;
 
-/// Mean on one tile.
+/// Mean on one tile, summed in `T`'s narrow accumulator where the windows allow it.
 pub(crate) fn mean<T: Sample>(src: &[T], geometry: &StepGeometry) -> Vec<T> {
+    if largest_window(geometry) <= T::NARROW_WINDOW {
+        mean_summed_in::<T, T::NarrowAcc>(src, geometry)
+    } else {
+        mean_summed_in::<T, T::Acc>(src, geometry)
+    }
+}
+
+/// Voxels in the step's largest window.
+fn largest_window(geometry: &StepGeometry) -> u64 {
+    geometry
+        .stencils
+        .iter()
+        .map(|stencil| match stencil {
+            AxisStencil::Window { count, .. } => count.iter().copied().max().unwrap_or(1) as u64,
+            _ => 1,
+        })
+        .fold(1u64, u64::saturating_mul)
+}
+
+/// Mean on one tile with window sums in `A`.
+fn mean_summed_in<T: Sample, A: WindowSum<T>>(src: &[T], geometry: &StepGeometry) -> Vec<T> {
     let ndim = geometry.src_shape.len();
     let last = &geometry.stencils[ndim - 1];
     let src_row_len = geometry.src_shape[ndim - 1];
@@ -21,18 +43,18 @@ pub(crate) fn mean<T: Sample>(src: &[T], geometry: &StepGeometry) -> Vec<T> {
     fill_rows(
         &mut dst,
         &geometry.dst_shape,
-        || (vec![T::Acc::default(); hi - lo], Vec::<usize>::new()),
+        || (vec![A::default(); hi - lo], Vec::<usize>::new()),
         |(column_sums, rows), outer, out_row| {
             let outer_count = window_rows(geometry, outer, rows);
             // Column sums over the window's rows: contiguous adds.
             let (head, tail) = rows.split_first().expect("at least one row");
             for (sum, &v) in column_sums.iter_mut().zip(&src[head + lo..head + hi]) {
-                *sum = v.to_acc();
+                *sum = A::of(v);
             }
             for &r in tail {
                 debug_assert!(r + src_row_len <= src.len());
                 for (sum, &v) in column_sums.iter_mut().zip(&src[r + lo..r + hi]) {
-                    *sum += v.to_acc();
+                    *sum += A::of(v);
                 }
             }
             // Along the last axis.
@@ -46,7 +68,7 @@ pub(crate) fn mean<T: Sample>(src: &[T], geometry: &StepGeometry) -> Vec<T> {
                     // The partial last window (one voxel wide) lies past the pairs compacted
                     // below, so its column is read first.
                     let partial: Vec<T> = (full..count.len())
-                        .map(|x| T::mean_from_sum(column_sums[start[x] - lo], outer_count * count[x] as u64))
+                        .map(|x| column_sums[start[x] - lo].mean(outer_count * count[x] as u64))
                         .collect();
                     // Pair sums, compacted in place (output i reads columns 2i and 2i + 1).
                     let base = start[0] - lo;
@@ -55,7 +77,7 @@ pub(crate) fn mean<T: Sample>(src: &[T], geometry: &StepGeometry) -> Vec<T> {
                         sum += column_sums[base + 2 * i + 1];
                         column_sums[i] = sum;
                     }
-                    T::mean_from_sums(&column_sums[..full], outer_count * 2, &mut out_row[..full]);
+                    A::means(&column_sums[..full], outer_count * 2, &mut out_row[..full]);
                     out_row[full..].copy_from_slice(&partial);
                 }
                 stencil => {
@@ -65,7 +87,7 @@ pub(crate) fn mean<T: Sample>(src: &[T], geometry: &StepGeometry) -> Vec<T> {
                         for &v in &column_sums[first - lo + 1..first - lo + count] {
                             sum += v;
                         }
-                        *out = T::mean_from_sum(sum, outer_count * count as u64);
+                        *out = sum.mean(outer_count * count as u64);
                     }
                 }
             }

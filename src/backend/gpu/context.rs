@@ -561,7 +561,6 @@ struct Job<'a> {
     separate_phases: bool,
 }
 
-/// Elements from little-endian bytes (u8/u16 packed words are the same bytes).
 /// Two timestamps on the device's clock: before the first dispatch and after the last.
 struct DeviceClock {
     queries: wgpu::QuerySet,
@@ -613,11 +612,17 @@ impl DeviceClock {
     }
 }
 
+/// Elements from little-endian bytes (u8/u16 packed words are the same bytes).
 fn unpack(dtype: DType, bytes: &[u8], elements: usize) -> TileData {
     crate::dispatch_dtype!(dtype, T => {
         use crate::tile::TileElement;
-        let mut values = vec![T::default(); elements];
-        bytemuck::cast_slice_mut::<T, u8>(&mut values).copy_from_slice(&bytes[..elements * size_of::<T>()]);
+        let bytes = &bytes[..elements * size_of::<T>()];
+        // Mapped ranges are aligned for every type the GPU holds: one copy, with no zeroed
+        // buffer written first.
+        let values: Vec<T> = match bytemuck::try_cast_slice::<u8, T>(bytes) {
+            Ok(values) => values.to_vec(),
+            Err(_) => bytemuck::pod_collect_to_vec(bytes),
+        };
         T::wrap(values)
     })
 }
