@@ -819,6 +819,8 @@ fn auto_chooses_by_measurement_and_records_why() {
             "-q",
         ])
         .env("OME_PYRAMID_AUTO_SOFTWARE_GPU", "1")
+        // So small a build is not worth opening a GPU for (below): time it anyway.
+        .env("OME_PYRAMID_AUTO_MIN_SECONDS", "0")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -841,6 +843,30 @@ fn auto_chooses_by_measurement_and_records_why() {
             "level {level}"
         );
     }
+
+    // Without the override, the CPU's estimate for so small a build (well under the 0.5 s
+    // a GPU is worth) keeps it on the CPU, and the GPU is never opened or timed.
+    let small = dir.path().join("small.ome.zarr");
+    let out = std::process::Command::new(common::binary())
+        .args([
+            "build",
+            input.to_str().unwrap(),
+            small.to_str().unwrap(),
+            "--backend",
+            "auto",
+            "-q",
+        ])
+        .env("OME_PYRAMID_AUTO_SOFTWARE_GPU", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let backend = multiscale(&small)["metadata"]["backend"].as_str().unwrap().to_string();
+    assert!(
+        backend.starts_with("cpu") && backend.contains("auto: the CPU, without timing the GPU"),
+        "{backend}"
+    );
+    assert!(!backend.contains("on the GPU"), "{backend}");
+    assert_eq!(common::snapshot(&small.join("1")), common::snapshot(&cpu.join("1")));
 }
 
 /// `auto` never takes a software adapter on its own; `--backend gpu` without any adapter

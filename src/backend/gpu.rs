@@ -191,6 +191,18 @@ impl GpuBackend {
         })
     }
 
+    /// True if [`GpuBackend::new`] would find an adapter (a hardware one, unless
+    /// `allow_software`), without opening a device: one already open, or one enumerated.
+    #[must_use]
+    pub fn adapter_available(allow_software: bool) -> bool {
+        let open = CONTEXTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[usize::from(allow_software)]
+            .as_ref()
+            .is_some_and(|c| c.is_alive());
+        open || all_adapters()
+            .iter()
+            .any(|a| allow_software || is_hardware(a.get_info().device_type))
+    }
+
     /// True if this backend and `other` run on the same device context.
     #[must_use]
     pub fn shares_context_with(&self, other: &GpuBackend) -> bool {

@@ -9,6 +9,8 @@ use tracing::info;
 
 use super::output::{absolute, check_output_location};
 use super::{BuildError, BuildOptions, PyramidBuilder};
+#[cfg(feature = "gpu")]
+use crate::backend::calibrate::{CpuRate, GPU_WORTH_SECONDS};
 use crate::backend::cpu::CpuBackend;
 #[cfg(feature = "gpu")]
 use crate::backend::gpu::GpuBackend;
@@ -422,6 +424,21 @@ pub(super) fn select_backend(
 #[cfg(feature = "gpu")]
 pub const AUTO_SOFTWARE_GPU_ENV: &str = "OME_PYRAMID_AUTO_SOFTWARE_GPU";
 
+/// Environment variable that replaces [`GPU_WORTH_SECONDS`], the CPU kernel time below
+/// which `--backend auto` does not open the GPU (`0`: always time it; for tests, and for
+/// tuning on a machine whose GPU opens faster or slower).
+#[cfg(feature = "gpu")]
+pub const AUTO_MIN_SECONDS_ENV: &str = "OME_PYRAMID_AUTO_MIN_SECONDS";
+
+#[cfg(feature = "gpu")]
+fn gpu_worth_seconds() -> f64 {
+    std::env::var(AUTO_MIN_SECONDS_ENV)
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .unwrap_or(GPU_WORTH_SECONDS)
+}
+
 /// The GPU backend where `choice` and the adapters allow it (for `auto`, where it is also
 /// measured faster), else `cpu()`.
 #[cfg(feature = "gpu")]
@@ -432,11 +449,23 @@ fn gpu_or_cpu(
 ) -> Result<(Arc<dyn Downsampler>, String), BuildError> {
     let (method, dtype) = (needs.method, needs.dtype);
     let allow_software = choice == BackendChoice::Gpu || std::env::var_os(AUTO_SOFTWARE_GPU_ENV).is_some();
+    // Where there is a GPU to consider, `auto` times the CPU first: a build it computes
+    // quickly never opens the GPU.
+    let worth_timing = choice == BackendChoice::Auto && GpuBackend::adapter_available(allow_software);
+    let cpu_rate = match worth_timing.then(|| first_step_cpu_rate(needs)).transpose()?.flatten() {
+        Some((rate, seconds)) if seconds < gpu_worth_seconds() => {
+            let reason = rate.too_short_reason(seconds);
+            info!("{reason}; using the CPU backend");
+            let (backend, cpu_description) = cpu();
+            return Ok((backend, format!("{cpu_description}; {reason}")));
+        }
+        rate => rate.map(|(rate, _)| rate),
+    };
     match GpuBackend::new(allow_software) {
         Ok(gpu) if gpu.supports(method, dtype) => {
             let mut description = gpu.description();
             if choice == BackendChoice::Auto {
-                let (use_cpu, reason) = auto_choice(&gpu, needs);
+                let (use_cpu, reason) = auto_choice(&gpu, needs, cpu_rate.as_ref());
                 if use_cpu {
                     info!("{reason}; using the CPU backend");
                     let (backend, cpu_description) = cpu();
@@ -468,27 +497,54 @@ fn gpu_or_cpu(
     }
 }
 
-/// For `auto` with a GPU at hand: whether to use the CPU instead, and why. A resumed build
-/// keeps the backend it recorded; otherwise both are measured ([`crate::backend::calibrate`]).
+/// For a new `auto` build with levels to compute: the CPU's rate on the first step
+/// ([`CpuRate`]) and the seconds its kernels would take over every level the build reads
+/// (all but the last); `None` for a resumed build or one of a single level.
 #[cfg(feature = "gpu")]
-fn auto_choice(gpu: &GpuBackend, needs: &BackendNeeds<'_>) -> (bool, String) {
-    use crate::backend::calibrate::Calibration;
+fn first_step_cpu_rate(needs: &BackendNeeds<'_>) -> Result<Option<(CpuRate, f64)>, BuildError> {
+    let levels = &needs.plan.levels;
+    let (Some(first_step), None) = (levels.get(1), &needs.recorded) else {
+        return Ok(None);
+    };
+    let rate = CpuRate::measure(
+        &CpuBackend::new(),
+        needs.method,
+        needs.dtype,
+        &first_step.step_factors,
+        &levels[0].shape,
+    )?;
+    let source_bytes: u64 = levels[..levels.len() - 1]
+        .iter()
+        .map(|level| needs.dtype.bytes_of(&level.shape).unwrap_or(u64::MAX))
+        .fold(0, u64::saturating_add);
+    let seconds = rate.seconds_for(source_bytes);
+    Ok(Some((rate, seconds)))
+}
+
+/// For `auto` with a GPU at hand: whether to use the CPU instead, and why. A resumed build
+/// keeps the backend it recorded; otherwise the GPU is timed against `cpu_rate`
+/// ([`crate::backend::calibrate`]).
+#[cfg(feature = "gpu")]
+fn auto_choice(gpu: &GpuBackend, needs: &BackendNeeds<'_>, cpu_rate: Option<&CpuRate>) -> (bool, String) {
     if let Some(recorded) = &needs.recorded {
         let use_cpu = recorded == "cpu";
         let which = if use_cpu { "CPU" } else { "GPU" };
         return (use_cpu, format!("auto: the {which}, as the interrupted build recorded"));
     }
-    let Some(first_step) = needs.plan.levels.get(1) else {
-        return (false, "auto: the GPU (one level: nothing to compute)".into());
+    let timed_now;
+    let cpu_rate = match cpu_rate {
+        Some(rate) => rate,
+        // Not timed before the GPU was opened (no adapter was enumerated then).
+        None => match first_step_cpu_rate(needs) {
+            Ok(Some((rate, _))) => {
+                timed_now = rate;
+                &timed_now
+            }
+            Ok(None) => return (false, "auto: the GPU (one level: nothing to compute)".into()),
+            Err(e) => return (true, format!("auto: the CPU, which could not be timed ({e})")),
+        },
     };
-    match Calibration::measure(
-        &CpuBackend::new(),
-        gpu,
-        needs.method,
-        needs.dtype,
-        &first_step.step_factors,
-        &needs.plan.levels[0].shape,
-    ) {
+    match cpu_rate.against(gpu) {
         Ok(measured) => (!measured.prefers_gpu(), measured.reason()),
         // A GPU that fails on a small tile would fail the build: the CPU does it instead.
         Err(e) => (true, format!("auto: the GPU failed its calibration ({e})")),
