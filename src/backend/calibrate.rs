@@ -37,10 +37,11 @@ const SMALL_INPUT_SHARE: u64 = 32;
 pub const RUNS: usize = 3;
 
 /// A build whose levels the CPU's kernels compute in less than this (estimated from the
-/// calibration tile) stays on the CPU without opening the GPU. Opening a device, compiling
-/// the kernels and timing them took 0.15 to 0.9 s on Mesa lavapipe (the 2-core machine of
-/// BENCHMARKS.md); the GPU could save at most the CPU's kernel time. The environment
-/// variable `OME_PYRAMID_AUTO_MIN_SECONDS` replaces it.
+/// calibration tile) stays on the CPU without opening the GPU. Opening Mesa lavapipe and
+/// timing it added 0.05 to 1.2 s to a build on the 2-core machine of BENCHMARKS.md (0.47 s
+/// for gaussian on the peer input once the GPU warmed up on a small corner); a GPU could
+/// save at most the CPU's kernel time. No hardware GPU has been measured yet. The
+/// environment variable `OME_PYRAMID_AUTO_MIN_SECONDS` replaces it.
 pub const GPU_WORTH_SECONDS: f64 = 0.5;
 
 /// The CPU's rate on the calibration tile, and the tile, ready to time a GPU against.
