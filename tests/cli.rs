@@ -808,23 +808,29 @@ fn auto_chooses_by_measurement_and_records_why() {
         "in.zarr",
         &spec(&[16, 64, 64], &[8, 32, 32], DType::U16, ArrayFormat::V2, Codec::Zstd(1)),
     );
+    // `--backend auto` with lavapipe let in; the backend it recorded.
+    let build_auto = |output: &Path, min_seconds: Option<&str>| -> String {
+        let mut command = std::process::Command::new(common::binary());
+        command
+            .args([
+                "build",
+                input.to_str().unwrap(),
+                output.to_str().unwrap(),
+                "--backend",
+                "auto",
+                "-q",
+            ])
+            .env("OME_PYRAMID_AUTO_SOFTWARE_GPU", "1");
+        if let Some(seconds) = min_seconds {
+            command.env("OME_PYRAMID_AUTO_MIN_SECONDS", seconds);
+        }
+        let out = command.output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        multiscale(output)["metadata"]["backend"].as_str().unwrap().to_string()
+    };
     let auto = dir.path().join("auto.ome.zarr");
-    let out = std::process::Command::new(common::binary())
-        .args([
-            "build",
-            input.to_str().unwrap(),
-            auto.to_str().unwrap(),
-            "--backend",
-            "auto",
-            "-q",
-        ])
-        .env("OME_PYRAMID_AUTO_SOFTWARE_GPU", "1")
-        // So small a build is not worth opening a GPU for (below): time it anyway.
-        .env("OME_PYRAMID_AUTO_MIN_SECONDS", "0")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let backend = multiscale(&auto)["metadata"]["backend"].as_str().unwrap().to_string();
+    // So small a build is not worth opening a GPU for (below): time it anyway.
+    let backend = build_auto(&auto, Some("0"));
     assert!(backend.starts_with("cpu"), "{backend}");
     assert!(
         backend.contains("auto: the CPU measured faster for mean on uint16"),
@@ -847,20 +853,7 @@ fn auto_chooses_by_measurement_and_records_why() {
     // Without the override, the CPU's estimate for so small a build (well under the 0.5 s
     // a GPU is worth) keeps it on the CPU, and the GPU is never opened or timed.
     let small = dir.path().join("small.ome.zarr");
-    let out = std::process::Command::new(common::binary())
-        .args([
-            "build",
-            input.to_str().unwrap(),
-            small.to_str().unwrap(),
-            "--backend",
-            "auto",
-            "-q",
-        ])
-        .env("OME_PYRAMID_AUTO_SOFTWARE_GPU", "1")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let backend = multiscale(&small)["metadata"]["backend"].as_str().unwrap().to_string();
+    let backend = build_auto(&small, None);
     assert!(
         backend.starts_with("cpu") && backend.contains("auto: the CPU, without timing the GPU"),
         "{backend}"

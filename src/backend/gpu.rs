@@ -55,6 +55,29 @@ fn all_adapters() -> Vec<wgpu::Adapter> {
     })
 }
 
+/// The adapter a backend opens among `adapters`: the most preferred kind (discrete first),
+/// hardware only unless `allow_software`.
+fn choose_adapter(mut adapters: Vec<wgpu::Adapter>, allow_software: bool) -> Result<wgpu::Adapter, BackendError> {
+    adapters.sort_by_key(|a| preference(a.get_info().device_type));
+    let found: Vec<String> = adapters
+        .iter()
+        .map(|a| format!("{} ({:?})", a.get_info().name, a.get_info().device_type))
+        .collect();
+    adapters
+        .into_iter()
+        .find(|a| allow_software || is_hardware(a.get_info().device_type))
+        .ok_or_else(|| {
+            BackendError::NoAdapter(if found.is_empty() {
+                "wgpu found no Vulkan, Metal or DX12 adapter".to_string()
+            } else {
+                format!(
+                    "only software adapters were found ({}); use --backend gpu to use them",
+                    found.join(", ")
+                )
+            })
+        })
+}
+
 /// Whether adapter probing may send the process's stderr to a file for its duration.
 static CAPTURE_DRIVER_OUTPUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -191,16 +214,20 @@ impl GpuBackend {
         })
     }
 
-    /// True if [`GpuBackend::new`] would find an adapter (a hardware one, unless
-    /// `allow_software`), without opening a device: one already open, or one enumerated.
-    #[must_use]
-    pub fn adapter_available(allow_software: bool) -> bool {
+    /// Whether [`GpuBackend::new`] would find an adapter (a hardware one, unless
+    /// `allow_software`), without opening a device: `Ok` where one is already open or
+    /// enumerated, else the error `new` would give.
+    ///
+    /// # Errors
+    /// [`BackendError::NoAdapter`], as [`GpuBackend::new`].
+    pub fn probe(allow_software: bool) -> Result<(), BackendError> {
         let open = CONTEXTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[usize::from(allow_software)]
             .as_ref()
             .is_some_and(|c| c.is_alive());
-        open || all_adapters()
-            .iter()
-            .any(|a| allow_software || is_hardware(a.get_info().device_type))
+        if open {
+            return Ok(());
+        }
+        choose_adapter(all_adapters(), allow_software).map(|_| ())
     }
 
     /// True if this backend and `other` run on the same device context.
@@ -210,25 +237,7 @@ impl GpuBackend {
     }
 
     fn open_context(allow_software: bool) -> Result<GpuContext, BackendError> {
-        let mut adapters = all_adapters();
-        adapters.sort_by_key(|a| preference(a.get_info().device_type));
-        let found: Vec<String> = adapters
-            .iter()
-            .map(|a| format!("{} ({:?})", a.get_info().name, a.get_info().device_type))
-            .collect();
-        let adapter = adapters
-            .into_iter()
-            .find(|a| allow_software || is_hardware(a.get_info().device_type))
-            .ok_or_else(|| {
-                BackendError::NoAdapter(if found.is_empty() {
-                    "wgpu found no Vulkan, Metal or DX12 adapter".to_string()
-                } else {
-                    format!(
-                        "only software adapters were found ({}); use --backend gpu to use them",
-                        found.join(", ")
-                    )
-                })
-            })?;
+        let adapter = choose_adapter(all_adapters(), allow_software)?;
         let slots = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
         GpuContext::new(&adapter, slots)
     }

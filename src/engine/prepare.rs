@@ -449,18 +449,28 @@ fn gpu_or_cpu(
 ) -> Result<(Arc<dyn Downsampler>, String), BuildError> {
     let (method, dtype) = (needs.method, needs.dtype);
     let allow_software = choice == BackendChoice::Gpu || std::env::var_os(AUTO_SOFTWARE_GPU_ENV).is_some();
-    // Where there is a GPU to consider, `auto` times the CPU first: a build it computes
-    // quickly never opens the GPU.
-    let worth_timing = choice == BackendChoice::Auto && GpuBackend::adapter_available(allow_software);
-    let cpu_rate = match worth_timing.then(|| first_step_cpu_rate(needs)).transpose()?.flatten() {
-        Some((rate, seconds)) if seconds < gpu_worth_seconds() => {
-            let reason = rate.too_short_reason(seconds);
-            info!("{reason}; using the CPU backend");
-            let (backend, cpu_description) = cpu();
-            return Ok((backend, format!("{cpu_description}; {reason}")));
-        }
-        rate => rate.map(|(rate, _)| rate),
+    let no_adapter = |e: crate::backend::BackendError| {
+        info!("no hardware GPU adapter ({e}); using the CPU backend");
+        let (backend, description) = cpu();
+        (backend, format!("{description}; auto: no hardware GPU adapter"))
     };
+    // `auto` looks for an adapter without opening it, then times the CPU: a build it
+    // computes quickly never opens the GPU.
+    let mut cpu_rate = None;
+    if choice == BackendChoice::Auto {
+        if let Err(e) = GpuBackend::probe(allow_software) {
+            return Ok(no_adapter(e));
+        }
+        match first_step_cpu_rate(needs)? {
+            Some((rate, seconds)) if seconds < gpu_worth_seconds() => {
+                let reason = rate.too_short_reason(seconds);
+                info!("{reason}; using the CPU backend");
+                let (backend, cpu_description) = cpu();
+                return Ok((backend, format!("{cpu_description}; {reason}")));
+            }
+            rate => cpu_rate = rate.map(|(rate, _)| rate),
+        }
+    }
     match GpuBackend::new(allow_software) {
         Ok(gpu) if gpu.supports(method, dtype) => {
             let mut description = gpu.description();
@@ -489,11 +499,7 @@ fn gpu_or_cpu(
             ))
         }
         Err(e) if choice == BackendChoice::Gpu => Err(e.into()),
-        Err(e) => {
-            info!("no hardware GPU adapter ({e}); using the CPU backend");
-            let (backend, description) = cpu();
-            Ok((backend, format!("{description}; auto: no hardware GPU adapter")))
-        }
+        Err(e) => Ok(no_adapter(e)),
     }
 }
 
@@ -531,18 +537,10 @@ fn auto_choice(gpu: &GpuBackend, needs: &BackendNeeds<'_>, cpu_rate: Option<&Cpu
         let which = if use_cpu { "CPU" } else { "GPU" };
         return (use_cpu, format!("auto: the {which}, as the interrupted build recorded"));
     }
-    let timed_now;
-    let cpu_rate = match cpu_rate {
-        Some(rate) => rate,
-        // Not timed before the GPU was opened (no adapter was enumerated then).
-        None => match first_step_cpu_rate(needs) {
-            Ok(Some((rate, _))) => {
-                timed_now = rate;
-                &timed_now
-            }
-            Ok(None) => return (false, "auto: the GPU (one level: nothing to compute)".into()),
-            Err(e) => return (true, format!("auto: the CPU, which could not be timed ({e})")),
-        },
+    // A new build was timed on the CPU before the GPU opened, unless it has nothing to
+    // compute.
+    let Some(cpu_rate) = cpu_rate else {
+        return (false, "auto: the GPU (one level: nothing to compute)".into());
     };
     match cpu_rate.against(gpu) {
         Ok(measured) => (!measured.prefers_gpu(), measured.reason()),
