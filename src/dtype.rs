@@ -207,13 +207,21 @@ pub const TIE_ULPS: f64 = 64.0;
 /// inputs of ±700 averaging to exactly −1.5 give −1.5 ± 1e-13.
 #[must_use]
 pub fn snap_half(value: f64, magnitude: f64) -> f64 {
-    let half = floor(value) + 0.5;
-    let scale = value.abs().max(magnitude.abs()).max(1.0);
-    if (value - half).abs() <= TIE_ULPS * f64::EPSILON * scale {
-        half
+    if near_half(value, magnitude) {
+        floor(value) + 0.5
     } else {
         value
     }
+}
+
+/// Whether `value` is within float error of a half-integer, the test of [`snap_half`]
+/// (branch-free, so a loop over a row of values vectorises).
+#[inline(always)]
+#[must_use]
+pub fn near_half(value: f64, magnitude: f64) -> bool {
+    let half = floor(value) + 0.5;
+    let scale = value.abs().max(magnitude.abs()).max(1.0);
+    (value - half).abs() <= TIE_ULPS * f64::EPSILON * scale
 }
 
 /// An element type the kernels compute on.

@@ -111,6 +111,16 @@ pub(crate) fn window_rows(geometry: &StepGeometry, outer: &[usize], rows: &mut V
     outer_count
 }
 
+/// Whether the CPU has AVX2, for the kernels that have a variant compiled for it (detected
+/// once, then a cached load). Those variants run the same integer and IEEE operations in
+/// the same order (Rust never fuses a multiply and an add), on wider vectors: their results
+/// are bit-identical to the baseline build's.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn has_avx2() -> bool {
+    std::arch::is_x86_feature_detected!("avx2")
+}
+
 /// Runs the step's kernel on a typed source slice over `src_region`.
 fn run_typed<T: TileElement>(step: &Step, data: &[T], src_region: &Region, dst: &Region) -> Vec<T> {
     let geometry = StepGeometry::new(step, src_region, dst);

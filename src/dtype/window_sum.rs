@@ -42,6 +42,7 @@ macro_rules! impl_integer_sum {
                 let value = mean as $t;
                 value
             }
+            #[inline(always)]
             fn means(sums: &[Self], count: u64, out: &mut [$t]) {
                 if count > 1 && count.is_power_of_two() {
                     // Branch-free shifts, so the loop vectorises.

@@ -12,12 +12,13 @@
 //! same way along the next axis. Scratch memory is one slab per axis, not a copy of the
 //! tile, and the summation order is the same as applying whole-array passes.
 
+use std::ops::Range;
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
 use super::{PARALLEL_MIN_OUTPUTS, StepGeometry};
-use crate::dtype::{Sample, snap_half};
+use crate::dtype::{Sample, near_half, snap_half};
 use crate::method::AxisStencil;
 
 /// The largest magnitude of a tile's values: the scale of the rounding error of the
@@ -48,8 +49,23 @@ impl<T: Sample> Magnitude<'_, T> {
 const BLOCK: usize = 2048;
 
 /// `out = Σ_t w_t · slab(index_t)` (or the single slab of an identity axis), where
-/// `slab(i)` is the `i`-th of the contiguous slabs of length `out.len()` in `src`.
+/// `slab(i)` is the `i`-th of the contiguous slabs of length `out.len()` in `src`; with
+/// AVX2 where the CPU has it ([`avx2`]).
 fn combine_slabs<S: Sample>(src: &[S], stencil: &AxisStencil, o: usize, out: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2() {
+        // SAFETY: the CPU has AVX2, the one feature the function enables.
+        #[allow(unsafe_code)]
+        unsafe {
+            avx2::combine_slabs(src, stencil, o, out);
+        }
+        return;
+    }
+    combine_slabs_inline(src, stencil, o, out);
+}
+
+#[inline(always)]
+fn combine_slabs_inline<S: Sample>(src: &[S], stencil: &AxisStencil, o: usize, out: &mut [f64]) {
     let inner = out.len();
     let slab = |i: usize| &src[i * inner..(i + 1) * inner];
     match stencil {
@@ -88,6 +104,7 @@ fn combine_slabs<S: Sample>(src: &[S], stencil: &AxisStencil, o: usize, out: &mu
 }
 
 /// Output `o` of the last axis of one row.
+#[inline(always)]
 fn row_output<S: Sample>(row: &[S], stencil: &AxisStencil, o: usize) -> f64 {
     match stencil {
         AxisStencil::Identity { offset } => row[offset + o].to_f64(),
@@ -100,20 +117,202 @@ fn row_output<S: Sample>(row: &[S], stencil: &AxisStencil, o: usize) -> f64 {
     }
 }
 
+/// The outputs of a taps stencil away from the axis' edges, which share one tap list:
+/// output `o` of `outputs` is `Σ_k weights[k] · input[first + stride · (o − outputs.start) + k]`.
+/// Computed tap by tap over the whole run, they make contiguous, vectorised passes instead
+/// of one short indirect sum per output; each output adds the same terms in the same order.
+#[derive(Debug, PartialEq)]
+struct Interior {
+    outputs: Range<usize>,
+    first: usize,
+    stride: usize,
+    weights: Vec<f64>,
+}
+
+impl Interior {
+    /// The longest run around the middle output whose taps are the middle's, shifted by
+    /// the same stride per output (weights equal bit for bit); `None` for other stencils
+    /// or runs of fewer than two outputs.
+    fn of(stencil: &AxisStencil) -> Option<Self> {
+        let AxisStencil::Taps { offsets, index, weight } = stencil else {
+            return None;
+        };
+        let outputs = offsets.len() - 1;
+        if outputs < 2 {
+            return None;
+        }
+        let middle = outputs / 2;
+        let taps = |o: usize| offsets[o]..offsets[o + 1];
+        let weights = &weight[taps(middle)];
+        let first_of = |o: usize| index[offsets[o]];
+        let stride = first_of(middle).checked_sub(first_of(middle - 1))?;
+        // Output `o` reads `first_of(middle) + stride · (o − middle) + k` for tap `k`.
+        let shares = |o: usize| {
+            let taps = taps(o);
+            let expected = (first_of(middle) + stride * o).checked_sub(stride * middle);
+            taps.len() == weights.len()
+                && expected.is_some_and(|first| index[taps.clone()].iter().enumerate().all(|(k, &i)| i == first + k))
+                && weight[taps]
+                    .iter()
+                    .zip(weights)
+                    .all(|(a, b)| a.to_bits() == b.to_bits())
+        };
+        if !shares(middle) {
+            return None;
+        }
+        let lo = (0..middle).rev().take_while(|&o| shares(o)).last().unwrap_or(middle);
+        let hi = (middle + 1..outputs)
+            .take_while(|&o| shares(o))
+            .last()
+            .unwrap_or(middle)
+            + 1;
+        (hi - lo >= 2).then(|| Interior {
+            outputs: lo..hi,
+            first: first_of(lo),
+            stride,
+            weights: weights.to_vec(),
+        })
+    }
+}
+
+impl Interior {
+    /// Sets `values` (this run's outputs) from `row`. The row's span is first split by
+    /// phase (`phases[p][j] = row[first + stride · j + p]`, in `f64`), so tap `k` of output
+    /// `o` is `phases[k % stride][o + k / stride]`: each tap is then one contiguous pass.
+    #[inline(always)]
+    fn apply<S: Sample>(&self, row: &[S], values: &mut [f64], phases: &mut Vec<f64>) {
+        let (taps, stride, outputs) = (self.weights.len(), self.stride, values.len());
+        let len = outputs + (taps - 1) / stride;
+        phases.clear();
+        phases.resize(stride * len, 0.0);
+        let span = &row[self.first..];
+        for (j, group) in span.chunks(stride).take(len).enumerate() {
+            for (p, x) in group.iter().enumerate() {
+                phases[p * len + j] = x.to_f64();
+            }
+        }
+        let tap = |k: usize| {
+            let phase = &phases[(k % stride) * len..][..len];
+            &phase[k / stride..k / stride + outputs]
+        };
+        // The first tap sets each value, the others add to it in tap order: the same sum
+        // as `row_output` (whose `sum` starts from −0.0, which changes no addend).
+        let (w, rest) = self.weights.split_first().expect("a run has taps");
+        for (v, x) in values.iter_mut().zip(tap(0)) {
+            *v = w * x;
+        }
+        for (k, w) in rest.iter().enumerate() {
+            for (v, x) in values.iter_mut().zip(tap(k + 1)) {
+                *v += w * x;
+            }
+        }
+    }
+}
+
+/// The last axis of a step: its stencil, and the run of outputs sharing one tap list.
+struct LastAxis<'a> {
+    stencil: &'a AxisStencil,
+    interior: Option<Interior>,
+}
+
+/// Reduces one row along the last axis into `out`, through `values` (scratch). With AVX2
+/// where the CPU has it ([`avx2`]).
+fn reduce_row<S: Sample, T: Sample>(
+    row: &[S],
+    last: &LastAxis<'_>,
+    magnitude: &Magnitude<'_, T>,
+    out: &mut [T],
+    (values, phases): (&mut Vec<f64>, &mut Vec<f64>),
+) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2() {
+        // SAFETY: the CPU has AVX2, the one feature the function enables.
+        #[allow(unsafe_code)]
+        unsafe {
+            avx2::reduce_row(row, last, magnitude, out, (values, phases));
+        }
+        return;
+    }
+    reduce_row_inline(row, last, magnitude, out, (values, phases));
+}
+
+#[inline(always)]
+fn reduce_row_inline<S: Sample, T: Sample>(
+    row: &[S],
+    last: &LastAxis<'_>,
+    magnitude: &Magnitude<'_, T>,
+    out: &mut [T],
+    (values, phases): (&mut Vec<f64>, &mut Vec<f64>),
+) {
+    values.clear();
+    values.resize(out.len(), 0.0);
+    let interior = last.interior.as_ref().map_or(0..0, |run| run.outputs.clone());
+    for o in (0..interior.start).chain(interior.end..out.len()) {
+        values[o] = row_output(row, last.stencil, o);
+    }
+    if let Some(run) = &last.interior {
+        run.apply(row, &mut values[interior], phases);
+    }
+    round_row(values, magnitude, out);
+}
+
+/// `out[o]`, the element for `values[o]`: one branch-free pass where no value of the row
+/// is near a half-integer even at the widest error scale (the usual case), else each value
+/// through [`Magnitude::round`].
+#[inline(always)]
+fn round_row<T: Sample>(values: &[f64], magnitude: &Magnitude<'_, T>, out: &mut [T]) {
+    let near_tie = T::MAX_MAGNITUDE != 0.0
+        && values
+            .iter()
+            .fold(false, |near, &v| near | near_half(v, T::MAX_MAGNITUDE));
+    if near_tie {
+        for (y, &v) in out.iter_mut().zip(values) {
+            *y = magnitude.round(v);
+        }
+    } else {
+        // No value snaps, at any scale up to the widest: `from_filtered` is `from_f64`.
+        for (y, &v) in out.iter_mut().zip(values) {
+            *y = T::from_filtered(v, 0.0);
+        }
+    }
+}
+
+/// The kernels above compiled for AVX2 (four `f64` lanes instead of SSE2's two), with the
+/// same results ([`super::has_avx2`]).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{AxisStencil, LastAxis, Magnitude, Sample};
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn combine_slabs<S: Sample>(src: &[S], stencil: &AxisStencil, o: usize, out: &mut [f64]) {
+        super::combine_slabs_inline(src, stencil, o, out);
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn reduce_row<S: Sample, T: Sample>(
+        row: &[S],
+        last: &LastAxis<'_>,
+        magnitude: &Magnitude<'_, T>,
+        out: &mut [T],
+        scratch: (&mut Vec<f64>, &mut Vec<f64>),
+    ) {
+        super::reduce_row_inline(row, last, magnitude, out, scratch);
+    }
+}
+
 /// Reduces `src` (C order, `shape`) along every axis into `out` (C order, `dst_shape`).
-/// `scratch[k]` holds the slab of depth `k`.
+/// `scratch[k]` holds the slab of depth `k`; the last two, a row's values before rounding
+/// and its input split by phase ([`Interior::apply`]).
 fn reduce<S: Sample, T: Sample>(
     src: &[S],
     (shape, dst_shape): (&[usize], &[usize]),
     stencils: &[AxisStencil],
-    magnitude: &Magnitude<'_, T>,
+    (last, magnitude): (&LastAxis<'_>, &Magnitude<'_, T>),
     out: &mut [T],
     scratch: &mut [Vec<f64>],
 ) {
-    if shape.len() == 1 {
-        for (o, y) in out.iter_mut().enumerate() {
-            *y = magnitude.round(row_output(src, &stencils[0], o));
-        }
+    if let [values, phases] = scratch {
+        reduce_row(src, last, magnitude, out, (values, phases));
         return;
     }
     let inner: usize = shape[1..].iter().product();
@@ -126,7 +325,7 @@ fn reduce<S: Sample, T: Sample>(
             slab.as_slice(),
             (&shape[1..], &dst_shape[1..]),
             &stencils[1..],
-            magnitude,
+            (last, magnitude),
             out_slab,
             deeper,
         );
@@ -148,6 +347,11 @@ pub(crate) fn gaussian<T: Sample>(src: &[T], geometry: &StepGeometry) -> Vec<T> 
         tile: src,
         found: OnceLock::new(),
     };
+    let stencil = &geometry.stencils[ndim - 1];
+    let last = LastAxis {
+        stencil,
+        interior: Interior::of(stencil),
+    };
     // Each output slab of the outermost axis is independent: run them in parallel.
     let slab_task = |scratch: &mut Vec<Vec<f64>>, o: usize, out_slab: &mut [T]| {
         let (slab, deeper) = scratch.split_first_mut().expect("scratch per axis");
@@ -157,12 +361,12 @@ pub(crate) fn gaussian<T: Sample>(src: &[T], geometry: &StepGeometry) -> Vec<T> 
             slab.as_slice(),
             (&shape[1..], &dst_shape[1..]),
             &geometry.stencils[1..],
-            &magnitude,
+            (&last, &magnitude),
             out_slab,
             deeper,
         );
     };
-    let new_scratch = || vec![Vec::new(); ndim];
+    let new_scratch = || vec![Vec::new(); ndim + 1];
     if dst.len() >= PARALLEL_MIN_OUTPUTS {
         dst.par_chunks_mut(out_inner)
             .enumerate()
@@ -174,4 +378,104 @@ pub(crate) fn gaussian<T: Sample>(src: &[T], geometry: &StepGeometry) -> Vec<T> 
         }
     }
     dst
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::method::{Method, source_range};
+
+    /// The stencil of outputs `dst` of an axis of length `n`, read from the source range
+    /// those outputs need.
+    fn stencil(factor: u32, n: u64, dst: (u64, u64)) -> (AxisStencil, (u64, u64)) {
+        let src = source_range(Method::Gaussian, factor, n, dst.0, dst.1);
+        (AxisStencil::new(Method::Gaussian, factor, n, src, dst), src)
+    }
+
+    /// A row of `len` values with fractions, signs and a negative zero, as `f64` inputs of
+    /// the last axis are after the other axes.
+    fn row(len: usize) -> Vec<f64> {
+        (0..len)
+            .map(|i| match i % 7 {
+                0 => -0.0,
+                k => (i as f64 * 37.25 - 500.0) / k as f64,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn interior_covers_the_outputs_away_from_reflection() {
+        // Factor 2 reads 3 inputs beyond each window: output o reads [2o − 3, 2o + 5),
+        // reflected only for o < 2 and past 2o + 5 > n.
+        let (whole, _) = stencil(2, 100, (0, 50));
+        let run = Interior::of(&whole).expect("a long axis has an interior");
+        assert_eq!(run.outputs, 2..48);
+        assert_eq!((run.first, run.stride, run.weights.len()), (1, 2, 8));
+        // A tile in the middle of the axis, read with its halo: every output is interior.
+        let (middle, src) = stencil(3, 1000, (100, 140));
+        let run = Interior::of(&middle).expect("interior");
+        assert_eq!(run.outputs, 0..40);
+        assert_eq!(run.first as u64, 100 * 3 - 4 - src.0);
+        // Too short for two outputs sharing taps.
+        assert_eq!(Interior::of(&stencil(2, 3, (0, 2)).0), None);
+        assert_eq!(Interior::of(&AxisStencil::Identity { offset: 0 }), None);
+    }
+
+    #[test]
+    fn interior_sums_equal_the_per_output_sums_bit_for_bit() {
+        let mut runs = 0;
+        for factor in [2, 3, 4] {
+            for (n, dst) in [
+                (64_u64, (0, 32 / u64::from(factor))),
+                (301, (0, 101)),
+                (1000, (37, 90)),
+                (9, (0, 3)),
+            ] {
+                let dst = (dst.0, dst.1.min(n.div_ceil(u64::from(factor))));
+                let (stencil, src) = stencil(factor, n, dst);
+                let input = row(usize::try_from(src.1 - src.0).unwrap());
+                let outputs = usize::try_from(dst.1 - dst.0).unwrap();
+                let Some(run) = Interior::of(&stencil) else {
+                    continue;
+                };
+                let mut values = vec![0.0; run.outputs.len()];
+                run.apply(&input, &mut values, &mut Vec::new());
+                for (o, v) in run.outputs.clone().zip(&values) {
+                    let expected = row_output(&input, &stencil, o);
+                    assert_eq!(v.to_bits(), expected.to_bits(), "factor {factor} n {n} output {o}");
+                }
+                assert!(run.outputs.end <= outputs);
+                runs += 1;
+            }
+        }
+        // Every case but the 9-voxel axis, whose outputs all reflect but one at most.
+        assert_eq!(runs, 9);
+    }
+
+    #[test]
+    fn rows_near_a_tie_round_as_each_value_alone() {
+        let (stencil, src) = stencil(2, 40, (0, 20));
+        let last = LastAxis {
+            interior: Interior::of(&stencil),
+            stencil: &stencil,
+        };
+        let len = usize::try_from(src.1 - src.0).unwrap();
+        // A constant row of 2.5 (exact ties: even 2) with one value 1e-13 off a tie, and
+        // rows far from any tie.
+        let mut tied = vec![2.5; len];
+        tied[7] = 3.5 + 1e-13;
+        for input in [tied, row(len)] {
+            let tile: Vec<u16> = vec![65535];
+            let magnitude = Magnitude {
+                tile: &tile,
+                found: OnceLock::new(),
+            };
+            let mut out = vec![0u16; 20];
+            reduce_row(&input, &last, &magnitude, &mut out, (&mut Vec::new(), &mut Vec::new()));
+            let expected: Vec<u16> = (0..20)
+                .map(|o| magnitude.round(row_output(&input, &stencil, o)))
+                .collect();
+            assert_eq!(out, expected);
+        }
+    }
 }

@@ -35,63 +35,114 @@ fn largest_window(geometry: &StepGeometry) -> u64 {
 /// Mean on one tile with window sums in `A`.
 fn mean_summed_in<T: Sample, A: WindowSum<T>>(src: &[T], geometry: &StepGeometry) -> Vec<T> {
     let ndim = geometry.src_shape.len();
-    let last = &geometry.stencils[ndim - 1];
-    let src_row_len = geometry.src_shape[ndim - 1];
-    let dst_row_len = geometry.dst_shape[ndim - 1];
-    let (lo, hi) = row_span(last, dst_row_len);
+    let (lo, hi) = row_span(&geometry.stencils[ndim - 1], geometry.dst_shape[ndim - 1]);
+    let row = MeanRow { src, geometry, lo, hi };
     let mut dst = vec![T::default(); geometry.dst_shape.iter().product()];
     fill_rows(
         &mut dst,
         &geometry.dst_shape,
-        || (vec![A::default(); hi - lo], Vec::<usize>::new()),
-        |(column_sums, rows), outer, out_row| {
-            let outer_count = window_rows(geometry, outer, rows);
-            // Column sums over the window's rows: contiguous adds.
-            let (head, tail) = rows.split_first().expect("at least one row");
-            for (sum, &v) in column_sums.iter_mut().zip(&src[head + lo..head + hi]) {
-                *sum = A::of(v);
-            }
-            for &r in tail {
-                debug_assert!(r + src_row_len <= src.len());
-                for (sum, &v) in column_sums.iter_mut().zip(&src[r + lo..r + hi]) {
-                    *sum += A::of(v);
+        Scratch::<A>::default,
+        |scratch, outer, out_row| {
+            #[cfg(target_arch = "x86_64")]
+            if super::has_avx2() {
+                // SAFETY: the CPU has AVX2, the one feature the function enables.
+                #[allow(unsafe_code)]
+                unsafe {
+                    row.fill_avx2(scratch, outer, out_row);
                 }
+                return;
             }
-            // Along the last axis.
-            match last {
-                AxisStencil::Window { start, count } if count[0] == 2 => {
-                    let full = if count[count.len() - 1] == 2 {
-                        count.len()
-                    } else {
-                        count.len() - 1
-                    };
-                    // The partial last window (one voxel wide) lies past the pairs compacted
-                    // below, so its column is read first.
-                    let partial: Vec<T> = (full..count.len())
-                        .map(|x| column_sums[start[x] - lo].mean(outer_count * count[x] as u64))
-                        .collect();
-                    // Pair sums, compacted in place (output i reads columns 2i and 2i + 1).
-                    let base = start[0] - lo;
-                    for i in 0..full {
-                        let mut sum = column_sums[base + 2 * i];
-                        sum += column_sums[base + 2 * i + 1];
-                        column_sums[i] = sum;
-                    }
-                    A::means(&column_sums[..full], outer_count * 2, &mut out_row[..full]);
-                    out_row[full..].copy_from_slice(&partial);
-                }
-                stencil => {
-                    for (x, out) in out_row.iter_mut().enumerate() {
-                        let (first, count) = window_of(stencil, x);
-                        let mut sum = column_sums[first - lo];
-                        for &v in &column_sums[first - lo + 1..first - lo + count] {
-                            sum += v;
-                        }
-                        *out = sum.mean(outer_count * count as u64);
-                    }
-                }
-            }
+            row.fill(scratch, outer, out_row);
         },
     );
     dst
+}
+
+/// The buffers of one thread: a row's column sums, the offsets of a window's rows, and
+/// the sums of pairs of columns.
+#[derive(Default)]
+struct Scratch<A> {
+    column_sums: Vec<A>,
+    rows: Vec<usize>,
+    pairs: Vec<A>,
+}
+
+/// One output row of the mean: the source and its step, and the span `[lo, hi)` of each
+/// input row that the last axis reads.
+struct MeanRow<'a, T> {
+    src: &'a [T],
+    geometry: &'a StepGeometry,
+    lo: usize,
+    hi: usize,
+}
+
+impl<T: Sample> MeanRow<'_, T> {
+    /// [`MeanRow::fill`] compiled for AVX2 (twice the lanes of SSE2 for the column sums):
+    /// the same integer and IEEE operations, so the same means.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn fill_avx2<A: WindowSum<T>>(&self, scratch: &mut Scratch<A>, outer: &[usize], out_row: &mut [T]) {
+        self.fill(scratch, outer, out_row);
+    }
+
+    /// Fills `out_row`, the output row at `outer` (its index on every axis but the last).
+    #[inline(always)]
+    fn fill<A: WindowSum<T>>(&self, scratch: &mut Scratch<A>, outer: &[usize], out_row: &mut [T]) {
+        let &Self { src, geometry, lo, hi } = self;
+        let Scratch {
+            column_sums,
+            rows,
+            pairs,
+        } = scratch;
+        column_sums.resize(hi - lo, A::default());
+        let ndim = geometry.src_shape.len();
+        let last = &geometry.stencils[ndim - 1];
+        let src_row_len = geometry.src_shape[ndim - 1];
+        let outer_count = window_rows(geometry, outer, rows);
+        // Column sums over the window's rows: contiguous adds.
+        let (head, tail) = rows.split_first().expect("at least one row");
+        for (sum, &v) in column_sums.iter_mut().zip(&src[head + lo..head + hi]) {
+            *sum = A::of(v);
+        }
+        for &r in tail {
+            debug_assert!(r + src_row_len <= src.len());
+            for (sum, &v) in column_sums.iter_mut().zip(&src[r + lo..r + hi]) {
+                *sum += A::of(v);
+            }
+        }
+        // Along the last axis.
+        match last {
+            AxisStencil::Window { start, count } if count[0] == 2 => {
+                let full = if count[count.len() - 1] == 2 {
+                    count.len()
+                } else {
+                    count.len() - 1
+                };
+                // Pair sums (output i reads columns 2i and 2i + 1) into their own buffer, a
+                // pass that vectorises, then the means of the pairs.
+                let base = start[0] - lo;
+                pairs.clear();
+                pairs.extend(column_sums[base..base + 2 * full].chunks_exact(2).map(|pair| {
+                    let mut sum = pair[0];
+                    sum += pair[1];
+                    sum
+                }));
+                A::means(pairs, outer_count * 2, &mut out_row[..full]);
+                // The partial last window, one voxel wide.
+                for x in full..count.len() {
+                    out_row[x] = column_sums[start[x] - lo].mean(outer_count * count[x] as u64);
+                }
+            }
+            stencil => {
+                for (x, out) in out_row.iter_mut().enumerate() {
+                    let (first, count) = window_of(stencil, x);
+                    let mut sum = column_sums[first - lo];
+                    for &v in &column_sums[first - lo + 1..first - lo + count] {
+                        sum += v;
+                    }
+                    *out = sum.mean(outer_count * count as u64);
+                }
+            }
+        }
+    }
 }
