@@ -478,4 +478,59 @@ mod tests {
             assert_eq!(out, expected);
         }
     }
+
+    /// The AVX2 build of the kernels gives the baseline build's bits. Wherever the CPU has
+    /// AVX2 every other test runs the AVX2 build, so this is where the baseline one is
+    /// checked against it.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_and_baseline_builds_agree_bit_for_bit() {
+        if !crate::backend::cpu::has_avx2() {
+            return;
+        }
+        for factor in [2, 3] {
+            let (stencil, src) = stencil(factor, 301, (0, 101));
+            let rows = usize::try_from(src.1 - src.0).unwrap();
+            let inner = 37;
+            let input: Vec<f64> = row(rows * inner);
+            let as_u16: Vec<u16> = input.iter().map(|v| v.abs() as u16).collect();
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let (mut baseline, mut wide) = (vec![0.0; inner], vec![0.0; inner]);
+            for o in 0..101 {
+                combine_slabs_inline(&as_u16, &stencil, o, &mut baseline);
+                // SAFETY: the CPU has AVX2 (checked above).
+                #[allow(unsafe_code)]
+                unsafe {
+                    avx2::combine_slabs(&as_u16, &stencil, o, &mut wide);
+                }
+                assert_eq!(bits(&baseline), bits(&wide), "factor {factor} slab {o}");
+            }
+            let last = LastAxis {
+                interior: Interior::of(&stencil),
+                stencil: &stencil,
+            };
+            let row = &input[..rows];
+            let tile = [0.0f32];
+            let magnitude = Magnitude {
+                tile: &tile[..],
+                found: OnceLock::new(),
+            };
+            let (mut baseline, mut wide) = (vec![0.0f32; 101], vec![0.0f32; 101]);
+            reduce_row_inline(
+                row,
+                &last,
+                &magnitude,
+                &mut baseline,
+                (&mut Vec::new(), &mut Vec::new()),
+            );
+            // SAFETY: the CPU has AVX2 (checked above).
+            #[allow(unsafe_code)]
+            unsafe {
+                avx2::reduce_row(row, &last, &magnitude, &mut wide, (&mut Vec::new(), &mut Vec::new()));
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&baseline), bits(&wide), "factor {factor} row");
+            assert!(baseline.iter().any(|&v| v != 0.0), "the row is not all zeros");
+        }
+    }
 }

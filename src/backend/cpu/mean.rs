@@ -146,3 +146,65 @@ impl<T: Sample> MeanRow<'_, T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Step;
+    use crate::method::Method;
+    use crate::tile::Region;
+
+    /// Every output row of a 2×2×2 mean over `src` (shape 5 × 9 × 67), from the baseline
+    /// build of [`MeanRow::fill`] and from its AVX2 build.
+    #[cfg(target_arch = "x86_64")]
+    fn both_builds<T: Sample, A: WindowSum<T>>(src: &[T]) -> (Vec<T>, Vec<T>) {
+        let shape = [5, 9, 67];
+        let step = Step {
+            method: Method::Mean,
+            factors: vec![2, 2, 2],
+            src_shape: shape.to_vec(),
+        };
+        let dst = [3usize, 5, 34];
+        let geometry = StepGeometry::new(&step, &Region::whole(&shape), &Region::whole(&[3, 5, 34]));
+        let (lo, hi) = row_span(&geometry.stencils[2], dst[2]);
+        let row = MeanRow {
+            src,
+            geometry: &geometry,
+            lo,
+            hi,
+        };
+        let mut scratch = Scratch::<A>::default();
+        let (mut baseline, mut wide) = (Vec::new(), Vec::new());
+        for outer in (0..dst[0]).flat_map(|z| (0..dst[1]).map(move |y| [z, y])) {
+            let (mut a, mut b) = (vec![T::default(); dst[2]], vec![T::default(); dst[2]]);
+            row.fill(&mut scratch, &outer, &mut a);
+            // SAFETY: the caller checked that the CPU has AVX2.
+            #[allow(unsafe_code)]
+            unsafe {
+                row.fill_avx2(&mut scratch, &outer, &mut b);
+            }
+            baseline.extend(a);
+            wide.extend(b);
+        }
+        (baseline, wide)
+    }
+
+    /// The AVX2 build gives the baseline build's means (elsewhere the tests run the AVX2
+    /// build wherever the CPU has it).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_and_baseline_builds_agree() {
+        if !super::super::has_avx2() {
+            return;
+        }
+        let len = 5 * 9 * 67;
+        let integers: Vec<u16> = (0..len).map(|i| (i * 7919 % 65536) as u16).collect();
+        let (baseline, wide) = both_builds::<u16, i32>(&integers);
+        assert_eq!(baseline, wide);
+        assert!(baseline.iter().any(|&v| v > 1000));
+        let floats: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin() * 1e3).collect();
+        let (baseline, wide) = both_builds::<f32, f64>(&floats);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&baseline), bits(&wide));
+    }
+}
