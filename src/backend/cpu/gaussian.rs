@@ -311,7 +311,9 @@ fn reduce<S: Sample, T: Sample>(
     out: &mut [T],
     scratch: &mut [Vec<f64>],
 ) {
+    // One scratch buffer per axis left plus one: two remain exactly at the last axis.
     if let [values, phases] = scratch {
+        debug_assert_eq!(shape.len(), 1, "the last axis");
         reduce_row(src, last, magnitude, out, (values, phases));
         return;
     }
