@@ -111,9 +111,20 @@ impl ReadableStorageTraits for RegularFileStore {
 }
 
 impl WritableStorageTraits for RegularFileStore {
+    /// Writes the file whole, as zarrs does, but without zarrs' `fsync` of every file: a
+    /// build writes thousands of chunk files, and waiting for each to reach the disk left
+    /// cores idle (measured on ext4 with 2 cores: a 512 MiB y/x-only nearest build took 1.18× as
+    /// long with it). A killed build
+    /// loses nothing written (the page cache survives the process); durability against a
+    /// power loss is not promised for chunk files (README, "What does not hold yet").
     fn set(&self, key: &StoreKey, value: Bytes) -> Result<(), StorageError> {
         self.check(key)?;
-        self.inner.set(key, value)
+        let path = self.inner.key_to_fspath(key);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, &value)?;
+        Ok(())
     }
 
     fn set_partial_many(&self, key: &StoreKey, offset_values: OffsetBytesIterator) -> Result<(), StorageError> {
@@ -154,5 +165,18 @@ mod tests {
         );
         std::fs::write(dir.path().join("0/1"), b"data").unwrap();
         assert_eq!(store.size_key(&StoreKey::new("0/1").unwrap()).unwrap(), Some(4));
+        let err = store.set(&key, Bytes::from_static(b"x")).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn set_makes_the_directories_and_replaces_the_whole_file() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = RegularFileStore::new(dir.path()).unwrap();
+        let key = StoreKey::new("1/0/2").unwrap();
+        store.set(&key, Bytes::from_static(b"longer contents")).unwrap();
+        store.set(&key, Bytes::from_static(b"short")).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("1/0/2")).unwrap(), b"short");
+        assert_eq!(store.get(&key).unwrap().as_deref(), Some(&b"short"[..]));
     }
 }
