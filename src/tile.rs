@@ -134,6 +134,35 @@ pub fn c_strides(shape: &[u64]) -> Vec<usize> {
 /// Copies the part of `src` (holding `src_region`) that overlaps `dst_region` into `dst`
 /// (holding `dst_region`). Both buffers are C order.
 pub fn copy_overlap<T: Copy>(src: &[T], src_region: &Region, dst: &mut [T], dst_region: &Region) {
+    for_each_overlap_row(src_region, dst_region, |src_off, dst_off, len| {
+        dst[dst_off..dst_off + len].copy_from_slice(&src[src_off..src_off + len]);
+    });
+}
+
+/// The elements of `dst_region`, which lies inside `src_region`, copied out of `src`
+/// (holding `src_region`, C order) into a new C-order buffer. Unlike [`copy_overlap`] into
+/// a filled buffer, every element is written once.
+///
+/// # Panics
+/// If `dst_region` is not inside `src_region`.
+#[must_use]
+pub fn extract_within<T: Copy>(src: &[T], src_region: &Region, dst_region: &Region) -> Vec<T> {
+    assert!(
+        src_region.contains(dst_region),
+        "{dst_region:?} is not inside {src_region:?}"
+    );
+    let mut out = Vec::with_capacity(dst_region.len());
+    // Rows come in C order of the overlap, which is all of `dst_region`: appending them in
+    // turn lays them out where they belong.
+    for_each_overlap_row(src_region, dst_region, |src_off, _, len| {
+        out.extend_from_slice(&src[src_off..src_off + len]);
+    });
+    out
+}
+
+/// Calls `row(src_offset, dst_offset, len)` for every row (run along the last axis) of the
+/// overlap of the two regions, in C order, with offsets into C-order buffers holding each.
+fn for_each_overlap_row(src_region: &Region, dst_region: &Region, mut row: impl FnMut(usize, usize, usize)) {
     let Some(overlap) = src_region.intersect(dst_region) else {
         return;
     };
@@ -152,7 +181,7 @@ pub fn copy_overlap<T: Copy>(src: &[T], src_region: &Region, dst: &mut [T], dst_
             src_off += usize::try_from(coordinate - src_region.start[a]).unwrap_or(0) * src_strides[a];
             dst_off += usize::try_from(coordinate - dst_region.start[a]).unwrap_or(0) * dst_strides[a];
         }
-        dst[dst_off..dst_off + row_len].copy_from_slice(&src[src_off..src_off + row_len]);
+        row(src_off, dst_off, row_len);
         // Advance the odometer over the outer axes.
         for a in (0..ndim - 1).rev() {
             index[a] += 1;
@@ -352,14 +381,14 @@ impl Tile {
     }
 
     /// The elements of `dst_region` (which must lie inside this tile) as a new tile.
+    ///
+    /// # Panics
+    /// If `dst_region` is not inside the tile.
     #[must_use]
     pub fn extract(&self, dst_region: &Region) -> Tile {
-        debug_assert!(self.region.contains(dst_region));
         let data = crate::dispatch_dtype!(self.data.dtype(), T => {
             let src = T::view(&self.data).expect("dtype matches");
-            let mut out = vec![T::default(); dst_region.len()];
-            copy_overlap(src, &self.region, &mut out, dst_region);
-            T::wrap(out)
+            T::wrap(extract_within(src, &self.region, dst_region))
         });
         Tile::new(dst_region.clone(), data)
     }
@@ -386,6 +415,32 @@ mod tests {
         let mut dst = vec![99u32; 16];
         copy_overlap(&src, &src_region, &mut dst, &dst_region);
         assert_eq!(dst, vec![99, 99, 99, 99, 99, 0, 1, 2, 99, 4, 5, 6, 99, 8, 9, 10]);
+    }
+
+    #[test]
+    fn extract_within_equals_copy_overlap_into_a_filled_buffer() {
+        let src_region = Region::new(vec![2, 1, 3], vec![4, 5, 6]);
+        let src: Vec<u32> = (0..120).collect();
+        for dst_region in [
+            Region::new(vec![3, 2, 4], vec![2, 3, 4]),
+            Region::new(vec![2, 1, 3], vec![4, 5, 6]),
+            Region::new(vec![5, 5, 8], vec![1, 1, 1]),
+        ] {
+            let mut expected = vec![0u32; dst_region.len()];
+            copy_overlap(&src, &src_region, &mut expected, &dst_region);
+            assert_eq!(
+                extract_within(&src, &src_region, &dst_region),
+                expected,
+                "{dst_region:?}"
+            );
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "is not inside")]
+    fn extract_within_refuses_a_region_outside() {
+        let src_region = Region::new(vec![0, 0], vec![2, 2]);
+        let _ = extract_within(&[0u8; 4], &src_region, &Region::new(vec![1, 1], vec![2, 2]));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::prepare::Level0;
 use crate::backend::Step;
 use crate::journal::StoredChunk;
 use crate::store::{LevelSink, Source, StoreElement, StoreError, TileReader};
-use crate::tile::{Region, Tile, TileRef, copy_overlap};
+use crate::tile::{Region, Tile, TileRef, copy_overlap, extract_within};
 
 /// What writing one chunk gave.
 enum Written {
@@ -70,8 +70,14 @@ fn write_chunk<T: StoreElement>(
         });
     };
     let chunk_region = sink.chunks().region(chunk);
-    let mut buffer = vec![fill_of::<T>(context.source.as_ref()); chunk_region.len()];
-    copy_overlap(data, region, &mut buffer, &chunk_region);
+    let buffer = if region.contains(&chunk_region) {
+        extract_within(data, region, &chunk_region)
+    } else {
+        // A chunk over the level's edge: the part past it holds the fill value.
+        let mut buffer = vec![fill_of::<T>(context.source.as_ref()); chunk_region.len()];
+        copy_overlap(data, region, &mut buffer, &chunk_region);
+        buffer
+    };
     let bytes: &[u8] = bytemuck::cast_slice(&buffer);
     Ok(if sink.is_sharded() {
         piece(sink.encode_chunk(chunk, bytes)?)

@@ -345,6 +345,11 @@ impl<'s, T: StoreElement> TileReader<'s, T> {
         if !Region::whole(self.source.shape()).contains(region) {
             buffer.clear();
         }
+        if buffer.capacity() < region.len() {
+            // Too small: a fresh allocation, rather than growing one whose contents would be
+            // copied over only to be overwritten.
+            buffer = Vec::with_capacity(region.len());
+        }
         buffer.truncate(region.len());
         buffer.resize(region.len(), self.fill);
         let out = buffer;
