@@ -79,11 +79,29 @@ impl Tally {
         }
     }
 
-    fn add(&mut self, value: f64) {
+    /// Counts (or keeps) `values`.
+    fn add_all<T: StoreElement>(&mut self, values: &[T]) {
         match self {
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            Tally::Counts { counts, offset } => counts[(value as i64 + *offset) as usize] += 1,
-            Tally::Values(values) => values.push(value),
+            Tally::Counts { counts, offset } => {
+                for v in values {
+                    counts[(v.to_f64() as i64 + *offset) as usize] += 1;
+                }
+            }
+            Tally::Values(all) => all.extend(values.iter().map(|v| v.to_f64())),
+        }
+    }
+
+    /// Adds the values `other` tallied (of the same dtype).
+    fn merge(&mut self, other: Tally) {
+        match (self, other) {
+            (Tally::Counts { counts, .. }, Tally::Counts { counts: more, .. }) => {
+                for (c, m) in counts.iter_mut().zip(more) {
+                    *c += m;
+                }
+            }
+            (Tally::Values(values), Tally::Values(more)) => values.extend(more),
+            _ => unreachable!("tallies of one dtype are of one kind"),
         }
     }
 
@@ -202,17 +220,39 @@ fn label_value<T: StoreElement>(value: T) -> Option<i128> {
 /// The values of each channel (all of them where there is no channel axis), as `f64`.
 /// Adds every value of `data` (of `shape`) to the tally of its channel.
 fn tally_channels<T: StoreElement>(data: &[T], shape: &[u64], channel_axis: Option<usize>, tallies: &mut [Tally]) {
-    let Some(c) = channel_axis else {
-        for v in data {
-            tallies[0].add(v.to_f64());
-        }
-        return;
-    };
+    use rayon::prelude::*;
+    /// Values per task: enough that a task outweighs its own tallies (512 KiB of counts
+    /// for 16-bit data).
+    const RUN: usize = 1 << 20;
     let to_usize = |n: u64| usize::try_from(n).expect("a level read into memory has usize extents");
-    let stride: usize = shape[c + 1..].iter().map(|&n| to_usize(n)).product();
-    let count = to_usize(shape[c]);
-    for (i, v) in data.iter().enumerate() {
-        tallies[(i / stride) % count].add(v.to_f64());
+    // Value `i` belongs to channel `(i / stride) % count`.
+    let (stride, count) = channel_axis.map_or((data.len().max(1), 1), |c| {
+        (
+            shape[c + 1..].iter().map(|&n| to_usize(n)).product(),
+            to_usize(shape[c]),
+        )
+    });
+    let dtype = T::DTYPE;
+    let runs: Vec<Vec<Tally>> = data
+        .par_chunks(RUN)
+        .enumerate()
+        .map(|(r, run)| {
+            let mut local: Vec<Tally> = (0..count).map(|_| Tally::new(dtype)).collect();
+            // The run in stretches of one channel each, to the next multiple of `stride`.
+            let mut j = 0;
+            while j < run.len() {
+                let i = r * RUN + j;
+                let end = run.len().min(j + stride - i % stride);
+                local[(i / stride) % count].add_all(&run[j..end]);
+                j = end;
+            }
+            local
+        })
+        .collect();
+    for run in runs {
+        for (tally, part) in tallies.iter_mut().zip(run) {
+            tally.merge(part);
+        }
     }
 }
 
@@ -261,15 +301,21 @@ mod tests {
         // t×c×x = 2×2×1: channels alternate.
         assert_eq!(windows(&data[..4], &[2, 2, 1], Some(1), 2), [(1.0, 3.0), (2.0, 4.0)]);
         assert_eq!(windows(&data[..2], &[2], None, 1), [(1.0, 2.0)]);
+        // Several runs tallied apart and merged: c×x = 2×(3·2^20 / 2), channel 1 all 7s
+        // but one 9 in its last run.
+        let half = 3 << 19;
+        let mut long = vec![5u16; 2 * half];
+        long[half..].fill(7);
+        long[0] = 1;
+        long[2 * half - 1] = 9;
+        assert_eq!(windows(&long, &[2, half as u64], Some(0), 2), [(1.0, 5.0), (7.0, 9.0)]);
         // Floats keep their values; signed 16-bit counts are offset.
         let mut floats = Tally::new(DType::F32);
-        floats.add(-0.5);
-        floats.add(2.25);
+        floats.add_all(&[-0.5f32, 2.25]);
         let w = floats.window();
         assert_eq!((w.min, w.max), (-0.5, 2.25));
         let mut signed = Tally::new(DType::I16);
-        signed.add(-32768.0);
-        signed.add(32767.0);
+        signed.add_all(&[-32768i16, 32767]);
         let w = signed.window();
         assert_eq!((w.min, w.max), (-32768.0, 32767.0));
     }
