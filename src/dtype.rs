@@ -188,6 +188,19 @@ pub fn round_half_even(value: f64) -> f64 {
     }
 }
 
+/// 1.5 · 2⁵²: an integer `n` with `|n| < 2⁵¹` added to it gives an `f64` whose low mantissa
+/// bits are `n` in two's complement.
+const TWOS_COMPLEMENT_SHIFT: f64 = 6_755_399_441_055_744.0;
+
+/// The two's complement bits of `value`, an integer with `|value| < 2⁵¹`, in the low bits of
+/// the result (cast to a narrower integer type to keep them): an addition and a bit move,
+/// which vectorise, where `value as i64` is a scalar conversion per value.
+#[inline(always)]
+#[must_use]
+pub fn integral_bits(value: f64) -> u64 {
+    (value + TWOS_COMPLEMENT_SHIFT).to_bits()
+}
+
 /// The largest integer not above `value` (as [`f64::floor`], inlined: see
 /// [`round_half_even`]).
 #[inline(always)]
@@ -313,9 +326,19 @@ macro_rules! impl_sample_int {
             }
             #[inline(always)]
             fn from_f64(value: f64) -> Self {
-                // `as` saturates at the type's bounds, which is the clamp SPEC §2 asks for.
-                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                let value = round_half_even(value) as $t;
+                // `round_half_even(value) as $t`, which saturates at the type's bounds (the
+                // clamp SPEC §2 asks for) and maps NaN to 0, in operations that vectorise:
+                // `as` from `f64` compiles to a scalar conversion per value.
+                #[allow(clippy::cast_lossless, clippy::cast_precision_loss)]
+                let (lowest, highest) = (<$t>::MIN as f64, <$t>::MAX as f64);
+                let rounded = round_half_even(value);
+                let clamped = if rounded.is_nan() {
+                    0.0
+                } else {
+                    rounded.max(lowest).min(highest)
+                };
+                #[allow(clippy::cast_possible_truncation)]
+                let value = integral_bits(clamped) as $t;
                 value
             }
         }
@@ -484,6 +507,49 @@ mod tests {
 
     #[test]
     fn float_to_integer_rounds_half_even_and_clamps() {
+        fn as_cast<T: Sample>(v: f64, cast: fn(f64) -> T) {
+            assert_eq!(T::from_f64(v), cast(round_half_even(v)), "{v}");
+        }
+        let values = [
+            0.0,
+            -0.0,
+            0.4,
+            0.5,
+            1.5,
+            -0.5,
+            -1.5,
+            -2.5,
+            127.5,
+            128.0,
+            -128.5,
+            -129.0,
+            255.5,
+            256.0,
+            32767.5,
+            -32768.5,
+            65535.4,
+            65535.5,
+            65536.0,
+            2147483647.5,
+            -2147483648.5,
+            4294967295.5,
+            4294967296.0,
+            1e300,
+            -1e300,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            1e15 + 0.5,
+        ];
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        for v in values {
+            as_cast::<u8>(v, |r| r as u8);
+            as_cast::<i8>(v, |r| r as i8);
+            as_cast::<u16>(v, |r| r as u16);
+            as_cast::<i16>(v, |r| r as i16);
+            as_cast::<u32>(v, |r| r as u32);
+            as_cast::<i32>(v, |r| r as i32);
+        }
         assert_eq!(u8::from_f64(2.5), 2);
         assert_eq!(u8::from_f64(3.5), 4);
         assert_eq!(u8::from_f64(300.0), 255);
