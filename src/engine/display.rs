@@ -233,11 +233,19 @@ fn tally_channels<T: StoreElement>(data: &[T], shape: &[u64], channel_axis: Opti
         )
     });
     let dtype = T::DTYPE;
-    let runs: Vec<Vec<Tally>> = data
+    let new_tallies = || (0..count).map(|_| Tally::new(dtype)).collect::<Vec<Tally>>();
+    let merge = |mut into: Vec<Tally>, from: Vec<Tally>| {
+        for (tally, part) in into.iter_mut().zip(from) {
+            tally.merge(part);
+        }
+        into
+    };
+    // One set of tallies per thread's share (`fold`), not per run: their memory stays
+    // bounded by the thread count, whatever the level's size.
+    let measured = data
         .par_chunks(RUN)
         .enumerate()
-        .map(|(r, run)| {
-            let mut local: Vec<Tally> = (0..count).map(|_| Tally::new(dtype)).collect();
+        .fold(new_tallies, |mut local, (r, run)| {
             // The run in stretches of one channel each, to the next multiple of `stride`.
             let mut j = 0;
             while j < run.len() {
@@ -248,11 +256,9 @@ fn tally_channels<T: StoreElement>(data: &[T], shape: &[u64], channel_axis: Opti
             }
             local
         })
-        .collect();
-    for run in runs {
-        for (tally, part) in tallies.iter_mut().zip(run) {
-            tally.merge(part);
-        }
+        .reduce(new_tallies, merge);
+    for (tally, part) in tallies.iter_mut().zip(measured) {
+        tally.merge(part);
     }
 }
 
