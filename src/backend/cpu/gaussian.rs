@@ -80,11 +80,9 @@ fn combine_slabs_inline<S: Sample>(src: &[S], stencil: &AxisStencil, o: usize, o
                 out.fill(0.0);
                 return;
             }
-            if let Ok(taps) = <&[usize; FUSED_TAPS]>::try_from(&index[taps.clone()]) {
-                let weights = weight[offsets[o]..offsets[o + 1]]
-                    .try_into()
-                    .expect("as many weights as taps");
-                fused_sum(out, &taps.map(slab), weights, true);
+            if let Ok(inputs) = <&[usize; FUSED_TAPS]>::try_from(&index[taps.clone()]) {
+                let weights = weight[taps].try_into().expect("as many weights as taps");
+                fused_sum(out, &inputs.map(slab), weights, true);
                 return;
             }
             for start in (0..inner).step_by(BLOCK) {
@@ -113,9 +111,10 @@ fn combine_slabs_inline<S: Sample>(src: &[S], stencil: &AxisStencil, o: usize, o
 /// The tap count of factor 2 (radius 3 around a window of 2), summed by [`fused_sum`].
 const FUSED_TAPS: usize = 8;
 
-/// `out[j] = w₀·x₀[j] (+ 0.0 if `plus_zero`) + w₁·x₁[j] + … + w₇·x₇[j]`, added left to right:
-/// the sum that one pass per tap over `out` makes, each output's terms in the same order,
-/// but kept in a register instead of loaded and stored once per tap.
+/// `out[j] = w₀·x₀[j] + w₁·x₁[j] + … + w₇·x₇[j]`, added left to right (with `+ 0.0` right
+/// after the first term when `plus_zero`, as [`combine_slabs`] starts its sums): the sum
+/// that one pass per tap over `out` makes, each output's terms in the same order, but kept
+/// in a register instead of loaded and stored once per tap.
 #[inline(always)]
 fn fused_sum<S: Sample>(out: &mut [f64], inputs: &[&[S]; FUSED_TAPS], weights: &[f64; FUSED_TAPS], plus_zero: bool) {
     let n = out.len();
