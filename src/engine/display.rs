@@ -233,6 +233,12 @@ fn tally_channels<T: StoreElement>(data: &[T], shape: &[u64], channel_axis: Opti
         )
     });
     let dtype = T::DTYPE;
+    if !matches!(Tally::new(dtype), Tally::Counts { .. }) {
+        // Values are kept, not counted: tallied on one thread into `tallies` alone, so
+        // no second copy of them is ever made by merging.
+        tally_run(tallies, data, 0, (stride, count));
+        return;
+    }
     let new_tallies = || (0..count).map(|_| Tally::new(dtype)).collect::<Vec<Tally>>();
     let merge = |mut into: Vec<Tally>, from: Vec<Tally>| {
         for (tally, part) in into.iter_mut().zip(from) {
@@ -240,25 +246,31 @@ fn tally_channels<T: StoreElement>(data: &[T], shape: &[u64], channel_axis: Opti
         }
         into
     };
-    // One set of tallies per thread's share (`fold`), not per run: their memory stays
+    // One set of counts per thread's share (`fold`), not per run: their memory stays
     // bounded by the thread count, whatever the level's size.
     let measured = data
         .par_chunks(RUN)
         .enumerate()
         .fold(new_tallies, |mut local, (r, run)| {
-            // The run in stretches of one channel each, to the next multiple of `stride`.
-            let mut j = 0;
-            while j < run.len() {
-                let i = r * RUN + j;
-                let end = run.len().min(j + stride - i % stride);
-                local[(i / stride) % count].add_all(&run[j..end]);
-                j = end;
-            }
+            tally_run(&mut local, run, r * RUN, (stride, count));
             local
         })
         .reduce(new_tallies, merge);
     for (tally, part) in tallies.iter_mut().zip(measured) {
         tally.merge(part);
+    }
+}
+
+/// Adds `run`, the values from index `first` on, to `tallies`, value `i` to channel
+/// `(i / stride) % count`: a stretch of one channel at a time, to the next multiple of
+/// `stride`.
+fn tally_run<T: StoreElement>(tallies: &mut [Tally], run: &[T], first: usize, (stride, count): (usize, usize)) {
+    let mut j = 0;
+    while j < run.len() {
+        let i = first + j;
+        let end = run.len().min(j + stride - i % stride);
+        tallies[(i / stride) % count].add_all(&run[j..end]);
+        j = end;
     }
 }
 
@@ -315,6 +327,17 @@ mod tests {
         long[0] = 1;
         long[2 * half - 1] = 9;
         assert_eq!(windows(&long, &[2, half as u64], Some(0), 2), [(1.0, 5.0), (7.0, 9.0)]);
+        // Floats are kept, per channel, on one thread.
+        let mut by_channel = vec![Tally::new(DType::F32), Tally::new(DType::F32)];
+        tally_channels(&[0.5f32, -1.0, 8.0, 2.0], &[2, 2], Some(0), &mut by_channel);
+        let float_windows: Vec<(f64, f64)> = by_channel
+            .into_iter()
+            .map(|t| {
+                let w = t.window();
+                (w.min, w.max)
+            })
+            .collect();
+        assert_eq!(float_windows, [(-1.0, 0.5), (2.0, 8.0)]);
         // Floats keep their values; signed 16-bit counts are offset.
         let mut floats = Tally::new(DType::F32);
         floats.add_all(&[-0.5f32, 2.25]);
