@@ -221,9 +221,10 @@ fn label_value<T: StoreElement>(value: T) -> Option<i128> {
 /// Adds every value of `data` (of `shape`) to the tally of its channel.
 fn tally_channels<T: StoreElement>(data: &[T], shape: &[u64], channel_axis: Option<usize>, tallies: &mut [Tally]) {
     use rayon::prelude::*;
-    /// Values per task: enough that a task outweighs its own tallies (512 KiB of counts
-    /// for 16-bit data).
-    const RUN: usize = 1 << 20;
+    /// The most memory the per-thread counts of a parallel tally may take together.
+    const PARALLEL_COUNTS_BYTES: usize = 64 << 20;
+    /// Values per thread below which one thread tallies everything.
+    const MIN_SHARE: usize = 1 << 20;
     let to_usize = |n: u64| usize::try_from(n).expect("a level read into memory has usize extents");
     // Value `i` belongs to channel `(i / stride) % count`.
     let (stride, count) = channel_axis.map_or((data.len().max(1), 1), |c| {
@@ -233,31 +234,36 @@ fn tally_channels<T: StoreElement>(data: &[T], shape: &[u64], channel_axis: Opti
         )
     });
     let dtype = T::DTYPE;
-    if !matches!(Tally::new(dtype), Tally::Counts { .. }) {
-        // Values are kept, not counted: tallied on one thread into `tallies` alone, so
-        // no second copy of them is ever made by merging.
+    // Counts (8- and 16-bit integers) are tallied in contiguous shares of the data, one set
+    // of counts per share, then added up; values (the other types) are kept, not counted,
+    // so they are tallied on one thread, and no merge ever copies them.
+    let Tally::Counts { counts, .. } = Tally::new(dtype) else {
+        tally_run(tallies, data, 0, (stride, count));
+        return;
+    };
+    let set_bytes = count * counts.len() * size_of::<u64>();
+    let shares = rayon::current_num_threads()
+        .min(PARALLEL_COUNTS_BYTES / set_bytes.max(1))
+        .min(data.len() / MIN_SHARE)
+        .max(1);
+    if shares == 1 {
         tally_run(tallies, data, 0, (stride, count));
         return;
     }
-    let new_tallies = || (0..count).map(|_| Tally::new(dtype)).collect::<Vec<Tally>>();
-    let merge = |mut into: Vec<Tally>, from: Vec<Tally>| {
-        for (tally, part) in into.iter_mut().zip(from) {
-            tally.merge(part);
-        }
-        into
-    };
-    // One set of counts per thread's share (`fold`), not per run: their memory stays
-    // bounded by the thread count, whatever the level's size.
-    let measured = data
-        .par_chunks(RUN)
+    let share_len = data.len().div_ceil(shares);
+    let measured: Vec<Vec<Tally>> = data
+        .par_chunks(share_len)
         .enumerate()
-        .fold(new_tallies, |mut local, (r, run)| {
-            tally_run(&mut local, run, r * RUN, (stride, count));
+        .map(|(k, share)| {
+            let mut local: Vec<Tally> = (0..count).map(|_| Tally::new(dtype)).collect();
+            tally_run(&mut local, share, k * share_len, (stride, count));
             local
         })
-        .reduce(new_tallies, merge);
-    for (tally, part) in tallies.iter_mut().zip(measured) {
-        tally.merge(part);
+        .collect();
+    for share in measured {
+        for (tally, part) in tallies.iter_mut().zip(share) {
+            tally.merge(part);
+        }
     }
 }
 
@@ -319,8 +325,8 @@ mod tests {
         // t×c×x = 2×2×1: channels alternate.
         assert_eq!(windows(&data[..4], &[2, 2, 1], Some(1), 2), [(1.0, 3.0), (2.0, 4.0)]);
         assert_eq!(windows(&data[..2], &[2], None, 1), [(1.0, 2.0)]);
-        // Several runs tallied apart and merged: c×x = 2×(3·2^20 / 2), channel 1 all 7s
-        // but one 9 in its last run.
+        // Shares tallied apart (with two threads or more) and added up: c×x = 2×(3·2^20 / 2),
+        // channel 1 all 7s but one 9 in the last share.
         let half = 3 << 19;
         let mut long = vec![5u16; 2 * half];
         long[half..].fill(7);
