@@ -574,6 +574,8 @@ pub(super) fn run_passes<T: StoreElement>(context: &BuildContext<'_>) -> Result<
         return Ok(seconds);
     }
     let element_size = T::DTYPE.size() as u64;
+    // Shared by the passes: the next pass's tiles reuse the last one's mapped buffers.
+    let buffers = BufferPool::<T>::new();
     let mut first = 0;
     while first + 1 < levels {
         let started = Instant::now();
@@ -599,7 +601,7 @@ pub(super) fn run_passes<T: StoreElement>(context: &BuildContext<'_>) -> Result<
             workers
         );
         let (pass_first, pass_last, writes_first) = (pass.first, pass.last, pass.writes_first);
-        run_pass::<T>(context, pass, workers)?;
+        run_pass::<T>(context, pass, workers, &buffers)?;
         let elapsed = started.elapsed();
         let produced = if writes_first {
             pass_first..=pass_last
@@ -656,7 +658,14 @@ fn copy_level0_only<T: StoreElement>(context: &BuildContext<'_>) -> Result<(), B
     result
 }
 
-fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: Pass, workers: usize) -> Result<(), BuildError> {
+fn run_pass<T: StoreElement>(
+    context: &BuildContext<'_>,
+    pass: Pass,
+    workers: usize,
+    buffers: &BufferPool<T>,
+) -> Result<(), BuildError> {
+    // The memory budget counts one tile buffer per worker of this pass.
+    buffers.keep_at_most(workers);
     let element_size = T::DTYPE.size() as u64;
     let level: Arc<dyn ChunkSource + '_> = if pass.first == 0 {
         context.source.clone()
@@ -689,12 +698,11 @@ fn run_pass<T: StoreElement>(context: &BuildContext<'_>, pass: Pass, workers: us
     let reader = TileReader::<T>::new(level, cache_budget, reads_of)
         .with_bands(bands_of)
         .with_cancel(context.cancel.clone());
-    let buffers = BufferPool::<T>::new();
     let worker = TileWorker {
         context,
         pass: &pass,
         reader: &reader,
-        buffers: &buffers,
+        buffers,
         zero_fill,
         per_chunk,
     };

@@ -399,8 +399,9 @@ impl<T: StoreElement> ChunkCopier<'_, '_, T> {
     }
 }
 
-/// Source-tile buffers handed from one tile to the next, so large tiles reuse memory that
-/// is already mapped instead of faulting in fresh pages every time.
+/// Source-tile buffers handed from one tile to the next (and from one pass to the next), so
+/// large tiles reuse memory that is already mapped instead of faulting in fresh pages
+/// every time.
 pub(super) struct BufferPool<T> {
     free: Mutex<Vec<Vec<T>>>,
 }
@@ -426,8 +427,34 @@ impl<T> BufferPool<T> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(buffer);
     }
+
+    /// Frees all but the `count` largest buffers.
+    pub(super) fn keep_at_most(&self, count: usize) {
+        let mut free = self.free.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        free.sort_unstable_by_key(|b| std::cmp::Reverse(b.capacity()));
+        free.truncate(count);
+    }
 }
 
 pub(super) fn add_ns(counter: &AtomicU64, elapsed: Duration) {
     counter.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BufferPool;
+
+    #[test]
+    fn a_pool_trimmed_for_fewer_workers_keeps_its_largest_buffers() {
+        let pool = BufferPool::<u16>::new();
+        for capacity in [10, 30, 20] {
+            pool.give(Vec::with_capacity(capacity));
+        }
+        pool.keep_at_most(2);
+        let mut kept = [pool.take().capacity(), pool.take().capacity()];
+        kept.sort_unstable();
+        assert!(kept[0] >= 20 && kept[1] >= 30, "kept {kept:?}");
+        // Empty now: a fresh buffer.
+        assert_eq!(pool.take().capacity(), 0);
+    }
 }

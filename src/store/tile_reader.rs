@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 
 use super::{ChunkSource, StoreElement, StoreError};
 use crate::tile::{Region, copy_overlap};
@@ -103,6 +103,9 @@ impl<T> CacheSlot<T> {
 
 type SharedSlot<T> = Arc<Mutex<CacheSlot<T>>>;
 
+/// A decoded chunk, or a cached band of it, and the region it covers.
+type Chunk<T> = (Arc<Elements<T>>, Region);
+
 /// How many reads of a pass will touch the chunk covering a region.
 pub type ReadCounter = Arc<dyn Fn(&Region) -> u64 + Send + Sync>;
 
@@ -198,14 +201,37 @@ impl<'s, T: StoreElement> TileReader<'s, T> {
     /// The part of chunk `indices` (covering `chunk_region`) that `wanted` (a sub-region
     /// of it) needs, from the cache or the store: the data and the region it holds, the
     /// whole chunk or a cached band containing `wanted`.
-    fn chunk(
+    fn chunk(&self, indices: &[u64], chunk_region: &Region, wanted: &Region) -> Result<Chunk<T>, StoreError> {
+        let slot = self.slot(indices, chunk_region);
+        let guard = slot.lock().expect("slot lock");
+        self.serve(guard, indices, chunk_region, wanted)
+    }
+
+    /// As [`TileReader::chunk`], but `None` instead of waiting when another thread holds
+    /// the chunk (decoding it, as a rule).
+    fn chunk_if_free(
         &self,
         indices: &[u64],
         chunk_region: &Region,
         wanted: &Region,
-    ) -> Result<(Arc<Elements<T>>, Region), StoreError> {
+    ) -> Result<Option<Chunk<T>>, StoreError> {
         let slot = self.slot(indices, chunk_region);
-        let mut guard = slot.lock().expect("slot lock");
+        let guard = match slot.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::WouldBlock) => return Ok(None),
+            Err(TryLockError::Poisoned(_)) => panic!("slot lock poisoned"),
+        };
+        self.serve(guard, indices, chunk_region, wanted).map(Some)
+    }
+
+    /// What [`TileReader::chunk`] returns, with the chunk's slot locked.
+    fn serve(
+        &self,
+        mut guard: std::sync::MutexGuard<'_, CacheSlot<T>>,
+        indices: &[u64],
+        chunk_region: &Region,
+        wanted: &Region,
+    ) -> Result<Chunk<T>, StoreError> {
         let band = guard.bands.iter().find(|(band, _)| band.contains(wanted)).cloned();
         let found = if let Some(data) = &guard.data {
             (data.clone(), chunk_region.clone())
@@ -357,14 +383,34 @@ impl<'s, T: StoreElement> TileReader<'s, T> {
         // Each decoded chunk is copied in as soon as it is ready and then dropped (unless
         // the cache keeps it), so a read holds the tile plus a few chunks, not two tiles.
         let target = Mutex::new(out);
-        indices.par_iter().try_for_each(|idx| {
+        // Copies chunk `idx` in; false, with nothing done, if it is busy and `wait` false.
+        let read_chunk = |idx: &Vec<u64>, wait: bool| {
             let chunk_region = self.source.chunk_region(idx);
             let wanted = chunk_region.intersect(region).unwrap_or_else(|| chunk_region.clone());
-            let (data, data_region) = self.chunk(idx, &chunk_region, &wanted)?;
+            let found = if wait {
+                Some(self.chunk(idx, &chunk_region, &wanted)?)
+            } else {
+                self.chunk_if_free(idx, &chunk_region, &wanted)?
+            };
+            let Some((data, data_region)) = found else {
+                return Ok::<bool, StoreError>(false);
+            };
             let mut out = target.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             copy_overlap(data.as_slice(), &data_region, out.as_mut_slice(), region);
+            Ok(true)
+        };
+        // A chunk another thread is decoding (a halo this tile shares with one being read
+        // beside it) is left for last instead of waited on: meanwhile this thread decodes
+        // the tile's other chunks, and by then the busy one is usually in the cache.
+        let busy = Mutex::new(Vec::new());
+        indices.par_iter().try_for_each(|idx| {
+            if !read_chunk(idx, false)? {
+                busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(idx);
+            }
             Ok::<(), StoreError>(())
         })?;
+        let busy = busy.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+        busy.par_iter().try_for_each(|idx| read_chunk(idx, true).map(drop))?;
         Ok(target.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
@@ -463,6 +509,40 @@ mod tests {
             let (y, x) = (5 + i / 33, 7 + i % 33);
             assert_eq!(v, whole[y * 64 + x], "element ({y}, {x})");
         }
+    }
+
+    #[test]
+    fn a_chunk_another_thread_holds_is_read_last_instead_of_waited_on() {
+        use std::time::{Duration, Instant};
+        let dir = tempfile::TempDir::new().unwrap();
+        let source = small_input(dir.path());
+        let reader = TileReader::<u16>::new(source.clone(), 0, Arc::new(|_: &Region| 1));
+        // Chunks [0, 0] and [0, 1], in that order.
+        let region = Region::new(vec![0, 0], vec![16, 32]);
+        let expected = TileReader::<u16>::new(source.clone(), 0, Arc::new(|_: &Region| 1))
+            .read(&region)
+            .unwrap();
+        let first = reader.slot(&[0, 0], &source.chunk_region(&[0, 0]));
+        let decoded = || reader.stats.decoded.load(Ordering::Relaxed);
+        // One thread takes the chunks in order: waiting on [0, 0] it would never reach
+        // [0, 1].
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        std::thread::scope(|s| {
+            // As while another thread decodes it (released if an assertion below fails).
+            let held = first.lock().unwrap();
+            let read = s.spawn(|| pool.install(|| reader.read(&region)));
+            let started = Instant::now();
+            while decoded() < 1 {
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "the read waited on the held chunk"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            drop(held);
+            assert_eq!(read.join().unwrap().unwrap(), expected);
+        });
+        assert_eq!(decoded(), 2);
     }
 
     #[test]
