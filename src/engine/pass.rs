@@ -406,41 +406,41 @@ impl Pass {
     /// `per_chunk` (the elements of one source chunk), the first step is computed chunk by
     /// chunk: no source tile, two decoded chunks instead.
     fn tile_bytes_with(&self, element_size: u64, method: Method, per_chunk: Option<u64>) -> u64 {
-        let samples: Vec<Vec<Vec<AxisSpan>>> = (0..self.grid.len())
-            .map(|a| {
-                self.sample_columns(a)
-                    .into_iter()
-                    .map(|i| self.axis_spans(a, i))
-                    .collect()
-            })
-            .collect();
-        let extent = |level: usize, axis: &Vec<Vec<AxisSpan>>| -> u64 {
-            axis.iter()
-                .map(|s| {
-                    let c = s[level - self.first].computed;
-                    c.1 - c.0
-                })
-                .max()
-                .unwrap_or(1)
-        };
-        let largest = |level: usize| -> u64 {
-            samples
-                .iter()
-                .map(|axis| extent(level, axis))
-                .fold(1u64, u64::saturating_mul)
-        };
-        let source = largest(self.first);
+        let source = self.largest_computed(self.first);
         let held = per_chunk.map_or(source, |chunk| chunk.saturating_mul(2));
         let mut bytes = held.saturating_mul(element_size);
         for level in self.first + 1..=self.last {
-            bytes = bytes.saturating_add(2u64.saturating_mul(largest(level)).saturating_mul(element_size));
+            bytes = bytes.saturating_add(
+                2u64.saturating_mul(self.largest_computed(level))
+                    .saturating_mul(element_size),
+            );
         }
         if method == Method::Gaussian {
             // One f64 slab of the outermost axis (and smaller ones) per thread.
-            let outer = samples.first().map_or(1, |axis| extent(self.first, axis)).max(1);
+            let outer = self.largest_extent(0, self.first).max(1);
             bytes = bytes.saturating_add(2 * 8 * source / outer);
         }
         bytes
+    }
+
+    /// Elements of the largest region a tile computes at `level` (at the pass's first
+    /// level: its source tile).
+    pub(super) fn largest_computed(&self, level: usize) -> u64 {
+        (0..self.grid.len())
+            .map(|axis| self.largest_extent(axis, level))
+            .fold(1u64, u64::saturating_mul)
+    }
+
+    /// The largest extent along `axis` of what a tile computes at `level`.
+    fn largest_extent(&self, axis: usize, level: usize) -> u64 {
+        self.sample_columns(axis)
+            .into_iter()
+            .map(|i| {
+                let (lo, hi) = self.axis_spans(axis, i)[level - self.first].computed;
+                hi - lo
+            })
+            .max()
+            .unwrap_or(1)
     }
 
     /// Memory one worker needs: a tile, and for sharded levels what waits to be appended
@@ -664,8 +664,6 @@ fn run_pass<T: StoreElement>(
     workers: usize,
     buffers: &BufferPool<T>,
 ) -> Result<(), BuildError> {
-    // The memory budget counts one tile buffer per worker of this pass.
-    buffers.keep_at_most(workers);
     let element_size = T::DTYPE.size() as u64;
     let level: Arc<dyn ChunkSource + '_> = if pass.first == 0 {
         context.source.clone()
@@ -695,6 +693,14 @@ fn run_pass<T: StoreElement>(
     };
     let zero_fill = level.fill_bytes().iter().all(|&b| b == 0);
     let per_chunk = per_chunk_here(context) && pass.first_step_per_chunk(level.chunk_shape());
+    // The memory budget counts one source tile per worker of this pass, none when it is
+    // computed chunk by chunk: the last pass's buffers are kept only within that.
+    let tile_elements = if per_chunk {
+        0
+    } else {
+        pass.largest_computed(pass.first)
+    };
+    buffers.keep_within(workers, usize::try_from(tile_elements).unwrap_or(usize::MAX));
     let reader = TileReader::<T>::new(level, cache_budget, reads_of)
         .with_bands(bands_of)
         .with_cancel(context.cancel.clone());

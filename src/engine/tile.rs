@@ -428,11 +428,17 @@ impl<T> BufferPool<T> {
             .push(buffer);
     }
 
-    /// Frees all but the `count` largest buffers.
-    pub(super) fn keep_at_most(&self, count: usize) {
+    /// Keeps the `count` largest buffers (none when `elements` is 0), shrunk in place to
+    /// hold at most `elements` each, and frees the others. A shrunk buffer keeps the pages
+    /// it has: the allocator shortens the mapping (or the heap chunk) without a copy.
+    pub(super) fn keep_within(&self, count: usize, elements: usize) {
         let mut free = self.free.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         free.sort_unstable_by_key(|b| std::cmp::Reverse(b.capacity()));
-        free.truncate(count);
+        free.truncate(if elements == 0 { 0 } else { count });
+        for buffer in free.iter_mut() {
+            buffer.truncate(elements);
+            buffer.shrink_to(elements);
+        }
     }
 }
 
@@ -445,16 +451,34 @@ mod tests {
     use super::BufferPool;
 
     #[test]
-    fn a_pool_trimmed_for_fewer_workers_keeps_its_largest_buffers() {
+    fn a_pool_trimmed_for_a_pass_keeps_its_largest_buffers_within_the_tile() {
+        let capacities = [10, 40, 30, 20];
         let pool = BufferPool::<u16>::new();
-        for capacity in [10, 30, 20] {
-            pool.give(Vec::with_capacity(capacity));
+        for capacity in capacities {
+            pool.give(vec![7; capacity]);
         }
-        pool.keep_at_most(2);
-        let mut kept = [pool.take().capacity(), pool.take().capacity()];
-        kept.sort_unstable();
-        assert!(kept[0] >= 20 && kept[1] >= 30, "kept {kept:?}");
+        // Two workers, tiles of up to 35 elements: the two largest, the 40 shrunk to 35.
+        pool.keep_within(2, 35);
+        let mut kept = [pool.take(), pool.take()];
+        kept.sort_unstable_by_key(Vec::capacity);
+        assert!(
+            kept[0].capacity() >= 30 && kept[0].capacity() < 35,
+            "{}",
+            kept[0].capacity()
+        );
+        assert!(
+            kept[1].capacity() >= 35 && kept[1].capacity() < 40,
+            "{}",
+            kept[1].capacity()
+        );
+        assert!(kept.iter().all(|b| b.len() <= 35), "no more elements than a tile");
         // Empty now: a fresh buffer.
+        assert_eq!(pool.take().capacity(), 0);
+        // A pass computed chunk by chunk keeps none.
+        for capacity in capacities {
+            pool.give(vec![7; capacity]);
+        }
+        pool.keep_within(2, 0);
         assert_eq!(pool.take().capacity(), 0);
     }
 }
