@@ -406,18 +406,17 @@ impl Pass {
     /// `per_chunk` (the elements of one source chunk), the first step is computed chunk by
     /// chunk: no source tile, two decoded chunks instead.
     fn tile_bytes_with(&self, element_size: u64, method: Method, per_chunk: Option<u64>) -> u64 {
-        let source = self.largest_computed(self.first);
+        let extents = self.largest_extents();
+        let largest = |level: usize| volume(&extents, level - self.first);
+        let source = largest(self.first);
         let held = per_chunk.map_or(source, |chunk| chunk.saturating_mul(2));
         let mut bytes = held.saturating_mul(element_size);
         for level in self.first + 1..=self.last {
-            bytes = bytes.saturating_add(
-                2u64.saturating_mul(self.largest_computed(level))
-                    .saturating_mul(element_size),
-            );
+            bytes = bytes.saturating_add(2u64.saturating_mul(largest(level)).saturating_mul(element_size));
         }
         if method == Method::Gaussian {
             // One f64 slab of the outermost axis (and smaller ones) per thread.
-            let outer = self.largest_extent(0, self.first).max(1);
+            let outer = extents.first().map_or(1, |axis| axis[0]).max(1);
             bytes = bytes.saturating_add(2 * 8 * source / outer);
         }
         bytes
@@ -426,21 +425,31 @@ impl Pass {
     /// Elements of the largest region a tile computes at `level` (at the pass's first
     /// level: its source tile).
     pub(super) fn largest_computed(&self, level: usize) -> u64 {
-        (0..self.grid.len())
-            .map(|axis| self.largest_extent(axis, level))
-            .fold(1u64, u64::saturating_mul)
+        volume(&self.largest_extents(), level - self.first)
     }
 
-    /// The largest extent along `axis` of what a tile computes at `level`.
-    fn largest_extent(&self, axis: usize, level: usize) -> u64 {
-        self.sample_columns(axis)
-            .into_iter()
-            .map(|i| {
-                let (lo, hi) = self.axis_spans(axis, i)[level - self.first].computed;
-                hi - lo
+    /// Per axis, per level of the pass (from `first`), the largest extent a tile computes
+    /// there, over the sampled tile columns.
+    fn largest_extents(&self) -> Vec<Vec<u64>> {
+        let levels = self.last - self.first + 1;
+        (0..self.grid.len())
+            .map(|axis| {
+                let spans: Vec<Vec<AxisSpan>> = self
+                    .sample_columns(axis)
+                    .into_iter()
+                    .map(|i| self.axis_spans(axis, i))
+                    .collect();
+                (0..levels)
+                    .map(|l| {
+                        spans
+                            .iter()
+                            .map(|s| s[l].computed.1 - s[l].computed.0)
+                            .max()
+                            .unwrap_or(1)
+                    })
+                    .collect()
             })
-            .max()
-            .unwrap_or(1)
+            .collect()
     }
 
     /// Memory one worker needs: a tile, and for sharded levels what waits to be appended
@@ -472,6 +481,12 @@ impl Pass {
             })
             .fold(1u64, u64::saturating_mul)
     }
+}
+
+/// Elements of a region with, on each axis, the extent `extents[axis][level]` (the
+/// `level`-th of the pass, counted from its first).
+fn volume(extents: &[Vec<u64>], level: usize) -> u64 {
+    extents.iter().map(|axis| axis[level]).fold(1u64, u64::saturating_mul)
 }
 
 /// Chooses the levels of the next pass and its concurrency from the memory budget.
