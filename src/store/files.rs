@@ -113,10 +113,10 @@ impl ReadableStorageTraits for RegularFileStore {
 impl WritableStorageTraits for RegularFileStore {
     /// Writes the file whole, as zarrs does, but without zarrs' `fsync` of every file: a
     /// build writes thousands of chunk files, and waiting for each to reach the disk left
-    /// cores idle (measured on ext4 with 2 cores: a 512 MiB y/x-only nearest build took 1.18× as
-    /// long with it). A killed build
-    /// loses nothing written (the page cache survives the process); durability against a
-    /// power loss is not promised for chunk files (README, "What does not hold yet").
+    /// cores idle (measured on ext4 with 2 cores: a 512 MiB y/x-only nearest build took
+    /// 1.18× as long with it). A killed build loses nothing written (the page cache
+    /// survives the process); durability against a power loss is not promised for chunk
+    /// files (README, "What does not hold yet").
     fn set(&self, key: &StoreKey, value: Bytes) -> Result<(), StorageError> {
         self.check(key)?;
         let path = self.inner.key_to_fspath(key);
