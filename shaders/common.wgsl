@@ -1,6 +1,7 @@
 // Shared by every kernel (prepended to nearest.wgsl, mean.wgsl, gaussian.wgsl, mode.wgsl,
-// extremum.wgsl). Each windowed kernel defines `fn output_bits(e: u32) -> u32`, the element
-// bits of output `e`, and gets its output binding and entry point from windowed_main.wgsl;
+// extremum.wgsl). Each windowed kernel defines `fn output_bits(index: array<u32, 5>) -> u32`,
+// the element bits of the output at that index of the destination tile, and gets its
+// output binding and entry point from windowed_main.wgsl;
 // gaussian binds its own from binding 3 on. Bindings 0 to 2 (parameters, stencil tables,
 // the packed source tile) are declared here.
 //
@@ -9,7 +10,8 @@
 // 8- and 16-bit elements travel packed in u32 words, little-endian: element i of a
 // buffer is bits [w·(i mod p), w·(i mod p + 1)) of word i / p, with p elements per word.
 //
-// Every array is padded to 5 axes with leading 1s. The parameter block `params` (u32):
+// Every array is padded to 5 axes with leading 1s. The parameter block (u32 words, read with
+// `param(i)` from a uniform buffer of 8 rows of 4):
 //   [0..5)   source tile shape          [5..10)  source strides (elements)
 //   [10..15) destination tile shape     [15..20) stencil offset per axis (into aux)
 //   [20] destination elements   [21] pass axis (gaussian)   [22] first pass (gaussian)
@@ -29,7 +31,13 @@ const P_OFFSET: u32 = 24u;
 const P_MAXIMUM: u32 = 29u;
 const WORKGROUP: u32 = 256u;
 
-@group(0) @binding(0) var<storage, read> params: array<u32>;
+@group(0) @binding(0) var<uniform> params: array<vec4<u32>, 8>;
+
+// Word `i` of the parameter block.
+fn param(i: u32) -> u32 {
+    return params[i / 4u][i % 4u];
+}
+
 @group(0) @binding(1) var<storage, read> aux: array<u32>;
 @group(0) @binding(2) var<storage, read> src: array<u32>;
 
@@ -107,39 +115,53 @@ fn dst_index(e: u32) -> array<u32, 5> {
     var index: array<u32, 5>;
     var rest = e;
     for (var a = 4i; a >= 0i; a = a - 1i) {
-        let n = params[P_DST_SHAPE + u32(a)];
+        let n = param(P_DST_SHAPE + u32(a));
         index[a] = rest % n;
         rest = rest / n;
     }
     return index;
 }
 
+// The index after `index` in C order over the destination shape, by carrying instead of
+// dividing.
+fn next_index(index: array<u32, 5>) -> array<u32, 5> {
+    var next = index;
+    for (var a = 4i; a >= 0i; a = a - 1i) {
+        next[a] = next[a] + 1u;
+        if (next[a] < param(P_DST_SHAPE + u32(a))) { return next; }
+        next[a] = 0u;
+    }
+    return next;
+}
+
 // The word of the output buffer holding outputs word·p … word·p + p − 1 (p elements per
-// word), each from the kernel's `output_bits(e)`; `n` is the number of outputs.
+// word), each from the kernel's `output_bits(index)`; `n` is the number of outputs. The
+// first output's index is divided out once per word, the others' stepped from it.
 fn packed_outputs(word: u32, n: u32) -> u32 {
     let per = elems_per_word();
+    var index = dst_index(word * per);
     var packed = 0u;
     for (var lane = 0u; lane < per; lane = lane + 1u) {
-        let e = word * per + lane;
-        if (e < n) { packed = packed | pack_bits(output_bits(e), lane); }
+        if (word * per + lane >= n) { break; }
+        packed = packed | pack_bits(output_bits(index), lane);
+        index = next_index(index);
     }
     return packed;
 }
 
-// The window of output `e` of a windowed kernel (mode, extremum): per axis its first
-// input and voxel count, from the (first, count) pairs in aux; `size` voxels in all.
+// The window of the output at `index` of a windowed kernel (mode, extremum): per axis its
+// first input and voxel count, from the (first, count) pairs in aux; `size` voxels in all.
 struct Window {
     first: array<u32, 5>,
     count: array<u32, 5>,
     size: u32,
 }
 
-fn window_of(e: u32) -> Window {
-    let index = dst_index(e);
+fn window_of(index: array<u32, 5>) -> Window {
     var win: Window;
     win.size = 1u;
     for (var a = 0u; a < 5u; a = a + 1u) {
-        let at = params[P_STENCIL + a] + 2u * index[a];
+        let at = param(P_STENCIL + a) + 2u * index[a];
         win.first[a] = aux[at];
         win.count[a] = aux[at + 1u];
         win.size = win.size * win.count[a];
@@ -153,7 +175,7 @@ fn window_voxel(win: Window, w: u32) -> u32 {
     var offset = 0u;
     for (var a = 4i; a >= 0i; a = a - 1i) {
         let count = win.count[a];
-        offset = offset + (win.first[a] + rest % count) * params[P_SRC_STRIDE + u32(a)];
+        offset = offset + (win.first[a] + rest % count) * param(P_SRC_STRIDE + u32(a));
         rest = rest / count;
     }
     return load(offset);

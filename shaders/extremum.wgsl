@@ -1,13 +1,13 @@
 // min and max (SPEC §2): the smallest / largest value of each window, chosen by
 // `order_key` (−0.0 below +0.0); a NaN in the window gives NaN. The same as
-// src/backend/cpu/extremum.rs; params[P_MAXIMUM] picks max.
+// src/backend/cpu/extremum.rs; param(P_MAXIMUM) picks max.
 //
-// aux holds, per axis at params[P_STENCIL + a], pairs (first input, count) per output.
+// aux holds, per axis at param(P_STENCIL + a), pairs (first input, count) per output.
 
-// The element bits of output `e` (called by `packed_outputs` in common.wgsl).
-fn output_bits(e: u32) -> u32 {
-    let win = window_of(e);
-    let maximum = params[P_MAXIMUM] == 1u;
+// The element bits of the output at `index` (called by `packed_outputs` in common.wgsl).
+fn output_bits(index: array<u32, 5>) -> u32 {
+    let win = window_of(index);
+    let maximum = param(P_MAXIMUM) == 1u;
     var best = window_voxel(win, 0u);
     for (var w = 1u; w < win.size && !is_nan_bits(best); w = w + 1u) {
         let v = window_voxel(win, w);

@@ -6,32 +6,31 @@
 // axis: the first pass reads the packed source elements, later passes the f32 result of
 // the previous one; the last pass rounds (integers: half to even, clamped) and packs.
 //
-// aux at params[P_STENCIL + pass axis]: offsets[outputs + 1], then (input index, weight
-// bits) pairs. Other axes map output i to input i + params[P_OFFSET + a].
+// aux at param(P_STENCIL + pass axis): offsets[outputs + 1], then (input index, weight
+// bits) pairs. Other axes map output i to input i + param(P_OFFSET + a).
 
 @group(0) @binding(3) var<storage, read> src_f32: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dst: array<u32>;
 @group(0) @binding(5) var<storage, read_write> dst_f32: array<f32>;
 
 fn read_input(i: u32) -> f32 {
-    if (params[P_FIRST] == 1u) {
+    if (param(P_FIRST) == 1u) {
         return to_f32(load(i));
     }
     return src_f32[i];
 }
 
-fn blurred_at(e: u32) -> f32 {
-    let index = dst_index(e);
-    let axis = params[P_AXIS];
+fn blurred_at(index: array<u32, 5>) -> f32 {
+    let axis = param(P_AXIS);
     var base = 0u;
     for (var a = 0u; a < 5u; a = a + 1u) {
         if (a != axis) {
-            base = base + (index[a] + params[P_OFFSET + a]) * params[P_SRC_STRIDE + a];
+            base = base + (index[a] + param(P_OFFSET + a)) * param(P_SRC_STRIDE + a);
         }
     }
-    let stride = params[P_SRC_STRIDE + axis];
-    let table = params[P_STENCIL + axis];
-    let outputs = params[P_DST_SHAPE + axis];
+    let stride = param(P_SRC_STRIDE + axis);
+    let table = param(P_STENCIL + axis);
+    let outputs = param(P_DST_SHAPE + axis);
     let taps = table + outputs + 1u;
     var sum = 0.0;
     for (var t = aux[table + index[axis]]; t < aux[table + index[axis] + 1u]; t = t + 1u) {
@@ -43,17 +42,17 @@ fn blurred_at(e: u32) -> f32 {
 }
 
 // Output bits of the last pass: rounded (integers) and packed by `packed_outputs`.
-fn output_bits(e: u32) -> u32 {
-    return from_f32(blurred_at(e));
+fn output_bits(index: array<u32, 5>) -> u32 {
+    return from_f32(blurred_at(index));
 }
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
         @builtin(local_invocation_index) local: u32) {
     let word = invocation(wg, groups, local);
-    let n = params[P_DST_LEN];
-    if (params[P_LAST] == 0u) {
-        if (word < n) { dst_f32[word] = blurred_at(word); }
+    let n = param(P_DST_LEN);
+    if (param(P_LAST) == 0u) {
+        if (word < n) { dst_f32[word] = blurred_at(dst_index(word)); }
         return;
     }
     if (word * elems_per_word() >= n) { return; }

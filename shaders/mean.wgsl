@@ -5,7 +5,7 @@
 // integers) and the quotient is rounded to nearest, ties to even, in integer arithmetic.
 // f32 is summed with Neumaier compensation, so the result is within a few ulp.
 //
-// aux holds, per axis at params[P_STENCIL + a], pairs (first input, count) per output.
+// aux holds, per axis at param(P_STENCIL + a), pairs (first input, count) per output.
 
 // (hi:lo) += (b:a)
 fn add64(lo: ptr<function, u32>, hi: ptr<function, u32>, a: u32, b: u32) {
@@ -61,13 +61,12 @@ fn divide_rounded(lo_in: u32, hi_in: u32, count: u32) -> u32 {
     return bitcast<u32>(quotient + select(0i, 1i, up)) & select(0xffffffffu, (1u << elem_bits()) - 1u, elem_bits() < 32u);
 }
 
-// The element bits of output `e` (called by `packed_outputs` in common.wgsl).
-fn output_bits(e: u32) -> u32 {
-    let index = dst_index(e);
+// The element bits of the output at `index` (called by `packed_outputs` in common.wgsl).
+fn output_bits(index: array<u32, 5>) -> u32 {
     var first: array<u32, 5>;
     var count: array<u32, 5>;
     for (var a = 0u; a < 5u; a = a + 1u) {
-        let at = params[P_STENCIL + a] + 2u * index[a];
+        let at = param(P_STENCIL + a) + 2u * index[a];
         first[a] = aux[at];
         count[a] = aux[at + 1u];
     }
@@ -80,8 +79,8 @@ fn output_bits(e: u32) -> u32 {
     for (var i1 = 0u; i1 < count[1]; i1 = i1 + 1u) {
     for (var i2 = 0u; i2 < count[2]; i2 = i2 + 1u) {
     for (var i3 = 0u; i3 < count[3]; i3 = i3 + 1u) {
-        let row = (first[0] + i0) * params[s] + (first[1] + i1) * params[s + 1u]
-            + (first[2] + i2) * params[s + 2u] + (first[3] + i3) * params[s + 3u] + first[4];
+        let row = (first[0] + i0) * param(s) + (first[1] + i1) * param(s + 1u)
+            + (first[2] + i2) * param(s + 2u) + (first[3] + i3) * param(s + 3u) + first[4];
         for (var i4 = 0u; i4 < count[4]; i4 = i4 + 1u) {
             let bits = load(row + i4);
             if (is_float()) {

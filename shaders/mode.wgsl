@@ -5,11 +5,11 @@
 // occurrence that is its full count, and a later occurrence always counts fewer, so the
 // largest count (ties to the smallest `order_key`) is the mode.
 //
-// aux holds, per axis at params[P_STENCIL + a], pairs (first input, count) per output.
+// aux holds, per axis at param(P_STENCIL + a), pairs (first input, count) per output.
 
-// The element bits of output `e` (called by `packed_outputs` in common.wgsl).
-fn output_bits(e: u32) -> u32 {
-    let win = window_of(e);
+// The element bits of the output at `index` (called by `packed_outputs` in common.wgsl).
+fn output_bits(index: array<u32, 5>) -> u32 {
+    let win = window_of(index);
     var best = 0u;
     var best_count = 0u;
     for (var w = 0u; w < win.size; w = w + 1u) {

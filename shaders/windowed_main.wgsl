@@ -1,6 +1,6 @@
 // The output binding and entry point of the windowed kernels (nearest.wgsl, mean.wgsl,
 // mode.wgsl, extremum.wgsl), appended after the kernel: one invocation per output word,
-// each element from the kernel's `output_bits(e)`.
+// each element from the kernel's `output_bits(index)`.
 
 @group(0) @binding(3) var<storage, read_write> dst: array<u32>;
 
@@ -8,7 +8,7 @@
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
         @builtin(local_invocation_index) local: u32) {
     let word = invocation(wg, groups, local);
-    let n = params[P_DST_LEN];
+    let n = param(P_DST_LEN);
     if (word * elems_per_word() >= n) { return; }
     dst[word] = packed_outputs(word, n);
 }

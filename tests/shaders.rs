@@ -3,7 +3,7 @@
 #![cfg(feature = "gpu")]
 
 use ome_pyramid::DType;
-use ome_pyramid::backend::gpu::program::elem_code;
+use ome_pyramid::backend::gpu::program::{PARAM_WORDS, elem_code};
 use ome_pyramid::backend::gpu::{Kernel, shader_source};
 
 #[test]
@@ -40,6 +40,22 @@ fn every_kernel_validates_and_compiles_for_every_element_kind() {
             .unwrap_or_else(|e| panic!("{kernel:?} with ELEM={elem} does not compile to SPIR-V: {e}"));
             assert!(words.len() > 100);
         }
+    }
+}
+
+#[test]
+fn every_kernel_reads_its_parameter_block_from_a_uniform_buffer_of_the_host_size() {
+    for kernel in Kernel::ALL {
+        let module = naga::front::wgsl::parse_str(&shader_source(kernel)).expect("parses (checked above)");
+        let (_, params) = module
+            .global_variables
+            .iter()
+            .find(|(_, g)| g.name.as_deref() == Some("params"))
+            .unwrap_or_else(|| panic!("{kernel:?} declares `params`"));
+        assert_eq!(params.space, naga::AddressSpace::Uniform, "{kernel:?}");
+        let bytes = module.types[params.ty].inner.size(module.to_ctx());
+        let host = PARAM_WORDS as u64 * 4;
+        assert_eq!(u64::from(bytes), host, "{kernel:?}: blocks as large as the host writes");
     }
 }
 

@@ -307,11 +307,14 @@ impl GpuContext {
                 );
             }
         }
-        let align = u64::from(self.limits.min_storage_buffer_offset_alignment).max(4);
+        // The parameter blocks, one per dispatch, in a uniform buffer at offsets the adapter
+        // accepts for uniform bindings.
+        let align = u64::from(self.limits.min_uniform_buffer_offset_alignment).max(16);
         let block = (PARAM_WORDS as u64 * 4).next_multiple_of(align);
         let params_bytes = block * program.dispatches.len() as u64;
+        let uniform = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
+        ensure(device, &mut buffers.params, params_bytes, uniform, "params", max);
         let copy_dst = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
-        ensure(device, &mut buffers.params, params_bytes, copy_dst, "params", max);
         ensure(
             device,
             &mut buffers.aux,

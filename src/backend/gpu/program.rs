@@ -11,7 +11,7 @@ use crate::tile::Region;
 
 /// Axes every kernel sees (shapes are padded with leading 1s).
 pub const MAX_AXES: usize = 5;
-/// u32 values in a parameter block.
+/// u32 values in a parameter block: the shaders' uniform `params`, 8 rows of 4.
 pub const PARAM_WORDS: usize = 32;
 
 const P_SRC_SHAPE: usize = 0;
