@@ -224,6 +224,15 @@ pub trait Downsampler: Send + Sync {
         self.downsample(step, &src.to_tile(), dst)
     }
 
+    /// Host memory this backend holds for one task beyond the tiles the engine counts
+    /// itself (the source tile and the levels computed from it), for a task computing
+    /// `output_bytes` of levels with `method` from `source_bytes` of source: what the
+    /// `--memory` budget must add per concurrent task. None on the CPU.
+    fn task_memory_bytes(&self, method: Method, source_bytes: u64, output_bytes: u64) -> u64 {
+        let _ = (method, source_bytes, output_bytes);
+        0
+    }
+
     /// Computes several steps in a row: level `k + i + 1` on `chain[i].1` from level
     /// `k + i`. `src` must contain what `chain[0]` needs and each `chain[i].1` must contain
     /// what `chain[i + 1]` needs. Returns one tile per step.

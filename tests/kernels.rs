@@ -573,3 +573,23 @@ fn gpu_matches_cpu_bit_for_bit_on_integers() {
         }
     }
 }
+
+/// A GPU task's upload staging and readback buffers, and on a software or integrated
+/// adapter its device buffers, count against `--memory`; a CPU task holds nothing beyond
+/// the tiles the engine counts itself.
+#[test]
+fn gpu_tasks_count_their_buffers_against_the_memory_budget() {
+    let (source, outputs) = (64u64 << 20, 8u64 << 20);
+    let cpu = ome_pyramid::backend::cpu::CpuBackend::new();
+    assert_eq!(cpu.task_memory_bytes(Method::Gaussian, source, outputs), 0);
+    let Some(gpu) = common::gpu_or_skip("gpu_tasks_count_their_buffers_against_the_memory_budget") else {
+        return;
+    };
+    let mean = gpu.task_memory_bytes(Method::Mean, source, outputs);
+    assert!(mean >= source + outputs, "the staging copy and the readback: {mean}");
+    if gpu.description().contains("software") {
+        // lavapipe's device buffers are host memory: the source and levels once more.
+        assert!(mean >= 2 * (source + outputs), "{mean}");
+        assert!(gpu.task_memory_bytes(Method::Gaussian, source, outputs) > mean);
+    }
+}

@@ -254,6 +254,16 @@ impl GpuBackend {
         self.context.info.device_type == wgpu::DeviceType::Cpu
     }
 
+    /// True if the device's buffers live in host memory (a software or integrated
+    /// adapter), where they count against `--memory`.
+    #[must_use]
+    pub fn shares_host_memory(&self) -> bool {
+        matches!(
+            self.context.info.device_type,
+            wgpu::DeviceType::Cpu | wgpu::DeviceType::IntegratedGpu
+        )
+    }
+
     /// Runs a chain on the device in one submission.
     fn run_chain(&self, src: &Tile, chain: &[(Step, Region)]) -> Result<Option<Vec<Tile>>, BackendError> {
         let dtype = src.data.dtype();
@@ -316,6 +326,24 @@ impl GpuBackend {
 impl Downsampler for GpuBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Gpu
+    }
+
+    fn task_memory_bytes(&self, method: Method, source_bytes: u64, output_bytes: u64) -> u64 {
+        // In host memory on every adapter: the upload's staging copy of the source and the
+        // mapped readback of the outputs (ring buffers grow with a quarter of headroom).
+        let headroom = |bytes: u64| bytes.saturating_add(bytes / 4);
+        let staging = source_bytes.saturating_add(headroom(output_bytes));
+        if !self.shares_host_memory() {
+            return staging;
+        }
+        // A software or integrated adapter's device buffers are host memory too: the ring
+        // slot's source and level buffers, and gaussian's two f32 intermediates (each at
+        // most twice the source's bytes, for 8- and 16-bit sources).
+        let mut device = headroom(source_bytes.saturating_add(output_bytes));
+        if method == Method::Gaussian {
+            device = device.saturating_add(headroom(source_bytes.saturating_mul(4)));
+        }
+        staging.saturating_add(device)
     }
 
     fn description(&self) -> String {

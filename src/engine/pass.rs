@@ -516,8 +516,7 @@ fn plan_pass(
         // in parallel: deeper passes (fewer, larger tiles) then fit, and need no re-read of
         // a level between passes.
         let per_chunk = per_chunk_elements(context, &pass);
-        let fits =
-            (workers as u64).saturating_mul(pass.worker_bytes_with(element_size, context.method, per_chunk)) <= budget;
+        let fits = (workers as u64).saturating_mul(worker_bytes(context, &pass, element_size, per_chunk)) <= budget;
         let threads = context.threads as u64;
         let parallel_enough = tiles >= 2 * threads
             || source_bytes <= 32 << 20
@@ -573,7 +572,19 @@ fn per_chunk_elements(context: &BuildContext<'_>, pass: &Pass) -> Option<u64> {
 
 /// Memory one worker of `pass` needs.
 fn pass_worker_bytes(context: &BuildContext<'_>, pass: &Pass, element_size: u64) -> u64 {
-    pass.worker_bytes_with(element_size, context.method, per_chunk_elements(context, pass))
+    worker_bytes(context, pass, element_size, per_chunk_elements(context, pass))
+}
+
+/// Memory one worker of `pass` needs, its first step computed per chunk or not: its tiles,
+/// and what the backend holds for a task besides (a GPU's staging and readback buffers).
+fn worker_bytes(context: &BuildContext<'_>, pass: &Pass, element_size: u64, per_chunk: Option<u64>) -> u64 {
+    let source = pass.largest_computed(pass.first).saturating_mul(element_size);
+    let outputs = (pass.first + 1..=pass.last)
+        .map(|level| pass.largest_computed(level).saturating_mul(element_size))
+        .fold(0u64, u64::saturating_add);
+    let backend = context.backend.task_memory_bytes(context.method, source, outputs);
+    pass.worker_bytes_with(element_size, context.method, per_chunk)
+        .saturating_add(backend)
 }
 
 /// Runs every pass; returns the seconds of the pass that produced each level.
