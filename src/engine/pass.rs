@@ -422,6 +422,15 @@ impl Pass {
         bytes
     }
 
+    /// Bytes of the largest source tile and of the largest levels one tile computes from
+    /// it, together.
+    fn tile_io_bytes(&self, element_size: u64) -> (u64, u64) {
+        let extents = self.largest_extents();
+        let bytes = |level: usize| volume(&extents, level - self.first).saturating_mul(element_size);
+        let outputs = (self.first + 1..=self.last).map(bytes).fold(0, u64::saturating_add);
+        (bytes(self.first), outputs)
+    }
+
     /// Elements of the largest region a tile computes at `level` (at the pass's first
     /// level: its source tile).
     pub(super) fn largest_computed(&self, level: usize) -> u64 {
@@ -578,10 +587,7 @@ fn pass_worker_bytes(context: &BuildContext<'_>, pass: &Pass, element_size: u64)
 /// Memory one worker of `pass` needs, its first step computed per chunk or not: its tiles,
 /// and what the backend holds for a task besides (a GPU's staging and readback buffers).
 fn worker_bytes(context: &BuildContext<'_>, pass: &Pass, element_size: u64, per_chunk: Option<u64>) -> u64 {
-    let source = pass.largest_computed(pass.first).saturating_mul(element_size);
-    let outputs = (pass.first + 1..=pass.last)
-        .map(|level| pass.largest_computed(level).saturating_mul(element_size))
-        .fold(0u64, u64::saturating_add);
+    let (source, outputs) = pass.tile_io_bytes(element_size);
     let backend = context.backend.task_memory_bytes(context.method, source, outputs);
     pass.worker_bytes_with(element_size, context.method, per_chunk)
         .saturating_add(backend)
