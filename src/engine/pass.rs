@@ -405,36 +405,26 @@ impl Pass {
     /// (and the chunk buffers written from it), and the gaussian `f64` slabs. With
     /// `per_chunk` (the elements of one source chunk), the first step is computed chunk by
     /// chunk: no source tile, two decoded chunks instead.
-    fn tile_bytes_with(&self, element_size: u64, method: Method, per_chunk: Option<u64>) -> u64 {
-        let extents = self.largest_extents();
-        let largest = |level: usize| volume(&extents, level - self.first);
-        let source = largest(self.first);
-        let held = per_chunk.map_or(source, |chunk| chunk.saturating_mul(2));
+    fn tile_bytes_with(&self, tile: &LargestTile, element_size: u64, method: Method, per_chunk: Option<u64>) -> u64 {
+        let held = per_chunk.map_or(tile.source, |chunk| chunk.saturating_mul(2));
         let mut bytes = held.saturating_mul(element_size);
-        for level in self.first + 1..=self.last {
-            bytes = bytes.saturating_add(2u64.saturating_mul(largest(level)).saturating_mul(element_size));
-        }
+        bytes = bytes.saturating_add(2u64.saturating_mul(tile.outputs).saturating_mul(element_size));
         if method == Method::Gaussian {
             // One f64 slab of the outermost axis (and smaller ones) per thread.
-            let outer = extents.first().map_or(1, |axis| axis[0]).max(1);
-            bytes = bytes.saturating_add(2 * 8 * source / outer);
+            bytes = bytes.saturating_add(2 * 8 * tile.source / tile.outer.max(1));
         }
         bytes
     }
 
-    /// Bytes of the largest source tile and of the largest levels one tile computes from
-    /// it, together.
-    fn tile_io_bytes(&self, element_size: u64) -> (u64, u64) {
+    /// The largest tile of the pass, over the sampled tile columns.
+    fn largest_tile(&self) -> LargestTile {
         let extents = self.largest_extents();
-        let bytes = |level: usize| volume(&extents, level - self.first).saturating_mul(element_size);
-        let outputs = (self.first + 1..=self.last).map(bytes).fold(0, u64::saturating_add);
-        (bytes(self.first), outputs)
-    }
-
-    /// Elements of the largest region a tile computes at `level` (at the pass's first
-    /// level: its source tile).
-    pub(super) fn largest_computed(&self, level: usize) -> u64 {
-        volume(&self.largest_extents(), level - self.first)
+        let volume = |level: usize| extents.iter().map(|axis| axis[level]).fold(1u64, u64::saturating_mul);
+        LargestTile {
+            source: volume(0),
+            outputs: (1..=self.last - self.first).map(volume).fold(0, u64::saturating_add),
+            outer: extents.first().map_or(1, |axis| axis[0]),
+        }
     }
 
     /// Per axis, per level of the pass (from `first`), the largest extent a tile computes
@@ -464,14 +454,15 @@ impl Pass {
     /// Memory one worker needs: a tile, and for sharded levels what waits to be appended
     /// (encoded output of at most one more tile).
     pub(super) fn worker_bytes(&self, element_size: u64, method: Method) -> u64 {
-        self.worker_bytes_with(element_size, method, None)
+        self.worker_bytes_with(&self.largest_tile(), element_size, method, None)
     }
 
-    /// As [`Pass::worker_bytes`], for a pass whose first step is computed per source chunk
-    /// of `per_chunk` elements when that is `Some`.
-    fn worker_bytes_with(&self, element_size: u64, method: Method, per_chunk: Option<u64>) -> u64 {
-        let tile = self.tile_bytes_with(element_size, method, per_chunk);
-        if self.sharded { tile.saturating_mul(2) } else { tile }
+    /// As [`Pass::worker_bytes`], for `tile` (the pass's [`Pass::largest_tile`]) and a pass
+    /// whose first step is computed per source chunk of `per_chunk` elements when that is
+    /// `Some`.
+    fn worker_bytes_with(&self, tile: &LargestTile, element_size: u64, method: Method, per_chunk: Option<u64>) -> u64 {
+        let bytes = self.tile_bytes_with(tile, element_size, method, per_chunk);
+        if self.sharded { bytes.saturating_mul(2) } else { bytes }
     }
 
     /// Source chunks one tile reads, at most (of `chunk_shape`).
@@ -492,10 +483,14 @@ impl Pass {
     }
 }
 
-/// Elements of a region with, on each axis, the extent `extents[axis][level]` (the
-/// `level`-th of the pass, counted from its first).
-fn volume(extents: &[Vec<u64>], level: usize) -> u64 {
-    extents.iter().map(|axis| axis[level]).fold(1u64, u64::saturating_mul)
+/// Elements of the largest tile of a pass ([`Pass::largest_tile`]).
+struct LargestTile {
+    /// Its source tile, at the pass's first level.
+    source: u64,
+    /// The levels it computes, together.
+    outputs: u64,
+    /// The source tile's extent along the outermost axis.
+    outer: u64,
 }
 
 /// Chooses the levels of the next pass and its concurrency from the memory budget.
@@ -587,9 +582,13 @@ fn pass_worker_bytes(context: &BuildContext<'_>, pass: &Pass, element_size: u64)
 /// Memory one worker of `pass` needs, its first step computed per chunk or not: its tiles,
 /// and what the backend holds for a task besides (a GPU's staging and readback buffers).
 fn worker_bytes(context: &BuildContext<'_>, pass: &Pass, element_size: u64, per_chunk: Option<u64>) -> u64 {
-    let (source, outputs) = pass.tile_io_bytes(element_size);
-    let backend = context.backend.task_memory_bytes(context.method, source, outputs);
-    pass.worker_bytes_with(element_size, context.method, per_chunk)
+    let tile = pass.largest_tile();
+    let backend = context.backend.task_memory_bytes(
+        context.method,
+        tile.source.saturating_mul(element_size),
+        tile.outputs.saturating_mul(element_size),
+    );
+    pass.worker_bytes_with(&tile, element_size, context.method, per_chunk)
         .saturating_add(backend)
 }
 
@@ -727,11 +726,7 @@ fn run_pass<T: StoreElement>(
     let per_chunk = per_chunk_here(context) && pass.first_step_per_chunk(level.chunk_shape());
     // The memory budget counts one source tile per worker of this pass, none when it is
     // computed chunk by chunk: the last pass's buffers are kept only within that.
-    let tile_elements = if per_chunk {
-        0
-    } else {
-        pass.largest_computed(pass.first)
-    };
+    let tile_elements = if per_chunk { 0 } else { pass.largest_tile().source };
     buffers.keep_within(workers, usize::try_from(tile_elements).unwrap_or(usize::MAX));
     let reader = TileReader::<T>::new(level, cache_budget, reads_of)
         .with_bands(bands_of)
