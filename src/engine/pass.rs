@@ -711,7 +711,7 @@ fn run_pass<T: StoreElement>(
         worker_bytes >> 20
     );
     let pass = Arc::new(pass);
-    let reads_of = read_counter(context, &pass, level.as_ref());
+    let (reads_of, whole_reads_of) = read_counters(context, &pass, level.as_ref());
     let bands_of: store::ChunkBands = {
         let pass = pass.clone();
         let shape = pass.shapes[0].clone();
@@ -730,6 +730,7 @@ fn run_pass<T: StoreElement>(
     buffers.keep_within(workers, usize::try_from(tile_elements).unwrap_or(usize::MAX));
     let reader = TileReader::<T>::new(level, cache_budget, reads_of)
         .with_bands(bands_of)
+        .with_whole_reads(whole_reads_of)
         .with_cancel(context.cancel.clone());
     let worker = TileWorker {
         context,
@@ -768,35 +769,65 @@ fn run_pass<T: StoreElement>(
     result
 }
 
-/// How many tiles of the pass read each source chunk: from the read spans of the tile
-/// columns (a closed form), or, when resuming or running one part of the pass, by counting
-/// over the tiles of the blocks still to run where there are few enough of them to count.
-fn read_counter(context: &BuildContext<'_>, pass: &Arc<Pass>, level: &dyn ChunkSource) -> ReadCounter {
+/// How many tiles of the pass read each source chunk, and how many of those read all of
+/// it (its voxels inside the array; the others read a band of it for their halo): from
+/// the read spans of the tile columns (a closed form), or, when resuming or running one
+/// part of the pass, by counting over the tiles of the blocks still to run where there are
+/// few enough of them to count.
+fn read_counters(context: &BuildContext<'_>, pass: &Arc<Pass>, level: &dyn ChunkSource) -> (ReadCounter, ReadCounter) {
     const COUNTED_TILES: u64 = 1 << 20;
     let blocks = context.blocks_to_run(pass.first, pass.block_count());
     let some_blocks = blocks.end - blocks.start < pass.block_count();
+    let inside = |chunk: &Region| {
+        chunk
+            .intersect(&Region::whole(level.shape()))
+            .unwrap_or_else(|| chunk.clone())
+    };
     if (some_blocks || context.journal.done_in_pass(pass.first) > 0) && pass.tile_count() <= COUNTED_TILES {
-        let mut counts: HashMap<Vec<u64>, u64> = HashMap::new();
+        let mut counts: HashMap<Vec<u64>, (u64, u64)> = HashMap::new();
         for block in blocks.filter(|&b| !context.journal.is_done(pass.first, b)) {
             for tile in pass.block_tiles(block) {
                 let region = pass.tile_spans(tile).region(pass, pass.first, false);
                 for idx in level.chunks_in(&region) {
                     let chunk_region = level.chunk_region(&idx);
-                    *counts.entry(chunk_region.start).or_default() += 1;
+                    let whole = u64::from(region.contains(&inside(&chunk_region)));
+                    let count = counts.entry(chunk_region.start).or_default();
+                    *count = (count.0 + 1, count.1 + whole);
                 }
             }
         }
-        return Arc::new(move |region: &Region| counts.get(&region.start).copied().unwrap_or(1));
+        let counts = Arc::new(counts);
+        let wholes = counts.clone();
+        return (
+            Arc::new(move |region: &Region| counts.get(&region.start).map_or(1, |c| c.0)),
+            Arc::new(move |region: &Region| wholes.get(&region.start).map_or(1, |c| c.1)),
+        );
     }
-    let pass = pass.clone();
-    Arc::new(move |region: &Region| {
-        (0..region.ndim())
-            .map(|a| {
-                let columns = pass.columns_reading(a, region.start[a], region.end(a));
-                columns.end - columns.start
-            })
-            .product()
-    })
+    let all = pass.clone();
+    let whole = pass.clone();
+    let shape = pass.shapes[0].clone();
+    (
+        Arc::new(move |region: &Region| {
+            (0..region.ndim())
+                .map(|a| {
+                    let columns = all.columns_reading(a, region.start[a], region.end(a));
+                    columns.end - columns.start
+                })
+                .product()
+        }),
+        Arc::new(move |region: &Region| {
+            (0..region.ndim())
+                .map(|a| {
+                    let (lo, hi) = (region.start[a], region.end(a).min(shape[a]));
+                    whole
+                        .read_spans(a, region.start[a], region.end(a))
+                        .iter()
+                        .filter(|&&(s, e)| s <= lo && hi <= e)
+                        .count() as u64
+                })
+                .product()
+        }),
+    )
 }
 
 /// Output chunks a tile writes (for progress).

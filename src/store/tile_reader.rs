@@ -90,6 +90,8 @@ struct CacheSlot<T> {
     /// when the whole chunk does not fit the budget.
     bands: Vec<(Region, Arc<Elements<T>>)>,
     reads_left: u64,
+    /// Reads left that need the whole chunk (the others need only a band of it).
+    whole_left: u64,
     decoded_before: bool,
 }
 
@@ -120,6 +122,8 @@ pub struct TileReader<'s, T> {
     cancel: Option<Arc<AtomicBool>>,
     fill: T,
     reads_of: ReadCounter,
+    /// How many reads need a chunk whole; `None`: every read may.
+    whole_reads_of: Option<ReadCounter>,
     bands_of: Option<ChunkBands>,
     slots: Mutex<HashMap<Vec<u64>, SharedSlot<T>>>,
     cached_bytes: AtomicU64,
@@ -143,6 +147,7 @@ impl<'s, T: StoreElement> TileReader<'s, T> {
             cancel: None,
             fill,
             reads_of,
+            whole_reads_of: None,
             bands_of: None,
             slots: Mutex::new(HashMap::new()),
             cached_bytes: AtomicU64::new(0),
@@ -198,6 +203,18 @@ impl<'s, T: StoreElement> TileReader<'s, T> {
         self
     }
 
+    /// Keeps a chunk whole only while a read that needs it whole is still to come: with
+    /// `whole_reads_of` (how many of a chunk's reads cover all of its voxels), a chunk
+    /// whose whole reads are made is cut down to its bands ([`TileReader::with_bands`])
+    /// for the neighbours' halo reads left. Without it, a chunk is kept whole while the
+    /// budget allows, so that it is decoded once, and the cache can grow to hold most of
+    /// a pass's input when every chunk is some tile's halo.
+    #[must_use]
+    pub fn with_whole_reads(mut self, whole_reads_of: ReadCounter) -> Self {
+        self.whole_reads_of = Some(whole_reads_of);
+        self
+    }
+
     /// The part of chunk `indices` (covering `chunk_region`) that `wanted` (a sub-region
     /// of it) needs, from the cache or the store: the data and the region it holds, the
     /// whole chunk or a cached band containing `wanted`.
@@ -232,9 +249,19 @@ impl<'s, T: StoreElement> TileReader<'s, T> {
         chunk_region: &Region,
         wanted: &Region,
     ) -> Result<Chunk<T>, StoreError> {
+        if self.covers_chunk(wanted, chunk_region) {
+            guard.whole_left = guard.whole_left.saturating_sub(1);
+        }
         let band = guard.bands.iter().find(|(band, _)| band.contains(wanted)).cloned();
         let found = if let Some(data) = &guard.data {
-            (data.clone(), chunk_region.clone())
+            let data = data.clone();
+            if guard.whole_left == 0 && guard.reads_left > 1 {
+                // No read left needs the whole chunk: keep the bands the others read.
+                guard.data = None;
+                self.cached_bytes.fetch_sub(Self::bytes_of(&data), Ordering::Relaxed);
+                self.keep(&mut guard, &data, chunk_region);
+            }
+            (data, chunk_region.clone())
         } else if let Some((band, data)) = band {
             (data, band)
         } else {
@@ -261,10 +288,12 @@ impl<'s, T: StoreElement> TileReader<'s, T> {
         slots
             .entry(indices.to_vec())
             .or_insert_with(|| {
+                let reads_left = (self.reads_of)(chunk_region);
                 Arc::new(Mutex::new(CacheSlot {
                     data: None,
                     bands: Vec::new(),
-                    reads_left: (self.reads_of)(chunk_region),
+                    reads_left,
+                    whole_left: self.whole_reads_of.as_ref().map_or(reads_left, |of| of(chunk_region)),
                     decoded_before: false,
                 }))
             })
@@ -295,18 +324,35 @@ impl<'s, T: StoreElement> TileReader<'s, T> {
     /// stored there), so that the cache still releases its chunks on time.
     pub fn skip(&self, region: &Region) {
         for idx in self.source.chunks_in(region) {
-            let slot = self.slot(&idx, &self.source.chunk_region(&idx));
-            let guard = slot.lock().expect("slot lock");
+            let chunk_region = self.source.chunk_region(&idx);
+            let slot = self.slot(&idx, &chunk_region);
+            let mut guard = slot.lock().expect("slot lock");
+            if self.covers_chunk(region, &chunk_region) {
+                guard.whole_left = guard.whole_left.saturating_sub(1);
+            }
             self.release_read(guard, &idx);
         }
     }
 
-    /// Caches a freshly decoded chunk that later reads need: whole if the budget allows,
-    /// else its bands (once per chunk; later whole-chunk reads decode it again).
+    /// Whether a read of `wanted` needs all of the chunk covering `chunk_region` (every
+    /// voxel of it inside the array).
+    fn covers_chunk(&self, wanted: &Region, chunk_region: &Region) -> bool {
+        chunk_region
+            .intersect(&Region::whole(self.source.shape()))
+            .is_none_or(|inside| wanted.contains(&inside))
+    }
+
+    fn bytes_of(data: &Elements<T>) -> u64 {
+        (data.len() * size_of::<T>()) as u64
+    }
+
+    /// Caches a decoded chunk that later reads need: whole if one of them needs it whole
+    /// and the budget allows, else its bands (once per chunk; a later whole-chunk read then
+    /// decodes it again).
     fn keep(&self, slot: &mut CacheSlot<T>, data: &Arc<Elements<T>>, chunk_region: &Region) {
-        let whole = (data.len() * size_of::<T>()) as u64;
+        let whole = Self::bytes_of(data);
         let cached_band_bytes = slot.cached_bytes();
-        if self.reserve(whole, self.whole_budget_bytes) {
+        if slot.whole_left > 0 && self.reserve(whole, self.whole_budget_bytes) {
             // The whole chunk serves every read: the bands are no longer needed.
             self.cached_bytes.fetch_sub(cached_band_bytes, Ordering::Relaxed);
             slot.bands.clear();
@@ -561,6 +607,38 @@ mod tests {
         // array's end is read whole by a span ending at the array's end.
         assert!(halo_bands(&Region::new(vec![0, 0], vec![16, 16]), &spans, &[64, 64]).is_empty());
         assert!(halo_bands(&Region::new(vec![48, 48], vec![16, 16]), &spans, &[60, 60]).is_empty());
+    }
+
+    #[test]
+    fn a_chunk_no_later_read_needs_whole_is_cut_to_its_bands() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let source = small_input(dir.path());
+        let uncached = reader(&source, 0, false);
+        let whole_only = reader(&source, 1 << 20, true);
+        let tiles = halo_tiles();
+        let whole_reads: ReadCounter =
+            Arc::new(move |chunk: &Region| tiles.iter().filter(|t| t.contains(chunk)).count() as u64);
+        let cut = reader(&source, 1 << 20, true).with_whole_reads(whole_reads);
+        let mut after_first = Vec::new();
+        for tile in halo_tiles() {
+            let expected = uncached.read(&tile).unwrap();
+            for r in [&whole_only, &cut] {
+                assert_eq!(r.read(&tile).unwrap(), expected, "{tile:?}");
+                if after_first.len() < 2 {
+                    after_first.push(r.cached_bytes());
+                }
+            }
+        }
+        // The first tile, [0, 35)², reads 9 chunks of 512 bytes: it owns 4 and reads 5 of
+        // its neighbours' for its halo, which stay whole until their own tiles read them.
+        // Of its own chunks, 3 are in neighbours' halos: kept whole (1536 bytes), or cut
+        // to the 3-voxel bands those halos read (2 × 96 bytes for the one in both, 96 for
+        // the two others).
+        assert_eq!(after_first, [5 * 512 + 3 * 512, 5 * 512 + 4 * 96]);
+        // Each chunk is still decoded once, and everything is released at the end.
+        let decoded = |r: &TileReader<'_, u16>| r.stats.decoded.load(Ordering::Relaxed);
+        assert_eq!((decoded(&whole_only), decoded(&cut)), (16, 16));
+        assert_eq!((whole_only.cached_bytes(), cut.cached_bytes()), (0, 0));
     }
 
     #[test]
