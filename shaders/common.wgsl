@@ -11,12 +11,15 @@
 // buffer is bits [w·(i mod p), w·(i mod p + 1)) of word i / p, with p elements per word.
 //
 // Every array is padded to 5 axes with leading 1s. The parameter block (u32 words, read with
-// `param(i)` from a uniform buffer of 8 rows of 4):
+// `param(i)` from a uniform buffer of 16 rows of 4):
 //   [0..5)   source tile shape          [5..10)  source strides (elements)
 //   [10..15) destination tile shape     [15..20) stencil offset per axis (into aux)
 //   [20] destination elements   [21] pass axis (gaussian)   [22] first pass (gaussian)
 //   [23] last pass (gaussian)    [24..29) source offset per axis (gaussian identity axes)
 //   [29] 1 for max, 0 for min (extremum)
+//   gaussian, the pass axis's interior run (outputs [lo, hi) read inputs first + stride·(o − lo)
+//   + k with weight k; lo == hi: none): [32] lo  [33] hi  [34] first  [35] stride  [36] taps
+//   [40..64) the weights' f32 bits
 override ELEM: u32 = 2u;
 
 const P_SRC_SHAPE: u32 = 0u;
@@ -29,9 +32,15 @@ const P_FIRST: u32 = 22u;
 const P_LAST: u32 = 23u;
 const P_OFFSET: u32 = 24u;
 const P_MAXIMUM: u32 = 29u;
+const P_INTERIOR_LO: u32 = 32u;
+const P_INTERIOR_HI: u32 = 33u;
+const P_INTERIOR_FIRST: u32 = 34u;
+const P_INTERIOR_STRIDE: u32 = 35u;
+const P_INTERIOR_TAPS: u32 = 36u;
+const P_WEIGHTS: u32 = 40u;
 const WORKGROUP: u32 = 256u;
 
-@group(0) @binding(0) var<uniform> params: array<vec4<u32>, 8>;
+@group(0) @binding(0) var<uniform> params: array<vec4<u32>, 16>;
 
 // Word `i` of the parameter block.
 fn param(i: u32) -> u32 {

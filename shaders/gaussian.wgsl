@@ -7,7 +7,10 @@
 // the previous one; the last pass rounds (integers: half to even, clamped) and packs.
 //
 // aux at param(P_STENCIL + pass axis): offsets[outputs + 1], then (input index, weight
-// bits) pairs. Other axes map output i to input i + param(P_OFFSET + a).
+// bits) pairs. Other axes map output i to input i + param(P_OFFSET + a). The outputs away
+// from the edges share one weight list, in the parameter block (P_INTERIOR_*, P_WEIGHTS):
+// they read consecutive inputs from a computed first one, in the same tap order, and only
+// the outputs near the edges, where reflection makes each one's taps differ, read aux.
 
 @group(0) @binding(3) var<storage, read> src_f32: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dst: array<u32>;
@@ -29,11 +32,21 @@ fn blurred_at(index: array<u32, 5>) -> f32 {
         }
     }
     let stride = param(P_SRC_STRIDE + axis);
+    let o = index[axis];
+    var sum = 0.0;
+    let lo = param(P_INTERIOR_LO);
+    if (o >= lo && o < param(P_INTERIOR_HI)) {
+        var at = base + (param(P_INTERIOR_FIRST) + param(P_INTERIOR_STRIDE) * (o - lo)) * stride;
+        for (var k = 0u; k < param(P_INTERIOR_TAPS); k = k + 1u) {
+            sum = sum + bitcast<f32>(param(P_WEIGHTS + k)) * read_input(at);
+            at = at + stride;
+        }
+        return sum;
+    }
     let table = param(P_STENCIL + axis);
     let outputs = param(P_DST_SHAPE + axis);
     let taps = table + outputs + 1u;
-    var sum = 0.0;
-    for (var t = aux[table + index[axis]]; t < aux[table + index[axis] + 1u]; t = t + 1u) {
+    for (var t = aux[table + o]; t < aux[table + o + 1u]; t = t + 1u) {
         let j = aux[taps + 2u * t];
         let w = bitcast<f32>(aux[taps + 2u * t + 1u]);
         sum = sum + w * read_input(base + j * stride);

@@ -23,6 +23,7 @@
 //! (up to float rounding) and about three times less arithmetic.
 
 use std::fmt;
+use std::ops::Range;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -207,6 +208,69 @@ pub enum AxisStencil {
         /// Weight per tap; the weights of one output sum to 1.
         weight: Vec<f64>,
     },
+}
+
+/// The outputs of a taps stencil away from the axis' edges, which share one tap list:
+/// output `o` of `outputs` is `Σ_k weights[k] · input[first + stride · (o − outputs.start) + k]`.
+/// Both backends compute them without the per-tap index lists, in the same tap order: the
+/// CPU tap by tap over the whole run (contiguous, vectorised passes instead of one short
+/// indirect sum per output), the GPU from one weight list in its parameter block.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Interior {
+    /// The outputs of the run.
+    pub(crate) outputs: Range<usize>,
+    /// The first input of its first output.
+    pub(crate) first: usize,
+    /// Inputs between the first inputs of consecutive outputs (the factor).
+    pub(crate) stride: usize,
+    /// The taps' weights, the same for every output of the run.
+    pub(crate) weights: Vec<f64>,
+}
+
+impl Interior {
+    /// The longest run around the middle output whose taps are the middle's, shifted by
+    /// the same stride per output (weights equal bit for bit); `None` for other stencils
+    /// or runs of fewer than two outputs.
+    pub(crate) fn of(stencil: &AxisStencil) -> Option<Self> {
+        let AxisStencil::Taps { offsets, index, weight } = stencil else {
+            return None;
+        };
+        let outputs = offsets.len() - 1;
+        if outputs < 2 {
+            return None;
+        }
+        let middle = outputs / 2;
+        let taps = |o: usize| offsets[o]..offsets[o + 1];
+        let weights = &weight[taps(middle)];
+        let first_of = |o: usize| index[offsets[o]];
+        let stride = first_of(middle).checked_sub(first_of(middle - 1))?;
+        // Output `o` reads `first_of(middle) + stride · (o − middle) + k` for tap `k`.
+        let shares = |o: usize| {
+            let taps = taps(o);
+            let expected = (first_of(middle) + stride * o).checked_sub(stride * middle);
+            taps.len() == weights.len()
+                && expected.is_some_and(|first| index[taps.clone()].iter().enumerate().all(|(k, &i)| i == first + k))
+                && weight[taps]
+                    .iter()
+                    .zip(weights)
+                    .all(|(a, b)| a.to_bits() == b.to_bits())
+        };
+        if !shares(middle) {
+            return None;
+        }
+        let lo = (0..middle).rev().take_while(|&o| shares(o)).last().unwrap_or(middle);
+        let hi = (middle + 1..outputs)
+            .take_while(|&o| shares(o))
+            .last()
+            .unwrap_or(middle)
+            + 1;
+        (hi - lo >= 2).then(|| Interior {
+            outputs: lo..hi,
+            first: first_of(lo),
+            stride,
+            weights: weights.to_vec(),
+        })
+    }
 }
 
 /// The input range `[start, end)` on one axis needed to compute outputs `[out_start, out_end)`

@@ -410,7 +410,8 @@ impl Pass {
         let mut bytes = held.saturating_mul(element_size);
         bytes = bytes.saturating_add(2u64.saturating_mul(tile.outputs).saturating_mul(element_size));
         if method == Method::Gaussian {
-            // One f64 slab of the outermost axis (and smaller ones) per thread.
+            // At most one f64 slab of the outermost axis (and smaller ones) per thread: the
+            // CPU kernel holds a ring of its rows where there are 3 axes or more.
             bytes = bytes.saturating_add(2 * 8 * tile.source / tile.outer.max(1));
         }
         bytes

@@ -9,17 +9,19 @@
 //! ([`AxisStencil::Taps`]), applied axis by axis in `f64`, outermost axis first. The work
 //! recurses over output slabs: output `o` of the outermost axis is the weighted sum of a
 //! few input slabs (a contiguous, vectorised combination), and that slab is reduced the
-//! same way along the next axis. Scratch memory is one slab per axis, not a copy of the
-//! tile, and the summation order is the same as applying whole-array passes.
+//! same way along the next axis. The slab is made row by row as the next axis's outputs
+//! need its rows, in a ring of a few rows ([`RowRing`]), and an identity axis (factor 1)
+//! passes the input's own slab on unconverted, so scratch memory is a few rows per axis,
+//! not a copy of the tile. The summation order is the same as applying whole-array
+//! passes.
 
-use std::ops::Range;
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
 use super::{PARALLEL_MIN_OUTPUTS, StepGeometry};
 use crate::dtype::{Sample, near_half, snap_half};
-use crate::method::AxisStencil;
+use crate::method::{AxisStencil, Interior};
 
 /// The largest magnitude of a tile's values: the scale of the rounding error of the
 /// weighted sums made from them, which decides what counts as a tie. It costs a pass over
@@ -49,61 +51,78 @@ impl<T: Sample> Magnitude<'_, T> {
 const BLOCK: usize = 2048;
 
 /// `out = Σ_t w_t · slab(index_t)` (or the single slab of an identity axis), where
-/// `slab(i)` is the `i`-th of the contiguous slabs of length `out.len()` in `src`; with
-/// AVX2 where the CPU has it ([`avx2`]).
+/// `slab(i)` is the `i`-th of the contiguous slabs of length `out.len()` in `src`.
 fn combine_slabs<S: Sample>(src: &[S], stencil: &AxisStencil, o: usize, out: &mut [f64]) {
+    let inner = out.len();
+    match stencil {
+        AxisStencil::Identity { offset } => {
+            for (d, v) in out.iter_mut().zip(&src[(offset + o) * inner..][..inner]) {
+                *d = v.to_f64();
+            }
+        }
+        AxisStencil::Taps { .. } => combine(stencil_taps(stencil, o), |i| &src[i * inner..][..inner], out),
+        AxisStencil::Pick { .. } | AxisStencil::Window { .. } => {
+            unreachable!("gaussian builds taps or identity stencils only")
+        }
+    }
+}
+
+/// The inputs and weights of output `o` of a taps stencil.
+#[inline(always)]
+fn stencil_taps(stencil: &AxisStencil, o: usize) -> (&[usize], &[f64]) {
+    let AxisStencil::Taps { offsets, index, weight } = stencil else {
+        unreachable!("only taps stencils have taps")
+    };
+    let taps = offsets[o]..offsets[o + 1];
+    (&index[taps.clone()], &weight[taps])
+}
+
+/// `out = Σ_t weights[t] · input(inputs[t])`, each `input(i)` a slice of `out.len()`
+/// values; with AVX2 where the CPU has it ([`avx2`]).
+fn combine<'a, S: Sample + 'a>(taps: (&[usize], &[f64]), input: impl Fn(usize) -> &'a [S], out: &mut [f64]) {
     #[cfg(target_arch = "x86_64")]
     if super::has_avx2() {
         // SAFETY: the CPU has AVX2, the one feature the function enables.
         #[allow(unsafe_code)]
         unsafe {
-            avx2::combine_slabs(src, stencil, o, out);
+            avx2::combine(taps, input, out);
         }
         return;
     }
-    combine_slabs_inline(src, stencil, o, out);
+    combine_inline(taps, input, out);
 }
 
 #[inline(always)]
-fn combine_slabs_inline<S: Sample>(src: &[S], stencil: &AxisStencil, o: usize, out: &mut [f64]) {
+fn combine_inline<'a, S: Sample + 'a>(
+    (inputs, weights): (&[usize], &[f64]),
+    input: impl Fn(usize) -> &'a [S],
+    out: &mut [f64],
+) {
+    if inputs.is_empty() {
+        out.fill(0.0);
+        return;
+    }
+    if let (Ok(inputs), Ok(weights)) = (
+        <&[usize; FUSED_TAPS]>::try_from(inputs),
+        <&[f64; FUSED_TAPS]>::try_from(weights),
+    ) {
+        fused_sum(out, &inputs.map(&input), weights, true);
+        return;
+    }
     let inner = out.len();
-    let slab = |i: usize| &src[i * inner..(i + 1) * inner];
-    match stencil {
-        AxisStencil::Identity { offset } => {
-            for (d, v) in out.iter_mut().zip(slab(offset + o)) {
-                *d = v.to_f64();
-            }
+    for start in (0..inner).step_by(BLOCK) {
+        let end = (start + BLOCK).min(inner);
+        let block = &mut out[start..end];
+        // The first tap sets the block (`+ 0.0`: the sum of a zeroed block with it, to the
+        // sign of a zero), the others add to it.
+        let w = weights[0];
+        for (d, v) in block.iter_mut().zip(&input(inputs[0])[start..end]) {
+            *d = w * v.to_f64() + 0.0;
         }
-        AxisStencil::Taps { offsets, index, weight } => {
-            let taps = offsets[o]..offsets[o + 1];
-            if taps.is_empty() {
-                out.fill(0.0);
-                return;
+        for (&i, &w) in inputs.iter().zip(weights).skip(1) {
+            for (d, v) in block.iter_mut().zip(&input(i)[start..end]) {
+                *d += w * v.to_f64();
             }
-            if let Ok(inputs) = <&[usize; FUSED_TAPS]>::try_from(&index[taps.clone()]) {
-                let weights = weight[taps].try_into().expect("as many weights as taps");
-                fused_sum(out, &inputs.map(slab), weights, true);
-                return;
-            }
-            for start in (0..inner).step_by(BLOCK) {
-                let end = (start + BLOCK).min(inner);
-                let block = &mut out[start..end];
-                // The first tap sets the block (`+ 0.0`: the sum of a zeroed block with it,
-                // to the sign of a zero), the others add to it.
-                let w = weight[taps.start];
-                for (d, v) in block.iter_mut().zip(&slab(index[taps.start])[start..end]) {
-                    *d = w * v.to_f64() + 0.0;
-                }
-                for t in taps.start + 1..taps.end {
-                    let w = weight[t];
-                    for (d, v) in block.iter_mut().zip(&slab(index[t])[start..end]) {
-                        *d += w * v.to_f64();
-                    }
-                }
-            }
-        }
-        AxisStencil::Pick { .. } | AxisStencil::Window { .. } => {
-            unreachable!("gaussian builds taps or identity stencils only")
         }
     }
 }
@@ -142,64 +161,6 @@ fn row_output<S: Sample>(row: &[S], stencil: &AxisStencil, o: usize) -> f64 {
         AxisStencil::Pick { .. } | AxisStencil::Window { .. } => {
             unreachable!("gaussian builds taps or identity stencils only")
         }
-    }
-}
-
-/// The outputs of a taps stencil away from the axis' edges, which share one tap list:
-/// output `o` of `outputs` is `Σ_k weights[k] · input[first + stride · (o − outputs.start) + k]`.
-/// Computed tap by tap over the whole run, they make contiguous, vectorised passes instead
-/// of one short indirect sum per output; each output adds the same terms in the same order.
-#[derive(Debug, PartialEq)]
-struct Interior {
-    outputs: Range<usize>,
-    first: usize,
-    stride: usize,
-    weights: Vec<f64>,
-}
-
-impl Interior {
-    /// The longest run around the middle output whose taps are the middle's, shifted by
-    /// the same stride per output (weights equal bit for bit); `None` for other stencils
-    /// or runs of fewer than two outputs.
-    fn of(stencil: &AxisStencil) -> Option<Self> {
-        let AxisStencil::Taps { offsets, index, weight } = stencil else {
-            return None;
-        };
-        let outputs = offsets.len() - 1;
-        if outputs < 2 {
-            return None;
-        }
-        let middle = outputs / 2;
-        let taps = |o: usize| offsets[o]..offsets[o + 1];
-        let weights = &weight[taps(middle)];
-        let first_of = |o: usize| index[offsets[o]];
-        let stride = first_of(middle).checked_sub(first_of(middle - 1))?;
-        // Output `o` reads `first_of(middle) + stride · (o − middle) + k` for tap `k`.
-        let shares = |o: usize| {
-            let taps = taps(o);
-            let expected = (first_of(middle) + stride * o).checked_sub(stride * middle);
-            taps.len() == weights.len()
-                && expected.is_some_and(|first| index[taps.clone()].iter().enumerate().all(|(k, &i)| i == first + k))
-                && weight[taps]
-                    .iter()
-                    .zip(weights)
-                    .all(|(a, b)| a.to_bits() == b.to_bits())
-        };
-        if !shares(middle) {
-            return None;
-        }
-        let lo = (0..middle).rev().take_while(|&o| shares(o)).last().unwrap_or(middle);
-        let hi = (middle + 1..outputs)
-            .take_while(|&o| shares(o))
-            .last()
-            .unwrap_or(middle)
-            + 1;
-        (hi - lo >= 2).then(|| Interior {
-            outputs: lo..hi,
-            first: first_of(lo),
-            stride,
-            weights: weights.to_vec(),
-        })
     }
 }
 
@@ -323,11 +284,15 @@ fn round_row<T: Sample>(values: &[f64], magnitude: &Magnitude<'_, T>, out: &mut 
 /// same results ([`super::has_avx2`]).
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{AxisStencil, LastAxis, Magnitude, Sample};
+    use super::{LastAxis, Magnitude, Sample};
 
     #[target_feature(enable = "avx2")]
-    pub(super) fn combine_slabs<S: Sample>(src: &[S], stencil: &AxisStencil, o: usize, out: &mut [f64]) {
-        super::combine_slabs_inline(src, stencil, o, out);
+    pub(super) fn combine<'a, S: Sample + 'a>(
+        taps: (&[usize], &[f64]),
+        input: impl Fn(usize) -> &'a [S],
+        out: &mut [f64],
+    ) {
+        super::combine_inline(taps, input, out);
     }
 
     #[target_feature(enable = "avx2")]
@@ -342,37 +307,153 @@ mod avx2 {
     }
 }
 
-/// Reduces `src` (C order, `shape`) along every axis into `out` (C order, `dst_shape`).
-/// `scratch[k]` holds the slab of depth `k`; the last two, a row's values before rounding
-/// and its input split by phase ([`Interior::apply`]).
+/// Scratch memory of one depth of [`reduce`]: a slab, or a ring of rows of one
+/// ([`RowRing`]); at the last axis, a row's values before rounding and its input split by
+/// phase ([`Interior::apply`]).
+#[derive(Default)]
+struct Depth {
+    buffer: Vec<f64>,
+    /// Per row slot of a ring, the row it holds.
+    held: Vec<Option<usize>>,
+}
+
+/// The rows of one output slab of the outermost axis (its sub-slabs along the next axis),
+/// each computed when an output of the next axis first needs it and kept in one of a few
+/// slots while the next outputs still read it. The slab is never written whole, so its
+/// rows are combined again while they are still in cache: with factor 2 a slab row is
+/// read by 4 outputs, and a whole slab of a large tile does not fit in L2.
+struct RowRing<'d> {
+    rows: &'d mut Vec<f64>,
+    held: &'d mut Vec<Option<usize>>,
+    len: usize,
+}
+
+impl<'d> RowRing<'d> {
+    /// An empty ring of `slots` rows of `len` values.
+    fn new(depth: &'d mut Depth, slots: usize, len: usize) -> Self {
+        depth.buffer.resize(slots * len, 0.0);
+        depth.held.clear();
+        depth.held.resize(slots, None);
+        Self {
+            rows: &mut depth.buffer,
+            held: &mut depth.held,
+            len,
+        }
+    }
+
+    /// Computes row `row` with `fill` unless its slot holds it already.
+    fn ensure(&mut self, row: usize, fill: impl FnOnce(&mut [f64])) {
+        let slot = row % self.held.len();
+        if self.held[slot] != Some(row) {
+            fill(&mut self.rows[slot * self.len..][..self.len]);
+            self.held[slot] = Some(row);
+        }
+    }
+
+    /// Row `row`, which [`RowRing::ensure`] made since any row sharing its slot.
+    fn row(&self, row: usize) -> &[f64] {
+        let slot = row % self.held.len();
+        debug_assert_eq!(self.held[slot], Some(row), "row {row} is in its slot");
+        &self.rows[slot * self.len..][..self.len]
+    }
+}
+
+/// Reduces `src` (C order, `shape`) along every axis into `out` (C order, `dst_shape`),
+/// one output slab of the outermost axis at a time ([`reduce_slab`]); `scratch` holds one
+/// [`Depth`] per axis, plus one.
 fn reduce<S: Sample, T: Sample>(
+    src: &[S],
+    shapes: (&[usize], &[usize]),
+    stencils: &[AxisStencil],
+    last: (&LastAxis<'_>, &Magnitude<'_, T>),
+    out: &mut [T],
+    scratch: &mut [Depth],
+) {
+    if let [values, phases] = scratch {
+        debug_assert_eq!(shapes.0.len(), 1, "the last axis");
+        reduce_row(src, last.0, last.1, out, (&mut values.buffer, &mut phases.buffer));
+        return;
+    }
+    let out_inner: usize = shapes.1[1..].iter().product();
+    for (o, out_slab) in out.chunks_mut(out_inner).enumerate() {
+        reduce_slab(src, shapes, stencils, last, (o, out_slab), scratch);
+    }
+}
+
+/// Output slab `o` of the outermost axis of `src` (at least two axes), reduced along the
+/// others into `out_slab`. The axes after the first are reduced by [`reduce`], from:
+/// - an identity axis: the source slab itself, read as stored;
+/// - with two axes left: the one combined row;
+/// - else: the slab's rows, combined by the next axis's outputs as they need them through
+///   a [`RowRing`]. Every value is the same sum, in the same order, as combining the whole
+///   slab first would make.
+fn reduce_slab<S: Sample, T: Sample>(
     src: &[S],
     (shape, dst_shape): (&[usize], &[usize]),
     stencils: &[AxisStencil],
-    (last, magnitude): (&LastAxis<'_>, &Magnitude<'_, T>),
-    out: &mut [T],
-    scratch: &mut [Vec<f64>],
+    last: (&LastAxis<'_>, &Magnitude<'_, T>),
+    (o, out_slab): (usize, &mut [T]),
+    scratch: &mut [Depth],
 ) {
-    // One scratch buffer per axis left plus one: two remain exactly at the last axis.
-    if let [values, phases] = scratch {
-        debug_assert_eq!(shape.len(), 1, "the last axis");
-        reduce_row(src, last, magnitude, out, (values, phases));
-        return;
-    }
     let inner: usize = shape[1..].iter().product();
-    let out_inner: usize = dst_shape[1..].iter().product();
-    let (slab, deeper) = scratch.split_first_mut().expect("one scratch slab per axis");
-    slab.resize(inner, 0.0);
-    for (o, out_slab) in out.chunks_mut(out_inner).enumerate() {
-        combine_slabs(src, &stencils[0], o, slab);
+    let (depth, deeper) = scratch.split_first_mut().expect("one scratch depth per axis");
+    let rest = (&shape[1..], &dst_shape[1..]);
+    if let AxisStencil::Identity { offset } = &stencils[0] {
         reduce(
-            slab.as_slice(),
-            (&shape[1..], &dst_shape[1..]),
+            &src[(offset + o) * inner..][..inner],
+            rest,
             &stencils[1..],
-            (last, magnitude),
+            last,
             out_slab,
             deeper,
         );
+        return;
+    }
+    if shape.len() == 2 {
+        depth.buffer.resize(inner, 0.0);
+        combine_slabs(src, &stencils[0], o, &mut depth.buffer);
+        reduce(&depth.buffer, rest, &stencils[1..], last, out_slab, deeper);
+        return;
+    }
+    let (rows, row_len) = (shape[1], shape[2..].iter().product::<usize>());
+    let next = &stencils[1];
+    let outputs = dst_shape[1];
+    // Enough slots for the rows of any one output of the next axis.
+    let span = |p: usize| match next {
+        AxisStencil::Identity { .. } => 1,
+        _ => {
+            let inputs = stencil_taps(next, p).0;
+            inputs
+                .iter()
+                .max()
+                .map_or(1, |hi| hi - inputs.iter().min().unwrap_or(hi) + 1)
+        }
+    };
+    let slots = (0..outputs).map(span).max().unwrap_or(1);
+    let (row_depth, deepest) = deeper.split_first_mut().expect("one scratch depth per axis");
+    let mut ring = RowRing::new(depth, slots, row_len);
+    let taps = stencil_taps(&stencils[0], o);
+    let slab_row = |row: usize, values: &mut [f64]| {
+        combine(taps, |i| &src[(i * rows + row) * row_len..][..row_len], values);
+    };
+    let rest = (&shape[2..], &dst_shape[2..]);
+    let out_inner: usize = dst_shape[2..].iter().product();
+    for (p, out_row) in out_slab.chunks_mut(out_inner).enumerate() {
+        match next {
+            AxisStencil::Identity { offset } => {
+                ring.ensure(offset + p, |values| slab_row(offset + p, values));
+                reduce(ring.row(offset + p), rest, &stencils[2..], last, out_row, deepest);
+            }
+            _ => {
+                let next_taps = stencil_taps(next, p);
+                for &row in next_taps.0 {
+                    ring.ensure(row, |values| slab_row(row, values));
+                }
+                row_depth.buffer.resize(row_len, 0.0);
+                combine(next_taps, |row| ring.row(row), &mut row_depth.buffer);
+                reduce(&row_depth.buffer, rest, &stencils[2..], last, out_row, deepest);
+            }
+        }
     }
 }
 
@@ -385,8 +466,6 @@ pub(crate) fn gaussian<T: Sample>(src: &[T], geometry: &StepGeometry) -> Vec<T> 
     if dst.is_empty() {
         return dst;
     }
-    let inner: usize = shape[1..].iter().product();
-    let out_inner: usize = dst_shape[1..].iter().product();
     let magnitude = Magnitude {
         tile: src,
         found: OnceLock::new(),
@@ -396,30 +475,23 @@ pub(crate) fn gaussian<T: Sample>(src: &[T], geometry: &StepGeometry) -> Vec<T> 
         stencil,
         interior: Interior::of(stencil),
     };
+    let last = (&last, &magnitude);
+    let shapes = (shape.as_slice(), dst_shape.as_slice());
+    let new_scratch = || (0..=ndim).map(|_| Depth::default()).collect::<Vec<_>>();
+    if ndim == 1 {
+        reduce(src, shapes, &geometry.stencils, last, &mut dst, &mut new_scratch());
+        return dst;
+    }
     // Each output slab of the outermost axis is independent: run them in parallel.
-    let slab_task = |scratch: &mut Vec<Vec<f64>>, o: usize, out_slab: &mut [T]| {
-        let (slab, deeper) = scratch.split_first_mut().expect("scratch per axis");
-        slab.resize(inner, 0.0);
-        combine_slabs(src, &geometry.stencils[0], o, slab);
-        reduce(
-            slab.as_slice(),
-            (&shape[1..], &dst_shape[1..]),
-            &geometry.stencils[1..],
-            (&last, &magnitude),
-            out_slab,
-            deeper,
-        );
-    };
-    let new_scratch = || vec![Vec::new(); ndim + 1];
+    let out_inner: usize = dst_shape[1..].iter().product();
     if dst.len() >= PARALLEL_MIN_OUTPUTS {
         dst.par_chunks_mut(out_inner)
             .enumerate()
-            .for_each_init(new_scratch, |scratch, (o, out_slab)| slab_task(scratch, o, out_slab));
+            .for_each_init(new_scratch, |scratch, slab| {
+                reduce_slab(src, shapes, &geometry.stencils, last, slab, scratch);
+            });
     } else {
-        let mut scratch = new_scratch();
-        for (o, out_slab) in dst.chunks_mut(out_inner).enumerate() {
-            slab_task(&mut scratch, o, out_slab);
-        }
+        reduce(src, shapes, &geometry.stencils, last, &mut dst, &mut new_scratch());
     }
     dst
 }
@@ -540,12 +612,13 @@ mod tests {
             let as_u16: Vec<u16> = input.iter().map(|v| v.abs() as u16).collect();
             let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             let (mut baseline, mut wide) = (vec![0.0; inner], vec![0.0; inner]);
+            let slab = |i: usize| &as_u16[i * inner..][..inner];
             for o in 0..101 {
-                combine_slabs_inline(&as_u16, &stencil, o, &mut baseline);
+                combine_inline(stencil_taps(&stencil, o), slab, &mut baseline);
                 // SAFETY: the CPU has AVX2 (checked above).
                 #[allow(unsafe_code)]
                 unsafe {
-                    avx2::combine_slabs(&as_u16, &stencil, o, &mut wide);
+                    avx2::combine(stencil_taps(&stencil, o), slab, &mut wide);
                 }
                 assert_eq!(bits(&baseline), bits(&wide), "factor {factor} slab {o}");
             }

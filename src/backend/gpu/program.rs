@@ -6,13 +6,13 @@
 
 use crate::backend::Step;
 use crate::dtype::DType;
-use crate::method::{AxisStencil, Method};
+use crate::method::{AxisStencil, Interior, Method};
 use crate::tile::Region;
 
 /// Axes every kernel sees (shapes are padded with leading 1s).
 pub const MAX_AXES: usize = 5;
-/// u32 values in a parameter block: the shaders' uniform `params`, 8 rows of 4.
-pub const PARAM_WORDS: usize = 32;
+/// u32 values in a parameter block: the shaders' uniform `params`, 16 rows of 4.
+pub const PARAM_WORDS: usize = 64;
 
 const P_SRC_SHAPE: usize = 0;
 const P_SRC_STRIDE: usize = 5;
@@ -24,6 +24,15 @@ const P_FIRST: usize = 22;
 const P_LAST: usize = 23;
 const P_OFFSET: usize = 24;
 const P_MAXIMUM: usize = 29;
+const P_INTERIOR_LO: usize = 32;
+const P_INTERIOR_HI: usize = 33;
+const P_INTERIOR_FIRST: usize = 34;
+const P_INTERIOR_STRIDE: usize = 35;
+const P_INTERIOR_TAPS: usize = 36;
+const P_WEIGHTS: usize = 40;
+/// The most taps a gaussian axis's interior run passes in the parameter block (factors up to
+/// 6); an axis with more reads every output's taps from `aux`.
+pub const MAX_INTERIOR_TAPS: usize = PARAM_WORDS - P_WEIGHTS;
 
 /// Which shader a dispatch runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -206,6 +215,27 @@ fn push_unit_axis(aux: &mut Vec<u32>) -> Option<u32> {
     Some(at)
 }
 
+/// Passes a gaussian axis's interior run ([`Interior`]) in the parameter block: its outputs
+/// read `first + stride · (o − lo) + k` for tap `k`, with one weight list, so the kernel
+/// looks up per-output taps in `aux` only near the edges, where reflection makes them
+/// differ. No run (`lo == hi`) where there is none or its taps do not fit.
+fn set_interior(params: &mut [u32; PARAM_WORDS], stencil: &AxisStencil) -> Option<()> {
+    let Some(run) = Interior::of(stencil).filter(|run| run.weights.len() <= MAX_INTERIOR_TAPS) else {
+        return Some(());
+    };
+    params[P_INTERIOR_LO] = to_u32(run.outputs.start)?;
+    params[P_INTERIOR_HI] = to_u32(run.outputs.end)?;
+    params[P_INTERIOR_FIRST] = to_u32(run.first)?;
+    params[P_INTERIOR_STRIDE] = to_u32(run.stride)?;
+    params[P_INTERIOR_TAPS] = to_u32(run.weights.len())?;
+    for (slot, &w) in params[P_WEIGHTS..].iter_mut().zip(&run.weights) {
+        #[allow(clippy::cast_possible_truncation)]
+        let w = (w as f32).to_bits();
+        *slot = w;
+    }
+    Some(())
+}
+
 /// Builds the program for `chain` starting from a source tile over `src_region`, or
 /// `None` if a size or index does not fit the kernels' `u32` (the caller splits the tile).
 ///
@@ -284,6 +314,7 @@ pub fn build(dtype: DType, src_region: &Region, chain: &[(Step, Region)]) -> Opt
                     params[P_SRC_STRIDE..P_SRC_STRIDE + 5].copy_from_slice(&pad(&strides(&shape), 0)?);
                     params[P_DST_SHAPE..P_DST_SHAPE + 5].copy_from_slice(&pad(&out_shape, 1)?);
                     params[P_STENCIL + axis + lead] = push_taps(&mut aux, csr, index, weight)?;
+                    set_interior(&mut params, &stencils[axis])?;
                     let out_len: u64 = out_shape.iter().product();
                     params[P_DST_LEN] = to_u32(out_len)?;
                     params[P_AXIS] = to_u32(axis + lead)?;
@@ -325,6 +356,7 @@ pub fn build(dtype: DType, src_region: &Region, chain: &[(Step, Region)]) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::required_source;
 
     fn step(method: Method, factors: &[u32], shape: &[u64]) -> Step {
         Step {
@@ -373,6 +405,54 @@ mod tests {
         assert_eq!((last.input, last.output), (Slot::Scratch(0), Slot::Level(1)));
         assert_eq!(&last.params[10..15], &[1, 1, 1, 5, 6]);
         assert_eq!(program.scratch_elements[0], 60);
+    }
+
+    /// Output `o`'s (input, weight bits) taps as a gaussian pass's `aux` table holds them.
+    fn aux_taps(program: &Program, params: &[u32; PARAM_WORDS], axis: usize, o: usize) -> Vec<(u32, u32)> {
+        let table = params[P_STENCIL + axis] as usize;
+        let outputs = params[P_DST_SHAPE + axis] as usize;
+        let taps = table + outputs + 1;
+        (program.aux[table + o]..program.aux[table + o + 1])
+            .map(|t| {
+                let at = taps + 2 * t as usize;
+                (program.aux[at], program.aux[at + 1])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn gaussian_interior_runs_pass_the_taps_the_aux_table_holds() {
+        // Factors 2 and 3 (8 and 11 taps), and 8 (30 taps: beyond the parameter block).
+        let s = step(Method::Gaussian, &[2, 3, 8], &[40, 61, 200]);
+        // The whole of the first two axes (reflected at both ends), part of the third.
+        let dst = Region::new(vec![0, 0, 1], vec![20, 21, 20]);
+        let src = required_source(&s, &dst);
+        let program = build(DType::U16, &src, &[(s, dst)]).unwrap();
+        let mut runs = 0;
+        for d in &program.dispatches {
+            let p = &d.params;
+            let axis = p[P_AXIS] as usize;
+            let (lo, hi) = (p[P_INTERIOR_LO] as usize, p[P_INTERIOR_HI] as usize);
+            if p[P_DST_SHAPE + axis] == 20 {
+                assert_eq!(lo, hi, "30 taps do not fit: no interior run");
+                continue;
+            }
+            assert!(hi > lo + 1, "axis {axis}: an interior run");
+            runs += 1;
+            let taps = p[P_INTERIOR_TAPS] as usize;
+            for o in 0..p[P_DST_SHAPE + axis] as usize {
+                let expected: Vec<(i64, u32)> = aux_taps(&program, p, axis, o)
+                    .into_iter()
+                    .map(|(i, w)| (i64::from(i), w))
+                    .collect();
+                let first = i64::from(p[P_INTERIOR_FIRST]) + i64::from(p[P_INTERIOR_STRIDE]) * (o as i64 - lo as i64);
+                let shared: Vec<(i64, u32)> = (0..taps).map(|k| (first + k as i64, p[P_WEIGHTS + k])).collect();
+                // Inside the run both give the same taps in the same order; outside, the
+                // per-output taps differ (reflection), which is why they stay in aux.
+                assert_eq!((lo..hi).contains(&o), shared == expected, "axis {axis} output {o}");
+            }
+        }
+        assert_eq!(runs, 2);
     }
 
     #[test]
