@@ -419,6 +419,29 @@ fn kill_part_way(input: &Path, output: &Path) {
     panic!("every build finished before it could be killed");
 }
 
+/// `rm -rf dir` while a build writes into it: a file the build makes in a directory after
+/// the removal listed it leaves that directory not empty, so the removal is repeated until
+/// the directory is gone, as a user would repeat it.
+fn remove_while_written(dir: &Path) {
+    for _ in 0..100 {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => return,
+            Err(_) if !dir.exists() => return,
+            // A file made after its directory was listed, or renamed away before its turn.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::DirectoryNotEmpty | std::io::ErrorKind::NotFound
+                ) =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("removing {}: {e}", dir.display()),
+        }
+    }
+    panic!("{} could not be removed while the build wrote into it", dir.display());
+}
+
 #[test]
 fn output_deleted_during_a_build_fails_without_metadata() {
     // Issue 16 item 3: `rm -rf OUTPUT` mid-run used to end in "Built 5 levels", exit 0.
@@ -432,7 +455,7 @@ fn output_deleted_during_a_build_fails_without_metadata() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(600));
-    std::fs::remove_dir_all(&output).unwrap();
+    remove_while_written(&output);
     let out = common::wait_at_most(child, Duration::from_secs(120), "build after its output was deleted");
     let err = common::stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
