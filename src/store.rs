@@ -48,7 +48,7 @@ pub use node::{NodeKind, describe_codecs, probe_node, write_json_atomically};
 pub(crate) use sink::{LevelLayout, LevelSink, Sink};
 pub use source::{ChunkSource, ImageMetadata, Source};
 pub use tiff::{TiffSource, describe_tiff, is_tiff_input, open_tiff};
-pub(crate) use tile_reader::{ChunkBands, ReadCounter, TileReader, halo_bands};
+pub(crate) use tile_reader::{ChunkBands, ReadCounter, TileReader, halo_bands, reads_whole_chunk, whole_reads};
 pub use zarr_source::{ZarrSource, open_source, open_source_with};
 pub(crate) use zarr_v2_sink::ZarrV2Sink;
 pub(crate) use zarr_v3_sink::ZarrV3Sink;

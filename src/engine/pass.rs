@@ -394,6 +394,14 @@ impl Pass {
         start..end.max(start)
     }
 
+    /// Per axis, the read spans at level `first` of the tile columns that overlap `chunk`
+    /// (what [`store::halo_bands`] and [`store::whole_reads`] take).
+    fn chunk_read_spans(&self, chunk: &Region) -> Vec<Vec<(u64, u64)>> {
+        (0..chunk.ndim())
+            .map(|a| self.read_spans(a, chunk.start[a], chunk.end(a)))
+            .collect()
+    }
+
     /// The read spans at level `first` of the tile columns on `axis` that overlap `[lo, hi)`.
     pub(super) fn read_spans(&self, axis: usize, lo: u64, hi: u64) -> Vec<(u64, u64)> {
         self.columns_reading(axis, lo, hi)
@@ -715,13 +723,7 @@ fn run_pass<T: StoreElement>(
     let (reads_of, whole_reads_of) = read_counters(context, &pass, level.as_ref());
     let bands_of: store::ChunkBands = {
         let pass = pass.clone();
-        let shape = pass.shapes[0].clone();
-        Arc::new(move |chunk: &Region| {
-            let read_spans: Vec<Vec<(u64, u64)>> = (0..chunk.ndim())
-                .map(|a| pass.read_spans(a, chunk.start[a], chunk.end(a)))
-                .collect();
-            store::halo_bands(chunk, &read_spans, &shape)
-        })
+        Arc::new(move |chunk: &Region| store::halo_bands(chunk, &pass.chunk_read_spans(chunk), &pass.shapes[0]))
     };
     let zero_fill = level.fill_bytes().iter().all(|&b| b == 0);
     let per_chunk = per_chunk_here(context) && pass.first_step_per_chunk(level.chunk_shape());
@@ -779,11 +781,6 @@ fn read_counters(context: &BuildContext<'_>, pass: &Arc<Pass>, level: &dyn Chunk
     const COUNTED_TILES: u64 = 1 << 20;
     let blocks = context.blocks_to_run(pass.first, pass.block_count());
     let some_blocks = blocks.end - blocks.start < pass.block_count();
-    let inside = |chunk: &Region| {
-        chunk
-            .intersect(&Region::whole(level.shape()))
-            .unwrap_or_else(|| chunk.clone())
-    };
     if (some_blocks || context.journal.done_in_pass(pass.first) > 0) && pass.tile_count() <= COUNTED_TILES {
         let mut counts: HashMap<Vec<u64>, (u64, u64)> = HashMap::new();
         for block in blocks.filter(|&b| !context.journal.is_done(pass.first, b)) {
@@ -791,7 +788,7 @@ fn read_counters(context: &BuildContext<'_>, pass: &Arc<Pass>, level: &dyn Chunk
                 let region = pass.tile_spans(tile).region(pass, pass.first, false);
                 for idx in level.chunks_in(&region) {
                     let chunk_region = level.chunk_region(&idx);
-                    let whole = u64::from(region.contains(&inside(&chunk_region)));
+                    let whole = u64::from(store::reads_whole_chunk(&region, &chunk_region, level.shape()));
                     let count = counts.entry(chunk_region.start).or_default();
                     *count = (count.0 + 1, count.1 + whole);
                 }
@@ -806,7 +803,6 @@ fn read_counters(context: &BuildContext<'_>, pass: &Arc<Pass>, level: &dyn Chunk
     }
     let all = pass.clone();
     let whole = pass.clone();
-    let shape = pass.shapes[0].clone();
     (
         Arc::new(move |region: &Region| {
             (0..region.ndim())
@@ -816,18 +812,7 @@ fn read_counters(context: &BuildContext<'_>, pass: &Arc<Pass>, level: &dyn Chunk
                 })
                 .product()
         }),
-        Arc::new(move |region: &Region| {
-            (0..region.ndim())
-                .map(|a| {
-                    let (lo, hi) = (region.start[a], region.end(a).min(shape[a]));
-                    whole
-                        .read_spans(a, region.start[a], region.end(a))
-                        .iter()
-                        .filter(|&&(s, e)| s <= lo && hi <= e)
-                        .count() as u64
-                })
-                .product()
-        }),
+        Arc::new(move |chunk: &Region| store::whole_reads(chunk, &whole.chunk_read_spans(chunk), &whole.shapes[0])),
     )
 }
 

@@ -11,6 +11,37 @@ use std::sync::{Arc, Mutex, TryLockError};
 use super::{ChunkSource, StoreElement, StoreError};
 use crate::tile::{Region, copy_overlap};
 
+/// The voxels of `chunk` inside an array of `shape` on `axis`, `[lo, hi)` (edge chunks
+/// extend past the array).
+fn span_inside(chunk: &Region, shape: &[u64], axis: usize) -> (u64, u64) {
+    (chunk.start[axis], chunk.end(axis).min(shape[axis]))
+}
+
+/// Whether a read of `read` needs all of `chunk`: every voxel of it inside an array of
+/// `shape`.
+#[must_use]
+pub fn reads_whole_chunk(read: &Region, chunk: &Region, shape: &[u64]) -> bool {
+    (0..chunk.ndim()).all(|a| {
+        let (lo, hi) = span_inside(chunk, shape, a);
+        read.start[a] <= lo && hi <= read.end(a)
+    })
+}
+
+/// How many of the reads whose spans are `read_spans` (as for [`halo_bands`]) need all of
+/// `chunk` ([`reads_whole_chunk`]): on each axis, the tile columns whose span covers the
+/// chunk's voxels inside the array.
+#[must_use]
+pub fn whole_reads(chunk: &Region, read_spans: &[Vec<(u64, u64)>], shape: &[u64]) -> u64 {
+    read_spans
+        .iter()
+        .enumerate()
+        .map(|(a, spans)| {
+            let (lo, hi) = span_inside(chunk, shape, a);
+            spans.iter().filter(|&&(s, e)| s <= lo && hi <= e).count() as u64
+        })
+        .product()
+}
+
 /// The bands of `chunk` that reads covering only part of it need: on each axis, each
 /// distinct partial overlap of a read span (`read_spans[axis]` holds the `[start, end)` of
 /// every tile column) with the chunk's voxels inside an array of `shape`, spanning the
@@ -20,8 +51,7 @@ use crate::tile::{Region, copy_overlap};
 pub fn halo_bands(chunk: &Region, read_spans: &[Vec<(u64, u64)>], shape: &[u64]) -> Vec<Region> {
     let mut bands = Vec::new();
     for (a, spans) in read_spans.iter().enumerate() {
-        // The chunk's voxels inside the array (edge chunks extend past it).
-        let (lo, hi) = (chunk.start[a], chunk.end(a).min(shape[a]));
+        let (lo, hi) = span_inside(chunk, shape, a);
         let mut partial: Vec<(u64, u64)> = spans
             .iter()
             .map(|&(s, e)| (s.max(lo), e.min(hi)))
@@ -249,7 +279,7 @@ impl<'s, T: StoreElement> TileReader<'s, T> {
         chunk_region: &Region,
         wanted: &Region,
     ) -> Result<Chunk<T>, StoreError> {
-        if self.covers_chunk(wanted, chunk_region) {
+        if reads_whole_chunk(wanted, chunk_region, self.source.shape()) {
             guard.whole_left = guard.whole_left.saturating_sub(1);
         }
         let band = guard.bands.iter().find(|(band, _)| band.contains(wanted)).cloned();
@@ -327,19 +357,11 @@ impl<'s, T: StoreElement> TileReader<'s, T> {
             let chunk_region = self.source.chunk_region(&idx);
             let slot = self.slot(&idx, &chunk_region);
             let mut guard = slot.lock().expect("slot lock");
-            if self.covers_chunk(region, &chunk_region) {
+            if reads_whole_chunk(region, &chunk_region, self.source.shape()) {
                 guard.whole_left = guard.whole_left.saturating_sub(1);
             }
             self.release_read(guard, &idx);
         }
-    }
-
-    /// Whether a read of `wanted` needs all of the chunk covering `chunk_region` (every
-    /// voxel of it inside the array).
-    fn covers_chunk(&self, wanted: &Region, chunk_region: &Region) -> bool {
-        chunk_region
-            .intersect(&Region::whole(self.source.shape()))
-            .is_none_or(|inside| wanted.contains(&inside))
     }
 
     fn bytes_of(data: &Elements<T>) -> u64 {
@@ -607,6 +629,32 @@ mod tests {
         // array's end is read whole by a span ending at the array's end.
         assert!(halo_bands(&Region::new(vec![0, 0], vec![16, 16]), &spans, &[64, 64]).is_empty());
         assert!(halo_bands(&Region::new(vec![48, 48], vec![16, 16]), &spans, &[60, 60]).is_empty());
+    }
+
+    #[test]
+    fn whole_reads_count_the_reads_that_need_a_chunk_whole() {
+        let spans = vec![SPANS.to_vec(), SPANS.to_vec()];
+        let counts: Vec<u64> = (0..4u64)
+            .flat_map(|y| (0..4u64).map(move |x| Region::new(vec![16 * y, 16 * x], vec![16, 16])))
+            .map(|chunk| {
+                let counted = halo_tiles()
+                    .iter()
+                    .filter(|tile| reads_whole_chunk(tile, &chunk, &[64, 64]))
+                    .count() as u64;
+                assert_eq!(whole_reads(&chunk, &spans, &[64, 64]), counted, "{chunk:?}");
+                counted
+            })
+            .collect();
+        // Every chunk is read whole by its own tile only; a chunk past the array's end is
+        // read whole by a span ending at the array's end.
+        assert!(counts.iter().all(|&c| c == 1), "{counts:?}");
+        let edge = Region::new(vec![48, 48], vec![16, 16]);
+        assert!(reads_whole_chunk(
+            &Region::from_bounds(&[29, 29], &[60, 60]),
+            &edge,
+            &[60, 60]
+        ));
+        assert_eq!(whole_reads(&edge, &spans, &[60, 60]), 1);
     }
 
     #[test]
