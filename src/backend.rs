@@ -233,6 +233,16 @@ pub trait Downsampler: Send + Sync {
         0
     }
 
+    /// Threads of its own this backend computes tiles on, for `method` on `dtype`: each
+    /// takes a read tile, computes it, and hands it on to be written, while the engine's
+    /// workers go on reading and writing (see the engine's stages). 0, the default, when
+    /// the workers compute: the CPU's kernels are work for the same cores as decoding and
+    /// encoding, and a thread of their own would only take turns with them.
+    fn compute_threads(&self, method: Method, dtype: DType) -> usize {
+        let _ = (method, dtype);
+        0
+    }
+
     /// Computes several steps in a row: level `k + i + 1` on `chain[i].1` from level
     /// `k + i`. `src` must contain what `chain[0]` needs and each `chain[i].1` must contain
     /// what `chain[i + 1]` needs. Returns one tile per step.

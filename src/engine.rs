@@ -35,6 +35,7 @@ mod pass;
 mod prepare;
 mod report;
 mod split;
+mod stages;
 mod tile;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -159,7 +160,8 @@ fn run_build(builder: &PyramidBuilder<'_>, threads: usize) -> Result<BuildReport
         .map(|l| l.chunk_grid().iter().product::<u64>())
         .sum();
     builder.progress.start(total_chunks);
-    let pass_seconds = crate::dispatch_dtype!(dtype, T => run_passes::<T>(&context)?);
+    let pass_seconds = crate::dispatch_dtype!(dtype, T => run_passes::<T>(&context))
+        .map_err(|e| output::output_changed(sink.path(), e))?;
     context.verify(0..=levels.len() - 1)?;
 
     let spec = MultiscalesSpec {

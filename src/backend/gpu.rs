@@ -346,6 +346,18 @@ impl Downsampler for GpuBackend {
         staging.saturating_add(device)
     }
 
+    /// One per ring slot, where the GPU computes `method` on `dtype`: each holds a slot
+    /// through a tile's upload, kernels and readback, waiting on the device, so the
+    /// device has as many tiles in flight as it has slots, and no worker of the engine's
+    /// waits for it. 0 (the workers compute) where the CPU computes it instead.
+    fn compute_threads(&self, method: Method, dtype: DType) -> usize {
+        if self.supports(method, dtype) {
+            self.context.ring_slots()
+        } else {
+            0
+        }
+    }
+
     fn description(&self) -> String {
         let info = &self.context.info;
         let kind = match info.device_type {

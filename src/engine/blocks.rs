@@ -12,13 +12,15 @@
 //! bytes never depend on which worker finished first; a shard is finished (index written,
 //! renamed into place) as soon as it holds all its chunks. A worker may run ahead of the
 //! oldest tile not yet appended by at most a window of tiles, which bounds what waits.
+//! How a tile's read, compute and writes share the threads is [`super::stages`]' concern.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::BuildError;
 use super::pass::BuildContext;
+use super::stages::{self, Next, Shape, Started, TileFlow};
 use crate::journal::StoredChunk;
 use crate::store::StoreError;
 use crate::store::shard::ShardWriter;
@@ -54,8 +56,11 @@ pub(super) struct BlockWork<'a> {
     pub(super) tiles_of: &'a (dyn Fn(u64) -> Vec<u64> + Sync),
     /// Output chunks of a block (progress, for blocks an earlier run finished).
     pub(super) chunks_of: &'a (dyn Fn(u64) -> u64 + Sync),
-    /// Runs one tile.
-    pub(super) run_tile: &'a (dyn Fn(u64) -> Result<TileOutput, BuildError> + Sync),
+    /// Starts one tile: reads it, and says what is left of it.
+    pub(super) run_tile: &'a (dyn Fn(u64) -> Result<Started<'a, TileOutput>, BuildError> + Sync),
+    /// Threads of the backend's own that compute the tiles, or 0 when the workers do
+    /// ([`crate::backend::Downsampler::compute_threads`]).
+    pub(super) compute_threads: usize,
 }
 
 /// A shard of the output: its level and its indices in the level's shard grid.
@@ -97,24 +102,22 @@ struct Claim {
     sequence: u64,
 }
 
-struct Runner<'a, 'c> {
-    context: &'a BuildContext<'c>,
-    work: &'a BlockWork<'a>,
+struct Runner<'r, 'w, 'c> {
+    context: &'r BuildContext<'c>,
+    work: &'r BlockWork<'w>,
     window: u64,
     cursor: Mutex<Cursor>,
-    wake: Condvar,
     open: Mutex<HashMap<u64, Arc<Mutex<OpenBlock>>>>,
-    failed: AtomicBool,
-    first_error: Mutex<Option<BuildError>>,
     finished_blocks: AtomicU64,
 }
 
-/// Runs `work` on `workers` threads; a worker runs ahead of the oldest tile not yet
-/// appended by fewer than `window` tiles.
+/// Runs `work` with at most `in_flight` tiles between claim and delivery, on as many
+/// workers (fewer where the build has fewer threads) and the work's compute threads; a
+/// tile is claimed fewer than `window` tiles after the oldest tile not yet appended.
 pub(super) fn run_blocks(
     context: &BuildContext<'_>,
     work: &BlockWork<'_>,
-    workers: usize,
+    in_flight: usize,
     window: usize,
 ) -> Result<(), BuildError> {
     let runner = Runner {
@@ -129,67 +132,33 @@ pub(super) fn run_blocks(
             sequence: 0,
             unappended: BTreeSet::new(),
         }),
-        wake: Condvar::new(),
         open: Mutex::new(HashMap::new()),
-        failed: AtomicBool::new(false),
-        first_error: Mutex::new(None),
         finished_blocks: AtomicU64::new(0),
     };
-    rayon::scope(|scope| {
-        for _ in 0..workers.max(1) {
-            scope.spawn(|_| runner.work_loop());
-        }
-    });
-    let error = runner.first_error.into_inner().unwrap_or_else(PoisonError::into_inner);
-    match error {
-        Some(e) if e.is_cancellation() => Err(BuildError::Interrupted {
+    let shape = Shape {
+        workers: in_flight.min(context.threads).max(1),
+        compute_threads: work.compute_threads,
+        in_flight,
+    };
+    match stages::run(&runner, shape) {
+        Err(e) if e.is_cancellation() => Err(BuildError::Interrupted {
             tasks_done: runner.finished_blocks.load(Ordering::Relaxed),
             tasks: work.blocks.end - work.blocks.start,
         }),
-        Some(e) => Err(e),
-        None => Ok(()),
+        result => result,
     }
 }
 
-impl Runner<'_, '_> {
-    fn work_loop(&self) {
-        while let Some(claim) = self.claim() {
-            let result = if self.context.cancelled() {
-                Err(StoreError::Cancelled.into())
-            } else {
-                if let Some(delay) = self.context.task_delay {
-                    std::thread::sleep(delay);
-                }
-                (self.work.run_tile)(claim.tile)
-            };
-            let delivered = result.and_then(|output| self.deliver(&claim, output));
-            if let Err(e) = delivered {
-                self.fail(e);
-                return;
-            }
-        }
-    }
+impl<'w> TileFlow<'w> for Runner<'_, 'w, '_> {
+    type Claim = Claim;
+    type Output = TileOutput;
 
-    fn fail(&self, error: BuildError) {
-        self.failed.store(true, Ordering::Relaxed);
-        self.first_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_or_insert(error);
-        self.wake.notify_all();
-    }
-
-    /// The next tile to run, or `None` when there is none (or the pass failed).
-    fn claim(&self) -> Option<Claim> {
+    /// The next tile to run: `Wait` while the window is full.
+    fn next(&self) -> Result<Next<Claim>, BuildError> {
         let mut cursor = self.cursor.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
-            if self.failed.load(Ordering::Relaxed) {
-                return None;
-            }
             if self.context.cancelled() {
-                drop(cursor);
-                self.fail(StoreError::Cancelled.into());
-                return None;
+                return Err(StoreError::Cancelled.into());
             }
             if !cursor.started || cursor.position >= cursor.tiles.len() {
                 if cursor.started {
@@ -204,7 +173,7 @@ impl Runner<'_, '_> {
                     cursor.block += 1;
                 }
                 if cursor.block >= self.work.blocks.end {
-                    return None;
+                    return Ok(Next::End);
                 }
                 cursor.tiles = (self.work.tiles_of)(cursor.block);
                 cursor.position = 0;
@@ -227,8 +196,7 @@ impl Runner<'_, '_> {
             if let Some(&oldest) = cursor.unappended.first()
                 && cursor.sequence - oldest >= self.window
             {
-                cursor = self.wake.wait(cursor).unwrap_or_else(PoisonError::into_inner);
-                continue;
+                return Ok(Next::Wait);
             }
             let claim = Claim {
                 block: cursor.block,
@@ -239,13 +207,29 @@ impl Runner<'_, '_> {
             cursor.position += 1;
             cursor.sequence += 1;
             cursor.unappended.insert(claim.sequence);
-            return Some(claim);
+            return Ok(Next::Tile(claim));
         }
     }
 
+    fn start(&self, claim: &Claim) -> Result<Started<'w, TileOutput>, BuildError> {
+        if self.context.cancelled() {
+            return Err(StoreError::Cancelled.into());
+        }
+        if let Some(delay) = self.context.task_delay {
+            std::thread::sleep(delay);
+        }
+        (self.work.run_tile)(claim.tile)
+    }
+
+    fn deliver(&self, claim: Claim, output: TileOutput) -> Result<(), BuildError> {
+        self.hand_to_block(&claim, output)
+    }
+}
+
+impl Runner<'_, '_, '_> {
     /// Hands a tile's output to its block: appended in tile order; the block is journaled
     /// once whole.
-    fn deliver(&self, claim: &Claim, output: TileOutput) -> Result<(), BuildError> {
+    fn hand_to_block(&self, claim: &Claim, output: TileOutput) -> Result<(), BuildError> {
         self.context.progress.advance(output.chunks);
         let block = self
             .open
@@ -307,7 +291,6 @@ impl Runner<'_, '_> {
         for sequence in appended {
             cursor.unappended.remove(&sequence);
         }
-        self.wake.notify_all();
         Ok(())
     }
 

@@ -204,6 +204,33 @@ impl BuildContext<'_> {
     }
 }
 
+/// `error` as the output changing under the build, where it is a write that found a
+/// directory of the output gone (the build makes a chunk's directory before writing it,
+/// so only someone removing the output, or part of it, meanwhile does that); other
+/// errors as they are.
+pub(super) fn output_changed(output: &Path, error: BuildError) -> BuildError {
+    let BuildError::Store(write @ StoreError::WriteChunk { .. }) = &error else {
+        return error;
+    };
+    let mut chain = vec![write.to_string()];
+    let mut vanished = false;
+    let mut cause = std::error::Error::source(write);
+    while let Some(e) = cause {
+        chain.push(e.to_string());
+        vanished |= e
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound);
+        cause = e.source();
+    }
+    if !vanished {
+        return error;
+    }
+    BuildError::OutputDamaged {
+        path: output.to_path_buf(),
+        detail: chain.join(": "),
+    }
+}
+
 fn verify_output(output: &Path, group_file: &str, levels: &[ExpectedLevel]) -> Result<(), BuildError> {
     let damaged = |detail: String| BuildError::OutputDamaged {
         path: output.to_path_buf(),
@@ -228,4 +255,41 @@ fn verify_output(output: &Path, group_file: &str, levels: &[ExpectedLevel]) -> R
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_failed(kind: std::io::ErrorKind) -> BuildError {
+        StoreError::WriteChunk {
+            path: PathBuf::from("out.zarr/1"),
+            key: "0/0/3".into(),
+            source: Box::new(std::io::Error::from(kind)),
+        }
+        .into()
+    }
+
+    #[test]
+    fn a_write_into_a_vanished_directory_is_the_output_changing() {
+        let error = output_changed(Path::new("out.zarr"), write_failed(std::io::ErrorKind::NotFound));
+        let message = error.to_string();
+        assert!(matches!(error, BuildError::OutputDamaged { .. }), "{message}");
+        assert!(message.contains("changed during the build"), "{message}");
+        assert!(message.contains("cannot write chunk `0/0/3`"), "{message}");
+    }
+
+    #[test]
+    fn other_write_failures_are_left_as_they_are() {
+        let error = output_changed(
+            Path::new("out.zarr"),
+            write_failed(std::io::ErrorKind::PermissionDenied),
+        );
+        assert!(
+            matches!(error, BuildError::Store(StoreError::WriteChunk { .. })),
+            "{error}"
+        );
+        let error = output_changed(Path::new("out.zarr"), StoreError::Cancelled.into());
+        assert!(error.is_cancellation());
+    }
 }

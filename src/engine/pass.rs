@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use super::blocks::{BlockWork, run_blocks};
+use super::stages::Started;
 use super::tile::{BufferPool, ChunkCopier, TileWorker};
 use super::{BuildError, Progress};
 use crate::backend::{Downsampler, Step};
@@ -502,7 +503,9 @@ struct LargestTile {
     outer: u64,
 }
 
-/// Chooses the levels of the next pass and its concurrency from the memory budget.
+/// Chooses the levels of the next pass and its concurrency from the memory budget: how
+/// many tiles it holds at once (one per thread, and one more per compute thread of the
+/// backend's own, within the budget).
 /// `planned_last` (from the journal of an interrupted build) fixes the levels, so a resumed
 /// build replays the same blocks whatever its memory budget and thread count.
 fn plan_pass(
@@ -524,30 +527,33 @@ fn plan_pass(
     for last in candidates {
         let pass = Pass::new(&layout, first, last);
         let tiles = pass.tile_count();
-        let workers = usize::try_from(tiles).unwrap_or(usize::MAX).min(context.threads).max(1);
+        let at_once = usize::try_from(tiles)
+            .unwrap_or(usize::MAX)
+            .min(context.threads + compute_threads(context))
+            .max(1);
         // A pass computed per chunk holds no source tile, and its tiles decode their chunks
         // in parallel: deeper passes (fewer, larger tiles) then fit, and need no re-read of
         // a level between passes.
         let per_chunk = per_chunk_elements(context, &pass);
-        let fits = (workers as u64).saturating_mul(worker_bytes(context, &pass, element_size, per_chunk)) <= budget;
+        let fits = (at_once as u64).saturating_mul(worker_bytes(context, &pass, element_size, per_chunk)) <= budget;
         let threads = context.threads as u64;
         let parallel_enough = tiles >= 2 * threads
             || source_bytes <= 32 << 20
             || (per_chunk.is_some() && tiles.saturating_mul(pass.chunks_per_tile(&chunk_shape)) >= 4 * threads);
         if chosen.is_none() || (fits && parallel_enough) {
-            chosen = Some((pass, workers));
+            chosen = Some((pass, at_once));
         } else {
             break;
         }
     }
-    let (pass, mut workers) = chosen.expect("at least one level remains");
+    let (pass, mut at_once) = chosen.expect("at least one level remains");
     let worker_bytes = pass_worker_bytes(context, &pass, element_size);
     let affordable = usize::try_from(budget / worker_bytes.max(1))
         .unwrap_or(usize::MAX)
         .max(1);
-    if affordable < workers {
-        debug!("memory budget allows {affordable} concurrent tiles of {worker_bytes} bytes (instead of {workers})");
-        workers = affordable;
+    if affordable < at_once {
+        debug!("memory budget allows {affordable} concurrent tiles of {worker_bytes} bytes (instead of {at_once})");
+        at_once = affordable;
     }
     if worker_bytes > budget {
         warn!(
@@ -555,7 +561,7 @@ fn plan_pass(
             worker_bytes >> 20
         );
     }
-    (pass, workers)
+    (pass, at_once)
 }
 
 /// Whether this build's backend computes first steps per chunk: the CPU's, which reads a
@@ -563,6 +569,13 @@ fn plan_pass(
 /// device).
 fn per_chunk_here(context: &BuildContext<'_>) -> bool {
     context.backend.kind() == crate::backend::BackendKind::Cpu
+}
+
+/// Threads of the backend's own that compute this build's tiles (0: the workers do). A
+/// pass holds that many tiles more than it has workers, so the workers read and write
+/// while the backend computes.
+fn compute_threads(context: &BuildContext<'_>) -> usize {
+    context.backend.compute_threads(context.method, context.source.dtype())
 }
 
 /// The chunk shape the pass from level `first` reads: the input's, or the level's as written.
@@ -627,21 +640,21 @@ pub(super) fn run_passes<T: StoreElement>(context: &BuildContext<'_>) -> Result<
             // The pass reads level `first` as this build stored it.
             context.verify(first..=first)?;
         }
-        let (pass, workers) = plan_pass(context, first, element_size, planned);
+        let (pass, at_once) = plan_pass(context, first, element_size, planned);
         if planned.is_none() {
             context.journal.pass_started(pass.first, pass.last)?;
         }
         debug!(
-            "pass: level {} → levels {}..={}, {} tiles in {} blocks on {} workers",
+            "pass: level {} → levels {}..={}, {} tiles in {} blocks, {} at once",
             pass.first,
             pass.first + 1,
             pass.last,
             pass.tile_count(),
             pass.block_count(),
-            workers
+            at_once
         );
         let (pass_first, pass_last, writes_first) = (pass.first, pass.last, pass.writes_first);
-        run_pass::<T>(context, pass, workers, &buffers)?;
+        run_pass::<T>(context, pass, at_once, &buffers)?;
         let elapsed = started.elapsed();
         let produced = if writes_first {
             pass_first..=pass_last
@@ -687,7 +700,8 @@ fn copy_level0_only<T: StoreElement>(context: &BuildContext<'_>) -> Result<(), B
         blocks,
         tiles_of: &|unit| chunks_of_unit(unit).iter().map(|idx| chunks.flat_index(idx)).collect(),
         chunks_of: &|unit| chunks_of_unit(unit).len() as u64,
-        run_tile: &|chunk| worker.copy(&chunks.indices(chunk)),
+        run_tile: &|chunk| worker.copy(&chunks.indices(chunk)).map(Started::Done),
+        compute_threads: 0,
     };
     let workers = context.threads;
     let result = run_blocks(context, &work, workers, 2 * workers);
@@ -701,7 +715,7 @@ fn copy_level0_only<T: StoreElement>(context: &BuildContext<'_>) -> Result<(), B
 fn run_pass<T: StoreElement>(
     context: &BuildContext<'_>,
     pass: Pass,
-    workers: usize,
+    at_once: usize,
     buffers: &BufferPool<T>,
 ) -> Result<(), BuildError> {
     let element_size = T::DTYPE.size() as u64;
@@ -713,7 +727,7 @@ fn run_pass<T: StoreElement>(
     let worker_bytes = pass_worker_bytes(context, &pass, element_size);
     let cache_budget = context
         .memory_bytes
-        .saturating_sub((workers as u64).saturating_mul(worker_bytes));
+        .saturating_sub((at_once as u64).saturating_mul(worker_bytes));
     debug!(
         "cache budget {} MiB, tile {} MiB",
         cache_budget >> 20,
@@ -730,7 +744,7 @@ fn run_pass<T: StoreElement>(
     // The memory budget counts one source tile per worker of this pass, none when it is
     // computed chunk by chunk: the last pass's buffers are kept only within that.
     let tile_elements = if per_chunk { 0 } else { pass.largest_tile().source };
-    buffers.keep_within(workers, usize::try_from(tile_elements).unwrap_or(usize::MAX));
+    buffers.keep_within(at_once, usize::try_from(tile_elements).unwrap_or(usize::MAX));
     let reader = TileReader::<T>::new(level, cache_budget, reads_of)
         .with_bands(bands_of)
         .with_whole_reads(whole_reads_of)
@@ -758,9 +772,10 @@ fn run_pass<T: StoreElement>(
         blocks,
         tiles_of: &|block| pass.block_tiles(block),
         chunks_of: &chunks_of,
-        run_tile: &|tile| worker.run(tile),
+        run_tile: &|tile| worker.start(tile),
+        compute_threads: compute_threads(context),
     };
-    let result = run_blocks(context, &work, workers, 2 * workers);
+    let result = run_blocks(context, &work, at_once, 2 * at_once);
     context
         .counters
         .decoded

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use super::BuildError;
 use super::blocks::{ShardPiece, TileOutput};
-use super::pass::{BuildContext, Pass};
+use super::pass::{BuildContext, Pass, TileSpans};
 use super::prepare::Level0;
+use super::stages::{Started, WriteJob};
 use crate::backend::Step;
 use crate::journal::StoredChunk;
 use crate::store::{LevelSink, Source, StoreElement, StoreError, TileReader};
@@ -128,8 +129,11 @@ pub(super) struct TileWorker<'a, 'c, T> {
 }
 
 impl<T: StoreElement> TileWorker<'_, '_, T> {
-    /// Reads, computes and writes tile `tile`.
-    pub(super) fn run(&self, tile: u64) -> Result<TileOutput, BuildError> {
+    /// Starts tile `tile`: reads it (and copies level 0 as stored where it is copied), and
+    /// returns what is left: its compute and then its writes, or its writes alone when its
+    /// first step was computed chunk by chunk as it was read, or nothing when its source
+    /// holds no stored chunk.
+    pub(super) fn start(&self, tile: u64) -> Result<Started<'_, TileOutput>, BuildError> {
         let (context, pass) = (self.context, self.pass);
         let spans = pass.tile_spans(tile);
         let written = if pass.writes_first {
@@ -154,7 +158,7 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
                     }));
                 }
             }
-            return Ok(output);
+            return Ok(Started::Done(output));
         }
         let chain: Vec<(Step, Region)> = (pass.first..pass.last)
             .map(|level| (context.step(level), spans.region(pass, level + 1, false)))
@@ -162,13 +166,44 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
         // Level 0 copied as stored needs nothing computed. (Copying it on one thread while
         // the others decode and compute, with `rayon::join`, measured no faster: the copy
         // is work for the same cores.)
-        let mut output = if pass.writes_first && context.level0.is_copied() {
+        let output = if pass.writes_first && context.level0.is_copied() {
             self.copy_level0(&spans.region(pass, pass.first, true))?
         } else {
             TileOutput::default()
         };
-        let (source_tile, outputs) = self.compute(read_region, &chain, Instant::now())?;
-        let compute_done = Instant::now();
+        let started = Instant::now();
+        if self.per_chunk {
+            let outputs = self.compute_per_chunk(&read_region, &chain, started)?;
+            return Ok(Started::Write(Box::new(move || {
+                self.write(&spans, output, None, &outputs)
+            })));
+        }
+        let data = self.reader.read_into(&read_region, self.buffers.take())?;
+        let source_tile = Tile::new(read_region, T::wrap(data));
+        add_ns(&context.counters.read_ns, started.elapsed());
+        Ok(Started::Compute(Box::new(move || {
+            let computing = Instant::now();
+            let outputs = context.backend.downsample_chain(&source_tile, &chain)?;
+            add_ns(&context.counters.compute_ns, computing.elapsed());
+            let write: WriteJob<'_, TileOutput> =
+                Box::new(move || self.write(&spans, output, Some(source_tile), &outputs));
+            Ok(write)
+        })))
+    }
+
+    /// Writes what the tile of `spans` owns of each level it writes: level `first` from
+    /// `source_tile` where it is encoded from decoded data, the others from `outputs` (one
+    /// per level above `first`); adds them to `output`, and gives the source tile's buffer
+    /// back to the pool.
+    fn write(
+        &self,
+        spans: &TileSpans,
+        mut output: TileOutput,
+        source_tile: Option<Tile>,
+        outputs: &[Tile],
+    ) -> Result<TileOutput, BuildError> {
+        let (context, pass) = (self.context, self.pass);
+        let started = Instant::now();
         // Every level's chunks are encoded together, so a level of few chunks (the top
         // ones) does not leave threads idle waiting for the next.
         let mut levels = Vec::with_capacity(outputs.len() + 1);
@@ -196,31 +231,12 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
             })
             .collect();
         self.write_levels(&levels, &mut output)?;
-        add_ns(&context.counters.write_ns, compute_done.elapsed());
+        add_ns(&context.counters.write_ns, started.elapsed());
+        drop(levels);
         if let Some(data) = source_tile.and_then(|tile| T::unwrap(tile.data)) {
             self.buffers.give(data);
         }
         Ok(output)
-    }
-
-    /// The source tile (`None` when computed per chunk) and the levels of `chain`.
-    fn compute(
-        &self,
-        read_region: Region,
-        chain: &[(Step, Region)],
-        started: Instant,
-    ) -> Result<(Option<Tile>, Vec<Tile>), BuildError> {
-        let context = self.context;
-        if self.per_chunk {
-            return Ok((None, self.compute_per_chunk(&read_region, chain, started)?));
-        }
-        let data = self.reader.read_into(&read_region, self.buffers.take())?;
-        let source_tile = Tile::new(read_region, T::wrap(data));
-        let read_done = Instant::now();
-        add_ns(&context.counters.read_ns, read_done - started);
-        let outputs = context.backend.downsample_chain(&source_tile, chain)?;
-        add_ns(&context.counters.compute_ns, read_done.elapsed());
-        Ok((Some(source_tile), outputs))
     }
 
     /// Copies level 0 under `owned` as the source stores it (whole shards, or chunks).

@@ -1,0 +1,463 @@
+//! The stages a pass's tiles go through, and the bounded queues between them.
+//!
+//! A tile is *started* by a worker (claimed, then its source read and decoded into the
+//! tile), *computed* (the backend's kernels), and *written* (its chunks encoded and
+//! stored), then delivered to its block. How the stages share the threads depends on the
+//! backend:
+//! - Where the compute is the workers' own work (the CPU kernels), a worker computes and
+//!   writes the tile it read. The stages of different workers overlap on the same cores,
+//!   and a tile never waits in a queue.
+//! - Where the backend computes on threads of its own (a GPU: one submission thread per
+//!   ring slot, see [`Downsampler::compute_threads`](crate::backend::Downsampler::compute_threads)),
+//!   a worker hands the read tile to the compute queue and goes on: it writes a computed
+//!   tile from the write queue if there is one, else reads the next tile. No worker waits
+//!   through an upload, the kernels and a readback, so decoding and encoding go on while
+//!   the device computes, and several tiles are in flight on it.
+//!
+//! Either way at most `in_flight` tiles are between their claim and their delivery,
+//! whatever stage or queue they are in: that is what the memory budget counts. Workers
+//! take computed tiles before new ones, which drains the pipeline before filling it.
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+
+use super::BuildError;
+
+/// What is left of a tile once a worker has started it.
+pub(super) enum Started<'a, O> {
+    /// Nothing: its output is ready (fill value only, a chunk copied as stored).
+    Done(O),
+    /// Its writes: it was computed while it was read.
+    Write(WriteJob<'a, O>),
+    /// Its compute, which returns its writes.
+    Compute(ComputeJob<'a, O>),
+}
+
+/// Encodes and stores a computed tile's chunks; returns its output.
+pub(super) type WriteJob<'a, O> = Box<dyn FnOnce() -> Result<O, BuildError> + Send + 'a>;
+
+/// Computes a read tile's levels; returns what writes them.
+pub(super) type ComputeJob<'a, O> = Box<dyn FnOnce() -> Result<WriteJob<'a, O>, BuildError> + Send + 'a>;
+
+/// The next tile to start.
+pub(super) enum Next<C> {
+    /// This tile.
+    Tile(C),
+    /// None may start until a tile is delivered (its block's order bounds how far ahead
+    /// workers run).
+    Wait,
+    /// There is none left.
+    End,
+}
+
+/// The tiles of a pass, as the stages see them.
+pub(super) trait TileFlow<'a>: Sync {
+    /// A claimed tile.
+    type Claim: Send;
+    /// What a tile gives its block.
+    type Output;
+
+    /// Claims the next tile. Never blocks: [`Next::Wait`] when none may start now.
+    ///
+    /// # Errors
+    /// Stops the pass (cancellation, a journal that cannot be read).
+    fn next(&self) -> Result<Next<Self::Claim>, BuildError>;
+
+    /// Starts a claimed tile: reads it, and computes it if its compute is the reading's.
+    ///
+    /// # Errors
+    /// Stops the pass.
+    fn start(&self, claim: &Self::Claim) -> Result<Started<'a, Self::Output>, BuildError>;
+
+    /// Gives a tile's output to its block.
+    ///
+    /// # Errors
+    /// Stops the pass.
+    fn deliver(&self, claim: Self::Claim, output: Self::Output) -> Result<(), BuildError>;
+}
+
+/// The threads of a pass and the tiles it may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Shape {
+    /// Threads that claim, read and write tiles (and compute them when there are no
+    /// compute threads), on the engine's thread pool.
+    pub(super) workers: usize,
+    /// Threads of the backend's own that compute read tiles; 0 when the workers do.
+    pub(super) compute_threads: usize,
+    /// Tiles between claim and delivery at most.
+    pub(super) in_flight: usize,
+}
+
+/// The queues between the stages, and what the threads need to know to stop.
+struct Queues<'a, C, O> {
+    compute: VecDeque<(C, ComputeJob<'a, O>)>,
+    write: VecDeque<(C, WriteJob<'a, O>)>,
+    /// Tiles claimed and not yet delivered.
+    in_flight: usize,
+    /// No tile is left to claim.
+    ended: bool,
+    /// The first error; every thread stops at it.
+    error: Option<BuildError>,
+    /// A thread panicked: the others stop, and the panic goes on once they have.
+    panicked: bool,
+}
+
+impl<C, O> Queues<'_, C, O> {
+    /// True once the threads have nothing more to do.
+    fn finished(&self) -> bool {
+        self.panicked || self.error.is_some() || (self.ended && self.in_flight == 0)
+    }
+}
+
+/// Held by each thread of a pipeline: if the thread panics, the others are told to stop
+/// instead of waiting for a tile that will never come.
+struct StopOthersOnPanic<'p, 'f, 'a, F: TileFlow<'a>>(&'p Pipeline<'f, 'a, F>);
+
+impl<'a, F: TileFlow<'a>> Drop for StopOthersOnPanic<'_, '_, 'a, F> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.lock().panicked = true;
+            self.0.changed.notify_all();
+        }
+    }
+}
+
+struct Pipeline<'f, 'a, F: TileFlow<'a>> {
+    flow: &'f F,
+    shape: Shape,
+    queues: Mutex<Queues<'a, F::Claim, F::Output>>,
+    /// Notified whenever a queue, the count in flight or `ended` changes.
+    changed: Condvar,
+}
+
+/// Runs every tile of `flow` through its stages on the threads of `shape`; returns the
+/// first error (the other threads stop at their next step; queued tiles are dropped).
+pub(super) fn run<'a, F: TileFlow<'a>>(flow: &F, shape: Shape) -> Result<(), BuildError> {
+    let pipeline = Pipeline {
+        flow,
+        shape: Shape {
+            workers: shape.workers.max(1),
+            in_flight: shape.in_flight.max(1),
+            ..shape
+        },
+        queues: Mutex::new(Queues {
+            compute: VecDeque::new(),
+            write: VecDeque::new(),
+            in_flight: 0,
+            ended: false,
+            error: None,
+            panicked: false,
+        }),
+        changed: Condvar::new(),
+    };
+    // Compute threads are threads of their own, not the pool's: they block on the device,
+    // and a pool thread blocked there would decode and encode nothing meanwhile.
+    std::thread::scope(|threads| {
+        for _ in 0..pipeline.shape.compute_threads {
+            threads.spawn(|| pipeline.compute_loop());
+        }
+        rayon::scope(|pool| {
+            for _ in 0..pipeline.shape.workers {
+                pool.spawn(|_| pipeline.worker_loop());
+            }
+        });
+    });
+    match pipeline
+        .queues
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .error
+    {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+impl<'a, F: TileFlow<'a>> Pipeline<'_, 'a, F> {
+    fn lock(&self) -> MutexGuard<'_, Queues<'a, F::Claim, F::Output>> {
+        self.queues.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wait<'g>(
+        &self,
+        queues: MutexGuard<'g, Queues<'a, F::Claim, F::Output>>,
+    ) -> MutexGuard<'g, Queues<'a, F::Claim, F::Output>> {
+        self.changed.wait(queues).unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Claims, reads and writes tiles (computing them too when there are no compute
+    /// threads) until none is left or the pass failed.
+    fn worker_loop(&self) {
+        let _stop = StopOthersOnPanic(self);
+        let mut queues = self.lock();
+        while !queues.finished() {
+            if let Some((claim, job)) = queues.write.pop_front() {
+                drop(queues);
+                let delivered = job().and_then(|output| self.flow.deliver(claim, output));
+                queues = self.settle(delivered);
+                continue;
+            }
+            if !queues.ended && queues.in_flight < self.shape.in_flight {
+                match self.flow.next() {
+                    Ok(Next::Tile(claim)) => {
+                        queues.in_flight += 1;
+                        drop(queues);
+                        queues = self.carry(claim);
+                        continue;
+                    }
+                    Ok(Next::End) => {
+                        queues.ended = true;
+                        self.changed.notify_all();
+                        continue;
+                    }
+                    Ok(Next::Wait) => {}
+                    Err(e) => {
+                        queues.error.get_or_insert(e);
+                        self.changed.notify_all();
+                        continue;
+                    }
+                }
+            }
+            queues = self.wait(queues);
+        }
+    }
+
+    /// Takes a claimed tile as far as it is this worker's: through every stage, or up to
+    /// the compute queue when compute threads take it from there.
+    fn carry(&self, claim: F::Claim) -> MutexGuard<'_, Queues<'a, F::Claim, F::Output>> {
+        let delivered = match self.flow.start(&claim) {
+            Err(e) => Err(e),
+            Ok(Started::Done(output)) => self.flow.deliver(claim, output),
+            Ok(Started::Write(write)) => write().and_then(|output| self.flow.deliver(claim, output)),
+            Ok(Started::Compute(compute)) if self.shape.compute_threads == 0 => compute()
+                .and_then(|write| write())
+                .and_then(|output| self.flow.deliver(claim, output)),
+            Ok(Started::Compute(compute)) => {
+                let mut queues = self.lock();
+                queues.compute.push_back((claim, compute));
+                self.changed.notify_all();
+                return queues;
+            }
+        };
+        self.settle(delivered)
+    }
+
+    /// Counts a tile as delivered (or the pass as failed) and wakes the threads.
+    fn settle(&self, delivered: Result<(), BuildError>) -> MutexGuard<'_, Queues<'a, F::Claim, F::Output>> {
+        let mut queues = self.lock();
+        queues.in_flight -= 1;
+        if let Err(e) = delivered {
+            queues.error.get_or_insert(e);
+        }
+        self.changed.notify_all();
+        queues
+    }
+
+    /// Computes read tiles, in the order they were read, until none is left or the pass
+    /// failed.
+    fn compute_loop(&self) {
+        let _stop = StopOthersOnPanic(self);
+        let mut queues = self.lock();
+        while !queues.finished() {
+            let Some((claim, compute)) = queues.compute.pop_front() else {
+                queues = self.wait(queues);
+                continue;
+            };
+            drop(queues);
+            let computed = compute();
+            queues = self.lock();
+            match computed {
+                Ok(write) => queues.write.push_back((claim, write)),
+                Err(e) => {
+                    queues.in_flight -= 1;
+                    queues.error.get_or_insert(e);
+                }
+            }
+            self.changed.notify_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::backend::BackendError;
+
+    /// Tiles `0..tiles`, tile `t` computed by a job that first waits (up to `patience`) for
+    /// `t + ahead` tiles to have been started: how a test asks "does the pipeline read
+    /// other tiles while this one is being computed?".
+    struct Flow {
+        tiles: usize,
+        next: AtomicUsize,
+        started: Mutex<usize>,
+        started_changed: Condvar,
+        in_flight: AtomicUsize,
+        most_in_flight: AtomicUsize,
+        delivered: Mutex<Vec<usize>>,
+        patience: Duration,
+        gave_up: AtomicBool,
+        ahead: usize,
+        compute_fails: Option<usize>,
+        compute_panics: Option<usize>,
+    }
+
+    impl Flow {
+        fn new(tiles: usize, ahead: usize, patience: Duration) -> Self {
+            Self {
+                tiles,
+                next: AtomicUsize::new(0),
+                started: Mutex::new(0),
+                started_changed: Condvar::new(),
+                in_flight: AtomicUsize::new(0),
+                most_in_flight: AtomicUsize::new(0),
+                delivered: Mutex::new(Vec::new()),
+                patience,
+                gave_up: AtomicBool::new(false),
+                ahead,
+                compute_fails: None,
+                compute_panics: None,
+            }
+        }
+
+        fn compute(&self, tile: usize) -> Result<(), BuildError> {
+            let wanted = (tile + self.ahead).min(self.tiles);
+            let started = self.started.lock().unwrap();
+            let (started, waited) = self
+                .started_changed
+                .wait_timeout_while(started, self.patience, |s| *s < wanted)
+                .unwrap();
+            drop(started);
+            if waited.timed_out() {
+                self.gave_up.store(true, Ordering::Relaxed);
+            }
+            assert_ne!(Some(tile), self.compute_panics, "a compute that panics");
+            if Some(tile) == self.compute_fails {
+                return Err(BackendError::Gpu(format!("tile {tile} failed")).into());
+            }
+            Ok(())
+        }
+    }
+
+    /// The pipeline's view of a [`Flow`], whose jobs borrow it.
+    struct Tiles<'a>(&'a Flow);
+
+    impl<'a> TileFlow<'a> for Tiles<'a> {
+        type Claim = usize;
+        type Output = usize;
+
+        fn next(&self) -> Result<Next<usize>, BuildError> {
+            let tile = self.0.next.fetch_add(1, Ordering::Relaxed);
+            Ok(if tile < self.0.tiles {
+                Next::Tile(tile)
+            } else {
+                Next::End
+            })
+        }
+
+        fn start(&self, &tile: &usize) -> Result<Started<'a, usize>, BuildError> {
+            let flow = self.0;
+            let now = flow.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+            flow.most_in_flight.fetch_max(now, Ordering::Relaxed);
+            *flow.started.lock().unwrap() += 1;
+            flow.started_changed.notify_all();
+            Ok(Started::Compute(Box::new(move || {
+                flow.compute(tile)?;
+                Ok(Box::new(move || Ok(tile)) as WriteJob<'a, usize>)
+            })))
+        }
+
+        fn deliver(&self, tile: usize, output: usize) -> Result<(), BuildError> {
+            assert_eq!(tile, output);
+            self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+            self.0.delivered.lock().unwrap().push(tile);
+            Ok(())
+        }
+    }
+
+    fn shape(workers: usize, compute_threads: usize, in_flight: usize) -> Shape {
+        Shape {
+            workers,
+            compute_threads,
+            in_flight,
+        }
+    }
+
+    /// Runs `flow` on a pool of `workers` threads, as the engine does.
+    fn run_on_pool(flow: &Flow, shape: Shape) -> Result<(), BuildError> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(shape.workers)
+            .build()
+            .unwrap();
+        pool.install(|| run(&Tiles(flow), shape))
+    }
+
+    fn delivered(flow: &Flow) -> Vec<usize> {
+        let mut tiles = flow.delivered.lock().unwrap().clone();
+        tiles.sort_unstable();
+        tiles
+    }
+
+    #[test]
+    fn workers_read_the_next_tiles_while_compute_threads_compute() {
+        // Each tile is computed only once the next two have been started, which one worker
+        // can do only if it does not wait for the compute.
+        let flow = Flow::new(6, 3, Duration::from_secs(20));
+        run_on_pool(&flow, shape(1, 1, 3)).unwrap();
+        assert!(!flow.gave_up.load(Ordering::Relaxed));
+        assert_eq!(delivered(&flow), (0..6).collect::<Vec<_>>());
+        assert_eq!(flow.most_in_flight.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn without_compute_threads_a_worker_computes_the_tile_it_read() {
+        // The same flow with the workers computing: the first tile's compute waits in vain
+        // for a second tile to be started, as a worker carries its tile to the end.
+        let flow = Flow::new(3, 2, Duration::from_millis(200));
+        run_on_pool(&flow, shape(1, 0, 3)).unwrap();
+        assert!(flow.gave_up.load(Ordering::Relaxed));
+        assert_eq!(delivered(&flow), vec![0, 1, 2]);
+        assert_eq!(flow.most_in_flight.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn tiles_in_flight_never_exceed_the_bound() {
+        // Each compute waits until as many tiles as the bound allows are started, none of
+        // them delivered: the pass gets there, and no further, whatever its threads.
+        for (workers, compute_threads, in_flight) in [(2, 1, 4), (3, 2, 5), (4, 2, 4), (1, 3, 2)] {
+            let flow = Flow::new(40, in_flight, Duration::from_secs(20));
+            run_on_pool(&flow, shape(workers, compute_threads, in_flight)).unwrap();
+            assert!(!flow.gave_up.load(Ordering::Relaxed));
+            assert_eq!(delivered(&flow), (0..40).collect::<Vec<_>>());
+            assert_eq!(
+                flow.most_in_flight.load(Ordering::Relaxed),
+                in_flight,
+                "{workers} workers, {compute_threads} compute threads"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_compute_stops_the_pass_with_its_error() {
+        for compute_threads in [0, 2] {
+            let mut flow = Flow::new(50, 0, Duration::ZERO);
+            flow.compute_fails = Some(7);
+            let error = run_on_pool(&flow, shape(2, compute_threads, 4)).unwrap_err();
+            assert!(error.to_string().contains("tile 7 failed"), "{error}");
+            assert!(!delivered(&flow).contains(&7));
+        }
+    }
+
+    #[test]
+    fn a_panicking_compute_thread_stops_the_workers_and_the_panic_goes_on() {
+        let mut flow = Flow::new(20, 0, Duration::ZERO);
+        flow.compute_panics = Some(3);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_on_pool(&flow, shape(2, 1, 4))));
+        assert!(
+            result.is_err(),
+            "the panic reaches the caller instead of hanging the pass"
+        );
+    }
+}
