@@ -140,6 +140,12 @@ pub(super) fn run_blocks(
         compute_threads: work.compute_threads,
         in_flight,
     };
+    tracing::debug!(
+        "{} workers, {} compute threads of the backend's, {} tiles in flight at most",
+        shape.workers,
+        shape.compute_threads,
+        shape.in_flight
+    );
     match stages::run(&runner, shape) {
         Err(e) if e.is_cancellation() => Err(BuildError::Interrupted {
             tasks_done: runner.finished_blocks.load(Ordering::Relaxed),
