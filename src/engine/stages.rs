@@ -286,9 +286,20 @@ mod tests {
     use super::*;
     use crate::backend::BackendError;
 
-    /// Tiles `0..tiles`, tile `t` computed by a job that first waits (up to `patience`) for
-    /// `t + ahead` tiles to have been started: how a test asks "does the pipeline read
-    /// other tiles while this one is being computed?".
+    /// When a tile's compute may go on.
+    #[derive(Clone, Copy)]
+    enum Ready {
+        /// Once `t + n` tiles are started, for tile `t` (all of them, if fewer): the tiles
+        /// after it are read while it waits. With several compute threads, such a wait may
+        /// depend on a tile queued behind the waiting ones, so tests use it with one.
+        Ahead(usize),
+        /// Once `n` tiles are in flight, or all have been started.
+        Full(usize),
+    }
+
+    /// Tiles `0..tiles`, each computed by a job that first waits (up to `patience`) until
+    /// it is [`Ready`]: how a test asks "does the pipeline read other tiles while this one
+    /// is being computed?".
     struct Flow {
         tiles: usize,
         next: AtomicUsize,
@@ -299,13 +310,13 @@ mod tests {
         delivered: Mutex<Vec<usize>>,
         patience: Duration,
         gave_up: AtomicBool,
-        ahead: usize,
+        ready: Ready,
         compute_fails: Option<usize>,
         compute_panics: Option<usize>,
     }
 
     impl Flow {
-        fn new(tiles: usize, ahead: usize, patience: Duration) -> Self {
+        fn new(tiles: usize, ready: Ready, patience: Duration) -> Self {
             Self {
                 tiles,
                 next: AtomicUsize::new(0),
@@ -316,18 +327,21 @@ mod tests {
                 delivered: Mutex::new(Vec::new()),
                 patience,
                 gave_up: AtomicBool::new(false),
-                ahead,
+                ready,
                 compute_fails: None,
                 compute_panics: None,
             }
         }
 
         fn compute(&self, tile: usize) -> Result<(), BuildError> {
-            let wanted = (tile + self.ahead).min(self.tiles);
+            let ready = |started: &mut usize| match self.ready {
+                Ready::Ahead(n) => *started >= (tile + n).min(self.tiles),
+                Ready::Full(n) => *started == self.tiles || self.in_flight.load(Ordering::Relaxed) >= n,
+            };
             let started = self.started.lock().unwrap();
             let (started, waited) = self
                 .started_changed
-                .wait_timeout_while(started, self.patience, |s| *s < wanted)
+                .wait_timeout_while(started, self.patience, |s| !ready(s))
                 .unwrap();
             drop(started);
             if waited.timed_out() {
@@ -404,7 +418,7 @@ mod tests {
     fn workers_read_the_next_tiles_while_compute_threads_compute() {
         // Each tile is computed only once the next two have been started, which one worker
         // can do only if it does not wait for the compute.
-        let flow = Flow::new(6, 3, Duration::from_secs(20));
+        let flow = Flow::new(6, Ready::Ahead(3), Duration::from_secs(20));
         run_on_pool(&flow, shape(1, 1, 3)).unwrap();
         assert!(!flow.gave_up.load(Ordering::Relaxed));
         assert_eq!(delivered(&flow), (0..6).collect::<Vec<_>>());
@@ -415,7 +429,7 @@ mod tests {
     fn without_compute_threads_a_worker_computes_the_tile_it_read() {
         // The same flow with the workers computing: the first tile's compute waits in vain
         // for a second tile to be started, as a worker carries its tile to the end.
-        let flow = Flow::new(3, 2, Duration::from_millis(200));
+        let flow = Flow::new(3, Ready::Ahead(2), Duration::from_millis(200));
         run_on_pool(&flow, shape(1, 0, 3)).unwrap();
         assert!(flow.gave_up.load(Ordering::Relaxed));
         assert_eq!(delivered(&flow), vec![0, 1, 2]);
@@ -424,10 +438,10 @@ mod tests {
 
     #[test]
     fn tiles_in_flight_never_exceed_the_bound() {
-        // Each compute waits until as many tiles as the bound allows are started, none of
-        // them delivered: the pass gets there, and no further, whatever its threads.
+        // Each compute waits until as many tiles as the bound allows are in flight: the
+        // pass gets there, and no further, whatever its threads.
         for (workers, compute_threads, in_flight) in [(2, 1, 4), (3, 2, 5), (4, 2, 4), (1, 3, 2)] {
-            let flow = Flow::new(40, in_flight, Duration::from_secs(20));
+            let flow = Flow::new(40, Ready::Full(in_flight), Duration::from_secs(20));
             run_on_pool(&flow, shape(workers, compute_threads, in_flight)).unwrap();
             assert!(!flow.gave_up.load(Ordering::Relaxed));
             assert_eq!(delivered(&flow), (0..40).collect::<Vec<_>>());
@@ -442,7 +456,7 @@ mod tests {
     #[test]
     fn a_failed_compute_stops_the_pass_with_its_error() {
         for compute_threads in [0, 2] {
-            let mut flow = Flow::new(50, 0, Duration::ZERO);
+            let mut flow = Flow::new(50, Ready::Ahead(0), Duration::ZERO);
             flow.compute_fails = Some(7);
             let error = run_on_pool(&flow, shape(2, compute_threads, 4)).unwrap_err();
             assert!(error.to_string().contains("tile 7 failed"), "{error}");
@@ -452,7 +466,7 @@ mod tests {
 
     #[test]
     fn a_panicking_compute_thread_stops_the_workers_and_the_panic_goes_on() {
-        let mut flow = Flow::new(20, 0, Duration::ZERO);
+        let mut flow = Flow::new(20, Ready::Ahead(0), Duration::ZERO);
         flow.compute_panics = Some(3);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_on_pool(&flow, shape(2, 1, 4))));
         assert!(
