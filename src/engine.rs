@@ -160,8 +160,7 @@ fn run_build(builder: &PyramidBuilder<'_>, threads: usize) -> Result<BuildReport
         .map(|l| l.chunk_grid().iter().product::<u64>())
         .sum();
     builder.progress.start(total_chunks);
-    let pass_seconds = crate::dispatch_dtype!(dtype, T => run_passes::<T>(&context))
-        .map_err(|e| output::output_changed(sink.path(), e))?;
+    let pass_seconds = crate::dispatch_dtype!(dtype, T => run_passes::<T>(&context)?);
     context.verify(0..=levels.len() - 1)?;
 
     let spec = MultiscalesSpec {

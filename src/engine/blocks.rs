@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::BuildError;
+use super::output::output_changed;
 use super::pass::BuildContext;
 use super::stages::{self, Next, Shape, Started, TileFlow};
 use crate::journal::StoredChunk;
@@ -151,7 +152,8 @@ pub(super) fn run_blocks(
             tasks_done: runner.finished_blocks.load(Ordering::Relaxed),
             tasks: work.blocks.end - work.blocks.start,
         }),
-        result => result,
+        Err(e) => Err(output_changed(context.sink.path(), e)),
+        Ok(()) => Ok(()),
     }
 }
 
@@ -227,15 +229,9 @@ impl<'w> TileFlow<'w> for Runner<'_, 'w, '_> {
         (self.work.run_tile)(claim.tile)
     }
 
-    fn deliver(&self, claim: Claim, output: TileOutput) -> Result<(), BuildError> {
-        self.hand_to_block(&claim, output)
-    }
-}
-
-impl Runner<'_, '_, '_> {
     /// Hands a tile's output to its block: appended in tile order; the block is journaled
     /// once whole.
-    fn hand_to_block(&self, claim: &Claim, output: TileOutput) -> Result<(), BuildError> {
+    fn deliver(&self, claim: Claim, output: TileOutput) -> Result<(), BuildError> {
         self.context.progress.advance(output.chunks);
         let block = self
             .open
@@ -299,7 +295,9 @@ impl Runner<'_, '_, '_> {
         }
         Ok(())
     }
+}
 
+impl Runner<'_, '_, '_> {
     /// Appends a tile's output to its block: stored files counted, shard chunks written.
     /// Returns the shards that now hold all their chunks, taken out of the block.
     fn append(&self, block: &mut OpenBlock, output: TileOutput) -> Result<Vec<(ShardKey, ShardWriter)>, BuildError> {

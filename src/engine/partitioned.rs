@@ -297,8 +297,7 @@ fn run_part_locked(
             &journal,
         )
     };
-    crate::dispatch_dtype!(prepared.source.dtype(), T => run_passes::<T>(&context))
-        .map_err(|e| super::output::output_changed(context.sink.path(), e))?;
+    crate::dispatch_dtype!(prepared.source.dtype(), T => run_passes::<T>(&context)?);
     let (files_stored, bytes_stored) = (0..levels.len())
         .map(|level| context.counters.stored_in(level))
         .fold((0, 0), |(f, b), (files, bytes)| (f + files, b + bytes));

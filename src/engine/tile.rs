@@ -232,7 +232,6 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
             .collect();
         self.write_levels(&levels, &mut output)?;
         add_ns(&context.counters.write_ns, started.elapsed());
-        drop(levels);
         if let Some(data) = source_tile.and_then(|tile| T::unwrap(tile.data)) {
             self.buffers.give(data);
         }
