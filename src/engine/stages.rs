@@ -16,7 +16,9 @@
 //!
 //! Either way at most `in_flight` tiles are between their claim and their delivery,
 //! whatever stage or queue they are in: that is what the memory budget counts. Workers
-//! take computed tiles before new ones, which drains the pipeline before filling it.
+//! take computed tiles before new ones, which drains the pipeline before filling it. Once
+//! no tile is left to claim, workers with nothing to do go back to the pool, where they
+//! help the tiles still in flight with their parallel work.
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
@@ -94,6 +96,8 @@ struct Queues<'a, C, O> {
     write: VecDeque<(C, WriteJob<'a, O>)>,
     /// Tiles claimed and not yet delivered.
     in_flight: usize,
+    /// Workers still in their loop.
+    looping: usize,
     /// No tile is left to claim.
     ended: bool,
     /// The first error; every thread stops at it.
@@ -144,6 +148,7 @@ pub(super) fn run<'a, F: TileFlow<'a>>(flow: &F, shape: Shape) -> Result<(), Bui
             compute: VecDeque::new(),
             write: VecDeque::new(),
             in_flight: 0,
+            looping: shape.workers.max(1),
             ended: false,
             error: None,
             panicked: false,
@@ -218,8 +223,23 @@ impl<'a, F: TileFlow<'a>> Pipeline<'_, 'a, F> {
                     }
                 }
             }
+            if queues.ended && self.may_leave(&queues) {
+                queues.looping -= 1;
+                return;
+            }
             queues = self.wait(queues);
         }
+    }
+
+    /// Whether a worker with nothing to do, once no tile is left to claim, may go back to
+    /// the pool. There it helps the tiles still in flight with their parallel reads, kernels
+    /// and writes: a pass's last tiles would otherwise run on the threads of their own
+    /// workers alone while the others wait. Workers stay for the tiles the compute threads
+    /// still hold (each needs one to write it), and one stays in any case.
+    fn may_leave(&self, queues: &Queues<'a, F::Claim, F::Output>) -> bool {
+        // Without compute threads, each tile in flight is carried by the worker that
+        // claimed it.
+        queues.looping > 1 && (self.shape.compute_threads == 0 || queues.looping > queues.in_flight)
     }
 
     /// Takes a claimed tile as far as it is this worker's: through every stage, or up to
@@ -401,17 +421,79 @@ mod tests {
 
     /// Runs `flow` on a pool of `workers` threads, as the engine does.
     fn run_on_pool(flow: &Flow, shape: Shape) -> Result<(), BuildError> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(shape.workers)
-            .build()
-            .unwrap();
-        pool.install(|| run(&Tiles(flow), shape))
+        on_pool(shape.workers, || run(&Tiles(flow), shape))
+    }
+
+    /// Runs `work` on a pool of its own of `threads` threads.
+    fn on_pool<R: Send>(threads: usize, work: impl FnOnce() -> R + Send) -> R {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(work)
     }
 
     fn delivered(flow: &Flow) -> Vec<usize> {
         let mut tiles = flow.delivered.lock().unwrap().clone();
         tiles.sort_unstable();
         tiles
+    }
+
+    /// One tile, whose start is parallel work that needs a second thread of the pool: one
+    /// half waits (up to `patience`) until the other half has run on another thread.
+    struct NeedsHelp {
+        claimed: AtomicBool,
+        helped: AtomicBool,
+        patience: Duration,
+    }
+
+    impl<'a> TileFlow<'a> for NeedsHelp {
+        type Claim = ();
+        type Output = ();
+
+        fn next(&self) -> Result<Next<()>, BuildError> {
+            Ok(if self.claimed.swap(true, Ordering::Relaxed) {
+                Next::End
+            } else {
+                Next::Tile(())
+            })
+        }
+
+        fn start(&self, (): &()) -> Result<Started<'a, ()>, BuildError> {
+            let starter = std::thread::current().id();
+            let since = std::time::Instant::now();
+            rayon::join(
+                || {
+                    while !self.helped.load(Ordering::Relaxed) && since.elapsed() < self.patience {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                },
+                || {
+                    if std::thread::current().id() != starter {
+                        self.helped.store(true, Ordering::Relaxed);
+                    }
+                },
+            );
+            Ok(Started::Done(()))
+        }
+
+        fn deliver(&self, (): (), (): ()) -> Result<(), BuildError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_worker_with_no_tile_left_helps_the_tiles_still_in_flight() {
+        for compute_threads in [0, 1] {
+            let flow = NeedsHelp {
+                claimed: AtomicBool::new(false),
+                helped: AtomicBool::new(false),
+                patience: Duration::from_secs(20),
+            };
+            on_pool(2, || run(&flow, shape(2, compute_threads, 2))).unwrap();
+            assert!(
+                flow.helped.load(Ordering::Relaxed),
+                "the worker that found no tile left never ran the other's parallel work \
+                 ({compute_threads} compute threads)"
+            );
+        }
     }
 
     #[test]
