@@ -118,18 +118,36 @@ lines += [
     f"End to end: {builds['dtype']} {builds['shape']} ({gib:.1f} GiB), codec {builds['codec']}; "
     f"decode-only pass {builds['decode_only']['seconds']:.2f} s.",
     "",
-    "| method | backend | time s | input MB/s | peak RSS | ÷ decode-only | CPU time ÷ this |",
-    "|---|---|---:|---:|---:|---:|---:|",
+    "| method | backend | time s | input MB/s | peak RSS | ÷ decode-only | CPU time ÷ this | workers busy | GPU threads busy |",
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|",
 ]
+def busy(r):
+    """The workers' task time over their threads × the wall time, and the GPU submission
+    threads' (the compute stage where the backend has them): which side keeps the other
+    waiting."""
+    stages, wall = r.get("stage_seconds"), r["seconds"]
+    if not stages or wall <= 0:
+        return "", ""
+    read, compute, write = stages
+    gpu_threads = r.get("compute_threads", 0)
+    workers = read + write + (compute if gpu_threads == 0 else 0)
+    share = lambda seconds, threads: "%.0f%%" % (100 * seconds / (threads * wall))
+    return share(workers, r["threads"]), ("" if gpu_threads == 0 else f"{share(compute, gpu_threads)} of {gpu_threads}")
 cpu_time = {r["method"]: r["seconds"] for r in builds["rows"] if r["backend"].startswith("cpu") and "auto" not in r["backend"]}
 for r in builds["rows"]:
     rss = r.get("peak_rss_bytes")
     rss = "" if rss is None else "%.0f MiB" % (rss / 2**20)
     cpu = cpu_time.get(r["method"])
     speedup = "" if cpu is None else "%.2f×" % (cpu / r["seconds"])
+    workers, gpu_threads = busy(r)
     lines.append(f"| {r['method']} | {r['backend']} | {r['seconds']:.2f} | {r['input_mb_per_s']:.0f} | "
-                 f"{rss} | {r['times_decode_only']:.2f}× | {speedup} |")
+                 f"{rss} | {r['times_decode_only']:.2f}× | {speedup} | {workers} | {gpu_threads} |")
 lines += [
+    "",
+    "`workers busy`: the workers' read, write (and, without GPU threads, compute) time summed over tasks, over "
+    "their threads × the wall time; `GPU threads busy`: the submission threads' time (upload, kernels, readback, "
+    "waiting on the device included) over theirs. Workers near 100% with GPU threads well below: the codecs on "
+    "the CPU are the bottleneck, and a faster GPU gains nothing; the reverse: the device is.",
     "",
     "Targets (issue 15): kernels at ≥ 50% of the copy bandwidth; gaussian on the GPU ≥ 1.5× the CPU end to end; "
     "auto never slower than the CPU (the rows come in the order cpu, gpu, auto per method; the backend column "

@@ -256,6 +256,7 @@ fn run_build(builder: &PyramidBuilder<'_>, threads: usize) -> Result<BuildReport
             write: ns(&counters.write_ns),
         },
         threads,
+        compute_threads: backend.compute_threads(options.method, dtype),
         peak_rss_bytes: peak_rss_bytes(),
     })
 }

@@ -507,6 +507,50 @@ fn each_input_chunk_is_decoded_once_per_pass() {
     }
 }
 
+/// The report names the threads of the backend's own that computed the tiles (whose time
+/// is the compute stage's): none on the CPU; a GPU's submission threads, except where it
+/// leaves the method and dtype to the CPU.
+#[test]
+fn the_report_counts_the_backends_compute_threads() {
+    let dir = TempDir::new().unwrap();
+    let input = |name: &str, dtype| {
+        synthetic_input(
+            dir.path(),
+            name,
+            &spec(&[16, 64, 64], &[8, 32, 32], dtype, ArrayFormat::V2, Codec::Zstd(1)),
+        )
+    };
+    let compute_threads = |input: &Path, method: &str, backend: &str| {
+        let name = input.file_stem().unwrap().to_string_lossy();
+        let output = dir.path().join(format!("{name}-{method}-{backend}.ome.zarr"));
+        let out = build(&[
+            input.to_str().unwrap(),
+            output.to_str().unwrap(),
+            "--method",
+            method,
+            "--backend",
+            backend,
+            "--json",
+        ]);
+        let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        report["compute_threads"]
+            .as_u64()
+            .expect("the report counts compute threads")
+    };
+    let words = input("u16.zarr", DType::U16);
+    assert_eq!(compute_threads(&words, "mean", "cpu"), 0);
+    if common::gpu_or_skip("the_report_counts_the_backends_compute_threads").is_none() {
+        return;
+    }
+    assert!(compute_threads(&words, "mean", "gpu") >= 1);
+    let wide = input("u32.zarr", DType::U32);
+    assert_eq!(
+        compute_threads(&wide, "gaussian", "gpu"),
+        0,
+        "gaussian on uint32 is computed on the CPU"
+    );
+}
+
 #[test]
 fn level0_is_copied_without_reencoding_when_codec_and_chunks_fit() {
     let dir = TempDir::new().unwrap();

@@ -87,6 +87,9 @@ pub struct BuildReport {
     pub stage_seconds: StageSeconds,
     /// Worker threads.
     pub threads: usize,
+    /// Threads of the backend's own that computed the tiles (a GPU's submission threads),
+    /// whose time is the `compute` stage's; 0 where the workers computed them.
+    pub compute_threads: usize,
     /// Peak resident memory of the process so far, if the platform reports it (Linux).
     pub peak_rss_bytes: Option<u64>,
 }

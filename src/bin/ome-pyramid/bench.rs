@@ -168,6 +168,12 @@ struct Row {
     input_mb_per_s: f64,
     /// Shares of task time: read+decode, compute, encode+write.
     stage_shares: [f64; 3],
+    /// Task time in seconds, summed over tasks: read+decode, compute, encode+write (of the
+    /// last run).
+    stage_seconds: [f64; 3],
+    /// The backend's own compute threads (a GPU's submission threads; 0: the workers
+    /// computed), whose time the compute stage is.
+    compute_threads: usize,
     peak_rss_bytes: Option<u64>,
     levels: usize,
     /// Build time over the decode-only pass of the same input.
@@ -352,6 +358,11 @@ pub fn run(args: &BenchArgs, quiet: bool) -> Result<()> {
                         seconds: secs,
                         input_mb_per_s: mb_per_s,
                         stage_shares: parts.map(|p| p / total),
+                        stage_seconds: parts,
+                        compute_threads: last["compute_threads"]
+                            .as_u64()
+                            .and_then(|n| usize::try_from(n).ok())
+                            .unwrap_or(0),
                         peak_rss_bytes: last["peak_rss_bytes"].as_u64(),
                         levels: last["levels"].as_array().map_or(0, Vec::len),
                         times_decode_only: secs / decode_only.seconds.max(1e-12),
