@@ -137,18 +137,19 @@ struct Pipeline<'f, 'a, F: TileFlow<'a>> {
 /// Runs every tile of `flow` through its stages on the threads of `shape`; returns the
 /// first error (the other threads stop at their next step; queued tiles are dropped).
 pub(super) fn run<'a, F: TileFlow<'a>>(flow: &F, shape: Shape) -> Result<(), BuildError> {
+    let shape = Shape {
+        workers: shape.workers.max(1),
+        in_flight: shape.in_flight.max(1),
+        ..shape
+    };
     let pipeline = Pipeline {
         flow,
-        shape: Shape {
-            workers: shape.workers.max(1),
-            in_flight: shape.in_flight.max(1),
-            ..shape
-        },
+        shape,
         queues: Mutex::new(Queues {
             compute: VecDeque::new(),
             write: VecDeque::new(),
             in_flight: 0,
-            looping: shape.workers.max(1),
+            looping: shape.workers,
             ended: false,
             error: None,
             panicked: false,
