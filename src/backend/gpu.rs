@@ -4,7 +4,9 @@
 //!
 //! - One [`GpuContext`] per run: device, queue, and a pipeline per kernel and dtype.
 //! - Tiles go through a [`ring`] of reusable buffers, so the upload, compute and readback of
-//!   tasks on different engine threads overlap.
+//!   tasks on different engine threads overlap. Each slot uploads through host-visible
+//!   memory that stays mapped between its tasks ([`upload`]), and reads back into another
+//!   that it keeps.
 //! - Several levels of a chain are computed in a row on the device: level `k + 2` reads
 //!   level `k + 1` where the previous dispatch left it; only the results travel back.
 //! - u8/u16 (and i8/i16) travel packed in u32 words; integer means are exact (64-bit sums
@@ -18,6 +20,7 @@
 mod context;
 pub mod program;
 mod ring;
+mod upload;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -329,10 +332,10 @@ impl Downsampler for GpuBackend {
     }
 
     fn task_memory_bytes(&self, method: Method, source_bytes: u64, output_bytes: u64) -> u64 {
-        // In host memory on every adapter: the upload's staging copy of the source and the
-        // mapped readback of the outputs (ring buffers grow with a quarter of headroom).
+        // In host memory on every adapter: the slot's mapped upload buffer (the source) and
+        // its mapped readback (the outputs); ring buffers grow with a quarter of headroom.
         let headroom = |bytes: u64| bytes.saturating_add(bytes / 4);
-        let staging = source_bytes.saturating_add(headroom(output_bytes));
+        let staging = headroom(source_bytes).saturating_add(headroom(output_bytes));
         if !self.shares_host_memory() {
             return staging;
         }

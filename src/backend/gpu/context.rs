@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::program::{Dispatch, Kernel, PARAM_WORDS, Program, Slot, elem_code, elements_per_word};
 use super::ring::{BufferRing, RingSlot, SlotBuffers, ensure};
+use super::upload::{Part, UploadBuffer};
 use crate::backend::BackendError;
 use crate::dtype::DType;
 use crate::tile::TileData;
@@ -207,12 +208,22 @@ impl GpuContext {
         let scratch = program.scratch_elements.map(|n| n * 4);
         let aux = program.aux.len() as u64 * 4;
         let max = self.max_binding_bytes();
-        let fits = levels
+        let bound = levels
             .iter()
             .chain(&scratch)
             .chain(std::iter::once(&aux))
             .all(|&b| b <= max);
-        fits.then_some((levels, scratch))
+        // The upload buffer holds the source, the parameter blocks and the tables in a row.
+        let upload = levels[0] + self.params_layout(program).1 + aux;
+        (bound && upload <= self.limits.max_buffer_size).then_some((levels, scratch))
+    }
+
+    /// The bytes of one parameter block (a multiple of the adapter's uniform offset
+    /// alignment) and of all of `program`'s.
+    fn params_layout(&self, program: &Program) -> (u64, u64) {
+        let align = u64::from(self.limits.min_uniform_buffer_offset_alignment).max(16);
+        let block = (PARAM_WORDS as u64 * 4).next_multiple_of(align);
+        (block, block * program.dispatches.len() as u64)
     }
 
     /// True if every buffer of `program` fits the adapter's binding limit.
@@ -270,7 +281,7 @@ impl GpuContext {
         result
     }
 
-    fn wait(&self, submission: wgpu::SubmissionIndex) -> Result<(), BackendError> {
+    pub(super) fn wait(&self, submission: wgpu::SubmissionIndex) -> Result<(), BackendError> {
         self.device
             .poll(wgpu::PollType::Wait {
                 submission_index: Some(submission),
@@ -309,9 +320,7 @@ impl GpuContext {
         }
         // The parameter blocks, one per dispatch, in a uniform buffer at offsets the adapter
         // accepts for uniform bindings.
-        let align = u64::from(self.limits.min_uniform_buffer_offset_alignment).max(16);
-        let block = (PARAM_WORDS as u64 * 4).next_multiple_of(align);
-        let params_bytes = block * program.dispatches.len() as u64;
+        let (block, params_bytes) = self.params_layout(program);
         let uniform = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
         ensure(device, &mut buffers.params, params_bytes, uniform, "params", max);
         let copy_dst = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
@@ -328,32 +337,48 @@ impl GpuContext {
         ensure(device, &mut buffers.readback, readback_bytes, map_read, "readback", max);
 
         // Upload: the source words (8/16-bit elements packed, padded to whole words), the
-        // parameter blocks at aligned offsets, and the stencil tables.
-        let bytes = job.source.as_bytes();
-        let padded = bytes.len().next_multiple_of(4);
-        let level0 = &buffers.levels[0].as_ref().expect("ensured").buffer;
-        if padded == bytes.len() {
-            self.queue.write_buffer(level0, 0, bytes);
-        } else {
-            let mut words = Vec::with_capacity(padded);
-            words.extend_from_slice(bytes);
-            words.resize(padded, 0);
-            self.queue.write_buffer(level0, 0, &words);
-        }
+        // parameter blocks at aligned offsets, and the stencil tables, through the slot's
+        // mapped upload buffer.
+        let source = job.source.as_bytes();
+        let source_bytes = (source.len() as u64).next_multiple_of(4);
         let mut params = vec![0u8; usize::try_from(params_bytes).expect("fits")];
         for (i, d) in program.dispatches.iter().enumerate() {
             let at = usize::try_from(block).expect("fits") * i;
             params[at..at + PARAM_WORDS * 4].copy_from_slice(bytemuck::cast_slice(&d.params));
         }
+        let aux: &[u8] = bytemuck::cast_slice(&program.aux);
+        let params_at = source_bytes;
+        let aux_at = params_at + params_bytes;
+        let upload_bytes = aux_at + aux.len() as u64;
+        let upload = UploadBuffer::ready(&mut buffers.upload, device, upload_bytes, max, self.poll_timeout, |s| {
+            self.wait(s)
+        })?;
+        upload.write_and_unmap(&[
+            Part { at: 0, bytes: source },
+            Part {
+                at: params_at,
+                bytes: &params,
+            },
+            Part { at: aux_at, bytes: aux },
+        ])?;
+        let level0 = &buffers.levels[0].as_ref().expect("ensured").buffer;
         let params_buffer = &buffers.params.as_ref().expect("ensured").buffer;
-        self.queue.write_buffer(params_buffer, 0, &params);
         let aux_buffer = &buffers.aux.as_ref().expect("ensured").buffer;
-        if !program.aux.is_empty() {
-            self.queue
-                .write_buffer(aux_buffer, 0, bytemuck::cast_slice(&program.aux));
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("pyramid chain"),
+        });
+        encoder.copy_buffer_to_buffer(upload.buffer(), 0, level0, 0, source_bytes);
+        encoder.copy_buffer_to_buffer(upload.buffer(), params_at, params_buffer, 0, params_bytes);
+        if !aux.is_empty() {
+            encoder.copy_buffer_to_buffer(upload.buffer(), aux_at, aux_buffer, 0, aux.len() as u64);
         }
         if job.separate_phases {
-            self.wait(self.queue.submit([]))?;
+            let submission = self.queue.submit([encoder.finish()]);
+            upload.remap_after(submission.clone());
+            self.wait(submission)?;
+            encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("pyramid chain"),
+            });
         }
         let uploaded = Instant::now();
         times.upload = uploaded - started;
@@ -364,9 +389,6 @@ impl GpuContext {
                 Slot::Scratch(i) => &buffers.scratch[i].as_ref().expect("ensured").buffer,
             }
         };
-        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("pyramid chain"),
-        });
         let max_groups = self.limits.max_compute_workgroups_per_dimension.max(1);
         let clock = (job.separate_phases && self.timestamps).then(|| DeviceClock::new(device));
         let passes = program.dispatches.len();
@@ -416,6 +438,9 @@ impl GpuContext {
             offset += bytes;
         }
         let submission = self.queue.submit([encoder.finish()]);
+        if !job.separate_phases {
+            upload.remap_after(submission.clone());
+        }
         let (sender, receiver) = mpsc::channel();
         let slice = readback.slice(0..readback_bytes.max(4));
         slice.map_async(wgpu::MapMode::Read, move |r| {

@@ -5,6 +5,8 @@
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 
+use super::upload::UploadBuffer;
+
 /// A buffer and the bytes it holds.
 pub struct SizedBuffer {
     /// The buffer.
@@ -26,6 +28,8 @@ pub struct SlotBuffers {
     pub aux: Option<SizedBuffer>,
     /// Readback (mappable).
     pub readback: Option<SizedBuffer>,
+    /// What the slot's tasks upload through (mapped between them).
+    pub upload: Option<UploadBuffer>,
 }
 
 /// Makes sure `slot` holds a buffer of at least `bytes`, reallocating with headroom.
