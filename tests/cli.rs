@@ -852,8 +852,9 @@ fn auto_chooses_by_measurement_and_records_why() {
         "in.zarr",
         &spec(&[16, 64, 64], &[8, 32, 32], DType::U16, ArrayFormat::V2, Codec::Zstd(1)),
     );
-    // `--backend auto` with lavapipe let in; the backend it recorded.
-    let build_auto = |output: &Path, min_seconds: Option<&str>| -> String {
+    // `--backend auto` with lavapipe let in; the backend it recorded, and whether it looked
+    // for GPU adapters (its debug log).
+    let build_auto = |output: &Path, min_seconds: Option<&str>| -> (String, bool) {
         let mut command = std::process::Command::new(common::binary());
         command
             .args([
@@ -862,7 +863,7 @@ fn auto_chooses_by_measurement_and_records_why() {
                 output.to_str().unwrap(),
                 "--backend",
                 "auto",
-                "-q",
+                "-vv",
             ])
             .env("OME_PYRAMID_AUTO_SOFTWARE_GPU", "1");
         if let Some(seconds) = min_seconds {
@@ -870,11 +871,16 @@ fn auto_chooses_by_measurement_and_records_why() {
         }
         let out = command.output().unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
-        multiscale(output)["metadata"]["backend"].as_str().unwrap().to_string()
+        let looked = stderr(&out).contains("looking for GPU adapters");
+        (
+            multiscale(output)["metadata"]["backend"].as_str().unwrap().to_string(),
+            looked,
+        )
     };
     let auto = dir.path().join("auto.ome.zarr");
     // So small a build is not worth opening a GPU for (below): time it anyway.
-    let backend = build_auto(&auto, Some("0"));
+    let (backend, looked) = build_auto(&auto, Some("0"));
+    assert!(looked, "a build worth timing a GPU for looks for one");
     assert!(backend.starts_with("cpu"), "{backend}");
     assert!(
         backend.contains("auto: the CPU measured faster for mean on uint16"),
@@ -895,14 +901,15 @@ fn auto_chooses_by_measurement_and_records_why() {
     }
 
     // Without the override, the CPU's estimate for so small a build (well under the 0.5 s
-    // a GPU is worth) keeps it on the CPU, and the GPU is never opened or timed.
+    // a GPU is worth) keeps it on the CPU, and no GPU is looked for, opened or timed.
     let small = dir.path().join("small.ome.zarr");
-    let backend = build_auto(&small, None);
+    let (backend, looked) = build_auto(&small, None);
     assert!(
         backend.starts_with("cpu") && backend.contains("auto: the CPU, without timing the GPU"),
         "{backend}"
     );
     assert!(!backend.contains("on the GPU"), "{backend}");
+    assert!(!looked, "so small a build does not even load the GPU drivers");
     assert_eq!(common::snapshot(&small.join("1")), common::snapshot(&cpu.join("1")));
 }
 
@@ -917,7 +924,20 @@ fn backend_choice_is_never_silent() {
         &spec(&[8, 32, 32], &[8, 16, 16], DType::U16, ArrayFormat::V2, Codec::Zstd(1)),
     );
     let output = dir.path().join("auto.ome.zarr");
-    let out = build(&[input.to_str().unwrap(), output.to_str().unwrap(), "--backend", "auto"]);
+    // So small a build stays on the CPU without looking for a GPU (see
+    // auto_chooses_by_measurement_and_records_why): look and time anyway.
+    let out = std::process::Command::new(common::binary())
+        .args([
+            "build",
+            input.to_str().unwrap(),
+            output.to_str().unwrap(),
+            "--backend",
+            "auto",
+        ])
+        .env("OME_PYRAMID_AUTO_MIN_SECONDS", "0")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
     let backend = multiscale(&output)["metadata"]["backend"].as_str().unwrap().to_string();
     let hardware = ome_pyramid::backend::list_adapters().iter().any(|a| a.used_by_auto);
     if hardware {

@@ -5,7 +5,7 @@
 //!    tile of up to [`CALIBRATION_BYTES`] shaped after level 0, once to warm up and then
 //!    [`RUNS`] times on every thread of the build's pool ([`CpuRate::measure`]). From the
 //!    best run it estimates how long its kernels would take over every level the build
-//!    computes from. Below [`GPU_WORTH_SECONDS`] the GPU is not even opened: it can save at
+//!    computes from. Below [`GPU_WORTH_SECONDS`] no GPU is even looked for: it could save at
 //!    most that time, and opening a device, compiling its kernels and timing them costs
 //!    about as much.
 //! 2. Otherwise the GPU computes the same tile (warmed up on a small corner of it, which

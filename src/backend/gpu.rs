@@ -52,6 +52,7 @@ fn preference(kind: wgpu::DeviceType) -> u8 {
 }
 
 fn all_adapters() -> Vec<wgpu::Adapter> {
+    tracing::debug!("looking for GPU adapters");
     driver_chatter_to_log(|| {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
