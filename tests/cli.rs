@@ -5,7 +5,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{as_f64, compare, multiscale, ngff_validator, reference_step, run, snapshot, stderr, stdout, tolerance};
+use common::{
+    as_f64, compare, json_stdout, multiscale, ngff_validator, reference_step, run, snapshot, stderr, stdout, tolerance,
+};
 use ome_pyramid::synthetic::{self, ArrayFormat, ArraySpec, Codec};
 use ome_pyramid::{DType, Method, TileData};
 use serde_json::{Value, json};
@@ -500,7 +502,7 @@ fn each_input_chunk_is_decoded_once_per_pass() {
             "--compression",
             "gzip",
         ]);
-        let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let report = json_stdout(&out);
         // One pass over 4×6×6 input chunks.
         assert_eq!(report["chunks_decoded"], 144, "{method}: {report:#}");
         assert_eq!(report["chunks_redecoded"], 0);
@@ -532,7 +534,7 @@ fn the_report_counts_the_backends_compute_threads() {
             backend,
             "--json",
         ]);
-        let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let report = json_stdout(&out);
         report["compute_threads"]
             .as_u64()
             .expect("the report counts compute threads")
@@ -561,7 +563,7 @@ fn level0_is_copied_without_reencoding_when_codec_and_chunks_fit() {
     );
     let output = dir.path().join("out.ome.zarr");
     let out = build(&[input.to_str().unwrap(), output.to_str().unwrap(), "--json"]);
-    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let report = json_stdout(&out);
     assert_eq!(report["chunks_copied_raw"], 2 * 3 * 3);
     for (rel, bytes) in snapshot(&input) {
         if rel.file_name().is_some_and(|n| !n.to_string_lossy().starts_with('.')) {
@@ -581,7 +583,7 @@ fn level0_is_copied_without_reencoding_when_codec_and_chunks_fit() {
         "--chunks",
         "16,16,16",
     ]);
-    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let report = json_stdout(&out);
     assert_eq!(report["chunks_copied_raw"], 0);
     assert_eq!(level(&output, 0).1, synthetic::read_array(&input, "/").unwrap().1);
 
@@ -595,17 +597,14 @@ fn level0_is_copied_without_reencoding_when_codec_and_chunks_fit() {
         "--ngff-version",
         "0.5",
     ];
-    let report: Value = serde_json::from_str(&stdout(&build(&[&args[..], &["--shards", "none"]].concat()))).unwrap();
+    let report = json_stdout(&build(&[&args[..], &["--shards", "none"]].concat()));
     assert_eq!(report["chunks_copied_raw"], 2 * 3 * 3);
     assert_eq!(
         std::fs::read(v05.join("0/c/1/2/0")).unwrap(),
         std::fs::read(input.join("1/2/0")).unwrap()
     );
     assert_eq!(level(&v05, 0).1, expected);
-    let report: Value = serde_json::from_str(&stdout(&build(
-        &[&args[..], &["--shards", "16,32,32", "--overwrite"]].concat(),
-    )))
-    .unwrap();
+    let report = json_stdout(&build(&[&args[..], &["--shards", "16,32,32", "--overwrite"]].concat()));
     assert_eq!(
         report["chunks_copied_raw"],
         2 * 3 * 3,
@@ -637,7 +636,7 @@ fn level0_is_copied_without_reencoding_when_codec_and_chunks_fit() {
         "--shards",
         "16,32,32",
     ]);
-    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let report = json_stdout(&out);
     assert_eq!(report["chunks_copied_raw"], 2 * 2, "four shard files");
     for (rel, bytes) in snapshot(&sharded) {
         if rel.starts_with("c") {
@@ -679,7 +678,7 @@ fn demo_and_info_work() {
     assert!(distinct.len() > 1000, "structure plus noise, not a constant");
     let info = run(&["info", output.to_str().unwrap(), "--json"]);
     assert!(info.status.success());
-    let info: Value = serde_json::from_str(&stdout(&info)).unwrap();
+    let info = json_stdout(&info);
     assert_eq!(info["arrays"].as_array().unwrap().len(), 3);
     assert_eq!(info["arrays"][1]["shape"], json!([8, 32, 48]));
     let text = stdout(&run(&["info", output.to_str().unwrap()]));
@@ -715,7 +714,7 @@ fn bench_times_builds_and_the_codec_passes_of_an_input() {
         "-q",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let report = json_stdout(&out);
     assert_eq!(report["decode_only"]["chunks"], 8);
     assert_eq!(report["decode_only"]["bytes"], input_bytes);
     assert!(report.get("encode_only").is_none());
@@ -734,7 +733,7 @@ fn bench_times_builds_and_the_codec_passes_of_an_input() {
 
     let out = run(&["bench", input.to_str().unwrap(), "--encode-only", "--json", "-q"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let report = json_stdout(&out);
     assert_eq!(report["encode_only"]["chunks"], 8);
     assert_eq!(report["encode_only"]["bytes"], input_bytes);
     assert!(report["encode_only"]["seconds"].as_f64().unwrap() > 0.0);
@@ -1195,7 +1194,7 @@ fn bench_kernels_reports_every_phase() {
         "-q",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let report = json_stdout(&out);
     let rows = report["rows"].as_array().unwrap();
     let cases: Vec<(String, String)> = rows
         .iter()

@@ -10,7 +10,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    group_attributes, multiscale, ngff_schema_validator, read_json, reference_step, run, snapshot, stderr, stdout,
+    group_attributes, json_stdout, multiscale, ngff_schema_validator, read_json, reference_step, run, snapshot, stderr,
+    stdout,
 };
 use ome_pyramid::synthetic::{self, ArrayFormat, ArraySpec, Codec, hash64};
 use ome_pyramid::{DType, Method, TileData};
@@ -214,7 +215,7 @@ fn a_label_pyramid_repeats_the_image_levels_and_leaves_the_image_untouched() {
 
     // `info` lists both label images.
     let out = run(&["info", img, "--json"]);
-    let info: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let info = json_stdout(&out);
     let names: Vec<&str> = info["labels"]
         .as_array()
         .unwrap()

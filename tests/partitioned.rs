@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{run, snapshot, stderr, stdout, subcommand};
+use common::{json_stdout, run, snapshot, stderr, stdout, subcommand};
 use tempfile::TempDir;
 
 // The scheduler variables a part takes its index from, and the index of their first task.
@@ -122,7 +122,7 @@ fn the_split_is_written_into_the_plan_and_balanced() {
     let output = dir.path().join("out.ome.zarr");
     let out = run(&["plan", path(&input), path(&output), "--parts", "3", "--json"]);
     succeed(&out, "plan");
-    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let report = json_stdout(&out);
     let plan = &report["plan"];
     let parts = plan["parts"].as_array().unwrap();
     assert_eq!(parts.len(), 3);
@@ -192,7 +192,7 @@ fn a_part_killed_with_sigkill_is_retried_and_the_result_is_unchanged() {
     // The retry (as a scheduler would run it) finishes what is missing.
     let out = run(&["part", path(&output), "1", "--json"]);
     succeed(&out, "part 1 again");
-    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let report = json_stdout(&out);
     let blocks = report["range"]["end_block"].as_u64().unwrap() - report["range"]["first_block"].as_u64().unwrap();
     assert!(
         report["blocks_done_before"].as_u64().unwrap() < blocks,
@@ -248,7 +248,7 @@ fn finalize_names_parts_that_did_not_run_or_failed_and_a_retry_recovers() {
         "{text}"
     );
     let out = run(&["info", path(&output), "--json"]);
-    let info: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let info = json_stdout(&out);
     let states: Vec<&str> = info["partitioned"]["parts"]
         .as_array()
         .unwrap()

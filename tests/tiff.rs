@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use ome_pyramid::store::{ChunkSource, open_input, open_source, open_tiff};
 use serde_json::Value;
 
-use common::{multiscale, read_whole, run, stderr, stdout};
+use common::{json_stdout, multiscale, read_whole, run, stderr, stdout};
 
 fn fixtures() -> PathBuf {
     common::data_dir().join("tiff")
@@ -349,7 +349,7 @@ fn bench_measures_the_decode_floor_of_a_tiff() {
     let input = fixtures().join("stack_lzw_tile_bigtiff.tif");
     let out = run(&["bench", input.to_str().unwrap(), "--decode-only", "--json", "-q"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let report = json_stdout(&out);
     assert_eq!(report["decode_only"]["chunks"], 12, "3 pages of 2×2 tiles: {report}");
     // Tiles of 32×48 decode whole, edge tiles with their padding.
     assert_eq!(report["decode_only"]["bytes"], 12 * 32 * 48 * 2);

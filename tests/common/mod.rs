@@ -402,6 +402,11 @@ pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// What a command printed on stdout, parsed as JSON (the `--json` reports).
+pub fn json_stdout(output: &Output) -> Value {
+    serde_json::from_str(&stdout(output)).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", stdout(output)))
+}
+
 /// A validator of the v0.4 `strict_image.schema` or `image.schema` (see [`ngff_validator_for`]).
 pub fn ngff_validator(strict: bool) -> jsonschema::Validator {
     ngff_validator_for("0.4", strict)
