@@ -908,6 +908,10 @@ fn auto_chooses_by_measurement_and_records_why() {
         "{backend}"
     );
     assert!(!backend.contains("on the GPU"), "{backend}");
+    assert!(
+        !backend.contains("GB/s"),
+        "the measurement is logged, not recorded: the same build writes the same metadata: {backend}"
+    );
     assert!(!looked, "so small a build does not even load the GPU drivers");
     assert_eq!(common::snapshot(&small.join("1")), common::snapshot(&cpu.join("1")));
 }

@@ -112,17 +112,30 @@ impl CpuRate {
         seconds
     }
 
-    /// Why a build of `seconds` of CPU kernel time stays on the CPU unmeasured against a GPU.
+    /// Why a build of `seconds` of CPU kernel time stays on the CPU unmeasured against a GPU,
+    /// with the measurement (for the log).
     #[must_use]
     pub fn too_short_reason(&self, seconds: f64) -> String {
         format!(
-            "auto: the CPU, without timing the GPU: its kernels compute this build's levels in about {seconds:.2} s ({:.2} GB/s with {} threads on a {:?} tile), less than opening and timing a GPU is worth",
+            "auto: the CPU, without timing the GPU: its kernels compute this build's levels in about {seconds:.2} s ({:.2} GB/s with {} threads on a {:?} tile), less than looking for, opening and timing a GPU is worth",
             self.gb_per_s(),
             self.threads,
             self.src.region.shape
         )
     }
+}
 
+/// Why a build whose CPU kernels take less than `threshold` seconds stays on the CPU
+/// unmeasured against a GPU, for the metadata: without the measurement, so that two runs of
+/// the same build, or an interrupted one and its resumption, write the same metadata.
+#[must_use]
+pub fn too_short_record(threshold: f64) -> String {
+    format!(
+        "auto: the CPU, without timing the GPU: its kernels compute this build's levels in under {threshold:.2} s, less than looking for, opening and timing a GPU is worth"
+    )
+}
+
+impl CpuRate {
     /// Times `gpu` on the same tile: warmed up on a small corner (which compiles its
     /// kernels), then up to [`RUNS`] runs, stopping once one takes four times the CPU's best.
     ///

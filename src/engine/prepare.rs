@@ -457,16 +457,20 @@ fn gpu_or_cpu(
     // `auto` times the CPU first: a build it computes quickly never looks for a GPU (which
     // loads every installed Vulkan driver: lavapipe's alone costs about 0.03 s and 50 MiB).
     // Otherwise it looks for an adapter without opening it.
+    // A resumed build that recorded the CPU decides the same way, so its metadata is the
+    // same as if it had not been interrupted; one that recorded a GPU keeps it.
     let mut cpu_rate = None;
     if choice == BackendChoice::Auto {
+        let threshold = gpu_worth_seconds();
         match first_step_cpu_rate(needs)? {
-            Some((rate, seconds)) if seconds < gpu_worth_seconds() => {
-                let reason = rate.too_short_reason(seconds);
-                info!("{reason}; using the CPU backend");
+            Some((rate, seconds)) if seconds < threshold => {
+                info!("{}; using the CPU backend", rate.too_short_reason(seconds));
                 let (backend, cpu_description) = cpu();
+                let reason = crate::backend::calibrate::too_short_record(threshold);
                 return Ok((backend, format!("{cpu_description}; {reason}")));
             }
-            rate => cpu_rate = rate.map(|(rate, _)| rate),
+            Some((rate, _)) if needs.recorded.is_none() => cpu_rate = Some(rate),
+            _ => {}
         }
         if let Err(e) = GpuBackend::probe(allow_software) {
             return Ok(no_adapter(e));
@@ -504,13 +508,15 @@ fn gpu_or_cpu(
     }
 }
 
-/// For a new `auto` build with levels to compute: the CPU's rate on the first step
-/// ([`CpuRate`]) and the seconds its kernels would take over every level the build reads
-/// (all but the last); `None` for a resumed build or one of a single level.
+/// For an `auto` build with levels to compute, new or resuming one that recorded the CPU:
+/// the CPU's rate on the first step ([`CpuRate`]) and the seconds its kernels would take over
+/// every level the build reads (all but the last); `None` for a resumed build that recorded
+/// a GPU, or a build of a single level.
 #[cfg(feature = "gpu")]
 fn first_step_cpu_rate(needs: &BackendNeeds<'_>) -> Result<Option<(CpuRate, f64)>, BuildError> {
     let levels = &needs.plan.levels;
-    let (Some(first_step), None) = (levels.get(1), &needs.recorded) else {
+    let recorded_gpu = needs.recorded.as_deref().is_some_and(|r| r != "cpu");
+    let Some(first_step) = levels.get(1).filter(|_| !recorded_gpu) else {
         return Ok(None);
     };
     let rate = CpuRate::measure(
