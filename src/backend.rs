@@ -45,6 +45,8 @@ pub struct AdapterSummary {
     pub max_compute_workgroups_per_dimension: u32,
     /// Invocations per workgroup.
     pub max_compute_invocations_per_workgroup: u32,
+    /// Bytes of the largest device-local memory heap, where the driver tells (Vulkan).
+    pub device_memory: Option<u64>,
 }
 
 /// Every GPU adapter wgpu finds, best first; none in a build without the `gpu` feature.

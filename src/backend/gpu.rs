@@ -12,12 +12,14 @@
 //! - u8/u16 (and i8/i16) travel packed in u32 words; integer means are exact (64-bit sums
 //!   emulated in u32 pairs); gaussian runs in `f32`, within ±1 of the CPU for 8- and 16-bit
 //!   integers. Gaussian on 32-bit integers, and u64/i64/f64 data, go to the CPU.
-//! - Tiles larger than the adapter's storage binding limit are split.
+//! - Tiles larger than the adapter's storage binding limit, or whose buffers would not fit
+//!   a ring slot's share of the device's memory ([`memory`]), are split.
 //!
 //! Adapter choice: `auto` takes a hardware adapter (discrete, integrated or virtual); a
 //! software adapter (Mesa lavapipe) is used only when asked for with `--backend gpu`.
 
 mod context;
+mod memory;
 pub mod program;
 mod ring;
 mod upload;
@@ -154,12 +156,14 @@ fn tempfile_in_tmp() -> Option<std::fs::File> {
 /// Every adapter wgpu finds, best first.
 #[must_use]
 pub fn list_adapters() -> Vec<AdapterSummary> {
-    let mut adapters: Vec<(wgpu::AdapterInfo, wgpu::Limits)> =
-        all_adapters().iter().map(|a| (a.get_info(), a.limits())).collect();
-    adapters.sort_by_key(|(info, _)| preference(info.device_type));
+    let mut adapters: Vec<(wgpu::AdapterInfo, wgpu::Limits, Option<u64>)> = all_adapters()
+        .iter()
+        .map(|a| (a.get_info(), a.limits(), memory::device_local_bytes(a)))
+        .collect();
+    adapters.sort_by_key(|(info, _, _)| preference(info.device_type));
     adapters
         .into_iter()
-        .map(|(info, limits)| AdapterSummary {
+        .map(|(info, limits, device_memory)| AdapterSummary {
             software: info.device_type == wgpu::DeviceType::Cpu,
             used_by_auto: is_hardware(info.device_type),
             name: info.name,
@@ -170,6 +174,7 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
             max_buffer_size: limits.max_buffer_size,
             max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
             max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+            device_memory,
         })
         .collect()
 }
@@ -295,7 +300,7 @@ impl GpuBackend {
             .expect("at least one axis");
         if dst.shape[axis] < 2 {
             return Err(BackendError::Gpu(
-                "a single row exceeds the adapter's storage binding limit".into(),
+                "a single row exceeds what one program may hold (the adapter's storage binding limit, or a ring slot's share of the device's memory)".into(),
             ));
         }
         let half = dst.shape[axis] / 2;
@@ -426,6 +431,48 @@ mod tests {
             "when asked, stderr is a capture file while adapters are probed"
         );
         assert_eq!(stderr_identity(), before, "and it is restored after");
+    }
+
+    #[test]
+    fn a_tile_too_large_for_a_slots_share_of_device_memory_is_split_with_the_same_result() {
+        use crate::backend::Step;
+        let adapter = match choose_adapter(all_adapters(), true) {
+            Ok(adapter) => adapter,
+            Err(e) => {
+                assert!(std::env::var_os("CI").is_none(), "CI has lavapipe: {e}");
+                return;
+            }
+        };
+        // A context of its own (not the process's shared one) with 256 KiB per slot.
+        let mut context = GpuContext::new(&adapter, 2).expect("device");
+        assert!(context.slot_device_bytes >= 1 << 20, "the device's own share");
+        context.slot_device_bytes = 256 << 10;
+        let gpu = GpuBackend {
+            context: Arc::new(context),
+            cpu: CpuBackend::new(),
+            told_cpu_fallback: AtomicBool::new(false),
+        };
+        // The process's shared context, with its own share of the device, holds it whole.
+        let shared = GpuBackend::new(true).expect("the shared context");
+        let shape = [16u64, 96, 96];
+        let src = crate::synthetic::random_tile(DType::U16, &shape, 7);
+        for method in [Method::Mean, Method::Gaussian] {
+            let step = Step {
+                method,
+                factors: vec![2, 2, 2],
+                src_shape: shape.to_vec(),
+            };
+            let dst = Region::new(vec![0; 3], vec![8, 48, 48]);
+            let program = program::build(DType::U16, &src.region, &[(step.clone(), dst.clone())]).expect("program");
+            assert!(
+                !gpu.context.fits(DType::U16, &program),
+                "{method}: the tile's buffers exceed 256 KiB"
+            );
+            assert!(shared.context.fits(DType::U16, &program), "{method}: one program");
+            let expected = shared.downsample(&step, &src, &dst).expect("in one program");
+            let got = gpu.downsample(&step, &src, &dst).expect("split on the GPU");
+            assert_eq!(got.data, expected.data, "{method}: the same as in one program");
+        }
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub struct GpuContext {
     dummy_read: wgpu::Buffer,
     dummy_write: wgpu::Buffer,
     ring: BufferRing,
+    /// Bytes of device buffers one ring slot may hold ([`super::memory::slot_share`]).
+    pub(super) slot_device_bytes: u64,
     poll_timeout: Duration,
     /// Whether the device was opened with timestamp queries.
     timestamps: bool,
@@ -97,6 +99,16 @@ impl GpuContext {
             ..Default::default()
         }))
         .map_err(|e| BackendError::NoAdapter(format!("cannot open {}: {e}", info.name)))?;
+        let device_bytes = super::memory::device_local_bytes(adapter);
+        let slot_device_bytes = super::memory::slot_share(device_bytes, ring_slots);
+        if let Some(bytes) = device_bytes {
+            tracing::debug!(
+                "{}: {} MiB of device memory; up to {} MiB of buffers per ring slot ({ring_slots} slots)",
+                info.name,
+                bytes >> 20,
+                slot_device_bytes >> 20
+            );
+        }
         let lost = Arc::new(Mutex::new(None));
         let lost_flag = lost.clone();
         device.set_device_lost_callback(move |reason, message| {
@@ -135,6 +147,7 @@ impl GpuContext {
             dummy_read,
             dummy_write,
             ring: BufferRing::new(ring_slots),
+            slot_device_bytes,
             poll_timeout: Duration::from_secs(
                 std::env::var("OME_PYRAMID_GPU_TIMEOUT_S")
                     .ok()
@@ -214,8 +227,12 @@ impl GpuContext {
             .chain(std::iter::once(&aux))
             .all(|&b| b <= max);
         // The upload buffer holds the source, the parameter blocks and the tables in a row.
-        let upload = levels[0] + self.params_layout(program).1 + aux;
-        (bound && upload <= self.limits.max_buffer_size).then_some((levels, scratch))
+        let params = self.params_layout(program).1;
+        let upload = levels[0] + params + aux;
+        // The slot's device buffers, with the quarter of headroom they grow by.
+        let device: u64 = levels.iter().chain(&scratch).sum::<u64>() + params + aux;
+        let fits = bound && upload <= self.limits.max_buffer_size && device + device / 4 <= self.slot_device_bytes;
+        fits.then_some((levels, scratch))
     }
 
     /// The bytes of one parameter block (a multiple of the adapter's uniform offset
@@ -226,7 +243,8 @@ impl GpuContext {
         (block, block * program.dispatches.len() as u64)
     }
 
-    /// True if every buffer of `program` fits the adapter's binding limit.
+    /// True if every buffer of `program` fits the adapter's binding limit, and all of them
+    /// a ring slot's share of the device's memory.
     #[must_use]
     pub fn fits(&self, dtype: DType, program: &Program) -> bool {
         self.buffer_bytes(dtype, program).is_some()
@@ -258,9 +276,9 @@ impl GpuContext {
     ) -> Result<(Vec<TileData>, PhaseTimes), BackendError> {
         self.check_alive()?;
         let elem = elem_code(dtype).ok_or(BackendError::UnsupportedDType { backend: "gpu", dtype })?;
-        let (level_bytes, scratch_bytes) = self
-            .buffer_bytes(dtype, program)
-            .ok_or_else(|| BackendError::Gpu("tile larger than the adapter's storage binding limit".into()))?;
+        let (level_bytes, scratch_bytes) = self.buffer_bytes(dtype, program).ok_or_else(|| {
+            BackendError::Gpu("tile larger than the adapter's limits or a ring slot's share of its memory".into())
+        })?;
         let mut slot = self.ring.acquire();
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let out_of_memory = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);

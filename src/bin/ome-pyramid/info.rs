@@ -49,6 +49,12 @@ fn cmd_gpu_info(json_output: bool) -> Result<()> {
         };
         outln!("{} ({}, {}) {role}", a.name, a.backend, a.device_type);
         outln!("  driver: {}", a.driver);
+        if let Some(bytes) = a.device_memory {
+            outln!(
+                "  device memory {} (half of it, shared by the ring's slots, bounds the buffers of the tiles on the device)",
+                format_bytes(bytes)
+            );
+        }
         outln!(
             "  max storage binding {}, max buffer {}, {} workgroups per dimension, {} invocations per workgroup",
             format_bytes(a.max_storage_buffer_binding_size),
