@@ -926,20 +926,24 @@ fn backend_choice_is_never_silent() {
         "in.zarr",
         &spec(&[8, 32, 32], &[8, 16, 16], DType::U16, ArrayFormat::V2, Codec::Zstd(1)),
     );
+    // `build INPUT OUTPUT --backend BACKEND` with one environment variable set.
+    let build_with = |output: &Path, backend: &str, (key, value): (&str, &str)| {
+        std::process::Command::new(common::binary())
+            .args([
+                "build",
+                input.to_str().unwrap(),
+                output.to_str().unwrap(),
+                "--backend",
+                backend,
+            ])
+            .env(key, value)
+            .output()
+            .unwrap()
+    };
     let output = dir.path().join("auto.ome.zarr");
     // So small a build stays on the CPU without looking for a GPU (see
     // auto_chooses_by_measurement_and_records_why): look and time anyway.
-    let out = std::process::Command::new(common::binary())
-        .args([
-            "build",
-            input.to_str().unwrap(),
-            output.to_str().unwrap(),
-            "--backend",
-            "auto",
-        ])
-        .env("OME_PYRAMID_AUTO_MIN_SECONDS", "0")
-        .output()
-        .unwrap();
+    let out = build_with(&output, "auto", ("OME_PYRAMID_AUTO_MIN_SECONDS", "0"));
     assert!(out.status.success(), "{}", stderr(&out));
     let backend = multiscale(&output)["metadata"]["backend"].as_str().unwrap().to_string();
     let hardware = ome_pyramid::backend::list_adapters().iter().any(|a| a.used_by_auto);
@@ -960,17 +964,7 @@ fn backend_choice_is_never_silent() {
     }
     // No adapter at all (only a backend this build lacks is allowed).
     let output = dir.path().join("none.ome.zarr");
-    let result = std::process::Command::new(common::binary())
-        .args([
-            "build",
-            input.to_str().unwrap(),
-            output.to_str().unwrap(),
-            "--backend",
-            "gpu",
-        ])
-        .env("WGPU_BACKEND", "gl")
-        .output()
-        .unwrap();
+    let result = build_with(&output, "gpu", ("WGPU_BACKEND", "gl"));
     assert_eq!(result.status.code(), Some(1), "{}", stderr(&result));
     assert!(stderr(&result).contains("no GPU adapter"), "{}", stderr(&result));
     assert!(!output.join(".zattrs").exists());
