@@ -112,12 +112,12 @@ impl CpuRate {
         seconds
     }
 
-    /// Why a build of `seconds` of CPU kernel time stays on the CPU unmeasured against a GPU,
-    /// with the measurement (for the log).
+    /// The estimate behind [`too_short_record`], for the log: `seconds` of kernel time at
+    /// this rate, and how it was measured.
     #[must_use]
-    pub fn too_short_reason(&self, seconds: f64) -> String {
+    pub fn estimate(&self, seconds: f64) -> String {
         format!(
-            "auto: the CPU, without timing the GPU: its kernels compute this build's levels in about {seconds:.2} s ({:.2} GB/s with {} threads on a {:?} tile), less than looking for, opening and timing a GPU is worth",
+            "about {seconds:.2} s at {:.2} GB/s with {} threads on a {:?} tile",
             self.gb_per_s(),
             self.threads,
             self.src.region.shape

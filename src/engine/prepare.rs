@@ -464,9 +464,9 @@ fn gpu_or_cpu(
         let threshold = gpu_worth_seconds();
         match first_step_cpu_rate(needs)? {
             Some((rate, seconds)) if seconds < threshold => {
-                info!("{}; using the CPU backend", rate.too_short_reason(seconds));
-                let (backend, cpu_description) = cpu();
                 let reason = crate::backend::calibrate::too_short_record(threshold);
+                info!("{reason} ({}); using the CPU backend", rate.estimate(seconds));
+                let (backend, cpu_description) = cpu();
                 return Ok((backend, format!("{cpu_description}; {reason}")));
             }
             Some((rate, _)) if needs.recorded.is_none() => cpu_rate = Some(rate),

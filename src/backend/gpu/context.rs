@@ -358,7 +358,9 @@ impl GpuContext {
         // parameter blocks at aligned offsets, and the stencil tables, through the slot's
         // mapped upload buffer.
         let source = job.source.as_bytes();
-        let source_bytes = (source.len() as u64).next_multiple_of(4);
+        // Whole words: the level-0 buffer's size.
+        let source_bytes = job.level_bytes[0];
+        debug_assert_eq!(source_bytes, (source.len() as u64).next_multiple_of(4));
         let mut params = vec![0u8; usize::try_from(params_bytes).expect("fits")];
         for (i, d) in program.dispatches.iter().enumerate() {
             let at = usize::try_from(block).expect("fits") * i;
