@@ -66,7 +66,7 @@ mod tests {
             .filter(|a| a.get_info().backend == wgpu::Backend::Vulkan)
             .collect();
         if vulkan.is_empty() {
-            assert!(std::env::var_os("CI").is_none(), "CI has lavapipe, a Vulkan adapter");
+            super::super::no_adapter("a_vulkan_adapter_reports_its_device_memory", &"no Vulkan adapter");
             return;
         }
         for adapter in vulkan {

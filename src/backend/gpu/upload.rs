@@ -160,7 +160,7 @@ impl UploadBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::gpu::{GpuBackend, GpuContext};
+    use crate::backend::gpu::{GpuBackend, GpuContext, no_adapter};
 
     /// What `upload` holds in `0..bytes`, copied out through the device.
     fn device_copy(gpu: &GpuContext, upload: &mut UploadBuffer, bytes: u64) -> Vec<u8> {
@@ -188,7 +188,10 @@ mod tests {
         let backend = match GpuBackend::new(true) {
             Ok(backend) => backend,
             Err(e) => {
-                assert!(std::env::var_os("CI").is_none(), "CI has lavapipe: {e}");
+                no_adapter(
+                    "a_slot_keeps_its_upload_buffer_and_the_device_reads_what_each_task_wrote",
+                    &e,
+                );
                 return;
             }
         };
@@ -227,9 +230,12 @@ mod tests {
 
     #[test]
     fn a_buffer_left_unmapped_by_a_stopped_task_is_replaced() {
-        let Ok(backend) = GpuBackend::new(true) else {
-            assert!(std::env::var_os("CI").is_none(), "CI has lavapipe");
-            return;
+        let backend = match GpuBackend::new(true) {
+            Ok(backend) => backend,
+            Err(e) => {
+                no_adapter("a_buffer_left_unmapped_by_a_stopped_task_is_replaced", &e);
+                return;
+            }
         };
         let gpu = backend.context();
         let timeout = Duration::from_secs(60);
