@@ -235,6 +235,17 @@ pub trait Downsampler: Send + Sync {
         0
     }
 
+    /// True if this backend computes a tile of `source_elements` with `method` on `dtype`,
+    /// and the `output_elements` of levels made from it, in one piece. The default, and the
+    /// CPU, always do; a GPU does if the tile fits a ring slot's share of the device's
+    /// memory and the adapter's limits. The engine plans passes no deeper than that where
+    /// it can: a tile that does not fit is split, each piece and step uploaded and read
+    /// back on its own.
+    fn holds_tile(&self, method: Method, dtype: DType, source_elements: u64, output_elements: u64) -> bool {
+        let _ = (method, dtype, source_elements, output_elements);
+        true
+    }
+
     /// Threads of its own this backend computes tiles on, for `method` on `dtype`: each
     /// takes a read tile, computes it, and hands it on to be written, while the engine's
     /// workers go on reading and writing (see the engine's stages). 0, the default, when

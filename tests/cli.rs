@@ -553,6 +553,61 @@ fn the_report_counts_the_backends_compute_threads() {
     );
 }
 
+/// A GPU whose memory holds only small tiles (here capped with `OME_PYRAMID_GPU_MEMORY_MIB`)
+/// gets passes of one level each, whose tiles it holds whole, instead of one pass of every
+/// level, whose tiles it would split; the pyramid is the same, byte for byte.
+#[test]
+fn a_gpu_with_little_memory_gets_shallower_passes_and_the_same_pyramid() {
+    if common::gpu_or_skip("a_gpu_with_little_memory_gets_shallower_passes_and_the_same_pyramid").is_none() {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    // Level-1 chunks of 8×32×32 need 16×64×64 uint16 sources (128 KiB); the two-level tiles
+    // 1 MiB, more than a slot's share of 1 MiB (256 or 512 KiB with 4 or 2 slots).
+    let input = synthetic_input(
+        dir.path(),
+        "in.zarr",
+        &spec(
+            &[64, 256, 256],
+            &[8, 32, 32],
+            DType::U16,
+            ArrayFormat::V2,
+            Codec::Zstd(1),
+        ),
+    );
+    // The levels (first, last) of each pass the build logged.
+    let passes_of = |name: &str, limit_mib: &str| -> (PathBuf, Vec<(usize, usize)>) {
+        let output = dir.path().join(name);
+        let out = common::build_command(&[
+            "-v",
+            input.to_str().unwrap(),
+            output.to_str().unwrap(),
+            "--backend",
+            "gpu",
+            "--method",
+            "mean",
+        ])
+        .env("OME_PYRAMID_GPU_MEMORY_MIB", limit_mib)
+        .output()
+        .expect("run the build");
+        assert!(out.status.success(), "{}", stderr(&out));
+        let passes = stderr(&out)
+            .lines()
+            .filter_map(|line| line.split_once("→ levels ")?.1.split(',').next())
+            .map(|levels| {
+                let (first, last) = levels.split_once("..=").expect("a range of levels");
+                (first.parse().unwrap(), last.parse().unwrap())
+            })
+            .collect();
+        (output, passes)
+    };
+    let (whole, deep) = passes_of("whole.ome.zarr", "");
+    assert_eq!(deep, [(1, 3)], "the device's own memory holds every level's tiles");
+    let (small, shallow) = passes_of("small.ome.zarr", "1");
+    assert_eq!(shallow, [(1, 1), (2, 2), (3, 3)], "a pass per level");
+    assert_eq!(snapshot(&whole), snapshot(&small));
+}
+
 #[test]
 fn level0_is_copied_without_reencoding_when_codec_and_chunks_fit() {
     let dir = TempDir::new().unwrap();

@@ -355,6 +355,10 @@ impl Downsampler for GpuBackend {
         staging.saturating_add(device)
     }
 
+    fn holds_tile(&self, method: Method, dtype: DType, source_elements: u64, output_elements: u64) -> bool {
+        !self.supports(method, dtype) || self.context.holds_tile(dtype, method, source_elements, output_elements)
+    }
+
     /// One per ring slot, where the GPU computes `method` on `dtype`: each holds a slot
     /// through a tile's upload, kernels and readback, waiting on the device, so the
     /// device has as many tiles in flight as it has slots, and no worker of the engine's
@@ -446,27 +450,35 @@ mod tests {
         assert_eq!(stderr_identity(), before, "and it is restored after");
     }
 
-    #[test]
-    fn a_tile_too_large_for_a_slots_share_of_device_memory_is_split_with_the_same_result() {
-        use crate::backend::Step;
+    /// A backend on a context of its own (not the process's shared one) whose ring slots
+    /// may each hold `slot_bytes` of device buffers; `None` (said by [`no_adapter`]) where
+    /// there is no adapter.
+    fn backend_with_slot_share(test: &str, slot_bytes: u64) -> Option<GpuBackend> {
         let adapter = match choose_adapter(all_adapters(), true) {
             Ok(adapter) => adapter,
             Err(e) => {
-                no_adapter(
-                    "a_tile_too_large_for_a_slots_share_of_device_memory_is_split_with_the_same_result",
-                    &e,
-                );
-                return;
+                no_adapter(test, &e);
+                return None;
             }
         };
-        // A context of its own (not the process's shared one) with 256 KiB per slot.
         let mut context = GpuContext::new(&adapter, 2).expect("device");
         assert!(context.slot_device_bytes >= 1 << 20, "the device's own share");
-        context.slot_device_bytes = 256 << 10;
-        let gpu = GpuBackend {
+        context.slot_device_bytes = slot_bytes;
+        Some(GpuBackend {
             context: Arc::new(context),
             cpu: CpuBackend::new(),
             told_cpu_fallback: AtomicBool::new(false),
+        })
+    }
+
+    #[test]
+    fn a_tile_too_large_for_a_slots_share_of_device_memory_is_split_with_the_same_result() {
+        use crate::backend::Step;
+        let Some(gpu) = backend_with_slot_share(
+            "a_tile_too_large_for_a_slots_share_of_device_memory_is_split_with_the_same_result",
+            256 << 10,
+        ) else {
+            return;
         };
         // The process's shared context, with its own share of the device, holds it whole.
         let shared = GpuBackend::new(true).expect("the shared context");
@@ -489,6 +501,56 @@ mod tests {
             let got = gpu.downsample(&step, &src, &dst).expect("split on the GPU");
             assert_eq!(got.data, expected.data, "{method}: the same as in one program");
         }
+    }
+
+    #[test]
+    fn the_planners_estimate_admits_only_tiles_whose_programs_fit() {
+        let Some(gpu) = backend_with_slot_share("the_planners_estimate_admits_only_tiles_whose_programs_fit", 1 << 20)
+        else {
+            return;
+        };
+        let mut admitted = 0;
+        for dtype in [DType::U8, DType::U16, DType::F32] {
+            for method in [Method::Mean, Method::Gaussian] {
+                // Tiles of one and two levels, from well within a slot's megabyte to beyond it.
+                for side in [16u64, 32, 48, 64, 96, 128, 192] {
+                    for depth in 1..=2 {
+                        let src_shape = vec![side / 2, side, side];
+                        let src = Region::new(vec![0; 3], src_shape.clone());
+                        let mut chain = Vec::new();
+                        let mut shape = src_shape.clone();
+                        for _ in 0..depth {
+                            let step = Step {
+                                method,
+                                factors: vec![2, 2, 2],
+                                src_shape: shape.clone(),
+                            };
+                            shape = step.dst_shape();
+                            chain.push((step, Region::new(vec![0; 3], shape.clone())));
+                        }
+                        let outputs: u64 = chain.iter().map(|(_, r)| r.num_elements()).sum();
+                        let program = program::build(dtype, &src, &chain).expect("program");
+                        let holds = gpu.holds_tile(method, dtype, src.num_elements(), outputs);
+                        let fits = gpu.context.fits(dtype, &program);
+                        assert!(
+                            !holds || fits,
+                            "{method} {dtype} {src_shape:?} ×{depth}: admitted but split"
+                        );
+                        admitted += usize::from(holds);
+                        if side == 16 {
+                            assert!(holds, "{method} {dtype} {src_shape:?}: far within a megabyte");
+                        }
+                        if side == 192 {
+                            assert!(!holds, "{method} {dtype} {src_shape:?}: beyond a megabyte");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            admitted > 12,
+            "the estimate admits more than the smallest tiles: {admitted}"
+        );
     }
 
     #[test]

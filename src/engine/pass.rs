@@ -540,9 +540,25 @@ fn plan_pass(
         let parallel_enough = tiles >= 2 * threads
             || source_bytes <= 32 << 20
             || (per_chunk.is_some() && tiles.saturating_mul(pass.chunks_per_tile(&chunk_shape)) >= 4 * threads);
-        if chosen.is_none() || (fits && parallel_enough) {
+        // A GPU chains a pass's levels on the device only for tiles its memory holds; a
+        // deeper pass would split every tile, uploading and reading back each piece and step.
+        let tile = pass.largest_tile();
+        let whole = context
+            .backend
+            .holds_tile(context.method, context.source.dtype(), tile.source, tile.outputs);
+        if chosen.is_none() {
+            if !whole {
+                debug!("the tiles of a pass from level {first} exceed what the backend holds at once: each is split");
+            }
+            chosen = Some((pass, at_once));
+        } else if fits && parallel_enough && whole {
             chosen = Some((pass, at_once));
         } else {
+            if fits && parallel_enough {
+                debug!(
+                    "the pass from level {first} stops before level {last}: its tiles would exceed what the backend holds at once"
+                );
+            }
             break;
         }
     }

@@ -12,6 +12,7 @@ use super::ring::{BufferRing, RingSlot, SlotBuffers, ensure};
 use super::upload::{Part, UploadBuffer};
 use crate::backend::BackendError;
 use crate::dtype::DType;
+use crate::method::Method;
 use crate::tile::TileData;
 
 /// WGSL sources, one per kernel, each prefixed with the shared helpers.
@@ -100,13 +101,15 @@ impl GpuContext {
         }))
         .map_err(|e| BackendError::NoAdapter(format!("cannot open {}: {e}", info.name)))?;
         let device_bytes = super::memory::device_local_bytes(adapter);
-        let slot_device_bytes = super::memory::slot_share(device_bytes, ring_slots);
-        if let Some(bytes) = device_bytes {
+        let usable = super::memory::usable_bytes(device_bytes, super::memory::limit_mib_from_env());
+        let slot_device_bytes = super::memory::slot_share(usable, ring_slots);
+        if let Some(bytes) = usable {
             tracing::debug!(
-                "{}: {} MiB of device memory; up to {} MiB of buffers per ring slot ({ring_slots} slots)",
+                "{}: {} MiB of device memory, {} MiB of it for buffers, up to {:.1} MiB per ring slot ({ring_slots} slots)",
                 info.name,
+                device_bytes.map_or_else(|| "unknown".to_string(), |b| (b >> 20).to_string()),
                 bytes >> 20,
-                slot_device_bytes >> 20
+                slot_device_bytes as f64 / f64::from(1 << 20)
             );
         }
         let lost = Arc::new(Mutex::new(None));
@@ -220,19 +223,49 @@ impl GpuContext {
             .collect();
         let scratch = program.scratch_elements.map(|n| n * 4);
         let aux = program.aux.len() as u64 * 4;
-        let max = self.max_binding_bytes();
-        let bound = levels
-            .iter()
-            .chain(&scratch)
-            .chain(std::iter::once(&aux))
-            .all(|&b| b <= max);
+        let bindings: Vec<u64> = levels.iter().chain(&scratch).copied().chain([aux]).collect();
         // The upload buffer holds the source, the parameter blocks and the tables in a row.
         let params = self.params_layout(program).1;
         let upload = levels[0] + params + aux;
-        // The slot's device buffers, with the quarter of headroom they grow by.
-        let device: u64 = levels.iter().chain(&scratch).sum::<u64>() + params + aux;
-        let fits = bound && upload <= self.limits.max_buffer_size && device + device / 4 <= self.slot_device_bytes;
-        fits.then_some((levels, scratch))
+        let device: u64 = bindings.iter().sum::<u64>() + params;
+        self.within_limits(&bindings, upload, device)
+            .then_some((levels, scratch))
+    }
+
+    /// Whether a program fits: each of its `bindings` within the adapter's binding limit, its
+    /// `upload` within the buffer limit, and its `device` buffers, with the quarter of
+    /// headroom a slot's buffers grow by, within a ring slot's share of device memory.
+    fn within_limits(&self, bindings: &[u64], upload: u64, device: u64) -> bool {
+        let max = self.max_binding_bytes();
+        bindings.iter().all(|&b| b <= max)
+            && upload <= self.limits.max_buffer_size
+            && device.saturating_add(device / 4) <= self.slot_device_bytes
+    }
+
+    /// Whether a tile of `source_elements`, from which `method` computes `output_elements`
+    /// of levels in all, fits one program ([`GpuContext::fits`]), estimated before its
+    /// program is built (the planner asks, to keep a pass's tiles within a ring slot's share
+    /// of device memory; a program that does not fit is split, one upload and readback per
+    /// piece and step). The estimate leaves out the parameter blocks and stencil tables (a
+    /// few words per output row); a tile it admits that turns out not to fit is split all
+    /// the same.
+    #[must_use]
+    pub fn holds_tile(&self, dtype: DType, method: Method, source_elements: u64, output_elements: u64) -> bool {
+        let packed = |elements: u64| elements.div_ceil(elements_per_word(dtype)).saturating_mul(4);
+        let source = packed(source_elements);
+        // Each level, at most half the one before on some axis, is smaller than the source.
+        let outputs = packed(output_elements);
+        // Gaussian's two `f32` intermediates: each pass reduces an axis by 2 or more, so the
+        // first holds at most half the source's elements, the second a quarter.
+        let scratch = if method == Method::Gaussian {
+            source_elements.saturating_mul(4) / 2
+        } else {
+            0
+        };
+        let device = source
+            .saturating_add(outputs)
+            .saturating_add(scratch.saturating_add(scratch / 2));
+        self.within_limits(&[source, scratch], source, device)
     }
 
     /// The bytes of one parameter block (a multiple of the adapter's uniform offset
