@@ -111,7 +111,11 @@ fn run_build(builder: &PyramidBuilder<'_>, threads: usize) -> Result<BuildReport
         create_output(output, options.overwrite)?;
     }
     let lock = OutputLock::acquire(output)?;
-    let record = build_record(builder, &prepared, (!builder.partitioned).then_some(backend.as_ref()))?;
+    let record = build_record(
+        builder,
+        &prepared,
+        (!builder.partitioned).then_some((backend.as_ref(), backend_description.as_str())),
+    )?;
     if resuming {
         journal::check_record(output, &record)?;
     } else {

@@ -316,6 +316,67 @@ fn killed_builds_leave_honest_metadata_and_resume_to_identical_output() {
     );
 }
 
+/// A resumed `auto` build writes the backend entry the interrupted build chose, with the
+/// measurements that decided it, rather than timing the backends again: its metadata is
+/// what the uninterrupted build's would have been.
+#[test]
+fn a_resumed_auto_build_describes_its_backend_as_the_interrupted_build_measured_it() {
+    if common::gpu_or_skip("a_resumed_auto_build_describes_its_backend_as_the_interrupted_build_measured_it").is_none()
+    {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let input = input(dir.path(), &[32, 256, 256], &[16, 64, 64]);
+    let output = dir.path().join("out.zarr");
+    // `auto` times the CPU against lavapipe however small the build.
+    let auto_build = |extra: &[&str]| {
+        let mut args = vec![input.to_str().unwrap(), output.to_str().unwrap(), "--method", "mean"];
+        args.extend_from_slice(extra);
+        let mut command = build_cmd(&args);
+        command
+            .env("OME_PYRAMID_AUTO_SOFTWARE_GPU", "1")
+            .env("OME_PYRAMID_AUTO_MIN_SECONDS", "0");
+        command
+    };
+    // Killed once the record is written, while its tasks are held back.
+    let record = output.join(ome_pyramid::journal::RECORD_FILE);
+    let child = auto_build(&["--threads", "1"])
+        .env("OME_PYRAMID_TEST_TASK_DELAY_MS", "2000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !record.is_file() && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let killed = common::wait_at_most(child, Duration::from_secs(30), "the killed build");
+    assert!(!killed.status.success(), "killed before its first task was done");
+    assert!(!output.join(".zattrs").exists());
+    let recorded = common::read_json(&record)["backend_description"]
+        .as_str()
+        .expect("the record holds the backend's description")
+        .to_string();
+    assert!(recorded.contains("measured faster"), "{recorded}");
+    let resumed = auto_build(&["--resume"]).output().unwrap();
+    assert!(resumed.status.success(), "{}", common::stderr(&resumed));
+    assert!(
+        common::stderr(&resumed).contains("resuming with the backend the interrupted build recorded"),
+        "{}",
+        common::stderr(&resumed)
+    );
+    assert_eq!(
+        common::multiscale(&output)["metadata"]["backend"].as_str(),
+        Some(recorded.as_str()),
+        "the metadata says what the interrupted build measured"
+    );
+}
+
 #[test]
 fn ctrl_c_stops_cleanly_and_prints_the_resume_command() {
     let dir = TempDir::new().unwrap();

@@ -384,9 +384,10 @@ pub(super) struct BackendNeeds<'a> {
     pub(super) dtype: DType,
     /// The levels: `auto` measures the first step on a tile shaped after level 0.
     pub(super) plan: &'a PyramidPlan,
-    /// The backend an interrupted build recorded (`cpu`, or a GPU's description): a resumed
-    /// `auto` build keeps it rather than measuring again, so the record still matches.
-    pub(super) recorded: Option<String>,
+    /// The backend an interrupted build recorded: a resumed `auto` build keeps it, as the
+    /// metadata described it then, rather than measuring again, so the record still
+    /// matches and the metadata equals the uninterrupted build's.
+    pub(super) recorded: Option<crate::journal::record::RecordedBackend>,
 }
 
 /// Picks the backend for this build; logs and describes the choice.
@@ -454,11 +455,19 @@ fn gpu_or_cpu(
         let (backend, description) = cpu();
         (backend, format!("{description}; auto: no hardware GPU adapter"))
     };
+    if choice == BackendChoice::Auto
+        && let Some(recorded) = &needs.recorded
+        && let Some(resumed) = as_recorded(recorded, needs, allow_software, &cpu)
+    {
+        info!(
+            "resuming with the backend the interrupted build recorded: {}",
+            resumed.1
+        );
+        return Ok(resumed);
+    }
     // `auto` times the CPU first: a build it computes quickly never looks for a GPU (which
     // loads every installed Vulkan driver: lavapipe's alone costs about 0.03 s and 50 MiB).
     // Otherwise it looks for an adapter without opening it.
-    // A resumed build that recorded the CPU decides the same way, so its metadata is the
-    // same as if it had not been interrupted; one that recorded a GPU keeps it.
     let mut cpu_rate = None;
     if choice == BackendChoice::Auto {
         let threshold = gpu_worth_seconds();
@@ -469,8 +478,8 @@ fn gpu_or_cpu(
                 let (backend, cpu_description) = cpu();
                 return Ok((backend, format!("{cpu_description}; {reason}")));
             }
-            Some((rate, _)) if needs.recorded.is_none() => cpu_rate = Some(rate),
-            _ => {}
+            Some((rate, _)) => cpu_rate = Some(rate),
+            None => {}
         }
         if let Err(e) = GpuBackend::probe(allow_software) {
             return Ok(no_adapter(e));
@@ -480,7 +489,7 @@ fn gpu_or_cpu(
         Ok(gpu) if gpu.supports(method, dtype) => {
             let mut description = gpu.description();
             if choice == BackendChoice::Auto {
-                let (use_cpu, reason) = auto_choice(&gpu, needs, cpu_rate.as_ref());
+                let (use_cpu, reason) = auto_choice(&gpu, cpu_rate.as_ref());
                 if use_cpu {
                     info!("{reason}; using the CPU backend");
                     let (backend, cpu_description) = cpu();
@@ -508,15 +517,33 @@ fn gpu_or_cpu(
     }
 }
 
-/// For an `auto` build with levels to compute, new or resuming one that recorded the CPU:
-/// the CPU's rate on the first step ([`CpuRate`]) and the seconds its kernels would take over
-/// every level the build reads (all but the last); `None` for a resumed build that recorded
-/// a GPU, or a build of a single level.
+/// A resumed `auto` build's backend: the one its record names, described as the
+/// interrupted build's metadata would have, without timing anything again. `None` where
+/// the recorded GPU cannot be opened or computes `needs`' method elsewhere now: the backend
+/// is then chosen anew, and the record check names the difference.
+#[cfg(feature = "gpu")]
+fn as_recorded(
+    recorded: &crate::journal::record::RecordedBackend,
+    needs: &BackendNeeds<'_>,
+    allow_software: bool,
+    cpu: impl Fn() -> (Arc<dyn Downsampler>, String),
+) -> Option<(Arc<dyn Downsampler>, String)> {
+    if recorded.kind == "cpu" {
+        return Some((cpu().0, recorded.description.clone()));
+    }
+    let gpu = GpuBackend::new(allow_software)
+        .ok()
+        .filter(|gpu| gpu.supports(needs.method, needs.dtype) && gpu.description() == recorded.kind)?;
+    Some((Arc::new(gpu), recorded.description.clone()))
+}
+
+/// For a new `auto` build with levels to compute: the CPU's rate on the first step
+/// ([`CpuRate`]) and the seconds its kernels would take over every level the build reads
+/// (all but the last); `None` for a build of a single level.
 #[cfg(feature = "gpu")]
 fn first_step_cpu_rate(needs: &BackendNeeds<'_>) -> Result<Option<(CpuRate, f64)>, BuildError> {
     let levels = &needs.plan.levels;
-    let recorded_gpu = needs.recorded.as_deref().is_some_and(|r| r != "cpu");
-    let Some(first_step) = levels.get(1).filter(|_| !recorded_gpu) else {
+    let Some(first_step) = levels.get(1) else {
         return Ok(None);
     };
     let rate = CpuRate::measure(
@@ -534,17 +561,11 @@ fn first_step_cpu_rate(needs: &BackendNeeds<'_>) -> Result<Option<(CpuRate, f64)
     Ok(Some((rate, seconds)))
 }
 
-/// For `auto` with a GPU at hand: whether to use the CPU instead, and why. A resumed build
-/// keeps the backend it recorded; otherwise the GPU is timed against `cpu_rate`
-/// ([`crate::backend::calibrate`]).
+/// For `auto` with a GPU at hand: whether to use the CPU instead, and why: the GPU timed
+/// against `cpu_rate` ([`crate::backend::calibrate`]).
 #[cfg(feature = "gpu")]
-fn auto_choice(gpu: &GpuBackend, needs: &BackendNeeds<'_>, cpu_rate: Option<&CpuRate>) -> (bool, String) {
-    if let Some(recorded) = &needs.recorded {
-        let use_cpu = recorded == "cpu";
-        let which = if use_cpu { "CPU" } else { "GPU" };
-        return (use_cpu, format!("auto: the {which}, as the interrupted build recorded"));
-    }
-    // A new build was timed on the CPU before the GPU opened, unless it has nothing to
+fn auto_choice(gpu: &GpuBackend, cpu_rate: Option<&CpuRate>) -> (bool, String) {
+    // The build was timed on the CPU before the GPU opened, unless it has nothing to
     // compute.
     let Some(cpu_rate) = cpu_rate else {
         return (false, "auto: the GPU (one level: nothing to compute)".into());
@@ -558,16 +579,20 @@ fn auto_choice(gpu: &GpuBackend, needs: &BackendNeeds<'_>, cpu_rate: Option<&Cpu
 
 /// Every setting that decides the output's bytes, and a fingerprint of the input's data:
 /// a resumed build, and every part of a partitioned one, must match it. Keys are the names
-/// a mismatch message shows. A partitioned build records no backend (`None`): its parts may
-/// run on hosts with different GPUs, or none.
+/// a mismatch message shows. `backend` comes with its description in the metadata. A
+/// partitioned build records no backend (`None`): its parts may run on hosts with different
+/// GPUs, or none.
 pub(super) fn build_record(
     builder: &PyramidBuilder<'_>,
     prepared: &Prepared<'_>,
-    backend: Option<&dyn Downsampler>,
+    backend: Option<(&dyn Downsampler, &str)>,
 ) -> Result<Value, BuildError> {
-    let backend = backend.map(|backend| match backend.kind() {
-        crate::backend::BackendKind::Cpu => "cpu".to_string(),
-        crate::backend::BackendKind::Gpu => backend.description(),
+    let backend = backend.map(|(backend, description)| {
+        let kind = match backend.kind() {
+            crate::backend::BackendKind::Cpu => "cpu".to_string(),
+            crate::backend::BackendKind::Gpu => backend.description(),
+        };
+        (kind, description)
     });
     let input_data = prepared.source.fingerprint()?;
     let plan = &prepared.plan;
@@ -593,8 +618,9 @@ pub(super) fn build_record(
         "level0": prepared.level0,
         "name": prepared.name,
     });
-    if let (Some(map), Some(backend)) = (record.as_object_mut(), backend) {
-        map.insert("backend".into(), backend.into());
+    if let (Some(map), Some((kind, description))) = (record.as_object_mut(), backend) {
+        map.insert("backend".into(), kind.into());
+        map.insert(journal::record::BACKEND_DESCRIPTION_KEY.into(), description.into());
     }
     if let (Some(map), Value::Object(identity)) = (record.as_object_mut(), prepared.source.identity()) {
         map.extend(identity);

@@ -16,6 +16,11 @@ pub const RECORD_FILE: &str = ".ome-pyramid-build.json";
 /// The record key that holds the input fingerprint.
 pub const INPUT_DATA_KEY: &str = "input_data";
 
+/// The record key that holds the backend's description as the metadata gives it (with
+/// `auto`'s reason): a resumed `auto` build writes it again rather than measuring anew, so
+/// its metadata equals the uninterrupted build's. Not compared: `backend` is.
+pub const BACKEND_DESCRIPTION_KEY: &str = "backend_description";
+
 /// What the input's level-0 files looked like when the build started: a change in any
 /// file's size or modification time changes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,13 +61,26 @@ pub fn write_record(output: &Path, record: &Value) -> Result<(), JournalError> {
     fs::write(&path, text).map_err(io("cannot write", &path))
 }
 
-/// The backend an interrupted build recorded (`cpu`, or a GPU's description); `None`
-/// without a readable record or where it names none (a partitioned build).
+/// The backend an interrupted build recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedBackend {
+    /// `cpu`, or the GPU's description: what a resumed build's record must match.
+    pub kind: String,
+    /// What the metadata says of it ([`BACKEND_DESCRIPTION_KEY`]).
+    pub description: String,
+}
+
+/// The backend an interrupted build recorded; `None` without a readable record or where it
+/// names none (a partitioned build).
 #[must_use]
-pub fn recorded_backend(output: &Path) -> Option<String> {
+pub fn recorded_backend(output: &Path) -> Option<RecordedBackend> {
     let text = fs::read_to_string(output.join(RECORD_FILE)).ok()?;
     let record: Value = serde_json::from_str(&text).ok()?;
-    record.get("backend")?.as_str().map(str::to_string)
+    let text_of = |key: &str| record.get(key)?.as_str().map(str::to_string);
+    Some(RecordedBackend {
+        kind: text_of("backend")?,
+        description: text_of(BACKEND_DESCRIPTION_KEY)?,
+    })
 }
 
 /// Checks that a resumed build's settings and input equal the interrupted build's.
@@ -89,7 +107,10 @@ pub fn check_record(output: &Path, record: &Value) -> Result<(), JournalError> {
     };
     let all: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
     let rank = |key: &str| KEY_ORDER.iter().position(|k| *k == key).unwrap_or(KEY_ORDER.len());
-    let mut keys: Vec<&String> = all.into_iter().filter(|k| k.as_str() != INPUT_DATA_KEY).collect();
+    let mut keys: Vec<&String> = all
+        .into_iter()
+        .filter(|k| ![INPUT_DATA_KEY, BACKEND_DESCRIPTION_KEY].contains(&k.as_str()))
+        .collect();
     keys.sort_by_key(|k| rank(k));
     let differences: Vec<(String, String, String)> = keys
         .into_iter()
@@ -179,6 +200,31 @@ mod tests {
             err.to_string().contains("method was \"mean\", now \"gaussian\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_backend_must_match_but_not_how_auto_described_it() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let record = |kind: &str, description: &str| json!({"backend": kind, BACKEND_DESCRIPTION_KEY: description});
+        write_record(
+            dir.path(),
+            &record("cpu", "cpu, 2 threads; auto: the CPU measured faster"),
+        )
+        .unwrap();
+        assert_eq!(
+            recorded_backend(dir.path()),
+            Some(RecordedBackend {
+                kind: "cpu".into(),
+                description: "cpu, 2 threads; auto: the CPU measured faster".into()
+            })
+        );
+        check_record(
+            dir.path(),
+            &record("cpu", "cpu, 4 threads; auto: no hardware GPU adapter"),
+        )
+        .unwrap();
+        let err = check_record(dir.path(), &record("gpu: A100", "gpu: A100")).unwrap_err();
+        assert!(err.to_string().contains("backend was \"cpu\""), "{err}");
     }
 
     #[test]
