@@ -47,6 +47,10 @@ pub struct AdapterSummary {
     pub max_compute_invocations_per_workgroup: u32,
     /// Bytes of the largest device-local memory heap, where the driver tells (Vulkan).
     pub device_memory: Option<u64>,
+    /// Bytes of device memory the buffers of the tiles on the device may fill: half of
+    /// `device_memory`, or what `OME_PYRAMID_GPU_MEMORY_MIB` sets (at most all of it);
+    /// `None` where neither is known.
+    pub buffer_memory: Option<u64>,
 }
 
 /// Every GPU adapter wgpu finds, best first; none in a build without the `gpu` feature.

@@ -608,6 +608,35 @@ fn a_gpu_with_little_memory_gets_shallower_passes_and_the_same_pyramid() {
     assert_eq!(snapshot(&whole), snapshot(&small));
 }
 
+/// `info --gpu` gives each Vulkan adapter's memory, and what the tiles' buffers may fill of
+/// it: half, or what `OME_PYRAMID_GPU_MEMORY_MIB` sets.
+#[test]
+fn info_gpu_reports_the_device_memory_the_tiles_may_fill() {
+    if common::gpu_or_skip("info_gpu_reports_the_device_memory_the_tiles_may_fill").is_none() {
+        return;
+    }
+    let adapters = |limit_mib: &str| -> Vec<Value> {
+        let out = common::subcommand("info", &["--gpu", "--json"])
+            .env("OME_PYRAMID_GPU_MEMORY_MIB", limit_mib)
+            .output()
+            .expect("run info");
+        assert!(out.status.success(), "{}", stderr(&out));
+        json_stdout(&out).as_array().expect("a list of adapters").clone()
+    };
+    let vulkan = |list: Vec<Value>| -> Vec<Value> { list.into_iter().filter(|a| a["backend"] == "Vulkan").collect() };
+    let default = vulkan(adapters(""));
+    assert!(!default.is_empty(), "CI's lavapipe is a Vulkan adapter");
+    for adapter in &default {
+        let device = adapter["device_memory"].as_u64().expect("Vulkan reports its memory");
+        assert_eq!(adapter["buffer_memory"].as_u64(), Some(device / 2), "{adapter}");
+    }
+    for adapter in vulkan(adapters("64")) {
+        assert_eq!(adapter["buffer_memory"].as_u64(), Some(64 << 20), "{adapter}");
+    }
+    let text = stdout(&common::subcommand("info", &["--gpu"]).output().unwrap());
+    assert!(text.contains("buffers of the tiles on the device: up to"), "{text}");
+}
+
 #[test]
 fn level0_is_copied_without_reencoding_when_codec_and_chunks_fit() {
     let dir = TempDir::new().unwrap();

@@ -161,6 +161,7 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
         .map(|a| (a.get_info(), a.limits(), memory::device_local_bytes(a)))
         .collect();
     adapters.sort_by_key(|(info, _, _)| preference(info.device_type));
+    let limit_mib = memory::limit_mib_from_env();
     adapters
         .into_iter()
         .map(|(info, limits, device_memory)| AdapterSummary {
@@ -175,6 +176,7 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
             max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
             max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
             device_memory,
+            buffer_memory: memory::usable_bytes(device_memory, limit_mib),
         })
         .collect()
 }

@@ -50,9 +50,17 @@ fn cmd_gpu_info(json_output: bool) -> Result<()> {
         outln!("{} ({}, {}) {role}", a.name, a.backend, a.device_type);
         outln!("  driver: {}", a.driver);
         if let Some(bytes) = a.device_memory {
+            outln!("  device memory {}", format_bytes(bytes));
+        }
+        if let Some(bytes) = a.buffer_memory {
             outln!(
-                "  device memory {} (half of it, shared by the ring's slots, bounds the buffers of the tiles on the device)",
-                format_bytes(bytes)
+                "  buffers of the tiles on the device: up to {} in all, shared by the ring's slots ({})",
+                format_bytes(bytes),
+                if a.device_memory.map(|device| device / 2) == Some(bytes) {
+                    "half the device's; OME_PYRAMID_GPU_MEMORY_MIB sets another amount"
+                } else {
+                    "as OME_PYRAMID_GPU_MEMORY_MIB sets"
+                }
             );
         }
         outln!(
