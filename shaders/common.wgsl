@@ -17,8 +17,11 @@
 //   [20] destination elements   [21] pass axis (gaussian)   [22] first pass (gaussian)
 //   [23] last pass (gaussian)    [24..29) source offset per axis (gaussian identity axes)
 //   [29] 1 for max, 0 for min (extremum)
+//   [31] rows layout: log2 of the lanes of a workgroup along a row (0 to 8; the other
+//   lanes take 256 >> that rows)
 //   gaussian, the pass axis's interior run (outputs [lo, hi) read inputs first + stride·(o − lo)
 //   + k with weight k; lo == hi: none): [32] lo  [33] hi  [34] first  [35] stride  [36] taps
+//   [37] rows layout: destination words per row
 //   [40..64) the weights' f32 bits
 override ELEM: u32 = 2u;
 
@@ -32,6 +35,8 @@ const P_FIRST: u32 = 22u;
 const P_LAST: u32 = 23u;
 const P_OFFSET: u32 = 24u;
 const P_MAXIMUM: u32 = 29u;
+const P_ROW_LANES: u32 = 31u;
+const P_ROW_WORDS: u32 = 37u;
 const P_INTERIOR_LO: u32 = 32u;
 const P_INTERIOR_HI: u32 = 33u;
 const P_INTERIOR_FIRST: u32 = 34u;
@@ -39,6 +44,18 @@ const P_INTERIOR_STRIDE: u32 = 35u;
 const P_INTERIOR_TAPS: u32 = 36u;
 const P_WEIGHTS: u32 = 40u;
 const WORKGROUP: u32 = 256u;
+// Two layouts map invocations to the destination's words, each with its entry point (the
+// windowed kernels' in windowed_main.wgsl, gaussian's in gaussian.wgsl):
+// - flat (`main`): one invocation per word of the flat destination, its 5-axis index
+//   divided out; a 2-D dispatch of 256-wide workgroups, any shape;
+// - rows (`main_rows`): one invocation per word of a destination row (the last axis), found
+//   without dividing; a 3-D dispatch, x over the words of a row, y over rows, z over the
+//   third axis from the end. Only where whole words fit a row and the two leading axes
+//   are 1.
+// Separate entry points, not a branch on a parameter, and no loop around the kernel's
+// body: on lavapipe (a software Vulkan, which runs control flow it cannot prove uniform
+// under per-lane masks) either made the gaussian passes about twice as slow, even in the
+// flat layout.
 
 @group(0) @binding(0) var<uniform> params: array<vec4<u32>, 16>;
 
@@ -117,6 +134,43 @@ fn from_f32(value: f32) -> u32 {
 // Index of this invocation across a 2-D dispatch of 256-wide workgroups.
 fn invocation(wg: vec3<u32>, groups: vec3<u32>, local: u32) -> u32 {
     return (wg.y * groups.x + wg.x) * WORKGROUP + local;
+}
+
+// Rows layout: this invocation's word of its row (`word` of `words`), and the index of the
+// word's first output, `per` outputs to a word; `valid` is false past the destination's edge.
+struct RowSite {
+    index: array<u32, 5>,
+    word: u32,
+    words: u32,
+    valid: bool,
+}
+
+fn row_site(wg: vec3<u32>, local: u32, per: u32) -> RowSite {
+    let lanes = param(P_ROW_LANES);
+    var site: RowSite;
+    site.word = (wg.x << lanes) + (local & ((1u << lanes) - 1u));
+    let row = (wg.y << (8u - lanes)) + (local >> lanes);
+    site.words = param(P_ROW_WORDS);
+    site.valid = site.word < site.words && row < param(P_DST_SHAPE + 3u);
+    site.index = array<u32, 5>(0u, 0u, wg.z, row, site.word * per);
+    return site;
+}
+
+// Rows layout: the destination word of `site`.
+fn row_word(site: RowSite) -> u32 {
+    return (site.index[2] * param(P_DST_SHAPE + 3u) + site.index[3]) * site.words + site.word;
+}
+
+// Rows layout: the word of `per` outputs from `first` along the row, each from the
+// kernel's `output_bits(index)`.
+fn packed_row(first: array<u32, 5>) -> u32 {
+    var index = first;
+    var packed = 0u;
+    for (var lane = 0u; lane < elems_per_word(); lane = lane + 1u) {
+        packed = packed | pack_bits(output_bits(index), lane);
+        index[4] = index[4] + 1u;
+    }
+    return packed;
 }
 
 // The 5-axis index of flat element `e` of the destination tile.

@@ -71,3 +71,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: v
     if (word * elems_per_word() >= n) { return; }
     dst[word] = packed_outputs(word, n);
 }
+
+@compute @workgroup_size(256)
+fn main_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    let last = param(P_LAST) == 1u;
+    // f32 intermediates are one to a word.
+    let site = row_site(wg, local, select(1u, elems_per_word(), last));
+    if (!site.valid) { return; }
+    if (last) {
+        dst[row_word(site)] = packed_row(site.index);
+    } else {
+        dst_f32[row_word(site)] = blurred_at(site.index);
+    }
+}

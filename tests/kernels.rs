@@ -547,7 +547,8 @@ on_every_backend!(
 );
 
 /// Integer nearest, mean, mode, min and max are bit-identical between the CPU and the GPU
-/// (SPEC §2), on windows of factors 2 and 3, partial edges included.
+/// (SPEC §2), on windows of factors 2 and 3, partial edges included, in both of the
+/// kernels' layouts (`shaders/common.wgsl`).
 #[test]
 fn gpu_matches_cpu_bit_for_bit_on_integers() {
     let Some(gpu) = common::gpu_or_skip("gpu_matches_cpu_bit_for_bit_on_integers") else {
@@ -563,6 +564,8 @@ fn gpu_matches_cpu_bit_for_bit_on_integers() {
                 (&[33u64, 47][..], &[2u32, 2][..]),
                 (&[9, 17, 31], &[2, 2, 2]),
                 (&[3, 5, 12, 13], &[1, 3, 2, 3]),
+                // Rows of whole words of every dtype: the rows layout.
+                (&[8, 32, 128], &[2, 2, 2]),
             ] {
                 let len = shape.iter().product::<u64>() as usize;
                 let input = test_input(method, dtype, len, 7);

@@ -1,9 +1,9 @@
-//! Every WGSL kernel parses, validates, and compiles to SPIR-V for each element kind, with
-//! naga and no GPU: a shader error is caught even where no adapter exists.
+//! Every WGSL kernel parses, validates, and compiles to SPIR-V for each element kind and
+//! entry point, with naga and no GPU: a shader error is caught even where no adapter exists.
 #![cfg(feature = "gpu")]
 
 use ome_pyramid::DType;
-use ome_pyramid::backend::gpu::program::{PARAM_WORDS, elem_code};
+use ome_pyramid::backend::gpu::program::{Grid, PARAM_WORDS, elem_code};
 use ome_pyramid::backend::gpu::{Kernel, shader_source};
 
 #[test]
@@ -18,27 +18,31 @@ fn every_kernel_validates_and_compiles_for_every_element_kind() {
         let elems: Vec<u32> = DType::ALL.iter().filter_map(|&d| elem_code(d)).collect();
         assert_eq!(elems.len(), 7, "u8, u16, u32, i8, i16, i32, f32 on the GPU");
         for elem in elems {
-            let mut constants = naga::back::PipelineConstants::default();
-            constants.insert("ELEM".to_string(), f64::from(elem));
-            let (specialised, specialised_info) = naga::back::pipeline_constants::process_overrides(
-                &module,
-                &info,
-                Some((naga::ShaderStage::Compute, "main")),
-                &constants,
-            )
-            .unwrap_or_else(|e| panic!("{kernel:?} with ELEM={elem}: {e}"));
-            let pipeline = naga::back::spv::PipelineOptions {
-                shader_stage: naga::ShaderStage::Compute,
-                entry_point: "main".into(),
-            };
-            let words = naga::back::spv::write_vec(
-                &specialised,
-                &specialised_info,
-                &naga::back::spv::Options::default(),
-                Some(&pipeline),
-            )
-            .unwrap_or_else(|e| panic!("{kernel:?} with ELEM={elem} does not compile to SPIR-V: {e}"));
-            assert!(words.len() > 100);
+            for entry_point in Grid::ENTRY_POINTS {
+                let mut constants = naga::back::PipelineConstants::default();
+                constants.insert("ELEM".to_string(), f64::from(elem));
+                let (specialised, specialised_info) = naga::back::pipeline_constants::process_overrides(
+                    &module,
+                    &info,
+                    Some((naga::ShaderStage::Compute, entry_point)),
+                    &constants,
+                )
+                .unwrap_or_else(|e| panic!("{kernel:?} {entry_point} with ELEM={elem}: {e}"));
+                let pipeline = naga::back::spv::PipelineOptions {
+                    shader_stage: naga::ShaderStage::Compute,
+                    entry_point: entry_point.into(),
+                };
+                let words = naga::back::spv::write_vec(
+                    &specialised,
+                    &specialised_info,
+                    &naga::back::spv::Options::default(),
+                    Some(&pipeline),
+                )
+                .unwrap_or_else(|e| {
+                    panic!("{kernel:?} {entry_point} with ELEM={elem} does not compile to SPIR-V: {e}")
+                });
+                assert!(words.len() > 100);
+            }
         }
     }
 }

@@ -9,6 +9,9 @@
 //!   that it keeps.
 //! - Several levels of a chain are computed in a row on the device: level `k + 2` reads
 //!   level `k + 1` where the previous dispatch left it; only the results travel back.
+//! - A dispatch whose destination rows hold whole words runs as a 3-D grid over words, rows
+//!   and planes, so no invocation divides its index out; thin or ragged ones run flat
+//!   ([`program::Grid`]).
 //! - u8/u16 (and i8/i16) travel packed in u32 words; integer means are exact (64-bit sums
 //!   emulated in u32 pairs); gaussian runs in `f32`, within ±1 of the CPU for 8- and 16-bit
 //!   integers. Gaussian on 32-bit integers, and u64/i64/f64 data, go to the CPU.

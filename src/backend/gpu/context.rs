@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::program::{Dispatch, Kernel, PARAM_WORDS, Program, Slot, elem_code, elements_per_word};
+use super::program::{Dispatch, Grid, Kernel, PARAM_WORDS, Program, Slot, WORKGROUP, elem_code, elements_per_word};
 use super::ring::{BufferRing, RingSlot, SlotBuffers, ensure};
 use super::upload::{Part, UploadBuffer};
 use crate::backend::BackendError;
@@ -53,6 +53,9 @@ pub struct PhaseTimes {
     pub kernel: Option<Duration>,
 }
 
+/// A pipeline's kernel, element kind (`ELEM`) and entry point.
+type PipelineKey = (Kernel, u32, &'static str);
+
 /// Device, queue and pipelines.
 pub struct GpuContext {
     pub(crate) device: wgpu::Device,
@@ -60,7 +63,7 @@ pub struct GpuContext {
     pub(crate) info: wgpu::AdapterInfo,
     pub(crate) limits: wgpu::Limits,
     modules: HashMap<Kernel, wgpu::ShaderModule>,
-    pipelines: Mutex<HashMap<(Kernel, u32), Arc<wgpu::ComputePipeline>>>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     lost: Arc<Mutex<Option<String>>>,
     dummy_read: wgpu::Buffer,
     dummy_write: wgpu::Buffer,
@@ -193,16 +196,16 @@ impl GpuContext {
     }
 
     /// The pipeline of `kernel` specialised for `elem` (built on first use).
-    fn pipeline(&self, kernel: Kernel, elem: u32) -> Arc<wgpu::ComputePipeline> {
+    fn pipeline(&self, kernel: Kernel, elem: u32, entry_point: &'static str) -> Arc<wgpu::ComputePipeline> {
         let mut pipelines = self.pipelines.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         pipelines
-            .entry((kernel, elem))
+            .entry((kernel, elem, entry_point))
             .or_insert_with(|| {
                 Arc::new(self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some("ome-pyramid kernel"),
                     layout: None,
                     module: &self.modules[&kernel],
-                    entry_point: Some("main"),
+                    entry_point: Some(entry_point),
                     compilation_options: wgpu::PipelineCompilationOptions {
                         constants: &[("ELEM", f64::from(elem))],
                         ..Default::default()
@@ -446,7 +449,7 @@ impl GpuContext {
         let clock = (job.separate_phases && self.timestamps).then(|| DeviceClock::new(device));
         let passes = program.dispatches.len();
         for (i, dispatch) in program.dispatches.iter().enumerate() {
-            let pipeline = self.pipeline(dispatch.kernel, job.elem);
+            let pipeline = self.pipeline(dispatch.kernel, job.elem, dispatch.grid.entry_point());
             let layout = pipeline.get_bind_group_layout(0);
             let params_binding = wgpu::BufferBinding {
                 buffer: params_buffer,
@@ -459,16 +462,21 @@ impl GpuContext {
                 layout: &layout,
                 entries: &entries,
             });
-            let groups = dispatch.invocations.div_ceil(256).max(1);
-            let x = groups.min(max_groups);
-            let y = groups.div_ceil(x);
+            let (x, y, z) = match dispatch.grid {
+                Grid::Flat { invocations } => {
+                    let groups = invocations.div_ceil(WORKGROUP).max(1);
+                    let x = groups.min(max_groups);
+                    (x, groups.div_ceil(x), 1)
+                }
+                Grid::Rows { groups: [x, y, z] } => (x, y, z),
+            };
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: None,
                 timestamp_writes: clock.as_ref().and_then(|c| c.writes(i == 0, i + 1 == passes)),
             });
             pass.set_pipeline(&pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(x, y, 1);
+            pass.dispatch_workgroups(x, y, z);
         }
         let mut computed = None;
         if job.separate_phases {

@@ -24,12 +24,23 @@ const P_FIRST: usize = 22;
 const P_LAST: usize = 23;
 const P_OFFSET: usize = 24;
 const P_MAXIMUM: usize = 29;
+const P_ROW_LANES: usize = 31;
 const P_INTERIOR_LO: usize = 32;
 const P_INTERIOR_HI: usize = 33;
 const P_INTERIOR_FIRST: usize = 34;
 const P_INTERIOR_STRIDE: usize = 35;
 const P_INTERIOR_TAPS: usize = 36;
+const P_ROW_WORDS: usize = 37;
 const P_WEIGHTS: usize = 40;
+/// Invocations per workgroup (`WORKGROUP` in the shaders), `2^WORKGROUP_LOG2`.
+pub const WORKGROUP: u32 = 1 << WORKGROUP_LOG2;
+const WORKGROUP_LOG2: u32 = 8;
+/// Workgroups per dispatch dimension that every adapter allows (WebGPU's minimum limit;
+/// devices are opened with the adapter's own limits, never lower).
+const MAX_GROUPS_PER_DIMENSION: u64 = 65_535;
+/// The rows layout is taken while its workgroups do at most this many times the flat
+/// layout's work (lanes past a row's end or the last rows idle): thin tiles stay flat.
+const ROWS_MAX_OVERHEAD: (u64, u64) = (3, 2);
 /// The most taps a gaussian axis's interior run passes in the parameter block (factors up to
 /// 6); an axis with more reads every output's taps from `aux`.
 pub const MAX_INTERIOR_TAPS: usize = PARAM_WORDS - P_WEIGHTS;
@@ -103,8 +114,41 @@ pub struct Dispatch {
     pub input: Slot,
     /// What it writes.
     pub output: Slot,
-    /// Invocations needed (one per output word, or per `f32` for scratch outputs).
-    pub invocations: u32,
+    /// How its invocations map to the output's words.
+    pub grid: Grid,
+}
+
+/// How a dispatch's invocations map to the words it writes (the layouts of
+/// `shaders/common.wgsl`; an `f32` scratch output has one value to a word).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grid {
+    /// One invocation per word of the flat output, each dividing its 5-axis index out; the
+    /// context spreads the workgroups over two dimensions.
+    Flat {
+        /// Output words.
+        invocations: u32,
+    },
+    /// One invocation per word of a row, found without a division (the two leading axes
+    /// are 1): this many workgroups along x (words of a row), y (rows) and z (the third
+    /// axis from the end).
+    Rows {
+        /// Workgroups per dimension.
+        groups: [u32; 3],
+    },
+}
+
+impl Grid {
+    /// Every kernel's entry points: the flat layout's, then the rows layout's.
+    pub const ENTRY_POINTS: [&'static str; 2] = ["main", "main_rows"];
+
+    /// The kernel's entry point for this layout.
+    #[must_use]
+    pub fn entry_point(self) -> &'static str {
+        match self {
+            Grid::Flat { .. } => Self::ENTRY_POINTS[0],
+            Grid::Rows { .. } => Self::ENTRY_POINTS[1],
+        }
+    }
 }
 
 /// All GPU work of one chain.
@@ -237,6 +281,48 @@ fn set_interior(params: &mut [u32; PARAM_WORDS], stencil: &AxisStencil) -> Optio
 }
 
 /// Builds the program for `chain` starting from a source tile over `src_region`, or
+/// The grid of a dispatch whose destination shape is in `params`, `per_word` outputs to a
+/// word, with the rows layout's words written into `params`: rows where whole words fit a row and the
+/// rows grid is within [`ROWS_MAX_OVERHEAD`] of the flat one, flat otherwise.
+fn lay_out(params: &mut [u32; PARAM_WORDS], per_word: u64) -> Option<Grid> {
+    let shape: [u64; MAX_AXES] = std::array::from_fn(|a| u64::from(params[P_DST_SHAPE + a]));
+    let words = shape.iter().product::<u64>().div_ceil(per_word);
+    let flat_work = words.div_ceil(u64::from(WORKGROUP));
+    if let Some((lanes, groups)) = rows_grid(&shape, per_word) {
+        let (num, den) = ROWS_MAX_OVERHEAD;
+        let rows_work = groups.iter().product::<u64>();
+        if rows_work * den <= flat_work * num {
+            params[P_ROW_LANES] = lanes;
+            params[P_ROW_WORDS] = to_u32(shape[4] / per_word)?;
+            return Some(Grid::Rows {
+                groups: groups.map(|g| u32::try_from(g).expect("within MAX_GROUPS_PER_DIMENSION")),
+            });
+        }
+    }
+    Some(Grid::Flat {
+        invocations: to_u32(words)?,
+    })
+}
+
+/// The rows layout's workgroups for a padded destination `shape` with `per_word` outputs to
+/// a word: `(log2 of the lanes along a row, groups along x, y, z)`, with the fewest
+/// workgroups (the most lanes along a row among equals); `None` where a row does not hold
+/// whole words, the two leading axes are not 1, or no split fits the dispatch limits.
+fn rows_grid(shape: &[u64; MAX_AXES], per_word: u64) -> Option<(u32, [u64; 3])> {
+    if !shape[4].is_multiple_of(per_word) || shape[0] * shape[1] != 1 {
+        return None;
+    }
+    let words = shape[4] / per_word;
+    (0..=WORKGROUP_LOG2)
+        .rev()
+        .map(|lanes| {
+            let rows = 1u64 << (WORKGROUP_LOG2 - lanes);
+            (lanes, [words.div_ceil(1 << lanes), shape[3].div_ceil(rows), shape[2]])
+        })
+        .filter(|(_, groups)| groups.iter().all(|&g| g <= MAX_GROUPS_PER_DIMENSION))
+        .min_by_key(|(_, groups)| groups.iter().product::<u64>())
+}
+
 /// `None` if a size or index does not fit the kernels' `u32` (the caller splits the tile).
 ///
 /// # Panics
@@ -271,12 +357,13 @@ pub fn build(dtype: DType, src_region: &Region, chain: &[(Step, Region)]) -> Opt
                 }
                 params[P_DST_LEN] = to_u32(dst_len)?;
                 params[P_MAXIMUM] = u32::from(step.method == Method::Max);
+                let grid = lay_out(&mut params, per_word)?;
                 dispatches.push(Dispatch {
                     kernel: Kernel::windowed(step.method),
                     params,
                     input: Slot::Level(level),
                     output: Slot::Level(level + 1),
-                    invocations: to_u32(dst_len.div_ceil(per_word))?,
+                    grid,
                 });
             }
             Method::Gaussian => {
@@ -329,13 +416,13 @@ pub fn build(dtype: DType, src_region: &Region, chain: &[(Step, Region)]) -> Opt
                     if let Slot::Scratch(s) = output {
                         scratch_elements[s] = scratch_elements[s].max(out_len);
                     }
-                    let invocations = if last { out_len.div_ceil(per_word) } else { out_len };
+                    let grid = lay_out(&mut params, if last { per_word } else { 1 })?;
                     dispatches.push(Dispatch {
                         kernel: Kernel::GaussianPass,
                         params,
                         input,
                         output,
-                        invocations: to_u32(invocations)?,
+                        grid,
                     });
                     input = output;
                     shape = out_shape;
@@ -382,8 +469,8 @@ mod tests {
         assert_eq!(&p[5..10], &[0, 0, 0, 9, 1]);
         assert_eq!(&p[10..15], &[1, 1, 1, 4, 5]);
         assert_eq!(p[20], 20);
-        // u16: two per word.
-        assert_eq!(program.dispatches[0].invocations, 10);
+        // u16: two per word; rows of 5 do not hold whole words.
+        assert_eq!(program.dispatches[0].grid, Grid::Flat { invocations: 10 });
         assert_eq!(program.level_elements, vec![63, 20, 6]);
         // The last window of the 7-long axis has one voxel.
         let y_table = p[15 + 3] as usize;
@@ -405,6 +492,57 @@ mod tests {
         assert_eq!((last.input, last.output), (Slot::Scratch(0), Slot::Level(1)));
         assert_eq!(&last.params[10..15], &[1, 1, 1, 5, 6]);
         assert_eq!(program.scratch_elements[0], 60);
+    }
+
+    #[test]
+    fn rows_that_hold_whole_words_take_the_rows_layout() {
+        // uint16 [16, 128, 128] outputs: 64 words a row, 64 lanes by 4 rows per workgroup
+        // (32 lanes by 8 rows makes as many workgroups; the wider one is kept).
+        let s = step(Method::Mean, &[2, 2, 2], &[32, 256, 256]);
+        let dst = Region::whole(&[16, 128, 128]);
+        let program = build(DType::U16, &Region::whole(&[32, 256, 256]), &[(s, dst)]).unwrap();
+        let d = &program.dispatches[0];
+        assert_eq!(d.grid, Grid::Rows { groups: [1, 32, 16] });
+        assert_eq!((d.params[P_ROW_LANES], d.params[P_ROW_WORDS]), (6, 64));
+        assert_eq!(d.grid.entry_point(), "main_rows");
+        // uint8 rows of 6 outputs end inside a word: flat, the rows words left at 0.
+        let s = step(Method::Nearest, &[1, 2], &[4, 12]);
+        let program = build(DType::U8, &Region::whole(&[4, 12]), &[(s, Region::whole(&[4, 6]))]).unwrap();
+        let d = &program.dispatches[0];
+        assert_eq!(d.grid, Grid::Flat { invocations: 6 });
+        assert_eq!((d.params[P_ROW_LANES], d.params[P_ROW_WORDS]), (0, 0));
+        assert_eq!(d.grid.entry_point(), "main");
+    }
+
+    #[test]
+    fn gaussian_intermediates_are_one_to_a_word() {
+        // Rows of 13 f32 after the first pass, of 7 uint16 (not whole words) after the last.
+        let s = step(Method::Gaussian, &[2, 2], &[10, 13]);
+        let program = build(DType::U16, &Region::whole(&[10, 13]), &[(s, Region::whole(&[5, 7]))]).unwrap();
+        let [first, last] = &program.dispatches[..] else {
+            panic!("two passes")
+        };
+        assert_eq!(first.grid, Grid::Rows { groups: [1, 1, 1] });
+        assert_eq!(first.params[P_ROW_WORDS], 13);
+        assert_eq!(last.grid, Grid::Flat { invocations: 18 });
+    }
+
+    #[test]
+    fn thin_tiles_stay_flat_and_grids_keep_to_the_dispatch_limits() {
+        // 1000 rows of one f32: a workgroup per row would idle 255 of its 256 lanes.
+        let mut params = [0u32; PARAM_WORDS];
+        params[P_DST_SHAPE..P_DST_SHAPE + 5].copy_from_slice(&[1, 1, 1000, 1, 1]);
+        assert_eq!(lay_out(&mut params, 1), Some(Grid::Flat { invocations: 1000 }));
+        assert_eq!(params[P_ROW_WORDS], 0);
+        // With 256 per row it is as dense as flat, one workgroup per row.
+        params[P_DST_SHAPE + 4] = 256;
+        assert_eq!(lay_out(&mut params, 1), Some(Grid::Rows { groups: [1, 1, 1000] }));
+        // The third axis from the end maps to z, within WebGPU's 65535 workgroups.
+        assert!(rows_grid(&[1, 1, 65_535, 16, 64], 1).is_some());
+        assert_eq!(rows_grid(&[1, 1, 65_536, 16, 64], 1), None);
+        assert_eq!(rows_grid(&[1, 1, 2, 16, 63], 2), None);
+        // Several channels (or times) in one tile: flat.
+        assert_eq!(rows_grid(&[1, 2, 2, 16, 64], 2), None);
     }
 
     /// Output `o`'s (input, weight bits) taps as a gaussian pass's `aux` table holds them.
