@@ -17,8 +17,8 @@
 //   [20] destination elements   [21] pass axis (gaussian)   [22] first pass (gaussian)
 //   [23] last pass (gaussian)    [24..29) source offset per axis (gaussian identity axes)
 //   [29] 1 for max, 0 for min (extremum)
-//   [31] rows layout: log2 of the lanes of a workgroup along a row (0 to 8; the other
-//   lanes take 256 >> that rows)
+//   [31] rows layout: log2 of a workgroup's lanes along a row, 0 to WORKGROUP_LOG2 (the
+//   workgroup spans 2^(WORKGROUP_LOG2 − that) rows)
 //   gaussian, the pass axis's interior run (outputs [lo, hi) read inputs first + stride·(o − lo)
 //   + k with weight k; lo == hi: none): [32] lo  [33] hi  [34] first  [35] stride  [36] taps
 //   [37] rows layout: destination words per row
@@ -44,6 +44,7 @@ const P_INTERIOR_STRIDE: u32 = 35u;
 const P_INTERIOR_TAPS: u32 = 36u;
 const P_WEIGHTS: u32 = 40u;
 const WORKGROUP: u32 = 256u;
+const WORKGROUP_LOG2: u32 = 8u;
 // Two layouts map invocations to the destination's words, each with its entry point (the
 // windowed kernels' in windowed_main.wgsl, gaussian's in gaussian.wgsl):
 // - flat (`main`): one invocation per word of the flat destination, its 5-axis index
@@ -53,9 +54,8 @@ const WORKGROUP: u32 = 256u;
 //   third axis from the end. Only where whole words fit a row and the two leading axes
 //   are 1.
 // Separate entry points, not a branch on a parameter, and no loop around the kernel's
-// body: on lavapipe (a software Vulkan, which runs control flow it cannot prove uniform
-// under per-lane masks) either made the gaussian passes about twice as slow, even in the
-// flat layout.
+// body: on lavapipe (a software Vulkan) either made the gaussian passes about twice as
+// slow, even in the flat layout.
 
 @group(0) @binding(0) var<uniform> params: array<vec4<u32>, 16>;
 
@@ -149,7 +149,7 @@ fn row_site(wg: vec3<u32>, local: u32, per: u32) -> RowSite {
     let lanes = param(P_ROW_LANES);
     var site: RowSite;
     site.word = (wg.x << lanes) + (local & ((1u << lanes) - 1u));
-    let row = (wg.y << (8u - lanes)) + (local >> lanes);
+    let row = (wg.y << (WORKGROUP_LOG2 - lanes)) + (local >> lanes);
     site.words = param(P_ROW_WORDS);
     site.valid = site.word < site.words && row < param(P_DST_SHAPE + 3u);
     site.index = array<u32, 5>(0u, 0u, wg.z, row, site.word * per);

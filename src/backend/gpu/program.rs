@@ -280,10 +280,9 @@ fn set_interior(params: &mut [u32; PARAM_WORDS], stencil: &AxisStencil) -> Optio
     Some(())
 }
 
-/// Builds the program for `chain` starting from a source tile over `src_region`, or
 /// The grid of a dispatch whose destination shape is in `params`, `per_word` outputs to a
-/// word, with the rows layout's words written into `params`: rows where whole words fit a row and the
-/// rows grid is within [`ROWS_MAX_OVERHEAD`] of the flat one, flat otherwise.
+/// word: rows (its words written into `params`) where whole words fit a row and the rows
+/// grid is within [`ROWS_MAX_OVERHEAD`] of the flat one, flat otherwise.
 fn lay_out(params: &mut [u32; PARAM_WORDS], per_word: u64) -> Option<Grid> {
     let shape: [u64; MAX_AXES] = std::array::from_fn(|a| u64::from(params[P_DST_SHAPE + a]));
     let words = shape.iter().product::<u64>().div_ceil(per_word);
@@ -323,6 +322,7 @@ fn rows_grid(shape: &[u64; MAX_AXES], per_word: u64) -> Option<(u32, [u64; 3])> 
         .min_by_key(|(_, groups)| groups.iter().product::<u64>())
 }
 
+/// Builds the program for `chain` starting from a source tile over `src_region`, or
 /// `None` if a size or index does not fit the kernels' `u32` (the caller splits the tile).
 ///
 /// # Panics
