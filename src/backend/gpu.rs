@@ -361,7 +361,7 @@ impl Downsampler for GpuBackend {
     }
 
     fn holds_tile(&self, method: Method, dtype: DType, source_elements: u64, output_elements: u64) -> bool {
-        !self.supports(method, dtype) || self.context.holds_tile(dtype, method, source_elements, output_elements)
+        !self.supports(method, dtype) || self.context.holds_tile(method, dtype, source_elements, output_elements)
     }
 
     /// One per ring slot, where the GPU computes `method` on `dtype`: each holds a slot

@@ -253,7 +253,7 @@ impl GpuContext {
     /// few words per output row); a tile it admits that turns out not to fit is split all
     /// the same.
     #[must_use]
-    pub fn holds_tile(&self, dtype: DType, method: Method, source_elements: u64, output_elements: u64) -> bool {
+    pub fn holds_tile(&self, method: Method, dtype: DType, source_elements: u64, output_elements: u64) -> bool {
         let packed = |elements: u64| elements.div_ceil(elements_per_word(dtype)).saturating_mul(4);
         let source = packed(source_elements);
         // Each level, at most half the one before on some axis, is smaller than the source.
