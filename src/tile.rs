@@ -6,6 +6,10 @@
 
 use crate::dtype::{DType, Sample};
 
+mod rows;
+
+pub use rows::{BlockRows, split_rows};
+
 /// An axis-aligned box `[start, start + shape)` in a level's voxel grid.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Region {
@@ -137,6 +141,25 @@ pub fn copy_overlap<T: Copy>(src: &[T], src_region: &Region, dst: &mut [T], dst_
     for_each_overlap_row(src_region, dst_region, |src_off, dst_off, len| {
         dst[dst_off..dst_off + len].copy_from_slice(&src[src_off..src_off + len]);
     });
+}
+
+/// Copies the part of `src` (holding `src_region`) that `rows_region` covers into `rows`,
+/// the rows of `rows_region` in C order as [`split_rows`] hands them out.
+///
+/// # Panics
+/// If `rows_region` is not inside `src_region` or `rows` are not its rows.
+pub fn copy_into_rows<T: Copy>(src: &[T], src_region: &Region, rows: &mut [&mut [T]], rows_region: &Region) {
+    assert!(
+        src_region.contains(rows_region),
+        "{rows_region:?} is not inside {src_region:?}"
+    );
+    let mut rows = rows.iter_mut();
+    // The overlap is all of `rows_region`, whose rows come in C order.
+    for_each_overlap_row(src_region, rows_region, |src_off, _, len| {
+        let row = rows.next().expect("a row per row of the region");
+        row.copy_from_slice(&src[src_off..src_off + len]);
+    });
+    assert!(rows.next().is_none(), "a row per row of the region");
 }
 
 /// The elements of `dst_region`, which lies inside `src_region`, copied out of `src`

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, TryLockError};
 
 use super::{ChunkSource, StoreElement, StoreError};
-use crate::tile::{Region, copy_overlap};
+use crate::tile::{BlockRows, Region, copy_into_rows, copy_overlap, split_rows};
 
 /// The voxels of `chunk` inside an array of `shape` on `axis`, `[lo, hi)` (edge chunks
 /// extend past the array).
@@ -67,6 +67,15 @@ pub fn halo_bands(chunk: &Region, read_spans: &[Vec<(u64, u64)>], shape: &[u64])
         }
     }
     bands
+}
+
+/// One chunk's share of a tile read: the chunk, its part of the tile, and that part's rows
+/// of the tile's buffer.
+struct ChunkJob<'r, 'b, T> {
+    idx: &'r [u64],
+    chunk_region: &'r Region,
+    wanted: &'r Region,
+    rows: BlockRows<'b, T>,
 }
 
 /// Counters of a [`TileReader`].
@@ -446,40 +455,61 @@ impl<'s, T: StoreElement> TileReader<'s, T> {
         }
         buffer.truncate(region.len());
         buffer.resize(region.len(), self.fill);
-        let out = buffer;
+        let mut out = buffer;
         let indices = self.source.chunks_in(region);
-        // Each decoded chunk is copied in as soon as it is ready and then dropped (unless
-        // the cache keeps it), so a read holds the tile plus a few chunks, not two tiles.
-        let target = Mutex::new(out);
-        // Copies chunk `idx` in; false, with nothing done, if it is busy and `wait` false.
-        let read_chunk = |idx: &Vec<u64>, wait: bool| {
-            let chunk_region = self.source.chunk_region(idx);
-            let wanted = chunk_region.intersect(region).unwrap_or_else(|| chunk_region.clone());
-            let found = if wait {
-                Some(self.chunk(idx, &chunk_region, &wanted)?)
-            } else {
-                self.chunk_if_free(idx, &chunk_region, &wanted)?
-            };
-            let Some((data, data_region)) = found else {
-                return Ok::<bool, StoreError>(false);
-            };
-            let mut out = target.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            copy_overlap(data.as_slice(), &data_region, out.as_mut_slice(), region);
-            Ok(true)
-        };
+        let chunks: Vec<(&Vec<u64>, Region, Region)> = indices
+            .iter()
+            .filter_map(|idx| {
+                let chunk_region = self.source.chunk_region(idx);
+                let wanted = chunk_region.intersect(region)?;
+                Some((idx, chunk_region, wanted))
+            })
+            .collect();
+        let parts: Vec<Region> = chunks.iter().map(|(_, _, wanted)| wanted.clone()).collect();
+        // Each chunk gets the rows of its part of the tile, so the threads copy their
+        // chunks in at once (a lock around the tile made the copies take turns, which
+        // caps the read at one core's copy rate however many cores decode). Each decoded
+        // chunk is copied in as soon as it is ready and then dropped (unless the cache
+        // keeps it), so a read holds the tile plus a few chunks, not two tiles.
+        let jobs: Vec<ChunkJob<'_, '_, T>> = split_rows(&mut out, region, &parts)
+            .into_iter()
+            .zip(&chunks)
+            .map(|(rows, (idx, chunk_region, wanted))| ChunkJob {
+                idx,
+                chunk_region,
+                wanted,
+                rows,
+            })
+            .collect();
         // A chunk another thread is decoding (a halo this tile shares with one being read
         // beside it) is left for last instead of waited on: meanwhile this thread decodes
         // the tile's other chunks, and by then the busy one is usually in the cache.
-        let busy = Mutex::new(Vec::new());
-        indices.par_iter().try_for_each(|idx| {
-            if !read_chunk(idx, false)? {
-                busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(idx);
-            }
-            Ok::<(), StoreError>(())
-        })?;
-        let busy = busy.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
-        busy.par_iter().try_for_each(|idx| read_chunk(idx, true).map(drop))?;
-        Ok(target.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
+        let busy: Vec<ChunkJob<'_, '_, T>> = jobs
+            .into_par_iter()
+            .filter_map(|job| self.fill(job, false).transpose())
+            .collect::<Result<_, _>>()?;
+        busy.into_par_iter()
+            .try_for_each(|job| self.fill(job, true).map(drop))?;
+        Ok(out)
+    }
+
+    /// Copies `job`'s chunk into its rows; the job back, with nothing done, if the chunk is
+    /// busy (another thread holds it) and `wait` is false.
+    fn fill<'r, 'b>(
+        &self,
+        mut job: ChunkJob<'r, 'b, T>,
+        wait: bool,
+    ) -> Result<Option<ChunkJob<'r, 'b, T>>, StoreError> {
+        let found = if wait {
+            Some(self.chunk(job.idx, job.chunk_region, job.wanted)?)
+        } else {
+            self.chunk_if_free(job.idx, job.chunk_region, job.wanted)?
+        };
+        let Some((data, data_region)) = found else {
+            return Ok(Some(job));
+        };
+        copy_into_rows(data.as_slice(), &data_region, &mut job.rows, job.wanted);
+        Ok(None)
     }
 
     /// Calls `visit(data, data_region, part)` for every chunk that `region` (inside the

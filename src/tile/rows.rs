@@ -1,0 +1,211 @@
+//! A C-order buffer cut into the blocks of a grid, each handed out as its own rows:
+//! disjoint mutable slices, so that threads can fill different blocks at once with no lock
+//! and no `unsafe`.
+//!
+//! The tile reader fills a tile from the chunks that cover it. Each chunk's part of the
+//! tile is a block of the grid the chunk boundaries cut the tile into; a block's rows (runs
+//! along the last axis) are scattered through the tile's buffer, one per row of the tile
+//! it spans, so a block is not one slice. [`split_rows`] walks the buffer once, splitting
+//! it into row segments and dealing each to its block.
+
+use super::Region;
+
+/// The rows of one block, in C order: as many as the block has rows, each as long as the
+/// block's extent on the last axis.
+pub type BlockRows<'a, T> = Vec<&'a mut [T]>;
+
+/// Splits `buffer`, which holds `region` in C order, into the rows of each of `blocks`
+/// (returned in the order of `blocks`).
+///
+/// `blocks` must be disjoint, inside `region`, and each a cell of one rectilinear grid
+/// over it: the blocks' boundaries on each axis, together with the region's, cut it into
+/// cells, and every block is exactly one of them. The parts of a chunk grid that overlap a
+/// region are such blocks. Cells no block covers are not handed out (the buffer keeps
+/// what it holds there).
+///
+/// # Panics
+/// If `buffer` does not hold `region`, or a block is not one cell of that grid (outside
+/// `region`, overlapping another, or spanning a boundary another block sets).
+pub fn split_rows<'a, T>(buffer: &'a mut [T], region: &Region, blocks: &[Region]) -> Vec<BlockRows<'a, T>> {
+    assert_eq!(buffer.len(), region.len(), "the buffer holds {region:?}");
+    let ndim = region.ndim();
+    assert!(ndim > 0, "a region has at least one axis");
+    let grid = Grid::new(region, blocks);
+    let mut rows: Vec<BlockRows<'a, T>> = blocks
+        .iter()
+        .map(|b| Vec::with_capacity(usize::try_from(b.num_elements() / b.shape[ndim - 1].max(1)).unwrap_or(0)))
+        .collect();
+    let last = ndim - 1;
+    let widths: Vec<usize> = grid.bounds[last]
+        .windows(2)
+        .map(|w| usize::try_from(w[1] - w[0]).expect("a row fits in memory"))
+        .collect();
+    let mut rest = buffer;
+    if region.is_empty() {
+        return rows;
+    }
+    // The coordinates of the row (outer axes, relative to the region) and the cell it lies
+    // in on each of them, advanced together.
+    let mut coordinate = vec![0u64; last];
+    let mut cell = vec![0usize; last];
+    for _ in 0..region.shape[..last].iter().product::<u64>() {
+        let row_cells = grid.flat(&cell);
+        for (x, &width) in widths.iter().enumerate() {
+            let (segment, tail) = std::mem::take(&mut rest).split_at_mut(width);
+            rest = tail;
+            if let Some(block) = grid.owner[row_cells + x] {
+                rows[block].push(segment);
+            }
+        }
+        for a in (0..last).rev() {
+            coordinate[a] += 1;
+            if coordinate[a] < region.shape[a] {
+                if coordinate[a] == grid.bounds[a][cell[a] + 1] {
+                    cell[a] += 1;
+                }
+                break;
+            }
+            coordinate[a] = 0;
+            cell[a] = 0;
+        }
+    }
+    debug_assert!(rest.is_empty());
+    rows
+}
+
+/// The grid the blocks' boundaries cut a region into, and which block owns each cell.
+struct Grid {
+    /// Per axis, the cells' boundaries relative to the region's start, from 0 to its extent.
+    bounds: Vec<Vec<u64>>,
+    /// Cells per step of each axis in the flat (C-order) cell index, the last axis excluded.
+    strides: Vec<usize>,
+    /// Per cell in C order, the block that is that cell.
+    owner: Vec<Option<usize>>,
+}
+
+impl Grid {
+    fn new(region: &Region, blocks: &[Region]) -> Self {
+        let ndim = region.ndim();
+        let mut bounds: Vec<Vec<u64>> = region.shape.iter().map(|&n| vec![0, n]).collect();
+        for block in blocks {
+            assert!(region.contains(block), "{block:?} is not inside {region:?}");
+            for (a, axis) in bounds.iter_mut().enumerate() {
+                axis.push(block.start[a] - region.start[a]);
+                axis.push(block.end(a) - region.start[a]);
+            }
+        }
+        for axis in &mut bounds {
+            axis.sort_unstable();
+            axis.dedup();
+        }
+        let cells: Vec<usize> = bounds.iter().map(|b| b.len().saturating_sub(1)).collect();
+        let mut strides = vec![1usize; ndim];
+        for a in (0..ndim.saturating_sub(1)).rev() {
+            strides[a] = strides[a + 1] * cells[a + 1];
+        }
+        let mut owner = vec![None; cells.iter().product()];
+        for (i, block) in blocks.iter().enumerate() {
+            let mut flat = 0;
+            for (a, axis) in bounds.iter().enumerate() {
+                let start = block.start[a] - region.start[a];
+                let at = axis.binary_search(&start).expect("every start is a bound");
+                assert_eq!(
+                    axis.get(at + 1),
+                    Some(&(block.end(a) - region.start[a])),
+                    "{block:?} spans more than one cell of the grid its blocks cut {region:?} into"
+                );
+                flat += at * strides[a];
+            }
+            assert!(owner[flat].is_none(), "{block:?} overlaps another block");
+            owner[flat] = Some(i);
+        }
+        // The row walk indexes cells by their outer axes only.
+        strides.pop();
+        Self { bounds, strides, owner }
+    }
+
+    /// The flat index of the first cell of the row of cells at `cell` (outer axes).
+    fn flat(&self, cell: &[usize]) -> usize {
+        cell.iter().zip(&self.strides).map(|(c, s)| c * s).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tile::{c_order, copy_overlap};
+
+    /// The blocks a grid of `chunk`-shaped chunks (from the origin) cuts `region` into.
+    fn chunk_parts(region: &Region, chunk: &[u64]) -> Vec<Region> {
+        let ranges: Vec<(u64, u64)> = (0..region.ndim())
+            .map(|a| (region.start[a] / chunk[a], region.end(a).div_ceil(chunk[a])))
+            .collect();
+        c_order(&ranges)
+            .filter_map(|index| {
+                let start: Vec<u64> = index.iter().zip(chunk).map(|(i, c)| i * c).collect();
+                Region::new(start, chunk.to_vec()).intersect(region)
+            })
+            .collect()
+    }
+
+    /// Each block's rows, filled from a source holding `region` with distinct values, give
+    /// back that source.
+    fn round_trip(region: &Region, blocks: &[Region]) {
+        let source: Vec<u32> = (0..region.len() as u32).collect();
+        let mut buffer = vec![u32::MAX; region.len()];
+        let rows = split_rows(&mut buffer, region, blocks);
+        for (block, mut rows) in blocks.iter().zip(rows) {
+            let mut expected = vec![0u32; block.len()];
+            copy_overlap(&source, region, &mut expected, block);
+            let width = block.shape[block.ndim() - 1] as usize;
+            assert_eq!(rows.len(), block.len() / width, "rows of {block:?}");
+            for (row, values) in rows.iter_mut().zip(expected.chunks(width)) {
+                row.copy_from_slice(values);
+            }
+        }
+        assert_eq!(buffer, source, "{region:?} cut into {blocks:?}");
+    }
+
+    #[test]
+    fn chunk_blocks_get_exactly_their_rows() {
+        round_trip(
+            &Region::new(vec![3, 5, 7], vec![9, 10, 13]),
+            &chunk_parts(&Region::new(vec![3, 5, 7], vec![9, 10, 13]), &[4, 3, 5]),
+        );
+        round_trip(&Region::whole(&[17]), &chunk_parts(&Region::whole(&[17]), &[5]));
+        let five = Region::new(vec![0, 1, 2, 3, 4], vec![2, 3, 4, 5, 6]);
+        round_trip(&five, &chunk_parts(&five, &[1, 2, 3, 2, 4]));
+        // One chunk covering the whole region.
+        round_trip(&Region::whole(&[4, 6]), &[Region::whole(&[4, 6])]);
+    }
+
+    #[test]
+    fn cells_no_block_covers_keep_what_the_buffer_held() {
+        let region = Region::whole(&[4, 6]);
+        // The array ends at 3×5: the reader fills the rest with the fill value.
+        let blocks = chunk_parts(&Region::whole(&[3, 5]), &[2, 2]);
+        let mut buffer = vec![7u8; region.len()];
+        for rows in split_rows(&mut buffer, &region, &blocks) {
+            for row in rows {
+                row.fill(1);
+            }
+        }
+        let expected: Vec<u8> = (0..4)
+            .flat_map(|y| (0..6).map(move |x| if y < 3 && x < 5 { 1 } else { 7 }))
+            .collect();
+        assert_eq!(buffer, expected);
+    }
+
+    #[test]
+    #[should_panic(expected = "spans more than one cell")]
+    fn blocks_off_one_grid_are_refused() {
+        let region = Region::whole(&[4, 4]);
+        let blocks = [
+            Region::from_bounds(&[0, 0], &[2, 4]),
+            Region::from_bounds(&[2, 0], &[4, 2]),
+            Region::from_bounds(&[2, 2], &[4, 4]),
+        ];
+        let mut buffer = vec![0u8; 16];
+        let _ = split_rows(&mut buffer, &region, &blocks);
+    }
+}
