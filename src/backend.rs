@@ -277,4 +277,34 @@ pub trait Downsampler: Send + Sync {
         }
         Ok(outputs)
     }
+
+    /// Memory this backend computes from, taken for the source tile of `chain` (holding
+    /// `region` of `dtype`) before it is read, so the tile reader writes the tile there
+    /// rather than into a host tile the backend would copy: for the GPU, a mapped buffer
+    /// the device copies from. `None`, the default, where the backend reads host tiles, or
+    /// where this chain would not run in one piece.
+    #[cfg(feature = "gpu")]
+    fn stage_source(&self, dtype: DType, region: &Region, chain: &[(Step, Region)]) -> Option<gpu::StagedTile> {
+        let _ = (dtype, region, chain);
+        None
+    }
+
+    /// As [`Downsampler::downsample_chain`], from a tile [`Downsampler::stage_source`] gave
+    /// and the reader filled.
+    ///
+    /// # Errors
+    /// As [`Downsampler::downsample`]; [`BackendError::Gpu`] from a backend that stages
+    /// nothing.
+    #[cfg(feature = "gpu")]
+    fn downsample_chain_staged(
+        &self,
+        staged: gpu::StagedTile,
+        chain: &[(Step, Region)],
+    ) -> Result<Vec<Tile>, BackendError> {
+        let _ = (staged, chain);
+        Err(BackendError::Gpu(format!(
+            "the {} backend stages no tiles",
+            self.kind()
+        )))
+    }
 }

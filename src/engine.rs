@@ -254,6 +254,7 @@ fn run_build(builder: &PyramidBuilder<'_>, threads: usize) -> Result<BuildReport
         chunks_decoded: counters.decoded.load(Ordering::Relaxed),
         chunks_redecoded: counters.redecoded.load(Ordering::Relaxed),
         chunks_copied_raw: counters.raw_copied.load(Ordering::Relaxed),
+        tiles_staged: counters.staged.load(Ordering::Relaxed),
         stage_seconds: StageSeconds {
             read: ns(&counters.read_ns),
             compute: ns(&counters.compute_ns),

@@ -8,7 +8,7 @@ use crate::dtype::{DType, Sample};
 
 mod rows;
 
-pub use rows::{BlockRows, split_rows};
+pub use rows::{DealtRows, RowTarget, RowWrite, split_rows};
 
 /// An axis-aligned box `[start, start + shape)` in a level's voxel grid.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -144,11 +144,11 @@ pub fn copy_overlap<T: Copy>(src: &[T], src_region: &Region, dst: &mut [T], dst_
 }
 
 /// Copies the part of `src` (holding `src_region`) that `rows_region` covers into `rows`,
-/// the rows of `rows_region` in C order as [`split_rows`] hands them out.
+/// the rows of `rows_region` in C order as [`split_rows`] deals them.
 ///
 /// # Panics
 /// If `rows_region` is not inside `src_region` or `rows` are not its rows.
-pub fn copy_into_rows<T: Copy>(src: &[T], src_region: &Region, rows: &mut [&mut [T]], rows_region: &Region) {
+pub fn copy_into_rows<T: Copy, R: RowWrite<T>>(src: &[T], src_region: &Region, rows: &mut [R], rows_region: &Region) {
     assert!(
         src_region.contains(rows_region),
         "{rows_region:?} is not inside {src_region:?}"
@@ -157,7 +157,7 @@ pub fn copy_into_rows<T: Copy>(src: &[T], src_region: &Region, rows: &mut [&mut 
     // The overlap is all of `rows_region`, whose rows come in C order.
     for_each_overlap_row(src_region, rows_region, |src_off, _, len| {
         let row = rows.next().expect("a row per row of the region");
-        row.copy_from_slice(&src[src_off..src_off + len]);
+        row.write(&src[src_off..src_off + len]);
     });
     assert!(rows.next().is_none(), "a row per row of the region");
 }

@@ -509,45 +509,77 @@ fn each_input_chunk_is_decoded_once_per_pass() {
     }
 }
 
+/// A 16×64×64 array of `dtype` in 8×32×32 chunks, `name` in `dir`.
+fn small_input(dir: &Path, name: &str, dtype: DType) -> PathBuf {
+    synthetic_input(
+        dir,
+        name,
+        &spec(&[16, 64, 64], &[8, 32, 32], dtype, ArrayFormat::V2, Codec::Zstd(1)),
+    )
+}
+
+/// The `--json` report of a build of `input` with `method` on `backend`, into `dir`.
+fn build_report(dir: &Path, input: &Path, method: &str, backend: &str) -> serde_json::Value {
+    let name = input.file_stem().unwrap().to_string_lossy();
+    let output = dir.join(format!("{name}-{method}-{backend}.ome.zarr"));
+    json_stdout(&build(&[
+        input.to_str().unwrap(),
+        output.to_str().unwrap(),
+        "--method",
+        method,
+        "--backend",
+        backend,
+        "--json",
+    ]))
+}
+
 /// The report names the threads of the backend's own that computed the tiles (whose time
 /// is the compute stage's): none on the CPU; a GPU's submission threads, except where it
 /// leaves the method and dtype to the CPU.
 #[test]
 fn the_report_counts_the_backends_compute_threads() {
     let dir = TempDir::new().unwrap();
-    let input = |name: &str, dtype| {
-        synthetic_input(
-            dir.path(),
-            name,
-            &spec(&[16, 64, 64], &[8, 32, 32], dtype, ArrayFormat::V2, Codec::Zstd(1)),
-        )
-    };
     let compute_threads = |input: &Path, method: &str, backend: &str| {
-        let name = input.file_stem().unwrap().to_string_lossy();
-        let output = dir.path().join(format!("{name}-{method}-{backend}.ome.zarr"));
-        let out = build(&[
-            input.to_str().unwrap(),
-            output.to_str().unwrap(),
-            "--method",
-            method,
-            "--backend",
-            backend,
-            "--json",
-        ]);
-        let report = json_stdout(&out);
-        report["compute_threads"]
+        build_report(dir.path(), input, method, backend)["compute_threads"]
             .as_u64()
             .expect("the report counts compute threads")
     };
-    let words = input("u16.zarr", DType::U16);
+    let words = small_input(dir.path(), "u16.zarr", DType::U16);
     assert_eq!(compute_threads(&words, "mean", "cpu"), 0);
     if common::gpu_or_skip("the_report_counts_the_backends_compute_threads").is_none() {
         return;
     }
     assert!(compute_threads(&words, "mean", "gpu") >= 1);
-    let wide = input("u32.zarr", DType::U32);
+    let wide = small_input(dir.path(), "u32.zarr", DType::U32);
     assert_eq!(
         compute_threads(&wide, "gaussian", "gpu"),
+        0,
+        "gaussian on uint32 is computed on the CPU"
+    );
+}
+
+/// A GPU build reads the tiles it computes straight into the GPU's staging memory (and
+/// `--json` counts them); a CPU build, and a GPU build of a method the GPU leaves to the
+/// CPU, read host tiles.
+#[test]
+fn gpu_builds_read_their_tiles_into_staging_memory() {
+    let dir = TempDir::new().unwrap();
+    let staged = |input: &Path, method: &str, backend: &str| {
+        build_report(dir.path(), input, method, backend)["tiles_staged"]
+            .as_u64()
+            .expect("the report counts staged tiles")
+    };
+    let words = small_input(dir.path(), "u16.zarr", DType::U16);
+    assert_eq!(staged(&words, "mean", "cpu"), 0);
+    if common::gpu_or_skip("gpu_builds_read_their_tiles_into_staging_memory").is_none() {
+        return;
+    }
+    for method in ["mean", "nearest", "gaussian"] {
+        assert!(staged(&words, method, "gpu") >= 1, "{method}");
+    }
+    let wide = small_input(dir.path(), "u32.zarr", DType::U32);
+    assert_eq!(
+        staged(&wide, "gaussian", "gpu"),
         0,
         "gaussian on uint32 is computed on the CPU"
     );

@@ -7,6 +7,9 @@
 //!   tasks on different engine threads overlap. Each slot uploads through host-visible
 //!   memory that stays mapped between its tasks ([`upload`]), and reads back into another
 //!   that it keeps.
+//! - A worker reading a tile the GPU will compute reads it straight into a mapped buffer
+//!   the device copies from ([`StagedTile`]), not into a host tile that the submission thread
+//!   would copy there.
 //! - Several levels of a chain are computed in a row on the device: level `k + 2` reads
 //!   level `k + 1` where the previous dispatch left it; only the results travel back.
 //! - A dispatch whose destination rows hold whole words runs as a 3-D grid over words, rows
@@ -25,6 +28,7 @@ mod context;
 mod memory;
 pub mod program;
 mod ring;
+mod staged;
 mod upload;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +36,7 @@ use std::sync::{Arc, Mutex};
 
 pub use context::{GpuContext, PhaseTimes, shader_source};
 pub use program::Kernel;
+pub use staged::{StagedRows, StagedTile};
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::{AdapterSummary, BackendError, BackendKind, Downsampler, Step, required_source};
@@ -414,6 +419,29 @@ impl Downsampler for GpuBackend {
             outputs.push(tile);
         }
         Ok(outputs)
+    }
+
+    fn stage_source(&self, dtype: DType, region: &Region, chain: &[(Step, Region)]) -> Option<StagedTile> {
+        if !chain.iter().all(|(step, _)| self.supports(step.method, dtype)) {
+            return None;
+        }
+        let program = program::build(dtype, region, chain).filter(|p| self.context.fits(dtype, p))?;
+        match self.context.stage(dtype, region, program) {
+            Ok(staged) => Some(staged),
+            Err(e) => {
+                tracing::debug!("no staging buffer ({e}): the tile is read into host memory");
+                None
+            }
+        }
+    }
+
+    fn downsample_chain_staged(&self, staged: StagedTile, chain: &[(Step, Region)]) -> Result<Vec<Tile>, BackendError> {
+        let outputs = self.context.run_staged(staged)?;
+        Ok(chain
+            .iter()
+            .zip(outputs)
+            .map(|((_, region), data)| Tile::new(region.clone(), data))
+            .collect())
     }
 }
 

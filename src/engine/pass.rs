@@ -27,6 +27,8 @@ pub(super) struct Counters {
     pub(super) decoded: AtomicU64,
     pub(super) redecoded: AtomicU64,
     pub(super) raw_copied: AtomicU64,
+    /// Source tiles read into the backend's staging memory.
+    pub(super) staged: AtomicU64,
     pub(super) read_ns: AtomicU64,
     pub(super) compute_ns: AtomicU64,
     pub(super) write_ns: AtomicU64,
@@ -40,6 +42,7 @@ impl Counters {
             decoded: AtomicU64::new(0),
             redecoded: AtomicU64::new(0),
             raw_copied: AtomicU64::new(0),
+            staged: AtomicU64::new(0),
             read_ns: AtomicU64::new(0),
             compute_ns: AtomicU64::new(0),
             write_ns: AtomicU64::new(0),

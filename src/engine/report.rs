@@ -83,6 +83,9 @@ pub struct BuildReport {
     pub chunks_redecoded: u64,
     /// Level-0 chunks copied without decoding and re-encoding.
     pub chunks_copied_raw: u64,
+    /// Source tiles read straight into the GPU's staging memory rather than into host
+    /// tiles (0 on the CPU).
+    pub tiles_staged: u64,
     /// Time per stage, summed over tasks.
     pub stage_seconds: StageSeconds,
     /// Worker threads.

@@ -178,6 +178,10 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
                 self.write(&spans, output, None, &outputs)
             })));
         }
+        #[cfg(feature = "gpu")]
+        if let Some(staged) = self.stage(&read_region, &chain) {
+            return self.start_staged(staged, &read_region, chain, spans, output, started);
+        }
         let data = self.reader.read_into(&read_region, self.buffers.take())?;
         let source_tile = Tile::new(read_region, T::wrap(data));
         add_ns(&context.counters.read_ns, started.elapsed());
@@ -187,6 +191,42 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
             add_ns(&context.counters.compute_ns, computing.elapsed());
             let write: WriteJob<'_, TileOutput> =
                 Box::new(move || self.write(&spans, output, Some(source_tile), &outputs));
+            Ok(write)
+        })))
+    }
+
+    /// A staged source tile for `chain` from the backend, unless level `first` is written
+    /// from the decoded tile, which must then be in host memory after the compute.
+    #[cfg(feature = "gpu")]
+    fn stage(&self, read_region: &Region, chain: &[(Step, Region)]) -> Option<crate::backend::gpu::StagedTile> {
+        let context = self.context;
+        if self.pass.writes_first && context.level0 == Level0::Encoded {
+            return None;
+        }
+        context.backend.stage_source(T::DTYPE, read_region, chain)
+    }
+
+    /// Reads the tile straight into `staged` and returns its compute, which computes
+    /// `chain` from there, and then its writes.
+    #[cfg(feature = "gpu")]
+    fn start_staged(
+        &self,
+        mut staged: crate::backend::gpu::StagedTile,
+        read_region: &Region,
+        chain: Vec<(Step, Region)>,
+        spans: TileSpans,
+        output: TileOutput,
+        started: Instant,
+    ) -> Result<Started<'_, TileOutput>, BuildError> {
+        let context = self.context;
+        staged.write_with::<T, _>(|rows| self.reader.read_rows(read_region, rows))??;
+        context.counters.staged.fetch_add(1, Ordering::Relaxed);
+        add_ns(&context.counters.read_ns, started.elapsed());
+        Ok(Started::Compute(Box::new(move || {
+            let computing = Instant::now();
+            let outputs = context.backend.downsample_chain_staged(staged, &chain)?;
+            add_ns(&context.counters.compute_ns, computing.elapsed());
+            let write: WriteJob<'_, TileOutput> = Box::new(move || self.write(&spans, output, None, &outputs));
             Ok(write)
         })))
     }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, TryLockError};
 
 use super::{ChunkSource, StoreElement, StoreError};
-use crate::tile::{BlockRows, Region, copy_into_rows, copy_overlap, split_rows};
+use crate::tile::{Region, RowTarget, RowWrite, copy_into_rows, copy_overlap, split_rows};
 
 /// The voxels of `chunk` inside an array of `shape` on `axis`, `[lo, hi)` (edge chunks
 /// extend past the array).
@@ -70,12 +70,12 @@ pub fn halo_bands(chunk: &Region, read_spans: &[Vec<(u64, u64)>], shape: &[u64])
 }
 
 /// One chunk's share of a tile read: the chunk, its part of the tile, and that part's rows
-/// of the tile's buffer.
-struct ChunkJob<'r, 'b, T> {
+/// of the memory the tile is read into.
+struct ChunkJob<'r, R> {
     idx: &'r [u64],
     chunk_region: &'r Region,
     wanted: &'r Region,
-    rows: BlockRows<'b, T>,
+    rows: Vec<R>,
 }
 
 /// Counters of a [`TileReader`].
@@ -442,12 +442,6 @@ impl<'s, T: StoreElement> TileReader<'s, T> {
     /// # Errors
     /// As [`TileReader::read`].
     pub fn read_into(&self, region: &Region, mut buffer: Vec<T>) -> Result<Vec<T>, StoreError> {
-        use rayon::prelude::*;
-        // The chunks cover a region inside the array, so every element of the buffer is
-        // overwritten below and the reused allocation need not be cleared first.
-        if !Region::whole(self.source.shape()).contains(region) {
-            buffer.clear();
-        }
         if buffer.capacity() < region.len() {
             // Too small: a fresh allocation, rather than growing one whose contents would be
             // copied over only to be overwritten.
@@ -455,7 +449,22 @@ impl<'s, T: StoreElement> TileReader<'s, T> {
         }
         buffer.truncate(region.len());
         buffer.resize(region.len(), self.fill);
-        let mut out = buffer;
+        self.read_rows(region, buffer.as_mut_slice())?;
+        Ok(buffer)
+    }
+
+    /// Reads `region` into `target`, which spans it in C order, writing every element once:
+    /// the chunks' elements, and the fill value where no chunk lies (outside the array).
+    /// The chunks are decoded in parallel when the region spans several, and each is
+    /// copied into its own rows of `target` ([`split_rows`]), so threads copy at once.
+    ///
+    /// # Errors
+    /// [`StoreError::ReadChunk`] naming the first chunk that failed.
+    pub fn read_rows<R>(&self, region: &Region, target: R) -> Result<(), StoreError>
+    where
+        R: RowTarget + RowWrite<T> + Send,
+    {
+        use rayon::prelude::*;
         let indices = self.source.chunks_in(region);
         let chunks: Vec<(&Vec<u64>, Region, Region)> = indices
             .iter()
@@ -466,12 +475,14 @@ impl<'s, T: StoreElement> TileReader<'s, T> {
             })
             .collect();
         let parts: Vec<Region> = chunks.iter().map(|(_, _, wanted)| wanted.clone()).collect();
-        // Each chunk gets the rows of its part of the tile, so the threads copy their
-        // chunks in at once (a lock around the tile made the copies take turns, which
-        // caps the read at one core's copy rate however many cores decode). Each decoded
-        // chunk is copied in as soon as it is ready and then dropped (unless the cache
-        // keeps it), so a read holds the tile plus a few chunks, not two tiles.
-        let jobs: Vec<ChunkJob<'_, '_, T>> = split_rows(&mut out, region, &parts)
+        let dealt = split_rows(target, region, &parts);
+        for mut row in dealt.uncovered {
+            row.fill(self.fill);
+        }
+        // Each decoded chunk is copied in as soon as it is ready and then dropped (unless
+        // the cache keeps it), so a read holds the tile plus a few chunks, not two tiles.
+        let jobs: Vec<ChunkJob<'_, R>> = dealt
+            .blocks
             .into_iter()
             .zip(&chunks)
             .map(|(rows, (idx, chunk_region, wanted))| ChunkJob {
@@ -484,22 +495,21 @@ impl<'s, T: StoreElement> TileReader<'s, T> {
         // A chunk another thread is decoding (a halo this tile shares with one being read
         // beside it) is left for last instead of waited on: meanwhile this thread decodes
         // the tile's other chunks, and by then the busy one is usually in the cache.
-        let busy: Vec<ChunkJob<'_, '_, T>> = jobs
+        let busy: Vec<ChunkJob<'_, R>> = jobs
             .into_par_iter()
-            .filter_map(|job| self.fill(job, false).transpose())
+            .filter_map(|job| self.copy_chunk(job, false).transpose())
             .collect::<Result<_, _>>()?;
         busy.into_par_iter()
-            .try_for_each(|job| self.fill(job, true).map(drop))?;
-        Ok(out)
+            .try_for_each(|job| self.copy_chunk(job, true).map(drop))
     }
 
     /// Copies `job`'s chunk into its rows; the job back, with nothing done, if the chunk is
     /// busy (another thread holds it) and `wait` is false.
-    fn fill<'r, 'b>(
+    fn copy_chunk<'r, R: RowWrite<T>>(
         &self,
-        mut job: ChunkJob<'r, 'b, T>,
+        mut job: ChunkJob<'r, R>,
         wait: bool,
-    ) -> Result<Option<ChunkJob<'r, 'b, T>>, StoreError> {
+    ) -> Result<Option<ChunkJob<'r, R>>, StoreError> {
         let found = if wait {
             Some(self.chunk(job.idx, job.chunk_region, job.wanted)?)
         } else {

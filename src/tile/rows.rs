@@ -1,18 +1,69 @@
 //! A C-order buffer cut into the blocks of a grid, each handed out as its own rows:
-//! disjoint mutable slices, so that threads can fill different blocks at once with no lock
-//! and no `unsafe`.
+//! disjoint mutable slices, so that threads can fill different blocks at once with no lock.
 //!
 //! The tile reader fills a tile from the chunks that cover it. Each chunk's part of the
 //! tile is a block of the grid the chunk boundaries cut the tile into; a block's rows (runs
 //! along the last axis) are scattered through the tile's buffer, one per row of the tile
 //! it spans, so a block is not one slice. [`split_rows`] walks the buffer once, splitting
 //! it into row segments and dealing each to its block.
+//!
+//! The buffer is any [`RowTarget`]: a mutable slice, or memory the host may only write (a
+//! GPU upload buffer mapped into the host, which the GPU backend reads tiles into).
 
 use super::Region;
 
-/// The rows of one block, in C order: as many as the block has rows, each as long as the
-/// block's extent on the last axis.
-pub type BlockRows<'a, T> = Vec<&'a mut [T]>;
+/// Memory that rows are cut from: it splits in two like a mutable slice.
+pub trait RowTarget: Sized {
+    /// Elements it spans.
+    fn len(&self) -> usize;
+    /// True if it spans none.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The first `mid` elements, and the rest.
+    fn split_at(self, mid: usize) -> (Self, Self);
+    /// A target of no elements.
+    fn empty() -> Self;
+}
+
+/// A row that elements of type `T` are written into.
+pub trait RowWrite<T> {
+    /// Writes `src`, exactly as long as the row.
+    fn write(&mut self, src: &[T]);
+    /// Writes `value` to every element.
+    fn fill(&mut self, value: T);
+}
+
+impl<T> RowTarget for &mut [T] {
+    fn len(&self) -> usize {
+        <[T]>::len(self)
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        self.split_at_mut(mid)
+    }
+    fn empty() -> Self {
+        &mut []
+    }
+}
+
+impl<T: Copy> RowWrite<T> for &mut [T] {
+    fn write(&mut self, src: &[T]) {
+        self.copy_from_slice(src);
+    }
+    fn fill(&mut self, value: T) {
+        <[T]>::fill(self, value);
+    }
+}
+
+/// The rows of each block of a [`split_rows`] grid, in the order of the blocks, each in C
+/// order (as many as the block has rows, each as long as its extent on the last axis);
+/// and the row segments of the cells no block covers, in C order.
+pub struct DealtRows<R> {
+    /// Per block, its rows.
+    pub blocks: Vec<Vec<R>>,
+    /// What no block covers.
+    pub uncovered: Vec<R>,
+}
 
 /// Splits `buffer`, which holds `region` in C order, into the rows of each of `blocks`
 /// (returned in the order of `blocks`).
@@ -20,18 +71,17 @@ pub type BlockRows<'a, T> = Vec<&'a mut [T]>;
 /// `blocks` must be disjoint, inside `region`, and each a cell of one rectilinear grid
 /// over it: the blocks' boundaries on each axis, together with the region's, cut it into
 /// cells, and every block is exactly one of them. The parts of a chunk grid that overlap a
-/// region are such blocks. Cells no block covers are not handed out (the buffer keeps
-/// what it holds there).
+/// region are such blocks. The cells no block covers are dealt as `uncovered`.
 ///
 /// # Panics
 /// If `buffer` does not hold `region`, or a block is not one cell of that grid (outside
 /// `region`, overlapping another, or spanning a boundary another block sets).
-pub fn split_rows<'a, T>(buffer: &'a mut [T], region: &Region, blocks: &[Region]) -> Vec<BlockRows<'a, T>> {
+pub fn split_rows<R: RowTarget>(buffer: R, region: &Region, blocks: &[Region]) -> DealtRows<R> {
     assert_eq!(buffer.len(), region.len(), "the buffer holds {region:?}");
     let ndim = region.ndim();
     assert!(ndim > 0, "a region has at least one axis");
     let grid = Grid::new(region, blocks);
-    let mut rows: Vec<BlockRows<'a, T>> = blocks
+    let mut rows: Vec<Vec<R>> = blocks
         .iter()
         .map(|b| Vec::with_capacity(usize::try_from(b.num_elements() / b.shape[ndim - 1].max(1)).unwrap_or(0)))
         .collect();
@@ -41,8 +91,12 @@ pub fn split_rows<'a, T>(buffer: &'a mut [T], region: &Region, blocks: &[Region]
         .map(|w| usize::try_from(w[1] - w[0]).expect("a row fits in memory"))
         .collect();
     let mut rest = buffer;
+    let mut uncovered = Vec::new();
     if region.is_empty() {
-        return rows;
+        return DealtRows {
+            blocks: rows,
+            uncovered,
+        };
     }
     // The coordinates of the row (outer axes, relative to the region) and the cell it lies
     // in on each of them, advanced together.
@@ -51,10 +105,11 @@ pub fn split_rows<'a, T>(buffer: &'a mut [T], region: &Region, blocks: &[Region]
     for _ in 0..region.shape[..last].iter().product::<u64>() {
         let row_cells = grid.flat(&cell);
         for (x, &width) in widths.iter().enumerate() {
-            let (segment, tail) = std::mem::take(&mut rest).split_at_mut(width);
+            let (segment, tail) = std::mem::replace(&mut rest, R::empty()).split_at(width);
             rest = tail;
-            if let Some(block) = grid.owner[row_cells + x] {
-                rows[block].push(segment);
+            match grid.owner[row_cells + x] {
+                Some(block) => rows[block].push(segment),
+                None => uncovered.push(segment),
             }
         }
         for a in (0..last).rev() {
@@ -70,7 +125,10 @@ pub fn split_rows<'a, T>(buffer: &'a mut [T], region: &Region, blocks: &[Region]
         }
     }
     debug_assert!(rest.is_empty());
-    rows
+    DealtRows {
+        blocks: rows,
+        uncovered,
+    }
 }
 
 /// The grid the blocks' boundaries cut a region into, and which block owns each cell.
@@ -153,8 +211,8 @@ mod tests {
     fn round_trip(region: &Region, blocks: &[Region]) {
         let source: Vec<u32> = (0..region.len() as u32).collect();
         let mut buffer = vec![u32::MAX; region.len()];
-        let rows = split_rows(&mut buffer, region, blocks);
-        for (block, mut rows) in blocks.iter().zip(rows) {
+        let dealt = split_rows(buffer.as_mut_slice(), region, blocks);
+        for (block, mut rows) in blocks.iter().zip(dealt.blocks) {
             let mut expected = vec![0u32; block.len()];
             copy_overlap(&source, region, &mut expected, block);
             let width = block.shape[block.ndim() - 1] as usize;
@@ -180,18 +238,22 @@ mod tests {
     }
 
     #[test]
-    fn cells_no_block_covers_keep_what_the_buffer_held() {
+    fn cells_no_block_covers_are_dealt_apart() {
         let region = Region::whole(&[4, 6]);
         // The array ends at 3×5: the reader fills the rest with the fill value.
         let blocks = chunk_parts(&Region::whole(&[3, 5]), &[2, 2]);
         let mut buffer = vec![7u8; region.len()];
-        for rows in split_rows(&mut buffer, &region, &blocks) {
+        let dealt = split_rows(buffer.as_mut_slice(), &region, &blocks);
+        for rows in dealt.blocks {
             for row in rows {
                 row.fill(1);
             }
         }
+        for row in dealt.uncovered {
+            row.fill(2);
+        }
         let expected: Vec<u8> = (0..4)
-            .flat_map(|y| (0..6).map(move |x| if y < 3 && x < 5 { 1 } else { 7 }))
+            .flat_map(|y| (0..6).map(move |x| if y < 3 && x < 5 { 1 } else { 2 }))
             .collect();
         assert_eq!(buffer, expected);
     }
@@ -206,6 +268,6 @@ mod tests {
             Region::from_bounds(&[2, 2], &[4, 4]),
         ];
         let mut buffer = vec![0u8; 16];
-        let _ = split_rows(&mut buffer, &region, &blocks);
+        let _ = split_rows(buffer.as_mut_slice(), &region, &blocks);
     }
 }

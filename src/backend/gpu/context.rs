@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 
 use super::program::{Dispatch, Grid, Kernel, PARAM_WORDS, Program, Slot, WORKGROUP, elem_code, elements_per_word};
 use super::ring::{BufferRing, RingSlot, SlotBuffers, ensure};
+use super::staged::{StagedTile, StagingPool};
 use super::upload::{Part, UploadBuffer};
 use crate::backend::BackendError;
 use crate::dtype::DType;
 use crate::method::Method;
-use crate::tile::TileData;
+use crate::tile::{Region, TileData};
 
 /// WGSL sources, one per kernel, each prefixed with the shared helpers.
 const COMMON: &str = include_str!("../../../shaders/common.wgsl");
@@ -68,6 +69,8 @@ pub struct GpuContext {
     dummy_read: wgpu::Buffer,
     dummy_write: wgpu::Buffer,
     ring: BufferRing,
+    /// Mapped buffers that workers read source tiles into ([`StagedTile`]).
+    staging: StagingPool,
     /// Bytes of device buffers one ring slot may hold ([`super::memory::slot_share`]).
     pub(super) slot_device_bytes: u64,
     poll_timeout: Duration,
@@ -153,6 +156,7 @@ impl GpuContext {
             dummy_read,
             dummy_write,
             ring: BufferRing::new(ring_slots),
+            staging: StagingPool::default(),
             slot_device_bytes,
             poll_timeout: Duration::from_secs(
                 std::env::var("OME_PYRAMID_GPU_TIMEOUT_S")
@@ -310,6 +314,65 @@ impl GpuContext {
         program: &Program,
         separate_phases: bool,
     ) -> Result<(Vec<TileData>, PhaseTimes), BackendError> {
+        self.run_job(dtype, JobSource::Host(source), program, separate_phases)
+    }
+
+    /// A mapped buffer for a source tile of `region` and `dtype` that `program` will
+    /// compute, for the tile reader to fill ([`StagedTile::write_with`]) and
+    /// [`GpuContext::run_staged`] to compute.
+    ///
+    /// # Errors
+    /// [`BackendError::Gpu`] if waiting for a buffer's previous submission fails.
+    pub fn stage(&self, dtype: DType, region: &Region, program: Program) -> Result<StagedTile, BackendError> {
+        let mut buffer = self.staging.take();
+        let bytes = (region.len() as u64 * dtype.size() as u64).next_multiple_of(4);
+        UploadBuffer::ready(
+            &mut buffer,
+            &self.device,
+            bytes,
+            self.limits.max_buffer_size,
+            self.poll_timeout,
+            |s| self.wait(s),
+        )?;
+        Ok(StagedTile {
+            upload: buffer.expect("made ready"),
+            program,
+            region: region.clone(),
+            dtype,
+        })
+    }
+
+    /// Runs the program of a staged tile, copying its source from the staged buffer; the
+    /// buffer goes back to the pool, to be mapped again once that copy is done.
+    ///
+    /// # Errors
+    /// As [`GpuContext::run`].
+    pub fn run_staged(&self, staged: StagedTile) -> Result<Vec<TileData>, BackendError> {
+        let StagedTile {
+            mut upload,
+            program,
+            dtype,
+            ..
+        } = staged;
+        upload.unmap();
+        let result = self.run_job(dtype, JobSource::Staged(&mut upload), &program, false);
+        self.staging.give(upload);
+        result.map(|(data, _)| data)
+    }
+
+    /// Buffers in the staging pool now.
+    #[cfg(test)]
+    pub(crate) fn staged_buffers(&self) -> usize {
+        self.staging.len()
+    }
+
+    fn run_job(
+        &self,
+        dtype: DType,
+        source: JobSource<'_>,
+        program: &Program,
+        separate_phases: bool,
+    ) -> Result<(Vec<TileData>, PhaseTimes), BackendError> {
         self.check_alive()?;
         let elem = elem_code(dtype).ok_or(BackendError::UnsupportedDType { backend: "gpu", dtype })?;
         let (level_bytes, scratch_bytes) = self.buffer_bytes(dtype, program).ok_or_else(|| {
@@ -318,15 +381,16 @@ impl GpuContext {
         let mut slot = self.ring.acquire();
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let out_of_memory = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let job = Job {
+        let mut job = Job {
             elem,
+            dtype,
             source,
             program,
             level_bytes: &level_bytes,
             scratch_bytes: &scratch_bytes,
             separate_phases,
         };
-        let result = self.execute(&job, &mut slot);
+        let result = self.execute(&mut job, &mut slot);
         let oom = pollster::block_on(out_of_memory.pop());
         let invalid = pollster::block_on(validation.pop());
         if let Some(e) = oom.or(invalid) {
@@ -346,7 +410,7 @@ impl GpuContext {
     }
 
     /// Sizes the slot's buffers, uploads, encodes the dispatches, submits, and reads back.
-    fn execute(&self, job: &Job<'_>, slot: &mut RingSlot<'_>) -> Result<(Vec<TileData>, PhaseTimes), BackendError> {
+    fn execute(&self, job: &mut Job<'_>, slot: &mut RingSlot<'_>) -> Result<(Vec<TileData>, PhaseTimes), BackendError> {
         let started = Instant::now();
         let mut times = PhaseTimes::default();
         let device = &self.device;
@@ -390,20 +454,31 @@ impl GpuContext {
         let map_read = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
         ensure(device, &mut buffers.readback, readback_bytes, map_read, "readback", max);
 
-        // Upload: the source words (8/16-bit elements packed, padded to whole words), the
-        // parameter blocks at aligned offsets, and the stencil tables, through the slot's
-        // mapped upload buffer.
-        let source = job.source.as_bytes();
+        // Upload: the source words (8/16-bit elements packed, padded to whole words), unless
+        // they are staged already, the parameter blocks at aligned offsets, and the stencil
+        // tables, through the slot's mapped upload buffer.
+        let source = match &job.source {
+            JobSource::Host(data) => data.as_bytes(),
+            JobSource::Staged(_) => &[],
+        };
         // Whole words: the level-0 buffer's size.
         let source_bytes = job.level_bytes[0];
-        debug_assert_eq!(source_bytes, (source.len() as u64).next_multiple_of(4));
         let mut params = vec![0u8; usize::try_from(params_bytes).expect("fits")];
         for (i, d) in program.dispatches.iter().enumerate() {
             let at = usize::try_from(block).expect("fits") * i;
             params[at..at + PARAM_WORDS * 4].copy_from_slice(bytemuck::cast_slice(&d.params));
         }
         let aux: &[u8] = bytemuck::cast_slice(&program.aux);
-        let params_at = source_bytes;
+        let params_at = match &job.source {
+            JobSource::Host(_) => {
+                debug_assert_eq!(source_bytes, (source.len() as u64).next_multiple_of(4));
+                source_bytes
+            }
+            JobSource::Staged(staged) => {
+                debug_assert!(staged.bytes() >= source_bytes);
+                0
+            }
+        };
         let aux_at = params_at + params_bytes;
         let upload_bytes = aux_at + aux.len() as u64;
         let upload = UploadBuffer::ready(&mut buffers.upload, device, upload_bytes, max, self.poll_timeout, |s| {
@@ -417,13 +492,17 @@ impl GpuContext {
             },
             Part { at: aux_at, bytes: aux },
         ])?;
+        let source_buffer = match &job.source {
+            JobSource::Host(_) => upload.buffer(),
+            JobSource::Staged(staged) => staged.buffer(),
+        };
         let level0 = &buffers.levels[0].as_ref().expect("ensured").buffer;
         let params_buffer = &buffers.params.as_ref().expect("ensured").buffer;
         let aux_buffer = &buffers.aux.as_ref().expect("ensured").buffer;
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("pyramid chain"),
         });
-        encoder.copy_buffer_to_buffer(upload.buffer(), 0, level0, 0, source_bytes);
+        encoder.copy_buffer_to_buffer(source_buffer, 0, level0, 0, source_bytes);
         encoder.copy_buffer_to_buffer(upload.buffer(), params_at, params_buffer, 0, params_bytes);
         if !aux.is_empty() {
             encoder.copy_buffer_to_buffer(upload.buffer(), aux_at, aux_buffer, 0, aux.len() as u64);
@@ -431,6 +510,9 @@ impl GpuContext {
         if job.separate_phases {
             let submission = self.queue.submit([encoder.finish()]);
             upload.remap_after(submission.clone());
+            if let JobSource::Staged(staged) = &mut job.source {
+                staged.remap_after(submission.clone());
+            }
             self.wait(submission)?;
             encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("pyramid chain"),
@@ -501,6 +583,9 @@ impl GpuContext {
         let submission = self.queue.submit([encoder.finish()]);
         if !job.separate_phases {
             upload.remap_after(submission.clone());
+            if let JobSource::Staged(staged) = &mut job.source {
+                staged.remap_after(submission.clone());
+            }
         }
         let (sender, receiver) = mpsc::channel();
         let slice = readback.slice(0..readback_bytes.max(4));
@@ -518,7 +603,7 @@ impl GpuContext {
                 .map_err(gpu_error)?;
             self.check_alive()?;
             let view = slice.get_mapped_range().map_err(gpu_error)?;
-            let dtype = job.source.dtype();
+            let dtype = job.dtype;
             let mut at = 0usize;
             let mut outputs = Vec::with_capacity(job.level_bytes.len() - 1);
             for (i, &bytes) in job.level_bytes.iter().enumerate().skip(1) {
@@ -640,10 +725,20 @@ impl GpuContext {
     }
 }
 
+/// Where a job's source tile is.
+enum JobSource<'a> {
+    /// In host memory: the job copies it into the slot's upload buffer.
+    Host(&'a TileData),
+    /// Staged (unmapped, ready to copy from): the job copies from it, and asks for it to be
+    /// mapped again after.
+    Staged(&'a mut UploadBuffer),
+}
+
 /// One program to run on a slot.
 struct Job<'a> {
     elem: u32,
-    source: &'a TileData,
+    dtype: DType,
+    source: JobSource<'a>,
     program: &'a Program,
     level_bytes: &'a [u64],
     scratch_bytes: &'a [u64; 2],

@@ -1,13 +1,17 @@
 //! A ring slot's upload buffer: host-visible memory that stays allocated and mapped between
-//! the slot's tasks. A task copies its source tile, parameter blocks and stencil tables into
-//! it, unmaps it, and records copies from it to the device buffers at the head of its
-//! commands; once that submission is done, the buffer is mapped again for the next task.
+//! the slot's tasks. A task copies its source tile (unless the tile was read into a staging
+//! buffer, [`super::staged`], which is an upload buffer of the context's pool), parameter
+//! blocks and stencil tables into it, unmaps it, and records copies from it to the device
+//! buffers at the head of its commands; once that submission is done, the buffer is mapped
+//! again for the next task.
 //!
 //! `Queue::write_buffer` would instead allocate (and, on a first touch, fault in) a staging
 //! buffer the size of every tile, and free it after the submission.
 
 use std::sync::mpsc;
 use std::time::Duration;
+
+use wgpu::WriteOnly;
 
 use crate::backend::BackendError;
 
@@ -108,6 +112,11 @@ impl UploadBuffer {
         Ok(())
     }
 
+    /// Its size in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
     /// The buffer, to copy from.
     pub fn buffer(&self) -> &wgpu::Buffer {
         &self.buffer
@@ -119,28 +128,47 @@ impl UploadBuffer {
     /// # Errors
     /// [`BackendError::Gpu`] if the buffer cannot be viewed.
     pub fn write_and_unmap(&mut self, parts: &[Part<'_>]) -> Result<(), BackendError> {
-        debug_assert!(matches!(self.state, MapState::Mapped));
-        self.state = MapState::Unusable;
         let end = parts
             .iter()
             .map(|p| p.at + (p.bytes.len() as u64).next_multiple_of(4))
             .max()
             .unwrap_or(0)
             .max(4);
-        {
-            let mut view = self
-                .buffer
-                .get_mapped_range_mut(0..end)
-                .map_err(|e| BackendError::Gpu(format!("the upload buffer cannot be written: {e}")))?;
+        self.write_with(end, |mut view| {
             for part in parts {
                 let at = usize::try_from(part.at).expect("within a mapped buffer");
                 let len = part.bytes.len();
                 view.slice(at..at + len).copy_from_slice(part.bytes);
                 view.slice(at + len..at + len.next_multiple_of(4)).fill(0);
             }
-        }
-        self.buffer.unmap();
+        })?;
+        self.unmap();
         Ok(())
+    }
+
+    /// Lets `write` write the buffer's first `bytes` (host memory that may be
+    /// write-combined: written, never read), while it stays mapped.
+    ///
+    /// # Errors
+    /// [`BackendError::Gpu`] if the buffer cannot be viewed.
+    pub fn write_with<R>(
+        &mut self,
+        bytes: u64,
+        write: impl FnOnce(WriteOnly<'_, [u8]>) -> R,
+    ) -> Result<R, BackendError> {
+        debug_assert!(matches!(self.state, MapState::Mapped));
+        let mut view = self
+            .buffer
+            .get_mapped_range_mut(0..bytes.max(4))
+            .map_err(|e| BackendError::Gpu(format!("the upload buffer cannot be written: {e}")))?;
+        Ok(write(view.slice(..)))
+    }
+
+    /// Unmaps the buffer for the device to copy from; until [`UploadBuffer::remap_after`],
+    /// it cannot be written.
+    pub fn unmap(&mut self) {
+        self.state = MapState::Unusable;
+        self.buffer.unmap();
     }
 
     /// Asks for the buffer to be mapped again once `submission`, which copies from it, is

@@ -497,6 +497,12 @@ pub(crate) fn print_summary(report: &BuildReport) {
             report.chunks_copied_raw
         );
     }
+    if report.tiles_staged > 0 {
+        tracing::debug!(
+            "{} source tiles read straight into GPU staging memory",
+            report.tiles_staged
+        );
+    }
     tracing::debug!(
         "chunks decoded {} (re-decoded {}), stage seconds summed over tasks: read {:.2}, compute {:.2}, write {:.2}",
         report.chunks_decoded,

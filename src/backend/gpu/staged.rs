@@ -1,0 +1,314 @@
+//! Source tiles read straight into the host-visible memory the device copies them from.
+//!
+//! Without staging, a worker reads a tile into a host buffer and the slot's submission
+//! thread copies it into the slot's upload buffer ([`super::upload`]): one more pass over
+//! every tile's bytes, on a thread that does it alone. A worker that stages the tile takes
+//! a mapped buffer from the context's pool first ([`StagedTile`]) and the tile reader
+//! copies each decoded chunk into its rows there, on every thread that reads. The
+//! submission thread then only unmaps it and records a device copy from it at the head of
+//! the task's commands; once that submission is done the buffer is mapped again and goes
+//! back to the pool.
+//!
+//! The pool is the context's, not a ring slot's, so that reading a tile holds no slot.
+
+use std::marker::PhantomData;
+use std::sync::Mutex;
+
+use wgpu::WriteOnly;
+
+use super::program::Program;
+use super::upload::UploadBuffer;
+use crate::backend::BackendError;
+use crate::dtype::{DType, Sample};
+use crate::tile::{Region, RowTarget, RowWrite};
+
+/// Mapped buffers that source tiles are staged in, each mapped (or being mapped again
+/// after the submission that copied from it).
+#[derive(Default)]
+pub struct StagingPool {
+    buffers: Mutex<Vec<UploadBuffer>>,
+}
+
+impl StagingPool {
+    /// A buffer, if the pool holds one (the largest, so a few buffers serve every size).
+    pub(super) fn take(&self) -> Option<UploadBuffer> {
+        let mut buffers = self.buffers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let largest = (0..buffers.len()).max_by_key(|&i| buffers[i].bytes())?;
+        Some(buffers.swap_remove(largest))
+    }
+
+    /// Puts `buffer` back for the next tile.
+    pub(super) fn give(&self, buffer: UploadBuffer) {
+        self.buffers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(buffer);
+    }
+
+    /// Buffers held now.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.buffers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+}
+
+/// A source tile's place in mapped host memory the device copies from, and the program
+/// that will compute the tile's chain: what a worker takes before reading a tile that the
+/// GPU computes ([`crate::Downsampler::stage_source`]).
+pub struct StagedTile {
+    pub(super) upload: UploadBuffer,
+    pub(super) program: Program,
+    pub(super) region: Region,
+    pub(super) dtype: DType,
+}
+
+impl std::fmt::Debug for StagedTile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StagedTile")
+            .field("region", &self.region)
+            .field("dtype", &self.dtype)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StagedTile {
+    /// The region the tile holds.
+    #[must_use]
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// Lets `read` write the tile's elements, in C order, into the staged memory (as
+    /// [`StagedRows`] of `T`, the tile's data type); zeros pad it to whole words.
+    ///
+    /// # Errors
+    /// [`BackendError::Gpu`] if the memory cannot be viewed.
+    ///
+    /// # Panics
+    /// If `T` is not the tile's data type.
+    pub fn write_with<T: Sample, R>(&mut self, read: impl FnOnce(StagedRows<'_, T>) -> R) -> Result<R, BackendError> {
+        assert_eq!(T::DTYPE, self.dtype, "a staged tile is written as its own dtype");
+        let bytes = self.region.len() * size_of::<T>();
+        self.upload.write_with(self.source_bytes(), |view| {
+            let (tile, mut padding) = view.split_at(bytes);
+            padding.fill(0);
+            read(StagedRows::new(tile))
+        })
+    }
+
+    /// The tile's bytes padded to whole words: what the device copies.
+    pub(super) fn source_bytes(&self) -> u64 {
+        (self.region.len() as u64 * self.dtype.size() as u64).next_multiple_of(4)
+    }
+}
+
+/// Write-only rows of `T` in a staged tile, cut as the tile reader deals them
+/// ([`crate::tile::split_rows`]).
+pub struct StagedRows<'a, T> {
+    bytes: WriteOnly<'a, [u8]>,
+    element: PhantomData<T>,
+}
+
+// SAFETY: a `WriteOnly<'a, [u8]>` is an exclusive borrow of bytes that may only be
+// written, as `&'a mut [u8]` is an exclusive borrow that may also be read; `&mut [u8]` is
+// `Send`, and writing plain bytes from another thread is as sound through one as through
+// the other. wgpu-types 30 implements `Send` for `WriteOnly<'_, T>` only where `T: Send`
+// is sized, which leaves out slices, not because a slice would be unsound to send.
+#[allow(unsafe_code)]
+unsafe impl<T: Send> Send for StagedRows<'_, T> {}
+
+impl<'a, T> StagedRows<'a, T> {
+    fn new(bytes: WriteOnly<'a, [u8]>) -> Self {
+        Self {
+            bytes,
+            element: PhantomData,
+        }
+    }
+}
+
+impl<T: Sample> RowTarget for StagedRows<'_, T> {
+    fn len(&self) -> usize {
+        self.bytes.len() / size_of::<T>()
+    }
+
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (first, rest) = self.bytes.split_at(mid * size_of::<T>());
+        (Self::new(first), Self::new(rest))
+    }
+
+    fn empty() -> Self {
+        Self::new(WriteOnly::default())
+    }
+}
+
+impl<T: Sample> RowWrite<T> for StagedRows<'_, T> {
+    fn write(&mut self, src: &[T]) {
+        self.bytes.copy_from_slice(bytemuck::cast_slice(src));
+    }
+
+    fn fill(&mut self, value: T) {
+        let row = vec![value; RowTarget::len(self)];
+        self.write(&row);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::{GpuBackend, GpuContext, all_adapters, choose_adapter};
+    use crate::backend::cpu::CpuBackend;
+    use crate::backend::gpu::no_adapter;
+    use crate::backend::{Downsampler, Step, required_source};
+    use crate::method::Method;
+    use crate::store::{NdarraySource, StoreElement, TileReader};
+    use crate::tile::{Region, Tile};
+
+    /// A backend on a context of its own, so that no other test's tiles share its staging
+    /// pool; `None` (said by [`no_adapter`]) where there is no adapter.
+    fn own_backend(test: &str) -> Option<GpuBackend> {
+        let adapter = match choose_adapter(all_adapters(), true) {
+            Ok(adapter) => adapter,
+            Err(e) => {
+                no_adapter(test, &e);
+                return None;
+            }
+        };
+        Some(GpuBackend {
+            context: Arc::new(GpuContext::new(&adapter, 2).expect("device")),
+            cpu: CpuBackend::new(),
+            told_cpu_fallback: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// `chain` computed from `src` read through the tile reader (chunks of `chunks` over an
+    /// array holding `array`) into staging memory, and from the same region read into a
+    /// host tile: the same bytes.
+    fn staged_equals_host<T: StoreElement>(
+        gpu: &GpuBackend,
+        array: &Tile,
+        chunks: &[u64],
+        src: &Region,
+        chain: &[(Step, Region)],
+    ) {
+        let data: &[T] = T::view(&array.data).expect("dtype");
+        let shape: Vec<usize> = array.region.shape.iter().map(|&n| n as usize).collect();
+        let view = ndarray::ArrayViewD::from_shape(ndarray::IxDyn(&shape), data).expect("shape");
+        let source = Arc::new(
+            NdarraySource::new(view)
+                .expect("source")
+                .with_chunks(chunks)
+                .expect("chunks"),
+        );
+        let reader = || TileReader::new(source.clone(), 1 << 30, Arc::new(|_: &Region| 1));
+        let host = Tile::new(src.clone(), T::wrap(reader().read(src).expect("read")));
+        let expected = gpu.downsample_chain(&host, chain).expect("from a host tile");
+        let mut staged = gpu
+            .stage_source(T::DTYPE, src, chain)
+            .expect("the chain runs in one program");
+        let reader = reader();
+        staged
+            .write_with::<T, _>(|rows| reader.read_rows(src, rows))
+            .expect("mapped")
+            .expect("read");
+        let got = gpu
+            .downsample_chain_staged(staged, chain)
+            .expect("from the staged tile");
+        assert_eq!(got.len(), expected.len());
+        for (level, (got, expected)) in got.iter().zip(&expected).enumerate() {
+            assert_eq!(got.region, expected.region);
+            assert!(
+                got.data == expected.data,
+                "{} level {level} of {src:?}: staged and host tiles differ",
+                T::DTYPE
+            );
+        }
+    }
+
+    /// Steps of `method` halving every axis, from `src` to `levels` levels above it.
+    fn halving_chain(method: Method, src: &Region, levels: usize) -> Vec<(Step, Region)> {
+        let mut chain = Vec::new();
+        let mut shape = src.shape.clone();
+        for _ in 0..levels {
+            let step = Step {
+                method,
+                factors: vec![2; shape.len()],
+                src_shape: shape.clone(),
+            };
+            shape = step.dst_shape();
+            chain.push((step, Region::whole(&shape)));
+        }
+        chain
+    }
+
+    #[test]
+    fn a_tile_read_into_staging_memory_computes_as_a_host_tile_does() {
+        let Some(gpu) = own_backend("a_tile_read_into_staging_memory_computes_as_a_host_tile_does") else {
+            return;
+        };
+        // Chunks that do not divide the arrays, so the tile's rows are cut unevenly, and an
+        // odd count of 8-bit elements, so the staged words are padded.
+        let shape = [7u64, 13, 11];
+        for method in [Method::Mean, Method::Nearest, Method::Gaussian] {
+            let whole = Region::whole(&shape);
+            let chain = halving_chain(method, &whole, 2);
+            for dtype in [
+                crate::DType::U8,
+                crate::DType::I16,
+                crate::DType::U16,
+                crate::DType::F32,
+            ] {
+                let array = crate::synthetic::random_tile(dtype, &shape, 11);
+                crate::dispatch_dtype!(dtype, T => {
+                    staged_equals_host::<T>(&gpu, &array, &[3, 5, 4], &whole, &chain);
+                });
+            }
+        }
+        // A tile inside the array, as the engine reads one of several.
+        let array = crate::synthetic::random_tile(crate::DType::U16, &[16, 24, 20], 5);
+        let step = Step {
+            method: Method::Mean,
+            factors: vec![2, 2, 2],
+            src_shape: vec![16, 24, 20],
+        };
+        let dst = Region::new(vec![2, 3, 1], vec![4, 6, 5]);
+        let src = required_source(&step, &dst);
+        staged_equals_host::<u16>(&gpu, &array, &[5, 7, 6], &src, &[(step, dst)]);
+    }
+
+    #[test]
+    fn staging_buffers_go_back_to_the_pool_and_serve_the_next_tiles() {
+        let Some(gpu) = own_backend("staging_buffers_go_back_to_the_pool_and_serve_the_next_tiles") else {
+            return;
+        };
+        let context = gpu.context();
+        let mut first = None;
+        for (task, side) in [(0, 32u64), (1, 16), (2, 32)] {
+            let src = Region::whole(&[side, side, side]);
+            let chain = halving_chain(Method::Mean, &src, 1);
+            let mut staged = gpu.stage_source(crate::DType::U16, &src, &chain).expect("staged");
+            match &first {
+                None => first = Some(staged.upload.buffer().clone()),
+                Some(buffer) => assert!(staged.upload.buffer() == buffer, "task {task} reuses the buffer"),
+            }
+            assert_eq!(context.staged_buffers(), 0, "task {task} holds the pool's only buffer");
+            let value = 1000 + task;
+            staged
+                .write_with::<u16, _>(|mut rows| {
+                    use crate::tile::RowWrite;
+                    rows.fill(value);
+                })
+                .expect("mapped");
+            let levels = gpu.downsample_chain_staged(staged, &chain).expect("computed");
+            let data: &[u16] = crate::tile::TileElement::view(&levels[0].data).expect("u16");
+            assert!(
+                data.iter().all(|&v| v == value),
+                "task {task}: the mean of what was staged"
+            );
+            assert_eq!(context.staged_buffers(), 1, "task {task}: back in the pool");
+        }
+    }
+}
