@@ -51,6 +51,8 @@ pub struct AdapterSummary {
     /// `device_memory`, or what `OME_PYRAMID_GPU_MEMORY_MIB` sets (at most all of it);
     /// `None` where neither is known.
     pub buffer_memory: Option<u64>,
+    /// True when `OME_PYRAMID_GPU_MEMORY_MIB` set `buffer_memory`.
+    pub buffer_memory_from_env: bool,
 }
 
 /// Every GPU adapter wgpu finds, best first; none in a build without the `gpu` feature.

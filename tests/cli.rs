@@ -661,12 +661,30 @@ fn info_gpu_reports_the_device_memory_the_tiles_may_fill() {
     for adapter in &default {
         let device = adapter["device_memory"].as_u64().expect("Vulkan reports its memory");
         assert_eq!(adapter["buffer_memory"].as_u64(), Some(device / 2), "{adapter}");
+        assert_eq!(adapter["buffer_memory_from_env"], false, "{adapter}");
     }
     for adapter in vulkan(adapters("64")) {
         assert_eq!(adapter["buffer_memory"].as_u64(), Some(64 << 20), "{adapter}");
+        assert_eq!(adapter["buffer_memory_from_env"], true, "{adapter}");
     }
-    let text = stdout(&common::subcommand("info", &["--gpu"]).output().unwrap());
-    assert!(text.contains("buffers of the tiles on the device: up to"), "{text}");
+    let text = |limit_mib: &str| {
+        stdout(
+            &common::subcommand("info", &["--gpu"])
+                .env("OME_PYRAMID_GPU_MEMORY_MIB", limit_mib)
+                .output()
+                .unwrap(),
+        )
+    };
+    let default_text = text("");
+    assert!(
+        default_text.contains("buffers of the tiles on the device: up to"),
+        "{default_text}"
+    );
+    assert!(default_text.contains("half the device's"), "{default_text}");
+    // A limit that happens to equal the default is still the variable's, and said so.
+    let half_mib = default[0]["buffer_memory"].as_u64().unwrap() >> 20;
+    let set_text = text(&half_mib.to_string());
+    assert!(set_text.contains("as OME_PYRAMID_GPU_MEMORY_MIB sets"), "{set_text}");
 }
 
 #[test]

@@ -185,6 +185,7 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
             max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
             device_memory,
             buffer_memory: memory::usable_bytes(device_memory, limit_mib),
+            buffer_memory_from_env: limit_mib.is_some(),
         })
         .collect()
 }

@@ -538,14 +538,15 @@ fn plan_pass(
         // in parallel: deeper passes (fewer, larger tiles) then fit, and need no re-read of
         // a level between passes.
         let per_chunk = per_chunk_elements(context, &pass);
-        let fits = (at_once as u64).saturating_mul(worker_bytes(context, &pass, element_size, per_chunk)) <= budget;
+        let tile = pass.largest_tile();
+        let fits =
+            (at_once as u64).saturating_mul(worker_bytes(context, &pass, &tile, element_size, per_chunk)) <= budget;
         let threads = context.threads as u64;
         let parallel_enough = tiles >= 2 * threads
             || source_bytes <= 32 << 20
             || (per_chunk.is_some() && tiles.saturating_mul(pass.chunks_per_tile(&chunk_shape)) >= 4 * threads);
         // A GPU chains a pass's levels on the device only for tiles its memory holds; a
         // deeper pass would split every tile, uploading and reading back each piece and step.
-        let tile = pass.largest_tile();
         let whole = context
             .backend
             .holds_tile(context.method, context.source.dtype(), tile.source, tile.outputs);
@@ -617,19 +618,31 @@ fn per_chunk_elements(context: &BuildContext<'_>, pass: &Pass) -> Option<u64> {
 
 /// Memory one worker of `pass` needs.
 fn pass_worker_bytes(context: &BuildContext<'_>, pass: &Pass, element_size: u64) -> u64 {
-    worker_bytes(context, pass, element_size, per_chunk_elements(context, pass))
+    worker_bytes(
+        context,
+        pass,
+        &pass.largest_tile(),
+        element_size,
+        per_chunk_elements(context, pass),
+    )
 }
 
-/// Memory one worker of `pass` needs, its first step computed per chunk or not: its tiles,
-/// and what the backend holds for a task besides (a GPU's staging and readback buffers).
-fn worker_bytes(context: &BuildContext<'_>, pass: &Pass, element_size: u64, per_chunk: Option<u64>) -> u64 {
-    let tile = pass.largest_tile();
+/// Memory one worker of `pass` needs, `tile` its largest tile ([`Pass::largest_tile`]) and
+/// its first step computed per chunk or not: its tiles, and what the backend holds for a
+/// task besides (a GPU's staging and readback buffers).
+fn worker_bytes(
+    context: &BuildContext<'_>,
+    pass: &Pass,
+    tile: &LargestTile,
+    element_size: u64,
+    per_chunk: Option<u64>,
+) -> u64 {
     let backend = context.backend.task_memory_bytes(
         context.method,
         tile.source.saturating_mul(element_size),
         tile.outputs.saturating_mul(element_size),
     );
-    pass.worker_bytes_with(&tile, element_size, context.method, per_chunk)
+    pass.worker_bytes_with(tile, element_size, context.method, per_chunk)
         .saturating_add(backend)
 }
 

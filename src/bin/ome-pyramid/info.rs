@@ -56,10 +56,10 @@ fn cmd_gpu_info(json_output: bool) -> Result<()> {
             outln!(
                 "  buffers of the tiles on the device: up to {} in all, shared by the ring's slots ({})",
                 format_bytes(bytes),
-                if a.device_memory.map(|device| device / 2) == Some(bytes) {
-                    "half the device's; OME_PYRAMID_GPU_MEMORY_MIB sets another amount"
-                } else {
+                if a.buffer_memory_from_env {
                     "as OME_PYRAMID_GPU_MEMORY_MIB sets"
+                } else {
+                    "half the device's; OME_PYRAMID_GPU_MEMORY_MIB sets another amount"
                 }
             );
         }
