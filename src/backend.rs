@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dtype::DType;
 use crate::method::{AxisStencil, Method, source_range};
-use crate::tile::{Region, Tile, TileRef};
+use crate::tile::{Region, Tile, TileElement, TileRef};
 
 /// What `info --gpu` reports about an adapter.
 #[derive(Debug, Clone, Serialize)]
@@ -205,6 +205,56 @@ pub enum BackendError {
     },
 }
 
+/// The levels a backend computed for a chain, one per step: host tiles, or (GPU) the
+/// mapped memory the device's results were read back into, released when dropped.
+#[derive(Debug)]
+pub enum ComputedLevels {
+    /// Host tiles.
+    Tiles(Vec<Tile>),
+    /// Levels in a GPU's mapped readback memory, and the region each holds.
+    #[cfg(feature = "gpu")]
+    Mapped {
+        /// Per level, its region.
+        regions: Vec<Region>,
+        /// The levels' elements.
+        levels: gpu::MappedLevels,
+    },
+}
+
+impl ComputedLevels {
+    /// How many levels.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        match self {
+            ComputedLevels::Tiles(tiles) => tiles.len(),
+            #[cfg(feature = "gpu")]
+            ComputedLevels::Mapped { regions, .. } => regions.len(),
+        }
+    }
+
+    /// True if there are none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Level `i`'s elements and region.
+    ///
+    /// # Panics
+    /// If `T` is not the levels' data type.
+    #[must_use]
+    pub fn level<T: TileElement>(&self, i: usize) -> (&[T], &Region) {
+        match self {
+            ComputedLevels::Tiles(tiles) => (
+                T::view(&tiles[i].data).expect("levels are read as their own dtype"),
+                &tiles[i].region,
+            ),
+            #[cfg(feature = "gpu")]
+            ComputedLevels::Mapped { regions, levels } => (levels.level::<T>(i), &regions[i]),
+        }
+    }
+}
+
 /// A compute backend: turns a tile of level `k` into tiles of the levels above it.
 pub trait Downsampler: Send + Sync {
     /// Which kind of backend this is.
@@ -292,7 +342,8 @@ pub trait Downsampler: Send + Sync {
     }
 
     /// As [`Downsampler::downsample_chain`], from a tile [`Downsampler::stage_source`] gave
-    /// and the reader filled.
+    /// and the reader filled; the levels may stay in the backend's memory (a GPU's mapped
+    /// readback) until they are dropped.
     ///
     /// # Errors
     /// As [`Downsampler::downsample`]; [`BackendError::Gpu`] from a backend that stages
@@ -302,7 +353,7 @@ pub trait Downsampler: Send + Sync {
         &self,
         staged: gpu::StagedTile,
         chain: &[(Step, Region)],
-    ) -> Result<Vec<Tile>, BackendError> {
+    ) -> Result<ComputedLevels, BackendError> {
         let _ = (staged, chain);
         Err(BackendError::Gpu(format!(
             "the {} backend stages no tiles",

@@ -10,6 +10,8 @@
 //! - A worker reading a tile the GPU will compute reads it straight into a mapped buffer
 //!   the device copies from ([`StagedTile`]), not into a host tile that the submission thread
 //!   would copy there.
+//! - The levels come back into mapped memory that the engine encodes their chunks from,
+//!   before it is unmapped ([`MappedLevels`]).
 //! - Several levels of a chain are computed in a row on the device: level `k + 2` reads
 //!   level `k + 1` where the previous dispatch left it; only the results travel back.
 //! - A dispatch whose destination rows hold whole words runs as a 3-D grid over words, rows
@@ -26,7 +28,9 @@
 
 mod context;
 mod memory;
+mod pool;
 pub mod program;
+mod readback;
 mod ring;
 mod staged;
 mod upload;
@@ -36,10 +40,11 @@ use std::sync::{Arc, Mutex};
 
 pub use context::{GpuContext, PhaseTimes, shader_source};
 pub use program::Kernel;
+pub use readback::MappedLevels;
 pub use staged::{StagedRows, StagedTile};
 
 use crate::backend::cpu::CpuBackend;
-use crate::backend::{AdapterSummary, BackendError, BackendKind, Downsampler, Step, required_source};
+use crate::backend::{AdapterSummary, BackendError, BackendKind, ComputedLevels, Downsampler, Step, required_source};
 use crate::dtype::DType;
 use crate::method::Method;
 use crate::tile::{Region, Tile, TileElement, copy_overlap};
@@ -436,13 +441,16 @@ impl Downsampler for GpuBackend {
         }
     }
 
-    fn downsample_chain_staged(&self, staged: StagedTile, chain: &[(Step, Region)]) -> Result<Vec<Tile>, BackendError> {
-        let outputs = self.context.run_staged(staged)?;
-        Ok(chain
-            .iter()
-            .zip(outputs)
-            .map(|((_, region), data)| Tile::new(region.clone(), data))
-            .collect())
+    fn downsample_chain_staged(
+        &self,
+        staged: StagedTile,
+        chain: &[(Step, Region)],
+    ) -> Result<ComputedLevels, BackendError> {
+        let levels = self.context.run_staged(staged)?;
+        Ok(ComputedLevels::Mapped {
+            regions: chain.iter().map(|(_, region)| region.clone()).collect(),
+            levels,
+        })
     }
 }
 

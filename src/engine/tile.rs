@@ -13,7 +13,7 @@ use super::blocks::{ShardPiece, TileOutput};
 use super::pass::{BuildContext, Pass, TileSpans};
 use super::prepare::Level0;
 use super::stages::{Started, WriteJob};
-use crate::backend::Step;
+use crate::backend::{ComputedLevels, Step};
 use crate::journal::StoredChunk;
 use crate::store::{LevelSink, Source, StoreElement, StoreError, TileReader};
 use crate::tile::{Region, Tile, TileRef, copy_overlap, extract_within};
@@ -173,7 +173,7 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
         };
         let started = Instant::now();
         if self.per_chunk {
-            let outputs = self.compute_per_chunk(&read_region, &chain, started)?;
+            let outputs = ComputedLevels::Tiles(self.compute_per_chunk(&read_region, &chain, started)?);
             return Ok(Started::Write(Box::new(move || {
                 self.write(&spans, output, None, &outputs)
             })));
@@ -187,7 +187,7 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
         add_ns(&context.counters.read_ns, started.elapsed());
         Ok(Started::Compute(Box::new(move || {
             let computing = Instant::now();
-            let outputs = context.backend.downsample_chain(&source_tile, &chain)?;
+            let outputs = ComputedLevels::Tiles(context.backend.downsample_chain(&source_tile, &chain)?);
             add_ns(&context.counters.compute_ns, computing.elapsed());
             let write: WriteJob<'_, TileOutput> =
                 Box::new(move || self.write(&spans, output, Some(source_tile), &outputs));
@@ -240,34 +240,32 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
         spans: &TileSpans,
         mut output: TileOutput,
         source_tile: Option<Tile>,
-        outputs: &[Tile],
+        outputs: &ComputedLevels,
     ) -> Result<TileOutput, BuildError> {
         let (context, pass) = (self.context, self.pass);
         let started = Instant::now();
         // Every level's chunks are encoded together, so a level of few chunks (the top
         // ones) does not leave threads idle waiting for the next.
-        let mut levels = Vec::with_capacity(outputs.len() + 1);
+        let mut levels: Vec<(usize, (&[T], &Region))> = Vec::with_capacity(outputs.len() + 1);
         if pass.writes_first && context.level0 == Level0::Encoded {
             let source_tile = source_tile
                 .as_ref()
                 .expect("level 0 written from decoded data has its tile");
-            levels.push((pass.first, source_tile));
+            levels.push((
+                pass.first,
+                (
+                    T::view(&source_tile.data).expect("the source tile holds the source dtype"),
+                    &source_tile.region,
+                ),
+            ));
         }
-        levels.extend(
-            outputs
-                .iter()
-                .enumerate()
-                .map(|(offset, tile)| (pass.first + 1 + offset, tile)),
-        );
+        levels.extend((0..outputs.len()).map(|offset| (pass.first + 1 + offset, outputs.level::<T>(offset))));
         let levels: Vec<LevelTile<'_, T>> = levels
             .into_iter()
-            .map(|(level, tile)| LevelTile {
+            .map(|(level, data)| LevelTile {
                 level,
                 owned: spans.region(pass, level, true),
-                data: Some((
-                    T::view(&tile.data).expect("backend returns the source dtype"),
-                    &tile.region,
-                )),
+                data: Some(data),
             })
             .collect();
         self.write_levels(&levels, &mut output)?;

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::program::{Dispatch, Grid, Kernel, PARAM_WORDS, Program, Slot, WORKGROUP, elem_code, elements_per_word};
+use super::readback::{MappedLevels, ReadbackPool};
 use super::ring::{BufferRing, RingSlot, SlotBuffers, ensure};
 use super::staged::{StagedTile, StagingPool};
 use super::upload::{Part, UploadBuffer};
@@ -71,6 +72,8 @@ pub struct GpuContext {
     ring: BufferRing,
     /// Mapped buffers that workers read source tiles into ([`StagedTile`]).
     staging: StagingPool,
+    /// Mapped buffers the levels are read back into and written out from ([`MappedLevels`]).
+    readbacks: Arc<ReadbackPool>,
     /// Bytes of device buffers one ring slot may hold ([`super::memory::slot_share`]).
     pub(super) slot_device_bytes: u64,
     poll_timeout: Duration,
@@ -157,6 +160,7 @@ impl GpuContext {
             dummy_write,
             ring: BufferRing::new(ring_slots),
             staging: StagingPool::default(),
+            readbacks: Arc::default(),
             slot_device_bytes,
             poll_timeout: Duration::from_secs(
                 std::env::var("OME_PYRAMID_GPU_TIMEOUT_S")
@@ -314,7 +318,12 @@ impl GpuContext {
         program: &Program,
         separate_phases: bool,
     ) -> Result<(Vec<TileData>, PhaseTimes), BackendError> {
-        self.run_job(dtype, JobSource::Host(source), program, separate_phases)
+        let (levels, mut times) = self.run_job(dtype, JobSource::Host(source), program, separate_phases)?;
+        // Copying the levels out of the mapped buffer is part of reading them back.
+        let copying = Instant::now();
+        let data = levels.to_host();
+        times.readback += copying.elapsed();
+        Ok((data, times))
     }
 
     /// A mapped buffer for a source tile of `region` and `dtype` that `program` will
@@ -324,7 +333,7 @@ impl GpuContext {
     /// # Errors
     /// [`BackendError::Gpu`] if waiting for a buffer's previous submission fails.
     pub fn stage(&self, dtype: DType, region: &Region, program: Program) -> Result<StagedTile, BackendError> {
-        let mut buffer = self.staging.take();
+        let mut buffer = self.staging.take_largest(UploadBuffer::bytes, |_| true);
         let bytes = (region.len() as u64 * dtype.size() as u64).next_multiple_of(4);
         UploadBuffer::ready(
             &mut buffer,
@@ -343,11 +352,12 @@ impl GpuContext {
     }
 
     /// Runs the program of a staged tile, copying its source from the staged buffer; the
-    /// buffer goes back to the pool, to be mapped again once that copy is done.
+    /// buffer goes back to the pool, to be mapped again once that copy is done. The levels
+    /// stay in the mapped readback buffer until they are dropped.
     ///
     /// # Errors
     /// As [`GpuContext::run`].
-    pub fn run_staged(&self, staged: StagedTile) -> Result<Vec<TileData>, BackendError> {
+    pub fn run_staged(&self, staged: StagedTile) -> Result<MappedLevels, BackendError> {
         let StagedTile {
             mut upload,
             program,
@@ -366,13 +376,19 @@ impl GpuContext {
         self.staging.len()
     }
 
+    /// Readback buffers in the pool now (none held by levels not yet dropped).
+    #[cfg(test)]
+    pub(crate) fn readback_buffers(&self) -> usize {
+        self.readbacks.len()
+    }
+
     fn run_job(
         &self,
         dtype: DType,
         source: JobSource<'_>,
         program: &Program,
         separate_phases: bool,
-    ) -> Result<(Vec<TileData>, PhaseTimes), BackendError> {
+    ) -> Result<(MappedLevels, PhaseTimes), BackendError> {
         self.check_alive()?;
         let elem = elem_code(dtype).ok_or(BackendError::UnsupportedDType { backend: "gpu", dtype })?;
         let (level_bytes, scratch_bytes) = self.buffer_bytes(dtype, program).ok_or_else(|| {
@@ -410,7 +426,7 @@ impl GpuContext {
     }
 
     /// Sizes the slot's buffers, uploads, encodes the dispatches, submits, and reads back.
-    fn execute(&self, job: &mut Job<'_>, slot: &mut RingSlot<'_>) -> Result<(Vec<TileData>, PhaseTimes), BackendError> {
+    fn execute(&self, job: &mut Job<'_>, slot: &mut RingSlot<'_>) -> Result<(MappedLevels, PhaseTimes), BackendError> {
         let started = Instant::now();
         let mut times = PhaseTimes::default();
         let device = &self.device;
@@ -451,8 +467,6 @@ impl GpuContext {
             max,
         );
         let readback_bytes: u64 = job.level_bytes[1..].iter().sum();
-        let map_read = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
-        ensure(device, &mut buffers.readback, readback_bytes, map_read, "readback", max);
 
         // Upload: the source words (8/16-bit elements packed, padded to whole words), unless
         // they are staged already, the parameter blocks at aligned offsets, and the stencil
@@ -574,10 +588,10 @@ impl GpuContext {
                 label: Some("readback"),
             });
         }
-        let readback = &buffers.readback.as_ref().expect("ensured").buffer;
+        let readback = self.readbacks.take(device, readback_bytes, max);
         let mut offset = 0;
         for (i, &bytes) in job.level_bytes.iter().enumerate().skip(1) {
-            encoder.copy_buffer_to_buffer(slot_buffer(Slot::Level(i)), 0, readback, offset, bytes);
+            encoder.copy_buffer_to_buffer(slot_buffer(Slot::Level(i)), 0, &readback.buffer, offset, bytes);
             offset += bytes;
         }
         let submission = self.queue.submit([encoder.finish()]);
@@ -588,12 +602,10 @@ impl GpuContext {
             }
         }
         let (sender, receiver) = mpsc::channel();
-        let slice = readback.slice(0..readback_bytes.max(4));
+        let slice = readback.buffer.slice(0..readback_bytes.max(4));
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = sender.send(r);
         });
-        // The buffer is unmapped whatever happens next: one that stayed mapped after a failed
-        // program would make every later submission on this slot fail too.
         let mapped = (|| {
             self.wait(submission)?;
             let computed = computed.unwrap_or_else(Instant::now);
@@ -603,18 +615,23 @@ impl GpuContext {
                 .map_err(gpu_error)?;
             self.check_alive()?;
             let view = slice.get_mapped_range().map_err(gpu_error)?;
-            let dtype = job.dtype;
-            let mut at = 0usize;
-            let mut outputs = Vec::with_capacity(job.level_bytes.len() - 1);
-            for (i, &bytes) in job.level_bytes.iter().enumerate().skip(1) {
-                let elements = usize::try_from(program.level_elements[i]).expect("fits");
-                outputs.push(unpack(dtype, &view[at..at + elements * dtype.size()], elements));
-                at += usize::try_from(bytes).expect("fits");
-            }
-            Ok((computed, outputs))
+            Ok((computed, view))
         })();
-        readback.unmap();
-        let (computed, outputs) = mapped?;
+        let (computed, view) = match mapped {
+            Ok(mapped) => mapped,
+            Err(e) => {
+                // Not back to the pool: a buffer whose map failed or never completed.
+                readback.buffer.unmap();
+                return Err(e);
+            }
+        };
+        let mut at = 0usize;
+        let mut levels = Vec::with_capacity(job.level_bytes.len() - 1);
+        for (i, &bytes) in job.level_bytes.iter().enumerate().skip(1) {
+            levels.push((at, usize::try_from(program.level_elements[i]).expect("fits")));
+            at += usize::try_from(bytes).expect("fits");
+        }
+        let outputs = MappedLevels::new(view, readback, self.readbacks.clone(), job.dtype, levels);
         times.compute = computed - uploaded;
         times.readback = computed.elapsed();
         Ok((outputs, times))
@@ -794,21 +811,6 @@ impl DeviceClock {
     fn resolve(&self, encoder: &mut wgpu::CommandEncoder) {
         encoder.resolve_query_set(&self.queries, 0..2, &self.resolved, 0);
     }
-}
-
-/// Elements from little-endian bytes (u8/u16 packed words are the same bytes).
-fn unpack(dtype: DType, bytes: &[u8], elements: usize) -> TileData {
-    crate::dispatch_dtype!(dtype, T => {
-        use crate::tile::TileElement;
-        let bytes = &bytes[..elements * size_of::<T>()];
-        // Mapped ranges are aligned for every type the GPU holds: one copy, with no zeroed
-        // buffer written first.
-        let values: Vec<T> = match bytemuck::try_cast_slice::<u8, T>(bytes) {
-            Ok(values) => values.to_vec(),
-            Err(_) => bytemuck::pod_collect_to_vec(bytes),
-        };
-        T::wrap(values)
-    })
 }
 
 #[cfg(target_endian = "big")]

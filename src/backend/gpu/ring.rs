@@ -26,8 +26,6 @@ pub struct SlotBuffers {
     pub params: Option<SizedBuffer>,
     /// Stencil tables.
     pub aux: Option<SizedBuffer>,
-    /// Readback (mappable).
-    pub readback: Option<SizedBuffer>,
     /// What the slot's tasks upload through (mapped between them).
     pub upload: Option<UploadBuffer>,
 }

@@ -12,10 +12,10 @@
 //! The pool is the context's, not a ring slot's, so that reading a tile holds no slot.
 
 use std::marker::PhantomData;
-use std::sync::Mutex;
 
 use wgpu::WriteOnly;
 
+use super::pool::BufferPool;
 use super::program::Program;
 use super::upload::UploadBuffer;
 use crate::backend::BackendError;
@@ -24,36 +24,7 @@ use crate::tile::{Region, RowTarget, RowWrite};
 
 /// Mapped buffers that source tiles are staged in, each mapped (or being mapped again
 /// after the submission that copied from it).
-#[derive(Default)]
-pub struct StagingPool {
-    buffers: Mutex<Vec<UploadBuffer>>,
-}
-
-impl StagingPool {
-    /// A buffer, if the pool holds one (the largest, so a few buffers serve every size).
-    pub(super) fn take(&self) -> Option<UploadBuffer> {
-        let mut buffers = self.buffers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let largest = (0..buffers.len()).max_by_key(|&i| buffers[i].bytes())?;
-        Some(buffers.swap_remove(largest))
-    }
-
-    /// Puts `buffer` back for the next tile.
-    pub(super) fn give(&self, buffer: UploadBuffer) {
-        self.buffers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(buffer);
-    }
-
-    /// Buffers held now.
-    #[cfg(test)]
-    pub(super) fn len(&self) -> usize {
-        self.buffers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
-    }
-}
+pub type StagingPool = BufferPool<UploadBuffer>;
 
 /// A source tile's place in mapped host memory the device copies from, and the program
 /// that will compute the tile's chain: what a worker takes before reading a tile that the
@@ -162,7 +133,7 @@ mod tests {
     use super::super::{GpuBackend, GpuContext, all_adapters, choose_adapter};
     use crate::backend::cpu::CpuBackend;
     use crate::backend::gpu::no_adapter;
-    use crate::backend::{Downsampler, Step, required_source};
+    use crate::backend::{ComputedLevels, Downsampler, Step, required_source};
     use crate::method::Method;
     use crate::store::{NdarraySource, StoreElement, TileReader};
     use crate::tile::{Region, Tile};
@@ -217,11 +188,16 @@ mod tests {
         let got = gpu
             .downsample_chain_staged(staged, chain)
             .expect("from the staged tile");
+        assert!(
+            matches!(got, ComputedLevels::Mapped { .. }),
+            "read back into mapped memory"
+        );
         assert_eq!(got.len(), expected.len());
-        for (level, (got, expected)) in got.iter().zip(&expected).enumerate() {
-            assert_eq!(got.region, expected.region);
+        for (level, expected) in expected.iter().enumerate() {
+            let (data, region) = got.level::<T>(level);
+            assert_eq!(region, &expected.region);
             assert!(
-                got.data == expected.data,
+                data == T::view(&expected.data).expect("dtype"),
                 "{} level {level} of {src:?}: staged and host tiles differ",
                 T::DTYPE
             );
@@ -280,8 +256,9 @@ mod tests {
     }
 
     #[test]
-    fn staging_buffers_go_back_to_the_pool_and_serve_the_next_tiles() {
-        let Some(gpu) = own_backend("staging_buffers_go_back_to_the_pool_and_serve_the_next_tiles") else {
+    fn staging_and_readback_buffers_go_back_to_their_pools_and_serve_the_next_tiles() {
+        let Some(gpu) = own_backend("staging_and_readback_buffers_go_back_to_their_pools_and_serve_the_next_tiles")
+        else {
             return;
         };
         let context = gpu.context();
@@ -303,12 +280,23 @@ mod tests {
                 })
                 .expect("mapped");
             let levels = gpu.downsample_chain_staged(staged, &chain).expect("computed");
-            let data: &[u16] = crate::tile::TileElement::view(&levels[0].data).expect("u16");
+            let (data, _) = levels.level::<u16>(0);
             assert!(
                 data.iter().all(|&v| v == value),
                 "task {task}: the mean of what was staged"
             );
             assert_eq!(context.staged_buffers(), 1, "task {task}: back in the pool");
+            assert_eq!(
+                context.readback_buffers(),
+                0,
+                "task {task}: its levels hold the readback"
+            );
+            drop(levels);
+            assert_eq!(
+                context.readback_buffers(),
+                1,
+                "task {task}: the readback is back in the pool"
+            );
         }
     }
 }
