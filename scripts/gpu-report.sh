@@ -118,8 +118,8 @@ lines += [
     f"End to end: {builds['dtype']} {builds['shape']} ({gib:.1f} GiB), codec {builds['codec']}; "
     f"decode-only pass {builds['decode_only']['seconds']:.2f} s.",
     "",
-    "| method | backend | time s | input MB/s | peak RSS | ÷ decode-only | CPU time ÷ this | workers busy | GPU threads busy |",
-    "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    "| method | backend | time s | input MB/s | peak RSS | ÷ decode-only | CPU time ÷ this | workers busy | GPU threads busy | tiles staged |",
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
 ]
 def busy(r):
     """The workers' task time over their threads × the wall time, and the GPU submission
@@ -141,13 +141,16 @@ for r in builds["rows"]:
     speedup = "" if cpu is None else "%.2f×" % (cpu / r["seconds"])
     workers, gpu_threads = busy(r)
     lines.append(f"| {r['method']} | {r['backend']} | {r['seconds']:.2f} | {r['input_mb_per_s']:.0f} | "
-                 f"{rss} | {r['times_decode_only']:.2f}× | {speedup} | {workers} | {gpu_threads} |")
+                 f"{rss} | {r['times_decode_only']:.2f}× | {speedup} | {workers} | {gpu_threads} | "
+                 f"{r.get('tiles_staged', 0)} |")
 lines += [
     "",
     "`workers busy`: the workers' read, write (and, without GPU threads, compute) time summed over tasks, over "
     "their threads × the wall time; `GPU threads busy`: the submission threads' time (upload, kernels, readback, "
     "waiting on the device included) over theirs. Workers near 100% with GPU threads well below: the codecs on "
-    "the CPU are the bottleneck, and a faster GPU gains nothing; the reverse: the device is.",
+    "the CPU are the bottleneck, and a faster GPU gains nothing; the reverse: the device is. `tiles staged`: "
+    "source tiles the workers read straight into the GPU's staging memory (the others went through a host tile "
+    "and the submission thread's copy).",
     "",
     "Targets (issue 15): kernels at ≥ 50% of the copy bandwidth; gaussian on the GPU ≥ 1.5× the CPU end to end; "
     "auto never slower than the CPU (the rows come in the order cpu, gpu, auto per method; the backend column "

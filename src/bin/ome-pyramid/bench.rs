@@ -174,6 +174,8 @@ struct Row {
     /// The backend's own compute threads (a GPU's submission threads; 0: the workers
     /// computed), whose time the compute stage is.
     compute_threads: usize,
+    /// Source tiles read straight into the GPU's staging memory (of the last run).
+    tiles_staged: u64,
     peak_rss_bytes: Option<u64>,
     levels: usize,
     /// Build time over the decode-only pass of the same input.
@@ -363,6 +365,7 @@ pub fn run(args: &BenchArgs, quiet: bool) -> Result<()> {
                             .as_u64()
                             .and_then(|n| usize::try_from(n).ok())
                             .unwrap_or(0),
+                        tiles_staged: last["tiles_staged"].as_u64().unwrap_or(0),
                         peak_rss_bytes: last["peak_rss_bytes"].as_u64(),
                         levels: last["levels"].as_array().map_or(0, Vec::len),
                         times_decode_only: secs / decode_only.seconds.max(1e-12),
