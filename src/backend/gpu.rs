@@ -458,6 +458,27 @@ impl Downsampler for GpuBackend {
 /// path on lavapipe), else says on the process's stderr, where the reader of `cargo test`
 /// sees it (the harness captures `eprintln!`), that `test` checked nothing.
 #[cfg(test)]
+/// A backend on a context of its own (not the process's shared one), after `configure`
+/// has set the context up; `None` (said by [`no_adapter`] for `test`) where there is no
+/// adapter.
+pub(crate) fn backend_on_own_context(test: &str, configure: impl FnOnce(&mut GpuContext)) -> Option<GpuBackend> {
+    let adapter = match choose_adapter(all_adapters(), true) {
+        Ok(adapter) => adapter,
+        Err(e) => {
+            no_adapter(test, &e);
+            return None;
+        }
+    };
+    let mut context = GpuContext::new(&adapter, 2).expect("device");
+    configure(&mut context);
+    Some(GpuBackend {
+        context: Arc::new(context),
+        cpu: CpuBackend::new(),
+        told_cpu_fallback: AtomicBool::new(false),
+    })
+}
+
+#[cfg(test)]
 pub(crate) fn no_adapter(test: &str, why: &dyn std::fmt::Display) {
     use std::io::Write;
     assert!(
@@ -496,20 +517,9 @@ mod tests {
     /// may each hold `slot_bytes` of device buffers; `None` (said by [`no_adapter`]) where
     /// there is no adapter.
     fn backend_with_slot_share(test: &str, slot_bytes: u64) -> Option<GpuBackend> {
-        let adapter = match choose_adapter(all_adapters(), true) {
-            Ok(adapter) => adapter,
-            Err(e) => {
-                no_adapter(test, &e);
-                return None;
-            }
-        };
-        let mut context = GpuContext::new(&adapter, 2).expect("device");
-        assert!(context.slot_device_bytes >= 1 << 20, "the device's own share");
-        context.slot_device_bytes = slot_bytes;
-        Some(GpuBackend {
-            context: Arc::new(context),
-            cpu: CpuBackend::new(),
-            told_cpu_fallback: AtomicBool::new(false),
+        backend_on_own_context(test, |context| {
+            assert!(context.slot_device_bytes >= 1 << 20, "the device's own share");
+            context.slot_device_bytes = slot_bytes;
         })
     }
 

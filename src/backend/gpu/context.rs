@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::program::{Dispatch, Grid, Kernel, PARAM_WORDS, Program, Slot, WORKGROUP, elem_code, elements_per_word};
 use super::readback::{MappedLevels, ReadbackPool};
 use super::ring::{BufferRing, RingSlot, SlotBuffers, ensure};
-use super::staged::{StagedTile, StagingPool};
+use super::staged::{StagedTile, StagingPool, source_bytes};
 use super::upload::{Part, UploadBuffer};
 use crate::backend::BackendError;
 use crate::dtype::DType;
@@ -334,11 +334,10 @@ impl GpuContext {
     /// [`BackendError::Gpu`] if waiting for a buffer's previous submission fails.
     pub fn stage(&self, dtype: DType, region: &Region, program: Program) -> Result<StagedTile, BackendError> {
         let mut buffer = self.staging.take_largest(UploadBuffer::bytes, |_| true);
-        let bytes = (region.len() as u64 * dtype.size() as u64).next_multiple_of(4);
         UploadBuffer::ready(
             &mut buffer,
             &self.device,
-            bytes,
+            source_bytes(dtype, region),
             self.limits.max_buffer_size,
             self.poll_timeout,
             |s| self.wait(s),
@@ -471,28 +470,25 @@ impl GpuContext {
         // Upload: the source words (8/16-bit elements packed, padded to whole words), unless
         // they are staged already, the parameter blocks at aligned offsets, and the stencil
         // tables, through the slot's mapped upload buffer.
-        let source = match &job.source {
-            JobSource::Host(data) => data.as_bytes(),
-            JobSource::Staged(_) => &[],
-        };
         // Whole words: the level-0 buffer's size.
         let source_bytes = job.level_bytes[0];
+        let (source, params_at): (&[u8], u64) = match &job.source {
+            JobSource::Host(data) => {
+                let source = data.as_bytes();
+                debug_assert_eq!(source_bytes, (source.len() as u64).next_multiple_of(4));
+                (source, source_bytes)
+            }
+            JobSource::Staged(staged) => {
+                debug_assert!(staged.bytes() >= source_bytes);
+                (&[], 0)
+            }
+        };
         let mut params = vec![0u8; usize::try_from(params_bytes).expect("fits")];
         for (i, d) in program.dispatches.iter().enumerate() {
             let at = usize::try_from(block).expect("fits") * i;
             params[at..at + PARAM_WORDS * 4].copy_from_slice(bytemuck::cast_slice(&d.params));
         }
         let aux: &[u8] = bytemuck::cast_slice(&program.aux);
-        let params_at = match &job.source {
-            JobSource::Host(_) => {
-                debug_assert_eq!(source_bytes, (source.len() as u64).next_multiple_of(4));
-                source_bytes
-            }
-            JobSource::Staged(staged) => {
-                debug_assert!(staged.bytes() >= source_bytes);
-                0
-            }
-        };
         let aux_at = params_at + params_bytes;
         let upload_bytes = aux_at + aux.len() as u64;
         let upload = UploadBuffer::ready(&mut buffers.upload, device, upload_bytes, max, self.poll_timeout, |s| {
@@ -524,9 +520,7 @@ impl GpuContext {
         if job.separate_phases {
             let submission = self.queue.submit([encoder.finish()]);
             upload.remap_after(submission.clone());
-            if let JobSource::Staged(staged) = &mut job.source {
-                staged.remap_after(submission.clone());
-            }
+            job.source.remap_after(&submission);
             self.wait(submission)?;
             encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("pyramid chain"),
@@ -597,9 +591,7 @@ impl GpuContext {
         let submission = self.queue.submit([encoder.finish()]);
         if !job.separate_phases {
             upload.remap_after(submission.clone());
-            if let JobSource::Staged(staged) = &mut job.source {
-                staged.remap_after(submission.clone());
-            }
+            job.source.remap_after(&submission);
         }
         let (sender, receiver) = mpsc::channel();
         let slice = readback.buffer.slice(0..readback_bytes.max(4));
@@ -749,6 +741,16 @@ enum JobSource<'a> {
     /// Staged (unmapped, ready to copy from): the job copies from it, and asks for it to be
     /// mapped again after.
     Staged(&'a mut UploadBuffer),
+}
+
+impl JobSource<'_> {
+    /// Asks for a staged source to be mapped again once `submission`, which copies from it,
+    /// is done; nothing for a source in host memory.
+    fn remap_after(&mut self, submission: &wgpu::SubmissionIndex) {
+        if let JobSource::Staged(staged) = self {
+            staged.remap_after(submission.clone());
+        }
+    }
 }
 
 /// One program to run on a slot.

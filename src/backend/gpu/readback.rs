@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use super::pool::BufferPool;
-use super::ring::SizedBuffer;
+use super::ring::{SizedBuffer, ensure};
 use crate::dtype::{DType, Sample};
 use crate::tile::TileData;
 
@@ -20,22 +20,10 @@ impl ReadbackPool {
     /// An unmapped buffer of at least `bytes` (a multiple of 4): the pool's largest, if
     /// large enough, else a new one with headroom (at most `max_bytes`).
     pub(super) fn take(&self, device: &wgpu::Device, bytes: u64, max_bytes: u64) -> SizedBuffer {
-        let bytes = bytes.max(4).next_multiple_of(4);
-        if let Some(buffer) = self.take_largest(|b| b.bytes, |b| b.bytes >= bytes) {
-            return buffer;
-        }
-        // Headroom so slowly growing tiles do not reallocate each time.
-        let size = (bytes + bytes / 4)
-            .next_multiple_of(1 << 16)
-            .min(max_bytes.max(bytes))
-            .max(bytes);
-        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        SizedBuffer { buffer, bytes: size }
+        let mut buffer = self.take_largest(|b| b.bytes, |b| b.bytes >= bytes.max(4).next_multiple_of(4));
+        let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
+        ensure(device, &mut buffer, bytes, usage, "readback", max_bytes);
+        buffer.expect("ensured")
     }
 }
 
@@ -90,7 +78,10 @@ impl MappedLevels {
         let held = if view.as_ptr().align_offset(align_of::<u32>()) == 0 {
             Held::Mapped(view)
         } else {
-            Held::Copied(bytemuck::pod_collect_to_vec(&view))
+            let words = bytemuck::pod_collect_to_vec(&view);
+            // No view may be left when `release` unmaps the buffer below.
+            drop(view);
+            Held::Copied(words)
         };
         let mut levels = Self {
             held: Some(held),
@@ -127,12 +118,6 @@ impl MappedLevels {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.levels.is_empty()
-    }
-
-    /// The data type of every level.
-    #[must_use]
-    pub fn dtype(&self) -> DType {
-        self.dtype
     }
 
     /// Level `i`'s elements, in place.

@@ -46,12 +46,6 @@ impl std::fmt::Debug for StagedTile {
 }
 
 impl StagedTile {
-    /// The region the tile holds.
-    #[must_use]
-    pub fn region(&self) -> &Region {
-        &self.region
-    }
-
     /// Lets `read` write the tile's elements, in C order, into the staged memory (as
     /// [`StagedRows`] of `T`, the tile's data type); zeros pad it to whole words.
     ///
@@ -63,17 +57,18 @@ impl StagedTile {
     pub fn write_with<T: Sample, R>(&mut self, read: impl FnOnce(StagedRows<'_, T>) -> R) -> Result<R, BackendError> {
         assert_eq!(T::DTYPE, self.dtype, "a staged tile is written as its own dtype");
         let bytes = self.region.len() * size_of::<T>();
-        self.upload.write_with(self.source_bytes(), |view| {
+        self.upload.write_with(source_bytes(self.dtype, &self.region), |view| {
             let (tile, mut padding) = view.split_at(bytes);
             padding.fill(0);
             read(StagedRows::new(tile))
         })
     }
+}
 
-    /// The tile's bytes padded to whole words: what the device copies.
-    pub(super) fn source_bytes(&self) -> u64 {
-        (self.region.len() as u64 * self.dtype.size() as u64).next_multiple_of(4)
-    }
+/// The bytes of a source tile of `region` and `dtype` padded to whole words: what the device
+/// copies, and what its staging buffer holds.
+pub(super) fn source_bytes(dtype: DType, region: &Region) -> u64 {
+    (region.len() as u64 * dtype.size() as u64).next_multiple_of(4)
 }
 
 /// Write-only rows of `T` in a staged tile, cut as the tile reader deals them
@@ -130,30 +125,11 @@ impl<T: Sample> RowWrite<T> for StagedRows<'_, T> {
 mod tests {
     use std::sync::Arc;
 
-    use super::super::{GpuBackend, GpuContext, all_adapters, choose_adapter};
-    use crate::backend::cpu::CpuBackend;
-    use crate::backend::gpu::no_adapter;
+    use super::super::{GpuBackend, backend_on_own_context};
     use crate::backend::{ComputedLevels, Downsampler, Step, required_source};
     use crate::method::Method;
     use crate::store::{NdarraySource, StoreElement, TileReader};
     use crate::tile::{Region, Tile};
-
-    /// A backend on a context of its own, so that no other test's tiles share its staging
-    /// pool; `None` (said by [`no_adapter`]) where there is no adapter.
-    fn own_backend(test: &str) -> Option<GpuBackend> {
-        let adapter = match choose_adapter(all_adapters(), true) {
-            Ok(adapter) => adapter,
-            Err(e) => {
-                no_adapter(test, &e);
-                return None;
-            }
-        };
-        Some(GpuBackend {
-            context: Arc::new(GpuContext::new(&adapter, 2).expect("device")),
-            cpu: CpuBackend::new(),
-            told_cpu_fallback: std::sync::atomic::AtomicBool::new(false),
-        })
-    }
 
     /// `chain` computed from `src` read through the tile reader (chunks of `chunks` over an
     /// array holding `array`) into staging memory, and from the same region read into a
@@ -222,7 +198,9 @@ mod tests {
 
     #[test]
     fn a_tile_read_into_staging_memory_computes_as_a_host_tile_does() {
-        let Some(gpu) = own_backend("a_tile_read_into_staging_memory_computes_as_a_host_tile_does") else {
+        // A context of its own, so that no other test's tiles share its pools.
+        let Some(gpu) = backend_on_own_context("a_tile_read_into_staging_memory_computes_as_a_host_tile_does", |_| {})
+        else {
             return;
         };
         // Chunks that do not divide the arrays, so the tile's rows are cut unevenly, and an
@@ -257,8 +235,11 @@ mod tests {
 
     #[test]
     fn staging_and_readback_buffers_go_back_to_their_pools_and_serve_the_next_tiles() {
-        let Some(gpu) = own_backend("staging_and_readback_buffers_go_back_to_their_pools_and_serve_the_next_tiles")
-        else {
+        // A context of its own, so that no other test's tiles share its pools.
+        let Some(gpu) = backend_on_own_context(
+            "staging_and_readback_buffers_go_back_to_their_pools_and_serve_the_next_tiles",
+            |_| {},
+        ) else {
             return;
         };
         let context = gpu.context();

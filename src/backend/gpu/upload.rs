@@ -157,10 +157,11 @@ impl UploadBuffer {
         write: impl FnOnce(WriteOnly<'_, [u8]>) -> R,
     ) -> Result<R, BackendError> {
         debug_assert!(matches!(self.state, MapState::Mapped));
-        let mut view = self
-            .buffer
-            .get_mapped_range_mut(0..bytes.max(4))
-            .map_err(|e| BackendError::Gpu(format!("the upload buffer cannot be written: {e}")))?;
+        let mut view = self.buffer.get_mapped_range_mut(0..bytes.max(4)).map_err(|e| {
+            // Not mapped after all: replaced on next use.
+            self.state = MapState::Unusable;
+            BackendError::Gpu(format!("the upload buffer cannot be written: {e}"))
+        })?;
         Ok(write(view.slice(..)))
     }
 
