@@ -232,11 +232,17 @@ impl GpuBackend {
                 context
             }
         };
-        Ok(Self {
+        Ok(Self::using(context))
+    }
+
+    /// A backend on `context`, counted among its users until it is dropped.
+    fn using(context: Arc<GpuContext>) -> Self {
+        context.users.fetch_add(1, Ordering::AcqRel);
+        Self {
             context,
             cpu: CpuBackend::new(),
             told_cpu_fallback: AtomicBool::new(false),
-        })
+        }
     }
 
     /// Whether [`GpuBackend::new`] would find an adapter (a hardware one, unless
@@ -344,6 +350,25 @@ impl GpuBackend {
             tracing::info!(
                 "{method} on {dtype} is computed on the CPU (the GPU cannot hold it within SPEC §2's agreement)"
             );
+        }
+    }
+}
+
+/// The last backend on a context gives its idle buffers back: the pools keep the largest
+/// tiles' buffers for the next tiles of a build, not for the rest of the process (a Python
+/// session's later work, a server between requests). The device and its pipelines stay
+/// open for the next build.
+impl Drop for GpuBackend {
+    fn drop(&mut self) {
+        if self.context.users.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let bytes = self.context.release_idle_buffers();
+            if bytes > 0 {
+                tracing::debug!(
+                    "{}: {:.1} MiB of buffers released, no build uses the device now",
+                    self.context.info.name,
+                    bytes as f64 / f64::from(1 << 20)
+                );
+            }
         }
     }
 }
@@ -471,11 +496,7 @@ pub(crate) fn backend_on_own_context(test: &str, configure: impl FnOnce(&mut Gpu
     };
     let mut context = GpuContext::new(&adapter, 2).expect("device");
     configure(&mut context);
-    Some(GpuBackend {
-        context: Arc::new(context),
-        cpu: CpuBackend::new(),
-        told_cpu_fallback: AtomicBool::new(false),
-    })
+    Some(GpuBackend::using(Arc::new(context)))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -79,6 +80,9 @@ pub struct GpuContext {
     poll_timeout: Duration,
     /// Whether the device was opened with timestamp queries.
     timestamps: bool,
+    /// The backends using the context now ([`super::GpuBackend`]); the last to go releases
+    /// its idle buffers.
+    pub(super) users: AtomicUsize,
 }
 
 fn gpu_error(e: impl std::fmt::Display) -> BackendError {
@@ -169,6 +173,7 @@ impl GpuContext {
                     .unwrap_or(600),
             ),
             timestamps,
+            users: AtomicUsize::new(0),
         })
     }
 
@@ -367,6 +372,26 @@ impl GpuContext {
         let result = self.run_job(dtype, JobSource::Staged(&mut upload), &program, false);
         self.staging.give(upload);
         result.map(|(data, _)| data)
+    }
+
+    /// Drops the buffers no task holds: the idle ring slots' device and upload buffers,
+    /// and the staging and readback pools; returns their bytes. The pools keep the largest
+    /// buffers a build needed, for its next tiles; once no build uses the context, this
+    /// gives that memory back (a Python session's or a server's next build makes its own).
+    pub fn release_idle_buffers(&self) -> u64 {
+        let bytes =
+            self.ring.release_idle() + self.staging.release(UploadBuffer::bytes) + self.readbacks.release(|b| b.bytes);
+        // wgpu frees dropped buffers when it next maintains the device.
+        if let Err(e) = self.device.poll(wgpu::PollType::Poll) {
+            tracing::debug!("polling the device after releasing its buffers: {e}");
+        }
+        bytes
+    }
+
+    /// Bytes of the buffers kept for the next tasks: the idle ring slots' and the pools'.
+    #[cfg(test)]
+    pub(crate) fn idle_buffer_bytes(&self) -> u64 {
+        self.ring.idle_bytes() + self.staging.bytes(UploadBuffer::bytes) + self.readbacks.bytes(|b| b.bytes)
     }
 
     /// Buffers in the staging pool now.

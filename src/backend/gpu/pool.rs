@@ -35,6 +35,19 @@ impl<B> BufferPool<B> {
         self.lock().push(buffer);
     }
 
+    /// Drops every buffer no task holds; returns their bytes (by `bytes`). Those tasks
+    /// hold still come back after.
+    pub fn release(&self, bytes: impl Fn(&B) -> u64) -> u64 {
+        let released = std::mem::take(&mut *self.lock());
+        released.iter().map(bytes).sum()
+    }
+
+    /// Bytes of the buffers held now (by `bytes`).
+    #[cfg(test)]
+    pub fn bytes(&self, bytes: impl Fn(&B) -> u64) -> u64 {
+        self.lock().iter().map(bytes).sum()
+    }
+
     /// Buffers held now.
     #[cfg(test)]
     pub fn len(&self) -> usize {

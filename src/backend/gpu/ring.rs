@@ -58,6 +58,20 @@ pub fn ensure<'a>(
     &slot.as_ref().expect("just ensured").buffer
 }
 
+impl SlotBuffers {
+    /// Bytes of its buffers: device buffers, and the mapped upload buffer in host memory.
+    fn bytes(&self) -> u64 {
+        let sized = self
+            .levels
+            .iter()
+            .chain(&self.scratch)
+            .chain([&self.params, &self.aux])
+            .flatten()
+            .map(|b| b.bytes);
+        sized.chain(self.upload.as_ref().map(UploadBuffer::bytes)).sum()
+    }
+}
+
 /// A bounded set of [`SlotBuffers`].
 pub struct BufferRing {
     free: Mutex<(Vec<SlotBuffers>, usize)>,
@@ -130,6 +144,19 @@ impl BufferRing {
                 .wait(state)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
+    }
+
+    /// Drops the buffers of the slots no task holds (each is made anew by its next task);
+    /// returns their bytes.
+    pub fn release_idle(&self) -> u64 {
+        let mut state = self.lock();
+        state.0.iter_mut().map(|slot| std::mem::take(slot).bytes()).sum()
+    }
+
+    /// Bytes of the buffers that the slots no task holds keep.
+    #[cfg(test)]
+    pub fn idle_bytes(&self) -> u64 {
+        self.lock().0.iter().map(SlotBuffers::bytes).sum()
     }
 
     /// Slots in the ring.

@@ -280,4 +280,42 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn the_last_backend_on_a_context_releases_the_buffers_kept_for_next_tiles() {
+        // A context of its own, so that no other test's backends use it.
+        let Some(first) = backend_on_own_context(
+            "the_last_backend_on_a_context_releases_the_buffers_kept_for_next_tiles",
+            |_| {},
+        ) else {
+            return;
+        };
+        let context = first.context.clone();
+        let shape = [16u64, 32, 32];
+        let array = crate::synthetic::random_tile(crate::DType::U16, &shape, 3);
+        let whole = Region::whole(&shape);
+        let chain = halving_chain(Method::Mean, &whole, 2);
+        // A host tile (a ring slot's device and upload buffers) and a staged one (the
+        // staging and readback pools).
+        staged_equals_host::<u16>(&first, &array, &[8, 16, 16], &whole, &chain);
+        let kept = context.idle_buffer_bytes();
+        let source_bytes = whole.num_elements() * 2;
+        assert!(
+            kept >= 3 * source_bytes,
+            "the slot's source and upload buffers and the staging buffer: {kept} bytes"
+        );
+        let second = GpuBackend::using(context.clone());
+        drop(first);
+        assert_eq!(
+            context.idle_buffer_bytes(),
+            kept,
+            "another backend still uses the context"
+        );
+        drop(second);
+        assert_eq!(context.idle_buffer_bytes(), 0, "the last backend released them");
+        // The context serves the next build.
+        let third = GpuBackend::using(context.clone());
+        staged_equals_host::<u16>(&third, &array, &[8, 16, 16], &whole, &chain);
+        assert!(context.idle_buffer_bytes() >= 3 * source_bytes);
+    }
 }
