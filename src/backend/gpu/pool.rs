@@ -35,8 +35,8 @@ impl<B> BufferPool<B> {
         self.lock().push(buffer);
     }
 
-    /// Drops every buffer no task holds; returns their bytes (by `bytes`). Those tasks
-    /// hold still come back after.
+    /// Drops every buffer no task holds; returns their bytes (by `bytes`). The buffers
+    /// tasks hold now still come back to the pool when given.
     pub fn release(&self, bytes: impl Fn(&B) -> u64) -> u64 {
         let released = std::mem::take(&mut *self.lock());
         released.iter().map(bytes).sum()
