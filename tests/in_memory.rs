@@ -11,7 +11,7 @@ use std::sync::Arc;
 use ndarray::{Array3, ArrayD, IxDyn, ShapeBuilder};
 use ome_pyramid::synthetic::read_array;
 use ome_pyramid::tile::TileElement;
-use ome_pyramid::{BackendChoice, Compression, LabelsBuilder, NdarraySource, PyramidBuilder};
+use ome_pyramid::{BackendChoice, BuildReport, Compression, LabelsBuilder, Method, NdarraySource, PyramidBuilder};
 use tempfile::TempDir;
 
 /// The uint16 array of a synthetic Zarr input, read whole into memory.
@@ -24,37 +24,41 @@ fn stored_array(dir: &TempDir, shape: &[u64]) -> (std::path::PathBuf, ArrayD<u16
     (path, ArrayD::from_shape_vec(IxDyn(&shape), values).unwrap())
 }
 
-#[test]
-fn an_array_in_memory_gives_the_pyramid_of_the_same_array_stored_as_zarr() {
-    let dir = TempDir::new().unwrap();
-    let (stored, array) = stored_array(&dir, &[20, 70, 90]);
-    let from_disk = dir.path().join("disk.ome.zarr");
-    // One codec for both: the stored input's would otherwise be copied over.
-    PyramidBuilder::new(&stored, &from_disk)
+/// `builder` run with `method` on 2 CPU threads, writing zstd level 5: one codec for a
+/// stored input and an array alike (a stored input's own would otherwise be copied over).
+fn build_on_cpu(builder: PyramidBuilder<'_>, method: Method) -> BuildReport {
+    builder
+        .method(method)
         .compression(Compression::Zstd, 5)
         .backend(BackendChoice::Cpu)
         .threads(2)
         .build()
-        .unwrap();
-    let expected = common::snapshot(&from_disk);
+        .unwrap()
+}
 
+#[test]
+fn an_array_in_memory_gives_the_pyramid_of_the_same_array_stored_as_zarr() {
+    let dir = TempDir::new().unwrap();
+    let (stored, array) = stored_array(&dir, &[20, 70, 90]);
     let mut fortran = ArrayD::<u16>::zeros(IxDyn(array.shape()).f());
     fortran.assign(&array);
-    for (name, view) in [("c", array.view()), ("f", fortran.view())] {
-        let output = dir.path().join(format!("{name}.ome.zarr"));
-        let source = NdarraySource::new(view)
-            .unwrap()
-            .with_chunks(&[8, 32, 32])
-            .unwrap()
-            .with_name("input.zarr");
-        let report = PyramidBuilder::from_source(Arc::new(source), &output)
-            .compression(Compression::Zstd, 5)
-            .backend(BackendChoice::Cpu)
-            .threads(2)
-            .build()
-            .unwrap();
-        assert_eq!(report.levels[0].shape, vec![20, 70, 90]);
-        assert_eq!(common::snapshot(&output), expected, "{name} order");
+    // Gaussian's tiles read halos across the chunks' and the array's edges.
+    for method in [Method::Mean, Method::Gaussian] {
+        let from_disk = dir.path().join(format!("disk-{method}.ome.zarr"));
+        build_on_cpu(PyramidBuilder::new(&stored, &from_disk), method);
+        let expected = common::snapshot(&from_disk);
+        // Standard order is read in place; Fortran order chunk by chunk.
+        for (name, view) in [("c", array.view()), ("f", fortran.view())] {
+            let output = dir.path().join(format!("{name}-{method}.ome.zarr"));
+            let source = NdarraySource::new(view)
+                .unwrap()
+                .with_chunks(&[8, 32, 32])
+                .unwrap()
+                .with_name("input.zarr");
+            let report = build_on_cpu(PyramidBuilder::from_source(Arc::new(source), &output), method);
+            assert_eq!(report.levels[0].shape, vec![20, 70, 90]);
+            assert_eq!(common::snapshot(&output), expected, "{method}, {name} order");
+        }
     }
 }
 

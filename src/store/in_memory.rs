@@ -160,6 +160,12 @@ impl<T: StoreElement> ChunkSource for NdarraySource<'_, T> {
         Ok(bytemuck::cast_slice(values).to_vec())
     }
 
+    fn resident_bytes(&self) -> Option<&[u8]> {
+        // A view in standard order is one block; any other (a transposed or strided NumPy
+        // array) is read chunk by chunk.
+        self.array.as_slice().map(bytemuck::cast_slice)
+    }
+
     fn nothing_stored_in(&self, _region: &Region) -> Result<bool, StoreError> {
         Ok(false)
     }
@@ -213,6 +219,46 @@ mod tests {
             assert_eq!(&chunk[4..8], &[240, 241, 242, 243]);
             assert!(chunk[8..].iter().all(|&v| v == 0), "{chunk:?}");
         }
+    }
+
+    #[test]
+    fn tiles_read_straight_from_an_array_in_standard_order_as_chunk_by_chunk_from_any_other() {
+        use std::sync::Arc;
+        use std::sync::atomic::Ordering;
+
+        use crate::store::TileReader;
+
+        let c_order = Array3::<u16>::from_shape_fn((5, 7, 6), |(z, y, x)| (1 + 100 * z + 10 * y + x) as u16);
+        let mut f_order = Array3::<u16>::zeros((5, 7, 6).f());
+        f_order.assign(&c_order);
+        fn reader(array: &Array3<u16>, resident: bool) -> TileReader<'_, u16> {
+            let source = NdarraySource::new(array.view().into_dyn())
+                .unwrap()
+                .with_chunks(&[2, 3, 4])
+                .unwrap();
+            assert_eq!(source.resident_bytes().is_some(), resident);
+            TileReader::<u16>::new(Arc::new(source), 1 << 20, Arc::new(|_: &Region| 1))
+        }
+        let (in_place, by_chunk) = (reader(&c_order, true), reader(&f_order, false));
+        let regions = [
+            Region::whole(&[5, 7, 6]),
+            // Inside, across chunk edges.
+            Region::new(vec![1, 2, 3], vec![3, 4, 2]),
+            // Past the array's edge on two axes: the fill value there.
+            Region::new(vec![3, 5, 2], vec![4, 4, 7]),
+        ];
+        for region in &regions {
+            let got = in_place.read_into(region, vec![u16::MAX; 1000]).unwrap();
+            assert_eq!(got, by_chunk.read(region).unwrap(), "{region:?}");
+            let outside = region.len() - region.intersect(&Region::whole(&[5, 7, 6])).unwrap().len();
+            assert_eq!(
+                got.iter().filter(|&&v| v == 0).count(),
+                outside,
+                "{region:?}: zeros outside only"
+            );
+        }
+        assert_eq!(in_place.stats.decoded.load(Ordering::Relaxed), 0, "no chunk copied out");
+        assert!(by_chunk.stats.decoded.load(Ordering::Relaxed) > 0);
     }
 
     #[test]

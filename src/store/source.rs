@@ -66,6 +66,13 @@ pub trait ChunkSource: Send + Sync {
     /// [`StoreError::ReadChunk`] naming the chunk.
     fn read_chunk(&self, indices: &[u64]) -> Result<Vec<u8>, StoreError>;
 
+    /// The whole array's elements (native endian, C order), where the source holds them in
+    /// memory as one block: reads copy from there straight into their tiles, with no chunk
+    /// copied out first. `None` (the default) for sources that decode their chunks.
+    fn resident_bytes(&self) -> Option<&[u8]> {
+        None
+    }
+
     /// True if nothing is stored under `region`, which then reads as the fill value only;
     /// `false` where the source cannot tell cheaply.
     ///

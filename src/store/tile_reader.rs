@@ -196,10 +196,23 @@ impl<'s, T: StoreElement> TileReader<'s, T> {
         }
     }
 
-    fn decode(&self, indices: &[u64]) -> Result<Elements<T>, StoreError> {
+    /// The source's elements and the array's region, where it holds them in memory
+    /// ([`ChunkSource::resident_bytes`]).
+    fn resident(&self) -> Option<(&[T], Region)> {
+        let data = bytemuck::try_cast_slice(self.source.resident_bytes()?).ok()?;
+        Some((data, Region::whole(self.source.shape())))
+    }
+
+    /// [`StoreError::Cancelled`] once the build was cancelled.
+    fn check_cancel(&self) -> Result<(), StoreError> {
         if self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
             return Err(StoreError::Cancelled);
         }
+        Ok(())
+    }
+
+    fn decode(&self, indices: &[u64]) -> Result<Elements<T>, StoreError> {
+        self.check_cancel()?;
         let data = Elements::from_bytes(self.source.read_chunk(indices)?);
         self.stats.decoded.fetch_add(1, Ordering::Relaxed);
         self.stats
@@ -465,12 +478,17 @@ impl<'s, T: StoreElement> TileReader<'s, T> {
         R: RowTarget + RowWrite<T> + Send,
     {
         use rayon::prelude::*;
+        let resident = self.resident();
         let indices = self.source.chunks_in(region);
         let chunks: Vec<(&Vec<u64>, Region, Region)> = indices
             .iter()
             .filter_map(|idx| {
                 let chunk_region = self.source.chunk_region(idx);
-                let wanted = chunk_region.intersect(region)?;
+                let mut wanted = chunk_region.intersect(region)?;
+                if let Some((_, array)) = &resident {
+                    // An edge chunk's part past the array is the fill value, as uncovered.
+                    wanted = wanted.intersect(array)?;
+                }
                 Some((idx, chunk_region, wanted))
             })
             .collect();
@@ -478,6 +496,18 @@ impl<'s, T: StoreElement> TileReader<'s, T> {
         let dealt = split_rows(target, region, &parts);
         for mut row in dealt.uncovered {
             row.fill(self.fill);
+        }
+        if let Some((data, array)) = resident {
+            // Each chunk's part straight from the array, on as many threads as there are.
+            return dealt
+                .blocks
+                .into_par_iter()
+                .zip(&chunks)
+                .try_for_each(|(mut rows, (_, _, wanted))| {
+                    self.check_cancel()?;
+                    copy_into_rows(data, &array, &mut rows, wanted);
+                    Ok(())
+                });
         }
         // Each decoded chunk is copied in as soon as it is ready and then dropped (unless
         // the cache keeps it), so a read holds the tile plus a few chunks, not two tiles.
