@@ -97,3 +97,37 @@ fn a_label_image_takes_its_segmentation_from_memory_a_stored_source_is_protected
     assert!(err.is_invalid_input());
     assert!(err.to_string().contains("cannot be checked against"), "{err}");
 }
+
+#[test]
+fn an_array_in_memory_in_standard_order_is_read_into_gpu_staging_memory_with_the_cpus_results() {
+    let test = "an_array_in_memory_in_standard_order_is_read_into_gpu_staging_memory_with_the_cpus_results";
+    if common::gpu_or_skip(test).is_none() {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let (_, array) = stored_array(&dir, &[20, 70, 90]);
+    let mut fortran = ArrayD::<u16>::zeros(IxDyn(array.shape()).f());
+    fortran.assign(&array);
+    let build = |view, backend: BackendChoice, name: &str| {
+        let output = dir.path().join(format!("{name}.ome.zarr"));
+        let source = NdarraySource::new(view).unwrap().with_chunks(&[8, 32, 32]).unwrap();
+        let report = PyramidBuilder::from_source(Arc::new(source), &output)
+            .compression(Compression::Zstd, 5)
+            .backend(backend)
+            .threads(2)
+            .build()
+            .unwrap();
+        // Every file but the image's attributes, which name the backend.
+        let mut files = common::snapshot(&output);
+        assert!(files.remove(std::path::Path::new(".zattrs")).is_some());
+        (report.tiles_staged, files)
+    };
+    let (_, expected) = build(array.view(), BackendChoice::Cpu, "cpu");
+    let (staged, got) = build(array.view(), BackendChoice::Gpu, "gpu-c");
+    assert!(staged > 0, "level 0 is written from the array, so its tiles are staged");
+    assert_eq!(got, expected, "the GPU's levels are the CPU's");
+    // Level 0 of an array in another order is written from a host tile.
+    let (staged, got) = build(fortran.view(), BackendChoice::Gpu, "gpu-f");
+    assert_eq!(staged, 0);
+    assert_eq!(got, expected);
+}

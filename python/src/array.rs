@@ -1,9 +1,9 @@
 //! NumPy arrays as build inputs: a borrowed, read-only `ndarray` view of the array's own
 //! memory (any strides: C or Fortran order, slices), wrapped in the library's
-//! [`NdarraySource`]. The array is never copied whole: the engine's threads copy each tile
-//! straight out of a C-contiguous array, and each read chunk out of any other, while the GIL
-//! is released, so the array must not be written to by other Python threads during the
-//! build.
+//! [`NdarraySource`]. The array is never copied whole: the engine's threads compute from a
+//! C-contiguous array in place (or fill a GPU's staging memory from it), and copy each read
+//! chunk out of any other, while the GIL is released, so the array must not be written to
+//! by other Python threads during the build.
 
 use std::sync::Arc;
 

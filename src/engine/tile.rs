@@ -2,7 +2,9 @@
 //! levels on the backend, and write what it owns at each level: chunks of unsharded levels
 //! stored at once, chunks of sharded levels encoded for their shards (which the block
 //! runner appends). A tile whose source holds no stored chunk, with a zero fill value,
-//! writes nothing and is not computed.
+//! writes nothing and is not computed. An array held in memory is not read into a tile:
+//! the CPU computes from it in place and level 0 is encoded from it, and a GPU's staging
+//! memory is filled from it.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +15,7 @@ use super::blocks::{ShardPiece, TileOutput};
 use super::pass::{BuildContext, Pass, TileSpans};
 use super::prepare::Level0;
 use super::stages::{Started, WriteJob};
-use crate::backend::{ComputedLevels, Step};
+use crate::backend::{BackendKind, ComputedLevels, Step};
 use crate::journal::StoredChunk;
 use crate::store::{LevelSink, Source, StoreElement, StoreError, TileReader};
 use crate::tile::{Region, Tile, TileRef, copy_overlap, extract_within};
@@ -182,6 +184,14 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
         if let Some(staged) = self.stage(&read_region, &chain) {
             return self.start_staged(staged, &read_region, chain, spans, output, started);
         }
+        if context.backend.kind() == BackendKind::Cpu
+            && self
+                .reader
+                .resident()
+                .is_some_and(|(_, array)| array.contains(&read_region))
+        {
+            return Ok(self.start_in_place(chain, spans, output));
+        }
         let data = self.reader.read_into(&read_region, self.buffers.take())?;
         let source_tile = Tile::new(read_region, T::wrap(data));
         add_ns(&context.counters.read_ns, started.elapsed());
@@ -196,14 +206,47 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
     }
 
     /// A staged source tile for `chain` from the backend, unless level `first` is written
-    /// from the decoded tile, which must then be in host memory after the compute.
+    /// from the decoded tile, which must then be in host memory after the compute (an array
+    /// in memory holds it anyway).
     #[cfg(feature = "gpu")]
     fn stage(&self, read_region: &Region, chain: &[(Step, Region)]) -> Option<crate::backend::gpu::StagedTile> {
         let context = self.context;
-        if self.pass.writes_first && context.level0 == Level0::Encoded {
+        if self.encodes_first() && self.reader.resident().is_none() {
             return None;
         }
         context.backend.stage_source(T::DTYPE, read_region, chain)
+    }
+
+    /// True if this pass writes level `first` encoded from its data (not copied as stored).
+    fn encodes_first(&self) -> bool {
+        self.pass.writes_first && self.context.level0 == Level0::Encoded
+    }
+
+    /// For a source held in memory ([`TileReader::resident`]), on the CPU: returns the
+    /// tile's compute, which computes `chain`'s first step straight from the array, and
+    /// then its writes, which encode level `first` (where it is encoded) from there too. No
+    /// source tile is read.
+    fn start_in_place(
+        &self,
+        chain: Vec<(Step, Region)>,
+        spans: TileSpans,
+        output: TileOutput,
+    ) -> Started<'_, TileOutput> {
+        let context = self.context;
+        Started::Compute(Box::new(move || {
+            let computing = Instant::now();
+            let (array_data, array) = self.reader.resident().expect("a source held in memory");
+            let (step, first_region) = &chain[0];
+            let first = context
+                .backend
+                .downsample_ref(step, TileRef::new(&array, array_data), first_region)?;
+            let rest = context.backend.downsample_chain(&first, &chain[1..])?;
+            let outputs = ComputedLevels::Tiles(std::iter::once(first).chain(rest).collect());
+            add_ns(&context.counters.compute_ns, computing.elapsed());
+            let write: WriteJob<'_, TileOutput> =
+                Box::new(move || self.write_levels_of(&spans, output, Some((array_data, &array)), &outputs));
+            Ok(write)
+        }))
     }
 
     /// Reads the tile straight into `staged` and returns its compute, which computes
@@ -226,7 +269,11 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
             let computing = Instant::now();
             let outputs = context.backend.downsample_chain_staged(staged, &chain)?;
             add_ns(&context.counters.compute_ns, computing.elapsed());
-            let write: WriteJob<'_, TileOutput> = Box::new(move || self.write(&spans, output, None, &outputs));
+            let write: WriteJob<'_, TileOutput> = Box::new(move || {
+                let level0 = self.reader.resident().filter(|_| self.encodes_first());
+                let level0 = level0.as_ref().map(|(data, array)| (*data, array));
+                self.write_levels_of(&spans, output, level0, &outputs)
+            });
             Ok(write)
         })))
     }
@@ -238,8 +285,31 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
     fn write(
         &self,
         spans: &TileSpans,
-        mut output: TileOutput,
+        output: TileOutput,
         source_tile: Option<Tile>,
+        outputs: &ComputedLevels,
+    ) -> Result<TileOutput, BuildError> {
+        let level0 = source_tile.as_ref().map(|tile| {
+            (
+                T::view(&tile.data).expect("the source tile holds the source dtype"),
+                &tile.region,
+            )
+        });
+        let written = self.write_levels_of(spans, output, level0, outputs);
+        if let Some(data) = source_tile.and_then(|tile| T::unwrap(tile.data)) {
+            self.buffers.give(data);
+        }
+        written
+    }
+
+    /// Writes what the tile of `spans` owns of each level it writes: level `first` from
+    /// `level0` (data holding a region) where it is encoded from decoded data, the others
+    /// from `outputs` (one per level above `first`); adds them to `output`.
+    fn write_levels_of(
+        &self,
+        spans: &TileSpans,
+        mut output: TileOutput,
+        level0: Option<(&[T], &Region)>,
         outputs: &ComputedLevels,
     ) -> Result<TileOutput, BuildError> {
         let (context, pass) = (self.context, self.pass);
@@ -247,16 +317,10 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
         // Every level's chunks are encoded together, so a level of few chunks (the top
         // ones) does not leave threads idle waiting for the next.
         let mut levels: Vec<(usize, (&[T], &Region))> = Vec::with_capacity(outputs.len() + 1);
-        if pass.writes_first && context.level0 == Level0::Encoded {
-            let source_tile = source_tile
-                .as_ref()
-                .expect("level 0 written from decoded data has its tile");
+        if self.encodes_first() {
             levels.push((
                 pass.first,
-                (
-                    T::view(&source_tile.data).expect("the source tile holds the source dtype"),
-                    &source_tile.region,
-                ),
+                level0.expect("level 0 written from decoded data has its data"),
             ));
         }
         levels.extend((0..outputs.len()).map(|offset| (pass.first + 1 + offset, outputs.level::<T>(offset))));
@@ -270,9 +334,6 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
             .collect();
         self.write_levels(&levels, &mut output)?;
         add_ns(&context.counters.write_ns, started.elapsed());
-        if let Some(data) = source_tile.and_then(|tile| T::unwrap(tile.data)) {
-            self.buffers.give(data);
-        }
         Ok(output)
     }
 

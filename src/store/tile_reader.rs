@@ -197,8 +197,9 @@ impl<'s, T: StoreElement> TileReader<'s, T> {
     }
 
     /// The source's elements and the array's region, where it holds them in memory
-    /// ([`ChunkSource::resident_bytes`]).
-    fn resident(&self) -> Option<(&[T], Region)> {
+    /// ([`ChunkSource::resident_bytes`]): what a region's reads copy from.
+    #[must_use]
+    pub fn resident(&self) -> Option<(&[T], Region)> {
         let data = bytemuck::try_cast_slice(self.source.resident_bytes()?).ok()?;
         Some((data, Region::whole(self.source.shape())))
     }
