@@ -479,9 +479,6 @@ impl Downsampler for GpuBackend {
     }
 }
 
-/// For a GPU test on a machine without an adapter: fails under `CI=true` (CI runs the GPU
-/// path on lavapipe), else says on the process's stderr, where the reader of `cargo test`
-/// sees it (the harness captures `eprintln!`), that `test` checked nothing.
 #[cfg(test)]
 /// A backend on a context of its own (not the process's shared one), after `configure`
 /// has set the context up; `None` (said by [`no_adapter`] for `test`) where there is no
@@ -499,6 +496,9 @@ pub(crate) fn backend_on_own_context(test: &str, configure: impl FnOnce(&mut Gpu
     Some(GpuBackend::using(Arc::new(context)))
 }
 
+/// For a GPU test on a machine without an adapter: fails under `CI=true` (CI runs the GPU
+/// path on lavapipe), else says on the process's stderr, where the reader of `cargo test`
+/// sees it (the harness captures `eprintln!`), that `test` checked nothing.
 #[cfg(test)]
 pub(crate) fn no_adapter(test: &str, why: &dyn std::fmt::Display) {
     use std::io::Write;
