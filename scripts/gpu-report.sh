@@ -112,6 +112,10 @@ for r in kernels["rows"]:
     lines.append(f"| {r['method']} | {r['dtype']} | {rate(r['cpu_gb_per_s'])} | {rate(g.get('upload_gb_per_s'))} | "
                  f"{rate(g.get('kernel_gb_per_s'))} | {rate(g.get('readback_gb_per_s'))} | "
                  f"{rate(g.get('end_to_end_gb_per_s'))} | {share} |")
+fused = [r for r in kernels["rows"] if (r.get("gpu") or {}).get("per_axis_kernel_gb_per_s") is not None]
+if fused:
+    lines += ["", "Gaussian's y and x passes run fused in one dispatch; with one dispatch per axis instead, the kernel "
+              "rates were: " + ", ".join(f"{r['dtype']} {rate(r['gpu']['per_axis_kernel_gb_per_s'])} GB/s" for r in fused) + "."]
 gib = builds["input_bytes"] / 2**30
 lines += [
     "",

@@ -11,7 +11,7 @@
 // buffer is bits [w·(i mod p), w·(i mod p + 1)) of word i / p, with p elements per word.
 //
 // Every array is padded to 5 axes with leading 1s. The parameter block (u32 words, read with
-// `param(i)` from a uniform buffer of 16 rows of 4):
+// `param(i)` from a uniform buffer of 32 rows of 4):
 //   [0..5)   source tile shape          [5..10)  source strides (elements)
 //   [10..15) destination tile shape     [15..20) stencil offset per axis (into aux)
 //   [20] destination elements   [21] pass axis (gaussian)   [22] first pass (gaussian)
@@ -23,6 +23,9 @@
 //   + k with weight k; lo == hi: none): [32] lo  [33] hi  [34] first  [35] stride  [36] taps
 //   [37] rows layout: destination words per row
 //   [40..64) the weights' f32 bits
+//   gaussian's fused y–x pass (`main_tiles` in gaussian.wgsl), the x axis's interior run:
+//   [64] lo  [65] hi  [66] first  [67] stride  [68] taps  [72..96) the weights' f32 bits;
+//   [69] offset in aux of the tiles' (first input column, columns) pairs
 override ELEM: u32 = 2u;
 
 const P_SRC_SHAPE: u32 = 0u;
@@ -43,6 +46,13 @@ const P_INTERIOR_FIRST: u32 = 34u;
 const P_INTERIOR_STRIDE: u32 = 35u;
 const P_INTERIOR_TAPS: u32 = 36u;
 const P_WEIGHTS: u32 = 40u;
+const P_X_INTERIOR_LO: u32 = 64u;
+const P_X_INTERIOR_HI: u32 = 65u;
+const P_X_INTERIOR_FIRST: u32 = 66u;
+const P_X_INTERIOR_STRIDE: u32 = 67u;
+const P_X_INTERIOR_TAPS: u32 = 68u;
+const P_TILE_COLUMNS: u32 = 69u;
+const P_X_WEIGHTS: u32 = 72u;
 const WORKGROUP: u32 = 256u;
 const WORKGROUP_LOG2: u32 = 8u;
 // Two layouts map invocations to the destination's words, each with its entry point (the
@@ -53,11 +63,13 @@ const WORKGROUP_LOG2: u32 = 8u;
 //   without dividing; a 3-D dispatch, x over the words of a row, y over rows, z over the
 //   third axis from the end. Only where whole words fit a row and the two leading axes
 //   are 1.
+// Gaussian adds a third, the rows layout's grid over workgroup tiles (`main_tiles`, in
+// gaussian.wgsl), for its fused y–x pass.
 // Separate entry points, not a branch on a parameter, and no loop around the kernel's
 // body: on lavapipe (a software Vulkan) either made the gaussian passes about twice as
 // slow, even in the flat layout.
 
-@group(0) @binding(0) var<uniform> params: array<vec4<u32>, 16>;
+@group(0) @binding(0) var<uniform> params: array<vec4<u32>, 32>;
 
 // Word `i` of the parameter block.
 fn param(i: u32) -> u32 {

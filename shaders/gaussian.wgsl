@@ -11,6 +11,12 @@
 // from the edges share one weight list, in the parameter block (P_INTERIOR_*, P_WEIGHTS):
 // they read consecutive inputs from a computed first one, in the same tap order, and only
 // the outputs near the edges, where reflection makes each one's taps differ, read aux.
+//
+// Where a step reduces both of the last two axes, their passes may run as one dispatch
+// (`main_tiles`): each workgroup makes the y pass's values for the input columns its
+// outputs need in workgroup memory, then its outputs' x pass from there. The terms and their
+// order are those of the two passes, so the results are the same bit for bit; the y pass's
+// values never travel through a device buffer.
 
 @group(0) @binding(3) var<storage, read> src_f32: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dst: array<u32>;
@@ -83,4 +89,65 @@ fn main_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     } else {
         dst_f32[row_word(site)] = blurred_at(site.index);
     }
+}
+
+// Fused y–x pass: f32 values of the y pass per workgroup, its rows one after the other,
+// `TILE_FLOATS >> (WORKGROUP_LOG2 − lanes)` to a row (14 KiB: within every adapter's limit,
+// wgpu's downlevel 16352 bytes included).
+const TILE_FLOATS: u32 = 3584u;
+var<workgroup> y_values: array<f32, TILE_FLOATS>;
+
+// The x pass's value of output `o` from a row of `y_values` starting at `row_at`, whose
+// first value is input column `column0`: the same taps in the same order as `blurred_at`.
+fn x_blurred(row_at: u32, column0: u32, o: u32) -> f32 {
+    var sum = 0.0;
+    let lo = param(P_X_INTERIOR_LO);
+    if (o >= lo && o < param(P_X_INTERIOR_HI)) {
+        var at = row_at + param(P_X_INTERIOR_FIRST) + param(P_X_INTERIOR_STRIDE) * (o - lo) - column0;
+        for (var k = 0u; k < param(P_X_INTERIOR_TAPS); k = k + 1u) {
+            sum = sum + bitcast<f32>(param(P_X_WEIGHTS + k)) * y_values[at];
+            at = at + 1u;
+        }
+        return sum;
+    }
+    let table = param(P_STENCIL + 4u);
+    let outputs = param(P_DST_SHAPE + 4u);
+    let taps = table + outputs + 1u;
+    for (var t = aux[table + o]; t < aux[table + o + 1u]; t = t + 1u) {
+        let j = aux[taps + 2u * t];
+        let w = bitcast<f32>(aux[taps + 2u * t + 1u]);
+        sum = sum + w * y_values[row_at + j - column0];
+    }
+    return sum;
+}
+
+// The fused y–x pass, always a step's last: the rows layout's grid, each workgroup's rows
+// and words a tile. Parameters are the y pass's (P_AXIS is y), with the destination shape
+// the step's.
+@compute @workgroup_size(256)
+fn main_tiles(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    let lanes = param(P_ROW_LANES);
+    let rows_log2 = WORKGROUP_LOG2 - lanes;
+    let width = TILE_FLOATS >> rows_log2;
+    let columns = param(P_TILE_COLUMNS) + 2u * wg.x;
+    let column0 = aux[columns];
+    let count = aux[columns + 1u];
+    let row0 = wg.y << rows_log2;
+    let rows = min(1u << rows_log2, param(P_DST_SHAPE + 3u) - row0);
+    for (var r = 0u; r < rows; r = r + 1u) {
+        for (var c = local; c < count; c = c + WORKGROUP) {
+            y_values[r * width + c] = blurred_at(array<u32, 5>(0u, 0u, wg.z, row0 + r, column0 + c));
+        }
+    }
+    workgroupBarrier();
+    let site = row_site(wg, local, elems_per_word());
+    if (!site.valid) { return; }
+    let row_at = (local >> lanes) * width;
+    var o = site.index[4];
+    var packed = 0u;
+    for (var lane = 0u; lane < elems_per_word(); lane = lane + 1u) {
+        packed = packed | pack_bits(from_f32(x_blurred(row_at, column0, o)), lane);
+        o = o + 1u;
+    }
+    dst[row_word(site)] = packed;
 }

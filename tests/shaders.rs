@@ -3,7 +3,7 @@
 #![cfg(feature = "gpu")]
 
 use ome_pyramid::DType;
-use ome_pyramid::backend::gpu::program::{Grid, PARAM_WORDS, elem_code};
+use ome_pyramid::backend::gpu::program::{PARAM_WORDS, elem_code};
 use ome_pyramid::backend::gpu::{Kernel, shader_source};
 
 #[test]
@@ -18,7 +18,7 @@ fn every_kernel_validates_and_compiles_for_every_element_kind() {
         let elems: Vec<u32> = DType::ALL.iter().filter_map(|&d| elem_code(d)).collect();
         assert_eq!(elems.len(), 7, "u8, u16, u32, i8, i16, i32, f32 on the GPU");
         for elem in elems {
-            for entry_point in Grid::ENTRY_POINTS {
+            for &entry_point in kernel.entry_points() {
                 let mut constants = naga::back::PipelineConstants::default();
                 constants.insert("ELEM".to_string(), f64::from(elem));
                 let (specialised, specialised_info) = naga::back::pipeline_constants::process_overrides(

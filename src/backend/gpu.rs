@@ -627,6 +627,72 @@ mod tests {
     }
 
     #[test]
+    fn the_fused_y_x_pass_gives_the_per_axis_passes_results_bit_for_bit() {
+        use program::{GaussianPasses, Grid};
+        let Ok(gpu) = GpuBackend::new(true) else {
+            no_adapter(
+                "the_fused_y_x_pass_gives_the_per_axis_passes_results_bit_for_bit",
+                &"no GPU adapter opened",
+            );
+            return;
+        };
+        let mut fused = 0;
+        for dtype in [DType::U8, DType::U16, DType::I8, DType::I16, DType::F32] {
+            // y/x only and 3-D; factors 2 and 3; whole levels, regions inside a level (halos
+            // on both sides, identity axes cropped), edges (reflection); two levels at once.
+            for (factors, level, dsts) in [
+                (
+                    vec![2, 2],
+                    vec![70u64, 512],
+                    vec![Region::new(vec![0, 0], vec![35, 256])],
+                ),
+                (
+                    vec![1, 2, 2],
+                    vec![5, 64, 600],
+                    vec![Region::new(vec![2, 4, 20], vec![2, 24, 256])],
+                ),
+                (
+                    vec![2, 3, 3],
+                    vec![12, 90, 768],
+                    vec![Region::new(vec![0, 0, 0], vec![6, 30, 256])],
+                ),
+                (
+                    vec![2, 2, 2],
+                    vec![16, 96, 1024],
+                    vec![Region::whole(&[8, 48, 512]), Region::whole(&[4, 24, 256])],
+                ),
+            ] {
+                let mut chain = Vec::new();
+                let mut shape = level.clone();
+                for dst in dsts {
+                    let step = Step {
+                        method: Method::Gaussian,
+                        factors: factors.clone(),
+                        src_shape: shape.clone(),
+                    };
+                    shape = step.dst_shape();
+                    chain.push((step, dst));
+                }
+                let src_region = required_source(&chain[0].0, &chain[0].1);
+                let src = crate::synthetic::random_tile(dtype, &src_region.shape, 11);
+                let tiles = program::build(dtype, &src_region, &chain).expect("program");
+                let passes = program::build_with(dtype, &src_region, &chain, GaussianPasses::PerAxis).expect("program");
+                let fused_steps = tiles
+                    .dispatches
+                    .iter()
+                    .filter(|d| matches!(d.grid, Grid::Tiles { .. }))
+                    .count();
+                assert_eq!(fused_steps, chain.len(), "{dtype} {factors:?}: every step fused");
+                fused += fused_steps;
+                let a = gpu.context.run(dtype, &src.data, &tiles).expect("fused");
+                let b = gpu.context.run(dtype, &src.data, &passes).expect("per axis");
+                assert!(a == b, "{dtype} {factors:?}: the fused pass differs");
+            }
+        }
+        assert_eq!(fused, 25);
+    }
+
+    #[test]
     fn backends_of_one_process_share_one_device_context() {
         let (Ok(first), Ok(second)) = (GpuBackend::new(true), GpuBackend::new(true)) else {
             no_adapter(

@@ -11,8 +11,8 @@ use crate::tile::Region;
 
 /// Axes every kernel sees (shapes are padded with leading 1s).
 pub const MAX_AXES: usize = 5;
-/// u32 values in a parameter block: the shaders' uniform `params`, 16 rows of 4.
-pub const PARAM_WORDS: usize = 64;
+/// u32 values in a parameter block: the shaders' uniform `params`, 32 rows of 4.
+pub const PARAM_WORDS: usize = 128;
 
 const P_SRC_SHAPE: usize = 0;
 const P_SRC_STRIDE: usize = 5;
@@ -25,13 +25,15 @@ const P_LAST: usize = 23;
 const P_OFFSET: usize = 24;
 const P_MAXIMUM: usize = 29;
 const P_ROW_LANES: usize = 31;
-const P_INTERIOR_LO: usize = 32;
-const P_INTERIOR_HI: usize = 33;
-const P_INTERIOR_FIRST: usize = 34;
-const P_INTERIOR_STRIDE: usize = 35;
-const P_INTERIOR_TAPS: usize = 36;
+/// A gaussian pass axis's interior run: lo, hi, first, stride and taps, in that order.
+const P_INTERIOR: usize = 32;
 const P_ROW_WORDS: usize = 37;
 const P_WEIGHTS: usize = 40;
+/// The fused y–x pass's x axis: its interior run (laid out as at [`P_INTERIOR`]), the
+/// offset in `aux` of its tiles' input columns, and its weights.
+const P_X_INTERIOR: usize = 64;
+const P_TILE_COLUMNS: usize = 69;
+const P_X_WEIGHTS: usize = 72;
 /// Invocations per workgroup (`WORKGROUP` in the shaders), `2^WORKGROUP_LOG2`.
 pub const WORKGROUP: u32 = 1 << WORKGROUP_LOG2;
 const WORKGROUP_LOG2: u32 = 8;
@@ -43,7 +45,10 @@ const MAX_GROUPS_PER_DIMENSION: u64 = 65_535;
 const ROWS_MAX_OVERHEAD: (u64, u64) = (3, 2);
 /// The most taps a gaussian axis's interior run passes in the parameter block (factors up to
 /// 6); an axis with more reads every output's taps from `aux`.
-pub const MAX_INTERIOR_TAPS: usize = PARAM_WORDS - P_WEIGHTS;
+pub const MAX_INTERIOR_TAPS: usize = P_X_INTERIOR - P_WEIGHTS;
+/// `f32` values of the fused y–x pass's workgroup memory (`TILE_FLOATS` in
+/// `shaders/gaussian.wgsl`), shared by a workgroup's rows.
+const TILE_FLOATS: u64 = 3584;
 
 /// Which shader a dispatch runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,7 +57,8 @@ pub enum Kernel {
     Nearest,
     /// `shaders/mean.wgsl`
     Mean,
-    /// `shaders/gaussian.wgsl`, one axis per dispatch
+    /// `shaders/gaussian.wgsl`, one axis per dispatch, or the last two in one
+    /// ([`Grid::Tiles`])
     GaussianPass,
     /// `shaders/mode.wgsl`
     Mode,
@@ -79,6 +85,16 @@ impl Kernel {
             Kernel::GaussianPass => "gaussian.wgsl",
             Kernel::Mode => "mode.wgsl",
             Kernel::Extremum => "extremum.wgsl",
+        }
+    }
+
+    /// Its entry points: every kernel's layouts ([`Grid::ENTRY_POINTS`]), and gaussian's
+    /// fused y–x pass.
+    #[must_use]
+    pub fn entry_points(self) -> &'static [&'static str] {
+        match self {
+            Kernel::GaussianPass => &["main", "main_rows", "main_tiles"],
+            _ => &Grid::ENTRY_POINTS,
         }
     }
 
@@ -135,10 +151,17 @@ pub enum Grid {
         /// Workgroups per dimension.
         groups: [u32; 3],
     },
+    /// Gaussian's fused y–x pass: the rows layout's grid, each workgroup making the y pass's
+    /// values its outputs read in workgroup memory first.
+    Tiles {
+        /// Workgroups per dimension.
+        groups: [u32; 3],
+    },
 }
 
 impl Grid {
-    /// Every kernel's entry points: the flat layout's, then the rows layout's.
+    /// Every kernel's entry points: the flat layout's, then the rows layout's (gaussian has
+    /// one more, [`Kernel::entry_points`]).
     pub const ENTRY_POINTS: [&'static str; 2] = ["main", "main_rows"];
 
     /// The kernel's entry point for this layout.
@@ -147,6 +170,7 @@ impl Grid {
         match self {
             Grid::Flat { .. } => Self::ENTRY_POINTS[0],
             Grid::Rows { .. } => Self::ENTRY_POINTS[1],
+            Grid::Tiles { .. } => "main_tiles",
         }
     }
 }
@@ -259,20 +283,24 @@ fn push_unit_axis(aux: &mut Vec<u32>) -> Option<u32> {
     Some(at)
 }
 
-/// Passes a gaussian axis's interior run ([`Interior`]) in the parameter block: its outputs
-/// read `first + stride · (o − lo) + k` for tap `k`, with one weight list, so the kernel
-/// looks up per-output taps in `aux` only near the edges, where reflection makes them
-/// differ. No run (`lo == hi`) where there is none or its taps do not fit.
-fn set_interior(params: &mut [u32; PARAM_WORDS], stencil: &AxisStencil) -> Option<()> {
+/// Passes a gaussian axis's interior run ([`Interior`]) in the parameter block, at `block`
+/// (lo, hi, first, stride, taps) and `weights`: its outputs read
+/// `first + stride · (o − lo) + k` for tap `k`, with one weight list, so the kernel looks up
+/// per-output taps in `aux` only near the edges, where reflection makes them differ. No run
+/// (`lo == hi`) where there is none or its taps do not fit.
+fn set_interior(params: &mut [u32; PARAM_WORDS], stencil: &AxisStencil, block: usize, weights: usize) -> Option<()> {
     let Some(run) = Interior::of(stencil).filter(|run| run.weights.len() <= MAX_INTERIOR_TAPS) else {
         return Some(());
     };
-    params[P_INTERIOR_LO] = to_u32(run.outputs.start)?;
-    params[P_INTERIOR_HI] = to_u32(run.outputs.end)?;
-    params[P_INTERIOR_FIRST] = to_u32(run.first)?;
-    params[P_INTERIOR_STRIDE] = to_u32(run.stride)?;
-    params[P_INTERIOR_TAPS] = to_u32(run.weights.len())?;
-    for (slot, &w) in params[P_WEIGHTS..].iter_mut().zip(&run.weights) {
+    params[block] = to_u32(run.outputs.start)?;
+    params[block + 1] = to_u32(run.outputs.end)?;
+    params[block + 2] = to_u32(run.first)?;
+    params[block + 3] = to_u32(run.stride)?;
+    params[block + 4] = to_u32(run.weights.len())?;
+    for (slot, &w) in params[weights..weights + MAX_INTERIOR_TAPS]
+        .iter_mut()
+        .zip(&run.weights)
+    {
         #[allow(clippy::cast_possible_truncation)]
         let w = (w as f32).to_bits();
         *slot = w;
@@ -284,23 +312,44 @@ fn set_interior(params: &mut [u32; PARAM_WORDS], stencil: &AxisStencil) -> Optio
 /// word: rows (its words written into `params`) where whole words fit a row and the rows
 /// grid is within [`ROWS_MAX_OVERHEAD`] of the flat one, flat otherwise.
 fn lay_out(params: &mut [u32; PARAM_WORDS], per_word: u64) -> Option<Grid> {
-    let shape: [u64; MAX_AXES] = std::array::from_fn(|a| u64::from(params[P_DST_SHAPE + a]));
-    let words = shape.iter().product::<u64>().div_ceil(per_word);
-    let flat_work = words.div_ceil(u64::from(WORKGROUP));
-    if let Some((lanes, groups)) = rows_grid(&shape, per_word) {
-        let (num, den) = ROWS_MAX_OVERHEAD;
-        let rows_work = groups.iter().product::<u64>();
-        if rows_work * den <= flat_work * num {
-            params[P_ROW_LANES] = lanes;
-            params[P_ROW_WORDS] = to_u32(shape[4] / per_word)?;
-            return Some(Grid::Rows {
-                groups: groups.map(|g| u32::try_from(g).expect("within MAX_GROUPS_PER_DIMENSION")),
-            });
-        }
+    let shape = dst_shape(params);
+    if let Some((lanes, groups)) = rows_grid(&shape, per_word).filter(|(_, groups)| dense(&shape, per_word, groups)) {
+        set_rows(params, &shape, per_word, lanes)?;
+        return Some(Grid::Rows {
+            groups: groups_u32(groups),
+        });
     }
     Some(Grid::Flat {
-        invocations: to_u32(words)?,
+        invocations: to_u32(shape.iter().product::<u64>().div_ceil(per_word))?,
     })
+}
+
+/// The padded destination shape of a parameter block.
+fn dst_shape(params: &[u32; PARAM_WORDS]) -> [u64; MAX_AXES] {
+    std::array::from_fn(|a| u64::from(params[P_DST_SHAPE + a]))
+}
+
+/// True if the rows layout's `groups` do at most [`ROWS_MAX_OVERHEAD`] times the flat
+/// layout's work on a destination of `shape`.
+fn dense(shape: &[u64; MAX_AXES], per_word: u64, groups: &[u64; 3]) -> bool {
+    let flat_work = shape
+        .iter()
+        .product::<u64>()
+        .div_ceil(per_word)
+        .div_ceil(u64::from(WORKGROUP));
+    let (num, den) = ROWS_MAX_OVERHEAD;
+    groups.iter().product::<u64>() * den <= flat_work * num
+}
+
+/// Writes the rows layout's lanes along a row and words per row into `params`.
+fn set_rows(params: &mut [u32; PARAM_WORDS], shape: &[u64; MAX_AXES], per_word: u64, lanes: u32) -> Option<()> {
+    params[P_ROW_LANES] = lanes;
+    params[P_ROW_WORDS] = to_u32(shape[4] / per_word)?;
+    Some(())
+}
+
+fn groups_u32(groups: [u64; 3]) -> [u32; 3] {
+    groups.map(|g| u32::try_from(g).expect("within MAX_GROUPS_PER_DIMENSION"))
 }
 
 /// The rows layout's workgroups for a padded destination `shape` with `per_word` outputs to
@@ -308,27 +357,103 @@ fn lay_out(params: &mut [u32; PARAM_WORDS], per_word: u64) -> Option<Grid> {
 /// workgroups (the most lanes along a row among equals); `None` where a row does not hold
 /// whole words, the two leading axes are not 1, or no split fits the dispatch limits.
 fn rows_grid(shape: &[u64; MAX_AXES], per_word: u64) -> Option<(u32, [u64; 3])> {
-    if !shape[4].is_multiple_of(per_word) || shape[0] * shape[1] != 1 {
-        return None;
-    }
+    rows_grids(shape, per_word).min_by_key(|(_, groups)| groups.iter().product::<u64>())
+}
+
+/// Every split of the rows layout within the dispatch limits, the most lanes along a row
+/// first; none where a row does not hold whole words or the two leading axes are not 1.
+fn rows_grids(shape: &[u64; MAX_AXES], per_word: u64) -> impl Iterator<Item = (u32, [u64; 3])> {
+    let fits = shape[4].is_multiple_of(per_word) && shape[0] * shape[1] == 1;
     let words = shape[4] / per_word;
+    let (rows, planes) = (shape[3], shape[2]);
     (0..=WORKGROUP_LOG2)
         .rev()
-        .map(|lanes| {
-            let rows = 1u64 << (WORKGROUP_LOG2 - lanes);
-            (lanes, [words.div_ceil(1 << lanes), shape[3].div_ceil(rows), shape[2]])
+        .filter(move |_| fits)
+        .map(move |lanes| {
+            let rows_per_group = 1u64 << (WORKGROUP_LOG2 - lanes);
+            (
+                lanes,
+                [words.div_ceil(1 << lanes), rows.div_ceil(rows_per_group), planes],
+            )
         })
         .filter(|(_, groups)| groups.iter().all(|&g| g <= MAX_GROUPS_PER_DIMENSION))
-        .min_by_key(|(_, groups)| groups.iter().product::<u64>())
+}
+
+/// How gaussian's last two passes run where a step reduces both of the last two axes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GaussianPasses {
+    /// Each axis in a dispatch of its own.
+    PerAxis,
+    /// y and x in one dispatch ([`Grid::Tiles`]) wherever the tiles fit workgroup memory.
+    FuseYx,
+}
+
+/// The fused y–x pass's layout: the rows layout's split and, per workgroup column, the
+/// (first, count) input columns of the y pass's values its outputs read.
+struct Tiles {
+    lanes: u32,
+    groups: [u64; 3],
+    columns: Vec<u32>,
+}
+
+/// The fused y–x pass's layout for a padded destination `shape` whose x axis reads
+/// `x`: among the rows layout's dense splits, the one with the fewest workgroups (the most
+/// lanes among equals) whose every tile's input columns fit its row of workgroup memory;
+/// `None` where there is none.
+fn tiles_of(shape: &[u64; MAX_AXES], per_word: u64, x: &AxisStencil) -> Option<Tiles> {
+    let AxisStencil::Taps { offsets, index, .. } = x else {
+        return None;
+    };
+    let outputs = usize::try_from(shape[4]).ok()?;
+    let columns = |lanes: u32| -> Option<Vec<u32>> {
+        let width = TILE_FLOATS >> (WORKGROUP_LOG2 - lanes);
+        let per_tile = usize::try_from(per_word << lanes).ok()?;
+        let mut columns = Vec::new();
+        for start in (0..outputs).step_by(per_tile) {
+            let taps = &index[offsets[start]..offsets[(start + per_tile).min(outputs)]];
+            let (first, last) = (*taps.iter().min()?, *taps.iter().max()?);
+            let count = last - first + 1;
+            if count as u64 > width {
+                return None;
+            }
+            columns.extend([to_u32(first)?, to_u32(count)?]);
+        }
+        Some(columns)
+    };
+    rows_grids(shape, per_word)
+        .filter(|(_, groups)| dense(shape, per_word, groups))
+        .filter_map(|(lanes, groups)| {
+            Some(Tiles {
+                lanes,
+                groups,
+                columns: columns(lanes)?,
+            })
+        })
+        .min_by_key(|tiles| tiles.groups.iter().product::<u64>())
 }
 
 /// Builds the program for `chain` starting from a source tile over `src_region`, or
 /// `None` if a size or index does not fit the kernels' `u32` (the caller splits the tile).
+/// Gaussian fuses its y and x passes where it can ([`GaussianPasses::FuseYx`]).
 ///
 /// # Panics
 /// If a region does not cover what the next step needs (an engine bug).
 #[must_use]
 pub fn build(dtype: DType, src_region: &Region, chain: &[(Step, Region)]) -> Option<Program> {
+    build_with(dtype, src_region, chain, GaussianPasses::FuseYx)
+}
+
+/// [`build`], with gaussian's last two passes run as `gaussian` says.
+///
+/// # Panics
+/// If a region does not cover what the next step needs (an engine bug).
+#[must_use]
+pub fn build_with(
+    dtype: DType,
+    src_region: &Region,
+    chain: &[(Step, Region)],
+    gaussian: GaussianPasses,
+) -> Option<Program> {
     let per_word = elements_per_word(dtype);
     let ndim = src_region.ndim();
     let lead = MAX_AXES - ndim;
@@ -371,13 +496,23 @@ pub fn build(dtype: DType, src_region: &Region, chain: &[(Step, Region)]) -> Opt
                     .filter(|&a| matches!(stencils[a], AxisStencil::Taps { .. }))
                     .collect();
                 assert!(!passes.is_empty(), "a gaussian step reduces at least one axis");
+                // y and x in one dispatch where the step reduces both and the tiles fit.
+                let fused =
+                    (gaussian == GaussianPasses::FuseYx && ndim >= 2 && passes.ends_with(&[ndim - 2, ndim - 1]))
+                        .then(|| tiles_of(&pad(&dst.shape, 1)?.map(u64::from), per_word, &stencils[ndim - 1]))
+                        .flatten();
+                let dispatched = passes.len() - usize::from(fused.is_some());
                 let mut shape = src.shape.clone();
                 let mut input = Slot::Level(level);
-                for (i, &axis) in passes.iter().enumerate() {
+                for (i, &axis) in passes[..dispatched].iter().enumerate() {
                     let first = i == 0;
-                    let last = i + 1 == passes.len();
+                    let last = i + 1 == dispatched;
                     let mut out_shape = shape.clone();
                     out_shape[axis] = dst.shape[axis];
+                    if last && fused.is_some() {
+                        // The fused pass (y's) writes x's outputs too.
+                        out_shape[ndim - 1] = dst.shape[ndim - 1];
+                    }
                     let mut offsets = [0u32; MAX_AXES];
                     if first {
                         // Identity axes are cropped to the destination in the first pass.
@@ -401,7 +536,7 @@ pub fn build(dtype: DType, src_region: &Region, chain: &[(Step, Region)]) -> Opt
                     params[P_SRC_STRIDE..P_SRC_STRIDE + 5].copy_from_slice(&pad(&strides(&shape), 0)?);
                     params[P_DST_SHAPE..P_DST_SHAPE + 5].copy_from_slice(&pad(&out_shape, 1)?);
                     params[P_STENCIL + axis + lead] = push_taps(&mut aux, csr, index, weight)?;
-                    set_interior(&mut params, &stencils[axis])?;
+                    set_interior(&mut params, &stencils[axis], P_INTERIOR, P_WEIGHTS)?;
                     let out_len: u64 = out_shape.iter().product();
                     params[P_DST_LEN] = to_u32(out_len)?;
                     params[P_AXIS] = to_u32(axis + lead)?;
@@ -416,7 +551,23 @@ pub fn build(dtype: DType, src_region: &Region, chain: &[(Step, Region)]) -> Opt
                     if let Slot::Scratch(s) = output {
                         scratch_elements[s] = scratch_elements[s].max(out_len);
                     }
-                    let grid = lay_out(&mut params, if last { per_word } else { 1 })?;
+                    let grid = match &fused {
+                        Some(tiles) if last => {
+                            let AxisStencil::Taps { offsets, index, weight } = &stencils[ndim - 1] else {
+                                unreachable!("fused only where x has taps")
+                            };
+                            params[P_STENCIL + MAX_AXES - 1] = push_taps(&mut aux, offsets, index, weight)?;
+                            set_interior(&mut params, &stencils[ndim - 1], P_X_INTERIOR, P_X_WEIGHTS)?;
+                            params[P_TILE_COLUMNS] = to_u32(aux.len())?;
+                            aux.extend(&tiles.columns);
+                            let shape = dst_shape(&params);
+                            set_rows(&mut params, &shape, per_word, tiles.lanes)?;
+                            Grid::Tiles {
+                                groups: groups_u32(tiles.groups),
+                            }
+                        }
+                        _ => lay_out(&mut params, if last { per_word } else { 1 })?,
+                    };
                     dispatches.push(Dispatch {
                         kernel: Kernel::GaussianPass,
                         params,
@@ -444,6 +595,12 @@ pub fn build(dtype: DType, src_region: &Region, chain: &[(Step, Region)]) -> Opt
 mod tests {
     use super::*;
     use crate::backend::required_source;
+
+    const P_INTERIOR_LO: usize = P_INTERIOR;
+    const P_INTERIOR_HI: usize = P_INTERIOR + 1;
+    const P_INTERIOR_FIRST: usize = P_INTERIOR + 2;
+    const P_INTERIOR_STRIDE: usize = P_INTERIOR + 3;
+    const P_INTERIOR_TAPS: usize = P_INTERIOR + 4;
 
     fn step(method: Method, factors: &[u32], shape: &[u64]) -> Step {
         Step {
@@ -481,7 +638,13 @@ mod tests {
     fn gaussian_makes_one_pass_per_reduced_axis() {
         let s = step(Method::Gaussian, &[1, 2, 2], &[3, 10, 12]);
         let dst = Region::new(vec![1, 0, 0], vec![1, 5, 6]);
-        let program = build(DType::F32, &Region::whole(&[3, 10, 12]), &[(s, dst)]).unwrap();
+        let program = build_with(
+            DType::F32,
+            &Region::whole(&[3, 10, 12]),
+            &[(s, dst)],
+            GaussianPasses::PerAxis,
+        )
+        .unwrap();
         assert_eq!(program.dispatches.len(), 2);
         let first = &program.dispatches[0];
         assert_eq!((first.input, first.output), (Slot::Level(0), Slot::Scratch(0)));
@@ -565,7 +728,7 @@ mod tests {
         // The whole of the first two axes (reflected at both ends), part of the third.
         let dst = Region::new(vec![0, 0, 1], vec![20, 21, 19]);
         let src = required_source(&s, &dst);
-        let program = build(DType::U16, &src, &[(s, dst)]).unwrap();
+        let program = build_with(DType::U16, &src, &[(s, dst)], GaussianPasses::PerAxis).unwrap();
         let mut runs = 0;
         for d in &program.dispatches {
             let p = &d.params;
@@ -591,6 +754,127 @@ mod tests {
             }
         }
         assert_eq!(runs, 2);
+    }
+
+    #[test]
+    fn gaussian_fuses_y_and_x_where_every_tiles_input_columns_fit_workgroup_memory() {
+        // uint16 [32, 256, 256] → [16, 128, 128]: z in a pass of its own, then y and x in one
+        // dispatch reading z's values, with no scratch buffer for y's.
+        let s = step(Method::Gaussian, &[2, 2, 2], &[32, 256, 256]);
+        let program = build(
+            DType::U16,
+            &Region::whole(&[32, 256, 256]),
+            &[(s, Region::whole(&[16, 128, 128]))],
+        )
+        .unwrap();
+        let [z, yx] = &program.dispatches[..] else {
+            panic!("two dispatches")
+        };
+        assert_eq!((z.params[P_AXIS], z.output), (2, Slot::Scratch(0)));
+        assert_eq!(
+            (yx.params[P_AXIS], yx.input, yx.output),
+            (3, Slot::Scratch(0), Slot::Level(1))
+        );
+        // 64 words a row: 64 lanes by 4 rows, as the rows layout would split it.
+        assert_eq!(yx.grid, Grid::Tiles { groups: [1, 32, 16] });
+        assert_eq!(yx.grid.entry_point(), "main_tiles");
+        assert_eq!(&yx.params[P_DST_SHAPE..P_DST_SHAPE + 5], &[1, 1, 16, 128, 128]);
+        assert_eq!(program.scratch_elements, [16 * 256 * 256, 0]);
+        // The x axis's interior run sits in its own block, y's where every pass has it.
+        assert!(yx.params[P_X_INTERIOR + 1] > yx.params[P_X_INTERIOR] + 1);
+        assert_eq!(yx.params[P_X_INTERIOR + 4], 8, "factor 2: 8 taps");
+        assert_eq!(yx.params[P_INTERIOR_TAPS], 8);
+        // Per tile the input columns its outputs read (128 outputs read 0..=258, clipped to
+        // the row's 256).
+        let at = yx.params[P_TILE_COLUMNS] as usize;
+        assert_eq!(&program.aux[at..at + 2], &[0, 256]);
+
+        // Asked not to, or where y is not reduced, the passes stay one per axis.
+        let s = step(Method::Gaussian, &[2, 2, 2], &[32, 256, 256]);
+        let dst = Region::whole(&[16, 128, 128]);
+        let per_axis = build_with(
+            DType::U16,
+            &Region::whole(&[32, 256, 256]),
+            &[(s, dst)],
+            GaussianPasses::PerAxis,
+        )
+        .unwrap();
+        assert_eq!(per_axis.dispatches.len(), 3);
+        let s = step(Method::Gaussian, &[2, 1, 2], &[32, 256, 256]);
+        let dst = Region::whole(&[16, 256, 128]);
+        let program = build(DType::U16, &Region::whole(&[32, 256, 256]), &[(s, dst)]).unwrap();
+        assert!(program.dispatches.iter().all(|d| !matches!(d.grid, Grid::Tiles { .. })));
+        assert_eq!(program.dispatches.len(), 2);
+    }
+
+    #[test]
+    fn each_fused_tile_reads_only_input_columns_it_holds() {
+        // Factors 2 and 3 on every kernel element size, a region inside the level (halos on
+        // both sides) and regions at its edges (reflection), y/x only and 3-D.
+        let mut fused = 0;
+        for dtype in [DType::U8, DType::U16, DType::F32] {
+            for (factors, level, dst) in [
+                (vec![2, 2], vec![300u64, 1000], Region::new(vec![0, 0], vec![150, 500])),
+                (
+                    vec![1, 3, 3],
+                    vec![4, 90, 800],
+                    Region::new(vec![1, 6, 12], vec![2, 24, 240]),
+                ),
+                (
+                    vec![2, 2, 2],
+                    vec![20, 64, 2048],
+                    Region::new(vec![2, 8, 256], vec![8, 24, 768]),
+                ),
+            ] {
+                let s = step(Method::Gaussian, &factors, &level);
+                let src = required_source(&s, &dst);
+                let program = build(dtype, &src, &[(s, dst.clone())]).unwrap();
+                let last = program.dispatches.last().unwrap();
+                let Grid::Tiles { groups } = last.grid else {
+                    panic!("{dtype} {factors:?}: not fused")
+                };
+                fused += 1;
+                let p = &last.params;
+                let lanes = p[P_ROW_LANES];
+                let width = TILE_FLOATS >> (WORKGROUP_LOG2 - lanes);
+                let per_tile = (elements_per_word(dtype) << lanes) as usize;
+                let outputs = p[P_DST_SHAPE + 4] as usize;
+                let table = p[P_TILE_COLUMNS] as usize;
+                assert_eq!(groups[0] as usize, outputs.div_ceil(per_tile));
+                let x_axis = MAX_AXES - 1;
+                for o in 0..outputs {
+                    let tile = table + 2 * (o / per_tile);
+                    let (first, count) = (program.aux[tile], program.aux[tile + 1]);
+                    assert!(
+                        u64::from(count) <= width,
+                        "{dtype} {factors:?}: a tile's row of workgroup memory"
+                    );
+                    for (j, _) in aux_taps(&program, p, x_axis, o) {
+                        assert!(
+                            (first..first + count).contains(&j),
+                            "{dtype} {factors:?} output {o} reads {j}"
+                        );
+                    }
+                }
+            }
+        }
+        assert_eq!(fused, 9);
+        // uint8 with factor 4: 2^lanes words of 4 outputs read 16 · 2^lanes + 10 columns, more
+        // than a row of workgroup memory (14 · 2^lanes) whatever the split.
+        let s = step(Method::Gaussian, &[4, 4], &[64, 1024]);
+        let program = build(
+            DType::U8,
+            &Region::whole(&[64, 1024]),
+            &[(s, Region::whole(&[16, 256]))],
+        )
+        .unwrap();
+        assert_eq!(program.dispatches.len(), 2, "one pass per axis");
+    }
+
+    #[test]
+    fn the_fused_passes_workgroup_memory_is_the_shaders() {
+        let shader = include_str!("../../../shaders/gaussian.wgsl");
+        assert!(shader.contains(&format!("const TILE_FLOATS: u32 = {TILE_FLOATS}u;")));
     }
 
     #[test]

@@ -26,6 +26,9 @@ struct GpuRates {
     end_to_end_gb_per_s: f64,
     /// Kernel rate over the device-to-device copy rate.
     kernel_share_of_copy: Option<f64>,
+    /// Gaussian where its y and x passes are fused: the kernel rate with one dispatch per
+    /// axis instead, what the fusion is measured against.
+    per_axis_kernel_gb_per_s: Option<f64>,
 }
 
 /// One method on one dtype.
@@ -187,6 +190,15 @@ fn print_kernel_table(report: &KernelReport) {
             row.cpu_gb_per_s
         );
     }
+    for row in &report.rows {
+        if let Some(per_axis) = row.gpu.as_ref().and_then(|g| g.per_axis_kernel_gb_per_s) {
+            crate::outln!(
+                "{} {}: y and x fused in one dispatch; one dispatch per axis instead: kernel {per_axis:.2} GB/s.",
+                row.method.name(),
+                row.dtype
+            );
+        }
+    }
 }
 
 /// The GPU measured: a hardware adapter, or any adapter when `--backends` names gpu.
@@ -218,7 +230,7 @@ impl GpuUnderTest {
     /// Rates of one step, or `None` where the GPU does not compute it or the tile does not
     /// fit one program.
     fn rates(&self, step: &Step, src: &Tile, dst: &Region, bytes: u64, runs: usize) -> Result<Option<GpuRates>> {
-        use ome_pyramid::backend::gpu::program;
+        use ome_pyramid::backend::gpu::program::{self, GaussianPasses};
         let dtype = src.data.dtype();
         let context = self.0.context();
         if !self.0.supports(step.method, dtype) {
@@ -228,15 +240,20 @@ impl GpuUnderTest {
         let Some(prog) = program::build(dtype, &src.region, &chain).filter(|p| context.fits(dtype, p)) else {
             return Ok(None);
         };
-        context.run_with(dtype, &src.data, &prog, true)?;
-        let mut phases = Vec::with_capacity(runs);
-        for _ in 0..runs.max(1) {
-            phases.push(context.run_with(dtype, &src.data, &prog, true)?.1);
-        }
+        let phases = self.phases(dtype, src, &prog, runs)?;
         let best = |f: &dyn Fn(&ome_pyramid::backend::gpu::PhaseTimes) -> Duration| {
             phases.iter().map(f).min().unwrap_or(Duration::MAX)
         };
         let kernel = best(&|p| p.kernel.unwrap_or(p.compute));
+        let per_axis = program::build_with(dtype, &src.region, &chain, GaussianPasses::PerAxis)
+            .filter(|p| *p != prog && context.fits(dtype, p));
+        let per_axis_kernel = match per_axis {
+            Some(p) => {
+                let phases = self.phases(dtype, src, &p, runs)?;
+                phases.iter().map(|p| p.kernel.unwrap_or(p.compute)).min()
+            }
+            None => None,
+        };
         let end_to_end = best_of(runs, || {
             let started = Instant::now();
             std::hint::black_box(context.run(dtype, &src.data, &prog)?);
@@ -248,7 +265,24 @@ impl GpuUnderTest {
             readback_gb_per_s: gb_per_s(dst.num_elements() * dtype.size() as u64, best(&|p| p.readback)),
             end_to_end_gb_per_s: gb_per_s(bytes, end_to_end),
             kernel_share_of_copy: None,
+            per_axis_kernel_gb_per_s: per_axis_kernel.map(|t| gb_per_s(bytes, t)),
         }))
+    }
+
+    /// The phases of `runs` runs of `program` (after one to warm up), each phase submitted
+    /// and waited for on its own.
+    fn phases(
+        &self,
+        dtype: ome_pyramid::DType,
+        src: &Tile,
+        program: &ome_pyramid::backend::gpu::program::Program,
+        runs: usize,
+    ) -> Result<Vec<ome_pyramid::backend::gpu::PhaseTimes>> {
+        let context = self.0.context();
+        context.run_with(dtype, &src.data, program, true)?;
+        (0..runs.max(1))
+            .map(|_| Ok(context.run_with(dtype, &src.data, program, true)?.1))
+            .collect()
     }
 
     fn copy_rate(&self, bytes: u64, runs: usize) -> Result<f64> {
