@@ -61,8 +61,8 @@ const WORKGROUP_LOG2: u32 = 8u;
 //   divided out; a 2-D dispatch of 256-wide workgroups, any shape;
 // - rows (`main_rows`): one invocation per word of a destination row (the last axis), found
 //   without dividing; a 3-D dispatch, x over the words of a row, y over rows, z over the
-//   third axis from the end. Only where whole words fit a row and the two leading axes
-//   are 1.
+//   planes (the three leading axes; where the two first are not 1, a pipeline with
+//   NESTED_PLANES divides them out once per invocation). Only where whole words fit a row.
 // Gaussian adds a third, the rows layout's grid over workgroup tiles (`main_tiles`, in
 // gaussian.wgsl), for its fused y–x pass.
 // Separate entry points, not a branch on a parameter, and no loop around the kernel's
@@ -148,13 +148,33 @@ fn invocation(wg: vec3<u32>, groups: vec3<u32>, local: u32) -> u32 {
     return (wg.y * groups.x + wg.x) * WORKGROUP + local;
 }
 
-// Rows layout: this invocation's word of its row (`word` of `words`), and the index of the
-// word's first output, `per` outputs to a word; `valid` is false past the destination's edge.
+// Rows layout: this invocation's word of its row (`word` of `words`) in plane `plane` (the
+// three leading axes flattened), and the index of the word's first output, `per` outputs to
+// a word; `valid` is false past the destination's edge.
 struct RowSite {
     index: array<u32, 5>,
+    plane: u32,
     word: u32,
     words: u32,
     valid: bool,
+}
+
+// Rows layout: 1 where the destination's two leading axes are not both 1 (several times or
+// channels in one tile), chosen per pipeline like ELEM, so that other tiles pay nothing for
+// them (a branch on a parameter cost lavapipe 5–20% of the kernels' speed).
+override NESTED_PLANES: u32 = 0u;
+
+// Rows layout: the index of row `row`, column `column` of plane `plane` (z of the dispatch,
+// the three leading axes flattened). With NESTED_PLANES, the leading axes' indices are
+// divided out of `plane`, the same for every invocation of a workgroup.
+fn plane_index(plane: u32, row: u32, column: u32) -> array<u32, 5> {
+    if (NESTED_PLANES == 0u) {
+        return array<u32, 5>(0u, 0u, plane, row, column);
+    }
+    let planes = param(P_DST_SHAPE + 2u);
+    let outer = plane / planes;
+    let channels = param(P_DST_SHAPE + 1u);
+    return array<u32, 5>(outer / channels, outer % channels, plane % planes, row, column);
 }
 
 fn row_site(wg: vec3<u32>, local: u32, per: u32) -> RowSite {
@@ -164,13 +184,14 @@ fn row_site(wg: vec3<u32>, local: u32, per: u32) -> RowSite {
     let row = (wg.y << (WORKGROUP_LOG2 - lanes)) + (local >> lanes);
     site.words = param(P_ROW_WORDS);
     site.valid = site.word < site.words && row < param(P_DST_SHAPE + 3u);
-    site.index = array<u32, 5>(0u, 0u, wg.z, row, site.word * per);
+    site.plane = wg.z;
+    site.index = plane_index(wg.z, row, site.word * per);
     return site;
 }
 
 // Rows layout: the destination word of `site`.
 fn row_word(site: RowSite) -> u32 {
-    return (site.index[2] * param(P_DST_SHAPE + 3u) + site.index[3]) * site.words + site.word;
+    return (site.plane * param(P_DST_SHAPE + 3u) + site.index[3]) * site.words + site.word;
 }
 
 // Rows layout: the word of `per` outputs from `first` along the row, each from the

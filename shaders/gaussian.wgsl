@@ -136,7 +136,7 @@ fn main_tiles(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     let rows = min(1u << rows_log2, param(P_DST_SHAPE + 3u) - row0);
     for (var r = 0u; r < rows; r = r + 1u) {
         for (var c = local; c < count; c = c + WORKGROUP) {
-            y_values[r * width + c] = blurred_at(array<u32, 5>(0u, 0u, wg.z, row0 + r, column0 + c));
+            y_values[r * width + c] = blurred_at(plane_index(wg.z, row0 + r, column0 + c));
         }
     }
     workgroupBarrier();

@@ -1,5 +1,6 @@
-//! Every WGSL kernel parses, validates, and compiles to SPIR-V for each element kind and
-//! entry point, with naga and no GPU: a shader error is caught even where no adapter exists.
+//! Every WGSL kernel parses, validates, and compiles to SPIR-V for each element kind, entry
+//! point and `NESTED_PLANES`, with naga and no GPU: a shader error is caught even where no
+//! adapter exists.
 #![cfg(feature = "gpu")]
 
 use ome_pyramid::DType;
@@ -18,16 +19,17 @@ fn every_kernel_validates_and_compiles_for_every_element_kind() {
         let elems: Vec<u32> = DType::ALL.iter().filter_map(|&d| elem_code(d)).collect();
         assert_eq!(elems.len(), 7, "u8, u16, u32, i8, i16, i32, f32 on the GPU");
         for elem in elems {
-            for &entry_point in kernel.entry_points() {
+            for (&entry_point, nested) in kernel.entry_points().iter().flat_map(|e| [(e, 0u32), (e, 1)]) {
                 let mut constants = naga::back::PipelineConstants::default();
                 constants.insert("ELEM".to_string(), f64::from(elem));
+                constants.insert("NESTED_PLANES".to_string(), f64::from(nested));
                 let (specialised, specialised_info) = naga::back::pipeline_constants::process_overrides(
                     &module,
                     &info,
                     Some((naga::ShaderStage::Compute, entry_point)),
                     &constants,
                 )
-                .unwrap_or_else(|e| panic!("{kernel:?} {entry_point} with ELEM={elem}: {e}"));
+                .unwrap_or_else(|e| panic!("{kernel:?} {entry_point} with ELEM={elem}, NESTED_PLANES={nested}: {e}"));
                 let pipeline = naga::back::spv::PipelineOptions {
                     shader_stage: naga::ShaderStage::Compute,
                     entry_point: entry_point.into(),
@@ -39,7 +41,9 @@ fn every_kernel_validates_and_compiles_for_every_element_kind() {
                     Some(&pipeline),
                 )
                 .unwrap_or_else(|e| {
-                    panic!("{kernel:?} {entry_point} with ELEM={elem} does not compile to SPIR-V: {e}")
+                    panic!(
+                        "{kernel:?} {entry_point} with ELEM={elem}, NESTED_PLANES={nested} does not compile to SPIR-V: {e}"
+                    )
                 });
                 assert!(words.len() > 100);
             }

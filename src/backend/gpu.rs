@@ -661,6 +661,12 @@ mod tests {
                     vec![16, 96, 1024],
                     vec![Region::whole(&[8, 48, 512]), Region::whole(&[4, 24, 256])],
                 ),
+                // Several channels in one tile: their planes flattened into z.
+                (
+                    vec![1, 2, 2, 2],
+                    vec![3, 8, 64, 512],
+                    vec![Region::whole(&[3, 4, 32, 256])],
+                ),
             ] {
                 let mut chain = Vec::new();
                 let mut shape = level.clone();
@@ -689,7 +695,7 @@ mod tests {
                 assert!(a == b, "{dtype} {factors:?}: the fused pass differs");
             }
         }
-        assert_eq!(fused, 25);
+        assert_eq!(fused, 30);
     }
 
     #[test]

@@ -56,8 +56,8 @@ pub struct PhaseTimes {
     pub kernel: Option<Duration>,
 }
 
-/// A pipeline's kernel, element kind (`ELEM`) and entry point.
-type PipelineKey = (Kernel, u32, &'static str);
+/// A pipeline's kernel, element kind (`ELEM`), entry point and `NESTED_PLANES`.
+type PipelineKey = (Kernel, u32, &'static str, u32);
 
 /// Device, queue and pipelines.
 pub struct GpuContext {
@@ -208,11 +208,18 @@ impl GpuContext {
         }
     }
 
-    /// The pipeline of `kernel` specialised for `elem` (built on first use).
-    fn pipeline(&self, kernel: Kernel, elem: u32, entry_point: &'static str) -> Arc<wgpu::ComputePipeline> {
+    /// The pipeline of `kernel`'s `entry_point` specialised for `elem` and `nested_planes`
+    /// (built on first use).
+    fn pipeline(
+        &self,
+        kernel: Kernel,
+        elem: u32,
+        entry_point: &'static str,
+        nested_planes: u32,
+    ) -> Arc<wgpu::ComputePipeline> {
         let mut pipelines = self.pipelines.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         pipelines
-            .entry((kernel, elem, entry_point))
+            .entry((kernel, elem, entry_point, nested_planes))
             .or_insert_with(|| {
                 Arc::new(self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some("ome-pyramid kernel"),
@@ -220,7 +227,7 @@ impl GpuContext {
                     module: &self.modules[&kernel],
                     entry_point: Some(entry_point),
                     compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: &[("ELEM", f64::from(elem))],
+                        constants: &[("ELEM", f64::from(elem)), ("NESTED_PLANES", f64::from(nested_planes))],
                         ..Default::default()
                     },
                     cache: None,
@@ -564,7 +571,12 @@ impl GpuContext {
         let clock = (job.separate_phases && self.timestamps).then(|| DeviceClock::new(device));
         let passes = program.dispatches.len();
         for (i, dispatch) in program.dispatches.iter().enumerate() {
-            let pipeline = self.pipeline(dispatch.kernel, job.elem, dispatch.grid.entry_point());
+            let pipeline = self.pipeline(
+                dispatch.kernel,
+                job.elem,
+                dispatch.grid.entry_point(),
+                dispatch.nested_planes(),
+            );
             let layout = pipeline.get_bind_group_layout(0);
             let params_binding = wgpu::BufferBinding {
                 buffer: params_buffer,

@@ -50,6 +50,17 @@ pub const MAX_INTERIOR_TAPS: usize = P_X_INTERIOR - P_WEIGHTS;
 /// `shaders/gaussian.wgsl`), shared by a workgroup's rows.
 const TILE_FLOATS: u64 = 3584;
 
+impl Dispatch {
+    /// The value of the shaders' `NESTED_PLANES` override for this dispatch: 1 where the
+    /// rows layout's planes span several times or channels, whose indices its pipeline
+    /// divides out.
+    #[must_use]
+    pub fn nested_planes(&self) -> u32 {
+        let rows = matches!(self.grid, Grid::Rows { .. } | Grid::Tiles { .. });
+        u32::from(rows && self.params[P_DST_SHAPE] * self.params[P_DST_SHAPE + 1] != 1)
+    }
+}
+
 /// Which shader a dispatch runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kernel {
@@ -144,9 +155,9 @@ pub enum Grid {
         /// Output words.
         invocations: u32,
     },
-    /// One invocation per word of a row, found without a division (the two leading axes
-    /// are 1): this many workgroups along x (words of a row), y (rows) and z (the third
-    /// axis from the end).
+    /// One invocation per word of a row, found without a division: this many workgroups
+    /// along x (words of a row), y (rows) and z (planes: the three leading axes, whose
+    /// indices are divided out once per invocation where the two first are not 1).
     Rows {
         /// Workgroups per dimension.
         groups: [u32; 3],
@@ -355,17 +366,17 @@ fn groups_u32(groups: [u64; 3]) -> [u32; 3] {
 /// The rows layout's workgroups for a padded destination `shape` with `per_word` outputs to
 /// a word: `(log2 of the lanes along a row, groups along x, y, z)`, with the fewest
 /// workgroups (the most lanes along a row among equals); `None` where a row does not hold
-/// whole words, the two leading axes are not 1, or no split fits the dispatch limits.
+/// whole words or no split fits the dispatch limits.
 fn rows_grid(shape: &[u64; MAX_AXES], per_word: u64) -> Option<(u32, [u64; 3])> {
     rows_grids(shape, per_word).min_by_key(|(_, groups)| groups.iter().product::<u64>())
 }
 
 /// Every split of the rows layout within the dispatch limits, the most lanes along a row
-/// first; none where a row does not hold whole words or the two leading axes are not 1.
+/// first; none where a row does not hold whole words.
 fn rows_grids(shape: &[u64; MAX_AXES], per_word: u64) -> impl Iterator<Item = (u32, [u64; 3])> {
-    let fits = shape[4].is_multiple_of(per_word) && shape[0] * shape[1] == 1;
+    let fits = shape[4].is_multiple_of(per_word);
     let words = shape[4] / per_word;
-    let (rows, planes) = (shape[3], shape[2]);
+    let (rows, planes) = (shape[3], shape[0] * shape[1] * shape[2]);
     (0..=WORKGROUP_LOG2)
         .rev()
         .filter(move |_| fits)
@@ -678,6 +689,33 @@ mod tests {
     }
 
     #[test]
+    fn tiles_of_several_times_and_channels_take_the_rows_layout() {
+        // The shapes of the kernel tests' reference check (tests/kernels.rs).
+        for (shape, factors) in [
+            (vec![3u64, 8, 64, 128], vec![1u32, 2, 2, 2]),
+            (vec![2, 3, 4, 64, 128], vec![1, 1, 2, 2, 2]),
+        ] {
+            for dtype in [DType::U8, DType::U16, DType::F32] {
+                for method in [Method::Mean, Method::Gaussian] {
+                    let s = step(method, &factors, &shape);
+                    let dst = Region::whole(&s.dst_shape());
+                    let program = build(dtype, &Region::whole(&shape), &[(s, dst)]).unwrap();
+                    for d in &program.dispatches {
+                        assert!(
+                            matches!(
+                                d.grid,
+                                Grid::Rows { groups: [_, _, 12] } | Grid::Tiles { groups: [_, _, 12] }
+                            ),
+                            "{method} {dtype} {shape:?}: {:?}",
+                            d.grid
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn gaussian_intermediates_are_one_to_a_word() {
         // Rows of 13 f32 after the first pass, of 7 uint16 (not whole words) after the last.
         let s = step(Method::Gaussian, &[2, 2], &[10, 13]);
@@ -704,8 +742,10 @@ mod tests {
         assert!(rows_grid(&[1, 1, 65_535, 16, 64], 1).is_some());
         assert_eq!(rows_grid(&[1, 1, 65_536, 16, 64], 1), None);
         assert_eq!(rows_grid(&[1, 1, 2, 16, 63], 2), None);
-        // Several channels (or times) in one tile: flat.
-        assert_eq!(rows_grid(&[1, 2, 2, 16, 64], 2), None);
+        // Several times and channels in one tile: their planes, flattened, are z.
+        assert_eq!(rows_grid(&[3, 2, 2, 16, 64], 2), Some((5, [1, 2, 12])));
+        assert_eq!(rows_grid(&[2, 2, 16_384, 16, 64], 1), None, "65536 planes");
+        assert_eq!(rows_grid(&[2, 2, 16_383, 16, 64], 1), Some((6, [1, 4, 65_532])));
     }
 
     /// Output `o`'s (input, weight bits) taps as a gaussian pass's `aux` table holds them.
