@@ -698,6 +698,56 @@ mod tests {
         assert_eq!(fused, 30);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 96, ..Default::default() })]
+
+        /// Random shapes, factors, element kinds and regions of a level: wherever the fused
+        /// y–x pass is taken, its results equal the per-axis passes' bit for bit.
+        #[test]
+        fn the_fused_y_x_pass_equals_the_per_axis_passes_on_random_regions(
+            lead in proptest::collection::vec((1u64..=3, 1u32..=2), 0..=2),
+            (ny, fy) in (2u64..=48, 2u32..=4),
+            (nx, fx) in (8u64..=700, 2u32..=4),
+            dtype in proptest::sample::select(vec![DType::U8, DType::U16, DType::I8, DType::I16, DType::F32]),
+            cut in proptest::collection::vec((0u64..100, 1u64..=100), 4),
+            seed in 0u64..1000,
+        ) {
+            let Ok(gpu) = GpuBackend::new(true) else {
+                no_adapter("the_fused_y_x_pass_equals_the_per_axis_passes_on_random_regions", &"no GPU adapter opened");
+                return Ok(());
+            };
+            let mut level: Vec<u64> = lead.iter().map(|&(n, _)| n).collect();
+            level.extend([ny, nx]);
+            let mut factors: Vec<u32> = lead.iter().map(|&(_, f)| f).collect();
+            factors.extend([fy, fx]);
+            let step = Step { method: Method::Gaussian, factors, src_shape: level.clone() };
+            let full = step.dst_shape();
+            // A region of the level's destination: per axis, its start and then its length
+            // at these percentages of what is left, at least one output.
+            let (start, shape): (Vec<u64>, Vec<u64>) = full
+                .iter()
+                .zip(&cut)
+                .map(|(&n, &(at, length))| {
+                    let first = at * n / 100;
+                    (first, (length * (n - first) / 100).max(1))
+                })
+                .unzip();
+            let dst = Region::new(start, shape);
+            let chain = [(step.clone(), dst.clone())];
+            let src_region = required_source(&step, &dst);
+            let src = crate::synthetic::random_tile(dtype, &src_region.shape, seed);
+            let tiles = program::build(dtype, &src_region, &chain).expect("program");
+            if !tiles.dispatches.iter().any(|d| matches!(d.grid, program::Grid::Tiles { .. })) {
+                return Ok(()); // thin or ragged rows, or columns beyond workgroup memory
+            }
+            let passes = program::build_with(dtype, &src_region, &chain, program::GaussianPasses::PerAxis)
+                .expect("program");
+            let a = gpu.context.run(dtype, &src.data, &tiles).expect("fused");
+            let b = gpu.context.run(dtype, &src.data, &passes).expect("per axis");
+            proptest::prop_assert!(a == b, "{dtype} {level:?} {:?} {dst:?}: the fused pass differs", step.factors);
+        }
+    }
+
     #[test]
     fn backends_of_one_process_share_one_device_context() {
         let (Ok(first), Ok(second)) = (GpuBackend::new(true), GpuBackend::new(true)) else {
