@@ -70,7 +70,8 @@ pub struct BenchArgs {
     encode_only: bool,
     /// Only time the kernels, in memory on one synthetic tile (see --tile, --dtypes): GB/s
     /// on the CPU, and on the GPU the upload, kernel (timestamp queries where the adapter
-    /// has them), readback and end-to-end rates, next to the device's copy bandwidth.
+    /// has them), readback and end-to-end rates, next to the device's copy bandwidth; for
+    /// gaussian, also its kernel with the y and x passes unfused (one dispatch per axis).
     #[arg(long, conflicts_with_all = ["input", "decode_only", "encode_only", "plot"])]
     pub(crate) kernels: bool,
     /// With --kernels: the tile's shape (factors 2 on every axis).
