@@ -50,17 +50,6 @@ pub const MAX_INTERIOR_TAPS: usize = P_X_INTERIOR - P_WEIGHTS;
 /// `shaders/gaussian.wgsl`), shared by a workgroup's rows.
 const TILE_FLOATS: u64 = 3584;
 
-impl Dispatch {
-    /// The value of the shaders' `NESTED_PLANES` override for this dispatch: 1 where the
-    /// rows layout's planes span several times or channels, whose indices its pipeline
-    /// divides out.
-    #[must_use]
-    pub fn nested_planes(&self) -> u32 {
-        let rows = matches!(self.grid, Grid::Rows { .. } | Grid::Tiles { .. });
-        u32::from(rows && self.params[P_DST_SHAPE] * self.params[P_DST_SHAPE + 1] != 1)
-    }
-}
-
 /// Which shader a dispatch runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kernel {
@@ -143,6 +132,17 @@ pub struct Dispatch {
     pub output: Slot,
     /// How its invocations map to the output's words.
     pub grid: Grid,
+}
+
+impl Dispatch {
+    /// The value of the shaders' `NESTED_PLANES` override for this dispatch: 1 where the
+    /// rows layout's planes span several times or channels, whose indices its pipeline
+    /// divides out.
+    #[must_use]
+    pub fn nested_planes(&self) -> u32 {
+        let rows = matches!(self.grid, Grid::Rows { .. } | Grid::Tiles { .. });
+        u32::from(rows && self.params[P_DST_SHAPE] * self.params[P_DST_SHAPE + 1] != 1)
+    }
 }
 
 /// How a dispatch's invocations map to the words it writes (the layouts of
@@ -359,6 +359,7 @@ fn set_rows(params: &mut [u32; PARAM_WORDS], shape: &[u64; MAX_AXES], per_word: 
     Some(())
 }
 
+/// Workgroup counts as a dispatch takes them (already checked against the limits).
 fn groups_u32(groups: [u64; 3]) -> [u32; 3] {
     groups.map(|g| u32::try_from(g).expect("within MAX_GROUPS_PER_DIMENSION"))
 }
@@ -402,8 +403,11 @@ pub enum GaussianPasses {
 /// The fused y–x pass's layout: the rows layout's split and, per workgroup column, the
 /// (first, count) input columns of the y pass's values its outputs read.
 struct Tiles {
+    /// log2 of a workgroup's lanes along a row.
     lanes: u32,
+    /// Workgroups along x, y and z.
     groups: [u64; 3],
+    /// (first input column, count) per workgroup column, flattened.
     columns: Vec<u32>,
 }
 
