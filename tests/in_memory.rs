@@ -24,13 +24,14 @@ fn stored_array(dir: &TempDir, shape: &[u64]) -> (std::path::PathBuf, ArrayD<u16
     (path, ArrayD::from_shape_vec(IxDyn(&shape), values).unwrap())
 }
 
-/// `builder` run with `method` on 2 CPU threads, writing zstd level 5: one codec for a
-/// stored input and an array alike (a stored input's own would otherwise be copied over).
-fn build_on_cpu(builder: PyramidBuilder<'_>, method: Method) -> BuildReport {
+/// `builder` run with `method` on `backend` with 2 threads, writing zstd level 5: one codec
+/// for a stored input and an array alike (a stored input's own would otherwise be copied
+/// over).
+fn build_on(builder: PyramidBuilder<'_>, method: Method, backend: BackendChoice) -> BuildReport {
     builder
         .method(method)
         .compression(Compression::Zstd, 5)
-        .backend(BackendChoice::Cpu)
+        .backend(backend)
         .threads(2)
         .build()
         .unwrap()
@@ -45,7 +46,7 @@ fn an_array_in_memory_gives_the_pyramid_of_the_same_array_stored_as_zarr() {
     // Gaussian's tiles read halos across the chunks' and the array's edges.
     for method in [Method::Mean, Method::Gaussian] {
         let from_disk = dir.path().join(format!("disk-{method}.ome.zarr"));
-        build_on_cpu(PyramidBuilder::new(&stored, &from_disk), method);
+        build_on(PyramidBuilder::new(&stored, &from_disk), method, BackendChoice::Cpu);
         let expected = common::snapshot(&from_disk);
         // Standard order is read in place; Fortran order chunk by chunk.
         for (name, view) in [("c", array.view()), ("f", fortran.view())] {
@@ -55,7 +56,11 @@ fn an_array_in_memory_gives_the_pyramid_of_the_same_array_stored_as_zarr() {
                 .with_chunks(&[8, 32, 32])
                 .unwrap()
                 .with_name("input.zarr");
-            let report = build_on_cpu(PyramidBuilder::from_source(Arc::new(source), &output), method);
+            let report = build_on(
+                PyramidBuilder::from_source(Arc::new(source), &output),
+                method,
+                BackendChoice::Cpu,
+            );
             assert_eq!(report.levels[0].shape, vec![20, 70, 90]);
             assert_eq!(common::snapshot(&output), expected, "{method}, {name} order");
         }
@@ -111,12 +116,11 @@ fn an_array_in_memory_in_standard_order_is_read_into_gpu_staging_memory_with_the
     let build = |view, backend: BackendChoice, name: &str| {
         let output = dir.path().join(format!("{name}.ome.zarr"));
         let source = NdarraySource::new(view).unwrap().with_chunks(&[8, 32, 32]).unwrap();
-        let report = PyramidBuilder::from_source(Arc::new(source), &output)
-            .compression(Compression::Zstd, 5)
-            .backend(backend)
-            .threads(2)
-            .build()
-            .unwrap();
+        let report = build_on(
+            PyramidBuilder::from_source(Arc::new(source), &output),
+            Method::Mean,
+            backend,
+        );
         // Every file but the image's attributes, which name the backend.
         let mut files = common::snapshot(&output);
         assert!(files.remove(std::path::Path::new(".zattrs")).is_some());
