@@ -12,6 +12,7 @@
 //! - [`codec`]: the typed [`OutputCodec`] and the `--compression` choice.
 //! - [`tile_reader`]: any region of a chunk source through a bounded cache of decoded chunks.
 //! - [`decode`]: decoding a chunk that never expands past its declared size.
+//! - [`whole_file`]: chunk files written or copied whole, their blocks reserved first.
 //! - [`floor`]: the decode-only and encode-only passes of `bench`.
 //! - [`node`], [`tree`], [`files`]: Zarr nodes and trees on disk, and the file store that
 //!   reads regular files only.
@@ -30,6 +31,7 @@ pub mod source;
 pub mod tiff;
 pub(crate) mod tile_reader;
 pub(crate) mod tree;
+pub(crate) mod whole_file;
 pub(crate) mod zarr_level;
 pub mod zarr_source;
 pub(crate) mod zarr_v2_sink;

@@ -695,19 +695,29 @@ fn level0_is_copied_without_reencoding_when_codec_and_chunks_fit() {
         "in.zarr",
         &spec(&[16, 40, 40], &[8, 16, 16], DType::U16, ArrayFormat::V2, Codec::Zstd(1)),
     );
+    // A read-only input (an archive's) still gives chunks the output's owner may replace.
+    let chunk_files: Vec<_> = snapshot(&input)
+        .into_iter()
+        .filter(|(rel, _)| rel.file_name().is_some_and(|n| !n.to_string_lossy().starts_with('.')))
+        .collect();
+    for (rel, _) in &chunk_files {
+        let mut permissions = std::fs::metadata(input.join(rel)).unwrap().permissions();
+        permissions.set_readonly(true);
+        std::fs::set_permissions(input.join(rel), permissions).unwrap();
+    }
     let output = dir.path().join("out.ome.zarr");
     let out = build(&[input.to_str().unwrap(), output.to_str().unwrap(), "--json"]);
     let report = json_stdout(&out);
     assert_eq!(report["chunks_copied_raw"], 2 * 3 * 3);
-    for (rel, bytes) in snapshot(&input) {
-        if rel.file_name().is_some_and(|n| !n.to_string_lossy().starts_with('.')) {
-            assert_eq!(
-                std::fs::read(output.join("0").join(&rel)).unwrap(),
-                bytes,
-                "{rel:?} copied as is"
-            );
-        }
+    for (rel, bytes) in &chunk_files {
+        let copy = output.join("0").join(rel);
+        assert_eq!(&std::fs::read(&copy).unwrap(), bytes, "{rel:?} copied as is");
+        assert!(
+            !std::fs::metadata(&copy).unwrap().permissions().readonly(),
+            "{rel:?} copied without the input's read-only mode"
+        );
     }
+    assert_eq!(chunk_files.len(), 2 * 3 * 3);
     // Different chunks: decoded and re-encoded.
     let output = dir.path().join("rechunked.ome.zarr");
     let out = build(&[

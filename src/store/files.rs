@@ -14,6 +14,7 @@ use zarrs::storage::{
 };
 
 use super::tree::not_regular;
+use super::whole_file::WholeFiles;
 use super::{StoreError, WriteStorage};
 
 /// A wrapper of an output's store (instrumentation, fault injection).
@@ -62,6 +63,8 @@ impl OutputRoot {
 pub struct RegularFileStore {
     inner: FilesystemStore,
     root: PathBuf,
+    /// How files are written under `root`.
+    files: WholeFiles,
 }
 
 impl RegularFileStore {
@@ -74,6 +77,7 @@ impl RegularFileStore {
         Ok(Arc::new(Self {
             inner,
             root: root.to_path_buf(),
+            files: WholeFiles::under(root),
         }))
     }
 
@@ -123,7 +127,7 @@ impl WritableStorageTraits for RegularFileStore {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        std::fs::write(&path, &value)?;
+        self.files.write(&path, &value)?;
         Ok(())
     }
 

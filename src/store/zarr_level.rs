@@ -15,6 +15,7 @@ use super::error::{StoreError, boxed};
 use super::grid::RegularGrid;
 use super::shard::ShardWriter;
 use super::sink::LevelSink;
+use super::whole_file::WholeFiles;
 use super::{Source, WriteStorage, tree};
 
 /// The inner chunks of a sharded level.
@@ -31,6 +32,8 @@ pub(crate) struct ZarrLevel {
     dir: PathBuf,
     /// The output's directory, when chunks are plain files under it.
     root: Option<PathBuf>,
+    /// How chunk files under the output's directory are written and copied.
+    files: WholeFiles,
     chunks: RegularGrid,
     units: RegularGrid,
     inner: Option<InnerChunks>,
@@ -47,6 +50,7 @@ impl ZarrLevel {
         inner: Option<InnerChunks>,
     ) -> Self {
         Self {
+            files: WholeFiles::under(root.as_deref().unwrap_or(&dir)),
             array,
             storage,
             dir,
@@ -160,7 +164,7 @@ impl LevelSink for ZarrLevel {
             if let Some(dir) = to.parent() {
                 fs::create_dir_all(dir).map_err(|e| write_error(boxed(e)))?;
             }
-            return fs::copy(&from, &to).map(Some).map_err(|e| write_error(boxed(e)));
+            return self.files.copy(&from, &to).map(Some).map_err(|e| write_error(boxed(e)));
         }
         let Some(bytes) = source.stored_chunk(indices)? else {
             return Ok(None);
