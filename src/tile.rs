@@ -8,7 +8,7 @@ use crate::dtype::{DType, Sample};
 
 mod rows;
 
-pub use rows::{DealtRows, RowTarget, RowWrite, split_rows};
+pub use rows::{Both, DealtRows, RowTarget, RowWrite, split_rows};
 
 /// An axis-aligned box `[start, start + shape)` in a level's voxel grid.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

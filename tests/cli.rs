@@ -520,9 +520,15 @@ fn small_input(dir: &Path, name: &str, dtype: DType) -> PathBuf {
 
 /// The `--json` report of a build of `input` with `method` on `backend`, into `dir`.
 fn build_report(dir: &Path, input: &Path, method: &str, backend: &str) -> serde_json::Value {
+    build_with(dir, input, method, backend, &[]).0
+}
+
+/// The `--json` report of a build of `input` with `method` on `backend` and the `extra`
+/// options, into a new output in `dir`; and that output.
+fn build_with(dir: &Path, input: &Path, method: &str, backend: &str, extra: &[&str]) -> (serde_json::Value, PathBuf) {
     let name = input.file_stem().unwrap().to_string_lossy();
-    let output = dir.join(format!("{name}-{method}-{backend}.ome.zarr"));
-    json_stdout(&build(&[
+    let output = dir.join(format!("{name}-{method}-{backend}{}.ome.zarr", extra.join("")));
+    let mut args = vec![
         input.to_str().unwrap(),
         output.to_str().unwrap(),
         "--method",
@@ -530,7 +536,9 @@ fn build_report(dir: &Path, input: &Path, method: &str, backend: &str) -> serde_
         "--backend",
         backend,
         "--json",
-    ]))
+    ];
+    args.extend_from_slice(extra);
+    (json_stdout(&build(&args)), output)
 }
 
 /// The report names the threads of the backend's own that computed the tiles (whose time
@@ -583,6 +591,37 @@ fn gpu_builds_read_their_tiles_into_staging_memory() {
         0,
         "gaussian on uint32 is computed on the CPU"
     );
+}
+
+/// Where level 0 is encoded again (here in other chunks than the input's), a GPU build
+/// still reads its tiles into staging memory, each chunk copied into a host tile for level
+/// 0 at the same time, and writes the CPU's pyramid.
+#[test]
+fn a_gpu_build_that_encodes_level_0_again_stages_its_tiles_and_writes_the_cpus_pyramid() {
+    let test = "a_gpu_build_that_encodes_level_0_again_stages_its_tiles_and_writes_the_cpus_pyramid";
+    if common::gpu_or_skip(test).is_none() {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let input = small_input(dir.path(), "u16.zarr", DType::U16);
+    for method in ["mean", "nearest"] {
+        let built = |backend: &str| {
+            let (report, output) = build_with(dir.path(), &input, method, backend, &["--chunks", "8,16,16"]);
+            // Every file but the image's attributes, which name the backend.
+            let mut files = snapshot(&output);
+            assert!(files.remove(Path::new(".zattrs")).is_some());
+            (report, files)
+        };
+        let (cpu, expected) = built("cpu");
+        let (gpu, got) = built("gpu");
+        assert_eq!(cpu["chunks_copied_raw"], 0, "level 0 is encoded again");
+        assert_eq!(gpu["chunks_copied_raw"], 0, "level 0 is encoded again");
+        assert!(gpu["tiles_staged"].as_u64().unwrap() >= 1, "{method}: {gpu}");
+        assert_eq!(got.len(), expected.len());
+        for (file, bytes) in &expected {
+            assert!(got.get(file) == Some(bytes), "{method}: {file:?} differs");
+        }
+    }
 }
 
 /// A GPU whose memory holds only small tiles (here capped with `OME_PYRAMID_GPU_MEMORY_MIB`)

@@ -130,8 +130,9 @@ fn an_array_in_memory_in_standard_order_is_read_into_gpu_staging_memory_with_the
     let (staged, got) = build(array.view(), BackendChoice::Gpu, "gpu-c");
     assert!(staged > 0, "level 0 is written from the array, so its tiles are staged");
     assert_eq!(got, expected, "the GPU's levels are the CPU's");
-    // Level 0 of an array in another order is written from a host tile.
+    // Level 0 of an array in another order is written from a host tile, read with the
+    // staged one.
     let (staged, got) = build(fortran.view(), BackendChoice::Gpu, "gpu-f");
-    assert_eq!(staged, 0);
+    assert!(staged > 0);
     assert_eq!(got, expected);
 }

@@ -205,16 +205,10 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
         })))
     }
 
-    /// A staged source tile for `chain` from the backend, unless level `first` is written
-    /// from the decoded tile, which must then be in host memory after the compute (an array
-    /// in memory holds it anyway).
+    /// A staged source tile for `chain` from the backend, where it computes the chain whole.
     #[cfg(feature = "gpu")]
     fn stage(&self, read_region: &Region, chain: &[(Step, Region)]) -> Option<crate::backend::gpu::StagedTile> {
-        let context = self.context;
-        if self.encodes_first() && self.reader.resident().is_none() {
-            return None;
-        }
-        context.backend.stage_source(T::DTYPE, read_region, chain)
+        self.context.backend.stage_source(T::DTYPE, read_region, chain)
     }
 
     /// True if this pass writes level `first` encoded from its data (not copied as stored).
@@ -250,7 +244,9 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
     }
 
     /// Reads the tile straight into `staged` and returns its compute, which computes
-    /// `chain` from there, and then its writes.
+    /// `chain` from there, and then its writes. Where level `first` is encoded from the
+    /// decoded tile and no array in memory holds it, the tile is read into a host buffer
+    /// too, each chunk's rows copied to both at once, and level `first` is written from there.
     #[cfg(feature = "gpu")]
     fn start_staged(
         &self,
@@ -262,7 +258,14 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
         started: Instant,
     ) -> Result<Started<'_, TileOutput>, BuildError> {
         let context = self.context;
-        staged.write_with::<T, _>(|rows| self.reader.read_rows(read_region, rows))??;
+        let host_tile = if self.encodes_first() && self.reader.resident().is_none() {
+            let buffer = self.buffers.take();
+            let data = staged.write_with::<T, _>(|rows| self.reader.read_into_both(read_region, buffer, rows))??;
+            Some(Tile::new(read_region.clone(), T::wrap(data)))
+        } else {
+            staged.write_with::<T, _>(|rows| self.reader.read_rows(read_region, rows))??;
+            None
+        };
         context.counters.staged.fetch_add(1, Ordering::Relaxed);
         add_ns(&context.counters.read_ns, started.elapsed());
         Ok(Started::Compute(Box::new(move || {
@@ -270,6 +273,9 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
             let outputs = context.backend.downsample_chain_staged(staged, &chain)?;
             add_ns(&context.counters.compute_ns, computing.elapsed());
             let write: WriteJob<'_, TileOutput> = Box::new(move || {
+                if host_tile.is_some() {
+                    return self.write(&spans, output, host_tile, &outputs);
+                }
                 let level0 = self.reader.resident().filter(|_| self.encodes_first());
                 let level0 = level0.as_ref().map(|(data, array)| (*data, array));
                 self.write_levels_of(&spans, output, level0, &outputs)

@@ -455,16 +455,38 @@ impl<'s, T: StoreElement> TileReader<'s, T> {
     ///
     /// # Errors
     /// As [`TileReader::read`].
-    pub fn read_into(&self, region: &Region, mut buffer: Vec<T>) -> Result<Vec<T>, StoreError> {
-        if buffer.capacity() < region.len() {
-            // Too small: a fresh allocation, rather than growing one whose contents would be
-            // copied over only to be overwritten.
-            buffer = Vec::with_capacity(region.len());
-        }
-        buffer.truncate(region.len());
-        buffer.resize(region.len(), self.fill);
+    pub fn read_into(&self, region: &Region, buffer: Vec<T>) -> Result<Vec<T>, StoreError> {
+        let mut buffer = self.sized(buffer, region.len());
         self.read_rows(region, buffer.as_mut_slice())?;
         Ok(buffer)
+    }
+
+    /// As [`TileReader::read_into`], writing every row into `also` (which spans `region` in
+    /// C order) too, while it is in cache: a tile that is both kept in host memory and
+    /// staged for a GPU.
+    ///
+    /// # Errors
+    /// As [`TileReader::read`].
+    #[cfg(feature = "gpu")]
+    pub fn read_into_both<R>(&self, region: &Region, buffer: Vec<T>, also: R) -> Result<Vec<T>, StoreError>
+    where
+        R: RowTarget + RowWrite<T> + Send,
+    {
+        let mut buffer = self.sized(buffer, region.len());
+        self.read_rows(region, crate::tile::Both(buffer.as_mut_slice(), also))?;
+        Ok(buffer)
+    }
+
+    /// `buffer` made `len` long, its allocation reused where it is large enough.
+    fn sized(&self, mut buffer: Vec<T>, len: usize) -> Vec<T> {
+        if buffer.capacity() < len {
+            // Too small: a fresh allocation, rather than growing one whose contents would be
+            // copied over only to be overwritten.
+            buffer = Vec::with_capacity(len);
+        }
+        buffer.truncate(len);
+        buffer.resize(len, self.fill);
+        buffer
     }
 
     /// Reads `region` into `target`, which spans it in C order, writing every element once:

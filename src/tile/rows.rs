@@ -8,7 +8,8 @@
 //! it into row segments and dealing each to its block.
 //!
 //! The buffer is any [`RowTarget`]: a mutable slice, or memory the host may only write (a
-//! GPU upload buffer mapped into the host, which the GPU backend reads tiles into).
+//! GPU upload buffer mapped into the host, which the GPU backend reads tiles into), or
+//! [`Both`] of two, each row written to both while it is in cache.
 
 use super::Region;
 
@@ -52,6 +53,36 @@ impl<T: Copy> RowWrite<T> for &mut [T] {
     }
     fn fill(&mut self, value: T) {
         <[T]>::fill(self, value);
+    }
+}
+
+/// Two targets of the same length written together: every row goes to both.
+#[derive(Debug)]
+pub struct Both<A, B>(pub A, pub B);
+
+impl<A: RowTarget, B: RowTarget> RowTarget for Both<A, B> {
+    fn len(&self) -> usize {
+        debug_assert_eq!(self.0.len(), self.1.len(), "both targets span the same elements");
+        self.0.len()
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (a, a_rest) = self.0.split_at(mid);
+        let (b, b_rest) = self.1.split_at(mid);
+        (Self(a, b), Self(a_rest, b_rest))
+    }
+    fn empty() -> Self {
+        Self(A::empty(), B::empty())
+    }
+}
+
+impl<T: Copy, A: RowWrite<T>, B: RowWrite<T>> RowWrite<T> for Both<A, B> {
+    fn write(&mut self, src: &[T]) {
+        self.0.write(src);
+        self.1.write(src);
+    }
+    fn fill(&mut self, value: T) {
+        self.0.fill(value);
+        self.1.fill(value);
     }
 }
 
@@ -235,6 +266,32 @@ mod tests {
         round_trip(&five, &chunk_parts(&five, &[1, 2, 3, 2, 4]));
         // One chunk covering the whole region.
         round_trip(&Region::whole(&[4, 6]), &[Region::whole(&[4, 6])]);
+    }
+
+    #[test]
+    fn both_targets_get_every_row_and_every_fill() {
+        let region = Region::new(vec![1, 2], vec![5, 7]);
+        // The array ends before the region does on the last axis: those cells are filled.
+        let blocks = chunk_parts(&Region::from_bounds(&[1, 2], &[6, 8]), &[2, 3]);
+        let source: Vec<u16> = (0..region.len() as u16).collect();
+        let (mut first, mut second) = (vec![0u16; region.len()], vec![1u16; region.len()]);
+        let dealt = split_rows(Both(first.as_mut_slice(), second.as_mut_slice()), &region, &blocks);
+        for (block, rows) in blocks.iter().zip(dealt.blocks) {
+            let mut values = vec![0u16; block.len()];
+            copy_overlap(&source, &region, &mut values, block);
+            let width = block.shape[1] as usize;
+            for (mut row, values) in rows.into_iter().zip(values.chunks(width)) {
+                row.write(values);
+            }
+        }
+        for mut row in dealt.uncovered {
+            row.fill(u16::MAX);
+        }
+        let expected: Vec<u16> = (0..region.len())
+            .map(|i| if i % 7 == 6 { u16::MAX } else { source[i] })
+            .collect();
+        assert_eq!(first, expected);
+        assert_eq!(second, expected);
     }
 
     #[test]
