@@ -273,8 +273,8 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
             let outputs = context.backend.downsample_chain_staged(staged, &chain)?;
             add_ns(&context.counters.compute_ns, computing.elapsed());
             let write: WriteJob<'_, TileOutput> = Box::new(move || {
-                if host_tile.is_some() {
-                    return self.write(&spans, output, host_tile, &outputs);
+                if let Some(tile) = host_tile {
+                    return self.write(&spans, output, Some(tile), &outputs);
                 }
                 let level0 = self.reader.resident().filter(|_| self.encodes_first());
                 let level0 = level0.as_ref().map(|(data, array)| (*data, array));
