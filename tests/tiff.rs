@@ -121,20 +121,27 @@ fn bad_tiffs_get_one_clear_error_each() {
     }
 }
 
-/// Builds `input` with `args` into a fresh folder; returns it.
+/// Builds `input` with `args` into a fresh folder on the CPU; returns it.
 fn build(dir: &Path, input: &Path, args: &[&str]) -> PathBuf {
-    let output = dir.join("out.ome.zarr");
+    build_on(dir, input, "cpu", args).0
+}
+
+/// Builds `input` with `args` and `--json` into a fresh folder on `backend`; returns it and
+/// the report.
+fn build_on(dir: &Path, input: &Path, backend: &str, args: &[&str]) -> (PathBuf, Value) {
+    let output = dir.join(format!("out-{backend}.ome.zarr"));
     let mut all = vec![
         "build",
         input.to_str().unwrap(),
         output.to_str().unwrap(),
         "--backend",
-        "cpu",
+        backend,
+        "--json",
     ];
     all.extend_from_slice(args);
     let run = run(&all);
     assert!(run.status.success(), "build {input:?} {args:?}: {}", stderr(&run));
-    output
+    (output, json_stdout(&run))
 }
 
 /// Asserts that level 0 of pyramid `output` holds the pixels of manifest entry (`input`,
@@ -216,6 +223,30 @@ fn imagej_slices_rgb_and_bigtiff_tiles_build_with_level_0_equal_to_the_file() {
             .map(|a| a["name"].as_str().unwrap().to_string())
             .collect();
         assert_eq!(names, entry(name, None)["axes"].as_str().unwrap(), "{name}: axes");
+    }
+}
+
+/// A TIFF's level 0 is encoded from its decoded strips or tiles. A GPU build still reads
+/// its tiles into staging memory (and into a host tile for level 0 at the same time) and
+/// writes the CPU's pyramid.
+#[test]
+fn a_gpu_build_of_a_tiff_stages_its_tiles_and_writes_the_cpus_pyramid() {
+    if common::gpu_or_skip("a_gpu_build_of_a_tiff_stages_its_tiles_and_writes_the_cpus_pyramid").is_none() {
+        return;
+    }
+    for name in ["ome_tczyx.ome.tif", "stack_zstd_tile_bigtiff.tif"] {
+        let dir = tempfile::tempdir().unwrap();
+        let input = fixtures().join(name);
+        let (cpu, _) = build_on(dir.path(), &input, "cpu", &["--levels", "2"]);
+        let (gpu, report) = build_on(dir.path(), &input, "gpu", &["--levels", "2"]);
+        assert!(report["tiles_staged"].as_u64().unwrap() >= 1, "{name}: {report}");
+        assert_level0(&gpu, name, None);
+        // Every file but the image's attributes, which name the backend.
+        let (mut expected, mut got) = (common::snapshot(&cpu), common::snapshot(&gpu));
+        for files in [&mut expected, &mut got] {
+            assert!(files.remove(Path::new(".zattrs")).is_some(), "{name}");
+        }
+        assert!(got == expected, "{name}: the GPU's pyramid is not the CPU's");
     }
 }
 
