@@ -9,8 +9,9 @@
 //!
 //! On ext4 the new file's blocks are reserved in one call (`fallocate`) before it is
 //! written or copied, if it is 256 KiB or more: that took less kernel time than letting the
-//! write or the copy reserve them page by page (BENCHMARKS.md). Other file systems are written plainly; on a
-//! network file system, reserving would be one more round trip per chunk.
+//! write or the copy reserve them page by page (BENCHMARKS.md). Other file systems are
+//! written plainly; on a network file system, reserving would be one more round trip per
+//! chunk.
 //!
 //! Unlike [`std::fs::copy`], a copy gets the permissions of any file the build writes,
 //! not the input's: a read-only input (an archive) must not make the output's chunks
