@@ -607,10 +607,7 @@ fn a_gpu_build_that_encodes_level_0_again_stages_its_tiles_and_writes_the_cpus_p
     for method in ["mean", "nearest"] {
         let built = |backend: &str| {
             let (report, output) = build_with(dir.path(), &input, method, backend, &["--chunks", "8,16,16"]);
-            // Every file but the image's attributes, which name the backend.
-            let mut files = snapshot(&output);
-            assert!(files.remove(Path::new(".zattrs")).is_some());
-            (report, files)
+            (report, common::snapshot_but_attributes(&output))
         };
         let (cpu, expected) = built("cpu");
         let (gpu, got) = built("gpu");

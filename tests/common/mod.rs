@@ -487,6 +487,18 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     files
 }
 
+/// [`snapshot`] of a 0.4 image but its `.zattrs`, which must be there: the files that two
+/// builds on different backends must write alike (the attributes name the backend).
+pub fn snapshot_but_attributes(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = snapshot(dir);
+    assert!(
+        files.remove(Path::new(".zattrs")).is_some(),
+        "{} has no .zattrs",
+        dir.display()
+    );
+    files
+}
+
 /// An `ome-pyramid NAME args` command (e.g. `labels`), not yet run.
 pub fn subcommand(name: &str, args: &[&str]) -> Command {
     let mut command = Command::new(binary());
