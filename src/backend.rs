@@ -341,23 +341,33 @@ pub trait Downsampler: Send + Sync {
         None
     }
 
-    /// As [`Downsampler::downsample_chain`], from a tile [`Downsampler::stage_source`] gave
-    /// and the reader filled; the levels may stay in the backend's memory (a GPU's mapped
-    /// readback) until they are dropped.
+    /// As [`Downsampler::downsample_chain`], for each of `tiles`: a tile
+    /// [`Downsampler::stage_source`] gave and the reader filled, and the regions its chain
+    /// computes. Returns the levels of each tile, in order; they may stay in the backend's
+    /// memory (a GPU's mapped readback) until they are dropped. A GPU computes the tiles in
+    /// one submission.
     ///
     /// # Errors
-    /// As [`Downsampler::downsample`]; [`BackendError::Gpu`] from a backend that stages
-    /// nothing.
+    /// As [`Downsampler::downsample`], for the tiles as a whole; [`BackendError::Gpu`] from
+    /// a backend that stages nothing.
     #[cfg(feature = "gpu")]
-    fn downsample_chain_staged(
+    fn downsample_staged(
         &self,
-        staged: gpu::StagedTile,
-        chain: &[(Step, Region)],
-    ) -> Result<ComputedLevels, BackendError> {
-        let _ = (staged, chain);
+        tiles: Vec<(gpu::StagedTile, Vec<Region>)>,
+    ) -> Result<Vec<ComputedLevels>, BackendError> {
+        let _ = tiles;
         Err(BackendError::Gpu(format!(
             "the {} backend stages no tiles",
             self.kind()
         )))
+    }
+
+    /// Source bytes of staged tiles this backend computes together at most
+    /// ([`Downsampler::downsample_staged`]): a tile smaller than this waits in no queue for
+    /// others, but the tiles already waiting when it is computed go with it. 0, the default:
+    /// one at a time.
+    #[cfg(feature = "gpu")]
+    fn staged_batch_bytes(&self) -> u64 {
+        0
     }
 }

@@ -35,6 +35,8 @@ mod pass;
 mod prepare;
 mod report;
 mod split;
+#[cfg(feature = "gpu")]
+mod staged;
 mod stages;
 mod tile;
 
@@ -255,6 +257,7 @@ fn run_build(builder: &PyramidBuilder<'_>, threads: usize) -> Result<BuildReport
         chunks_redecoded: counters.redecoded.load(Ordering::Relaxed),
         chunks_copied_raw: counters.raw_copied.load(Ordering::Relaxed),
         tiles_staged: counters.staged.load(Ordering::Relaxed),
+        staged_batches: counters.staged_batches.load(Ordering::Relaxed),
         stage_seconds: StageSeconds {
             read: ns(&counters.read_ns),
             compute: ns(&counters.compute_ns),

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::{
@@ -518,6 +519,27 @@ fn small_input(dir: &Path, name: &str, dtype: DType) -> PathBuf {
     )
 }
 
+/// [`build_with`]'s report, and the output's files but its `.zattrs` (which names the
+/// backend).
+fn build_files(
+    dir: &Path,
+    input: &Path,
+    method: &str,
+    backend: &str,
+    extra: &[&str],
+) -> (Value, BTreeMap<PathBuf, Vec<u8>>) {
+    let (report, output) = build_with(dir, input, method, backend, extra);
+    (report, common::snapshot_but_attributes(&output))
+}
+
+/// Checks that `got` holds the files of `expected`, byte for byte, and no others.
+fn assert_same_files(got: &BTreeMap<PathBuf, Vec<u8>>, expected: &BTreeMap<PathBuf, Vec<u8>>, what: &str) {
+    assert_eq!(got.len(), expected.len(), "{what}: files");
+    for (file, bytes) in expected {
+        assert!(got.get(file) == Some(bytes), "{what}: {file:?} differs");
+    }
+}
+
 /// The `--json` report of a build of `input` with `method` on `backend`, into `dir`.
 fn build_report(dir: &Path, input: &Path, method: &str, backend: &str) -> serde_json::Value {
     build_with(dir, input, method, backend, &[]).0
@@ -605,19 +627,51 @@ fn a_gpu_build_that_encodes_level_0_again_stages_its_tiles_and_writes_the_cpus_p
     let dir = TempDir::new().unwrap();
     let input = small_input(dir.path(), "u16.zarr", DType::U16);
     for method in ["mean", "nearest"] {
-        let built = |backend: &str| {
-            let (report, output) = build_with(dir.path(), &input, method, backend, &["--chunks", "8,16,16"]);
-            (report, common::snapshot_but_attributes(&output))
-        };
-        let (cpu, expected) = built("cpu");
-        let (gpu, got) = built("gpu");
+        let rechunked = ["--chunks", "8,16,16"];
+        let (cpu, expected) = build_files(dir.path(), &input, method, "cpu", &rechunked);
+        let (gpu, got) = build_files(dir.path(), &input, method, "gpu", &rechunked);
         assert_eq!(cpu["chunks_copied_raw"], 0, "level 0 is encoded again");
         assert_eq!(gpu["chunks_copied_raw"], 0, "level 0 is encoded again");
         assert!(gpu["tiles_staged"].as_u64().unwrap() >= 1, "{method}: {gpu}");
-        assert_eq!(got.len(), expected.len());
-        for (file, bytes) in &expected {
-            assert!(got.get(file) == Some(bytes), "{method}: {file:?} differs");
-        }
+        assert_same_files(&got, &expected, method);
+    }
+}
+
+/// Tiles of one plane each (a time series chunked one plane per time point and channel)
+/// are small: a GPU build computes those waiting for a submission thread together, in one
+/// submission, and writes the CPU's pyramid. Whether tiles wait depends on how far the
+/// device is behind, so this checks the pyramid and that no tile took more than one
+/// submission; how batches form is tested in the engine's stages, and the levels of a
+/// batch's tiles in the GPU backend.
+#[test]
+fn a_gpu_build_of_plane_tiles_writes_the_cpus_pyramid_in_at_most_a_submission_per_tile() {
+    let test = "a_gpu_build_of_plane_tiles_writes_the_cpus_pyramid_in_at_most_a_submission_per_tile";
+    if common::gpu_or_skip(test).is_none() {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let input = synthetic_input(
+        dir.path(),
+        "planes.zarr",
+        &spec(
+            &[6, 2, 1, 64, 64],
+            &[1, 1, 1, 32, 32],
+            DType::U16,
+            ArrayFormat::V2,
+            Codec::Zstd(1),
+        ),
+    );
+    for method in ["mean", "gaussian"] {
+        let (_, expected) = build_files(dir.path(), &input, method, "cpu", &[]);
+        let (gpu, got) = build_files(dir.path(), &input, method, "gpu", &[]);
+        let tiles = gpu["tiles_staged"].as_u64().unwrap();
+        let submissions = gpu["staged_batches"].as_u64().unwrap();
+        assert!(tiles >= 12, "{method}: a tile per plane at least: {gpu}");
+        assert!(
+            (1..=tiles).contains(&submissions),
+            "{method}: {tiles} tiles in {submissions} submissions"
+        );
+        assert_same_files(&got, &expected, method);
     }
 }
 

@@ -10,6 +10,9 @@
 //! - A worker reading a tile the GPU will compute reads it straight into a mapped buffer
 //!   the device copies from ([`StagedTile`]), not into a host tile that the submission thread
 //!   would copy there.
+//! - Staged tiles waiting for a submission thread when it takes one go with it, up to
+//!   [`BATCH_BYTES`] of sources: small tiles (an image chunked one plane per time point and
+//!   channel) share one submission, wait and readback map instead of paying one each.
 //! - The levels come back into mapped memory that the engine encodes their chunks from,
 //!   before it is unmapped ([`MappedLevels`]).
 //! - Several levels of a chain are computed in a row on the device: level `k + 2` reads
@@ -27,6 +30,7 @@
 //! software adapter (Mesa lavapipe) is used only when asked for with `--backend gpu`.
 
 mod context;
+mod execute;
 mod memory;
 mod pool;
 pub mod program;
@@ -48,6 +52,13 @@ use crate::backend::{AdapterSummary, BackendError, BackendKind, ComputedLevels, 
 use crate::dtype::DType;
 use crate::method::Method;
 use crate::tile::{Region, Tile, TileElement, copy_overlap};
+
+/// Source bytes of the staged tiles one submission computes at most
+/// ([`Downsampler::staged_batch_bytes`]). A tile of this size or more goes alone. Chosen, not
+/// tuned on a discrete GPU: a submission's fixed costs (submit, wait, map) are small next to
+/// moving this many bytes to the device and back, and the batch's tiles reuse one ring
+/// slot's buffers, so a batch takes no more device memory than its largest tile.
+pub const BATCH_BYTES: u64 = 32 << 20;
 
 fn is_hardware(kind: wgpu::DeviceType) -> bool {
     matches!(
@@ -466,16 +477,19 @@ impl Downsampler for GpuBackend {
         }
     }
 
-    fn downsample_chain_staged(
-        &self,
-        staged: StagedTile,
-        chain: &[(Step, Region)],
-    ) -> Result<ComputedLevels, BackendError> {
+    fn downsample_staged(&self, tiles: Vec<(StagedTile, Vec<Region>)>) -> Result<Vec<ComputedLevels>, BackendError> {
+        let (staged, regions): (Vec<_>, Vec<_>) = tiles.into_iter().unzip();
         let levels = self.context.run_staged(staged)?;
-        Ok(ComputedLevels::Mapped {
-            regions: chain.iter().map(|(_, region)| region.clone()).collect(),
-            levels,
-        })
+        Ok(levels
+            .into_iter()
+            .zip(regions)
+            .map(|(levels, regions)| ComputedLevels::Mapped { regions, levels })
+            .collect())
+    }
+
+    /// [`BATCH_BYTES`].
+    fn staged_batch_bytes(&self) -> u64 {
+        BATCH_BYTES
     }
 }
 

@@ -22,6 +22,7 @@ use super::BuildError;
 use super::output::output_changed;
 use super::pass::BuildContext;
 use super::stages::{self, Next, Shape, Started, TileFlow};
+use super::tile::TileBatch;
 use crate::journal::StoredChunk;
 use crate::store::StoreError;
 use crate::store::shard::ShardWriter;
@@ -58,10 +59,12 @@ pub(super) struct BlockWork<'a> {
     /// Output chunks of a block (progress, for blocks an earlier run finished).
     pub(super) chunks_of: &'a (dyn Fn(u64) -> u64 + Sync),
     /// Starts one tile: reads it, and says what is left of it.
-    pub(super) run_tile: &'a (dyn Fn(u64) -> Result<Started<'a, TileOutput>, BuildError> + Sync),
+    pub(super) run_tile: &'a (dyn Fn(u64) -> Result<Started<'a, TileOutput, TileBatch<'a>>, BuildError> + Sync),
     /// Threads of the backend's own that compute the tiles, or 0 when the workers do
     /// ([`crate::backend::Downsampler::compute_threads`]).
     pub(super) compute_threads: usize,
+    /// Bytes of staged tiles a compute thread takes at once at most (0: one tile).
+    pub(super) batch_bytes: u64,
 }
 
 /// A shard of the output: its level and its indices in the level's shard grid.
@@ -140,6 +143,7 @@ pub(super) fn run_blocks(
         workers: in_flight.min(context.threads).max(1),
         compute_threads: work.compute_threads,
         in_flight,
+        batch_bytes: work.batch_bytes,
     };
     tracing::debug!(
         "{} workers, {} compute threads of the backend's, {} tiles in flight at most",
@@ -160,6 +164,7 @@ pub(super) fn run_blocks(
 impl<'w> TileFlow<'w> for Runner<'_, 'w, '_> {
     type Claim = Claim;
     type Output = TileOutput;
+    type Batch = TileBatch<'w>;
 
     /// The next tile to run: `Wait` while the window is full.
     fn next(&self) -> Result<Next<Claim>, BuildError> {
@@ -219,7 +224,7 @@ impl<'w> TileFlow<'w> for Runner<'_, 'w, '_> {
         }
     }
 
-    fn start(&self, claim: &Claim) -> Result<Started<'w, TileOutput>, BuildError> {
+    fn start(&self, claim: &Claim) -> Result<Started<'w, TileOutput, TileBatch<'w>>, BuildError> {
         if self.context.cancelled() {
             return Err(StoreError::Cancelled.into());
         }

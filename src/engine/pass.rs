@@ -29,6 +29,8 @@ pub(super) struct Counters {
     pub(super) raw_copied: AtomicU64,
     /// Source tiles read into the backend's staging memory.
     pub(super) staged: AtomicU64,
+    /// Batches those were computed in (one submission each).
+    pub(super) staged_batches: AtomicU64,
     pub(super) read_ns: AtomicU64,
     pub(super) compute_ns: AtomicU64,
     pub(super) write_ns: AtomicU64,
@@ -43,6 +45,7 @@ impl Counters {
             redecoded: AtomicU64::new(0),
             raw_copied: AtomicU64::new(0),
             staged: AtomicU64::new(0),
+            staged_batches: AtomicU64::new(0),
             read_ns: AtomicU64::new(0),
             compute_ns: AtomicU64::new(0),
             write_ns: AtomicU64::new(0),
@@ -594,6 +597,17 @@ fn per_chunk_here(context: &BuildContext<'_>) -> bool {
 /// Threads of the backend's own that compute this build's tiles (0: the workers do). A
 /// pass holds that many tiles more than it has workers, so the workers read and write
 /// while the backend computes.
+/// Bytes of staged tiles the backend computes at once at most (0 without a GPU).
+fn batch_bytes(context: &BuildContext<'_>) -> u64 {
+    #[cfg(feature = "gpu")]
+    return context.backend.staged_batch_bytes();
+    #[cfg(not(feature = "gpu"))]
+    {
+        let _ = context;
+        0
+    }
+}
+
 fn compute_threads(context: &BuildContext<'_>) -> usize {
     context.backend.compute_threads(context.method, context.source.dtype())
 }
@@ -734,6 +748,7 @@ fn copy_level0_only<T: StoreElement>(context: &BuildContext<'_>) -> Result<(), B
         chunks_of: &|unit| chunks_of_unit(unit).len() as u64,
         run_tile: &|chunk| worker.copy(&chunks.indices(chunk)).map(Started::Done),
         compute_threads: 0,
+        batch_bytes: 0,
     };
     let workers = context.threads;
     let result = run_blocks(context, &work, workers, 2 * workers);
@@ -806,6 +821,7 @@ fn run_pass<T: StoreElement>(
         chunks_of: &chunks_of,
         run_tile: &|tile| worker.start(tile),
         compute_threads: compute_threads(context),
+        batch_bytes: batch_bytes(context),
     };
     let result = run_blocks(context, &work, at_once, 2 * at_once);
     context

@@ -86,6 +86,9 @@ pub struct BuildReport {
     /// Source tiles read straight into the GPU's staging memory rather than into host
     /// tiles (0 on the CPU).
     pub tiles_staged: u64,
+    /// Submissions those staged tiles were computed in: fewer than the tiles where small
+    /// tiles queued for the GPU were computed together.
+    pub staged_batches: u64,
     /// Time per stage, summed over tasks.
     pub stage_seconds: StageSeconds,
     /// Worker threads.

@@ -14,6 +14,11 @@
 //!   through an upload, the kernels and a readback, so decoding and encoding go on while
 //!   the device computes, and several tiles are in flight on it.
 //!
+//! - A tile whose compute can go in a batch ([`Batch`]: a GPU computes staged tiles in one
+//!   submission) takes the tiles of its kind queued behind it along, up to
+//!   [`Shape::batch_bytes`] of them. A compute thread never waits for a batch to fill: it
+//!   takes what is queued, which is more the more the device is behind.
+//!
 //! Either way at most `in_flight` tiles are between their claim and their delivery,
 //! whatever stage or queue they are in: that is what the memory budget counts. Workers
 //! take computed tiles before new ones, which drains the pipeline before filling it. Once
@@ -26,13 +31,54 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use super::BuildError;
 
 /// What is left of a tile once a worker has started it.
-pub(super) enum Started<'a, O> {
+pub(super) enum Started<'a, O, B = NoBatch> {
     /// Nothing: its output is ready (fill value only, a chunk copied as stored).
     Done(O),
     /// Its writes: it was computed while it was read.
     Write(WriteJob<'a, O>),
     /// Its compute, which returns its writes.
     Compute(ComputeJob<'a, O>),
+    /// Its compute, which may run in one batch with other tiles' (only a GPU's tiles, so far).
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+    Batched(B),
+}
+
+/// A read tile's compute that may run together with other tiles' of its kind: a GPU
+/// computes several staged tiles in one submission, so that small tiles do not each pay a
+/// round trip to the device.
+pub(super) trait Batch<'a, O>: Send + Sized {
+    /// The bytes it adds to a batch (its source's).
+    fn bytes(&self) -> u64;
+
+    /// Computes `batch` (not empty) together; returns each one's writes, in order.
+    ///
+    /// # Errors
+    /// Stops the pass.
+    fn compute(batch: Vec<Self>) -> Result<Vec<WriteJob<'a, O>>, BuildError>;
+}
+
+/// The batch of flows whose tiles never go in one: it has no values.
+pub(super) enum NoBatch {}
+
+impl<'a, O> Batch<'a, O> for NoBatch {
+    fn bytes(&self) -> u64 {
+        match *self {}
+    }
+
+    fn compute(batch: Vec<Self>) -> Result<Vec<WriteJob<'a, O>>, BuildError> {
+        match batch.into_iter().next() {
+            Some(never) => match never {},
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+/// A read tile waiting for a compute thread.
+enum Queued<'a, O, B> {
+    /// Computed on its own.
+    Alone(ComputeJob<'a, O>),
+    /// Computed with the batchable tiles queued behind it.
+    Batched(B),
 }
 
 /// Encodes and stores a computed tile's chunks; returns its output.
@@ -58,6 +104,8 @@ pub(super) trait TileFlow<'a>: Sync {
     type Claim: Send;
     /// What a tile gives its block.
     type Output;
+    /// What a tile whose compute may be batched leaves ([`Started::Batched`]).
+    type Batch: Batch<'a, Self::Output>;
 
     /// Claims the next tile. Never blocks: [`Next::Wait`] when none may start now.
     ///
@@ -69,7 +117,7 @@ pub(super) trait TileFlow<'a>: Sync {
     ///
     /// # Errors
     /// Stops the pass.
-    fn start(&self, claim: &Self::Claim) -> Result<Started<'a, Self::Output>, BuildError>;
+    fn start(&self, claim: &Self::Claim) -> Result<Started<'a, Self::Output, Self::Batch>, BuildError>;
 
     /// Gives a tile's output to its block.
     ///
@@ -88,11 +136,14 @@ pub(super) struct Shape {
     pub(super) compute_threads: usize,
     /// Tiles between claim and delivery at most.
     pub(super) in_flight: usize,
+    /// Bytes of batchable tiles a compute thread takes at once at most ([`Batch::bytes`];
+    /// it takes one tile in any case).
+    pub(super) batch_bytes: u64,
 }
 
 /// The queues between the stages, and what the threads need to know to stop.
-struct Queues<'a, C, O> {
-    compute: VecDeque<(C, ComputeJob<'a, O>)>,
+struct Queues<'a, C, O, B> {
+    compute: VecDeque<(C, Queued<'a, O, B>)>,
     write: VecDeque<(C, WriteJob<'a, O>)>,
     /// Tiles claimed and not yet delivered.
     in_flight: usize,
@@ -106,7 +157,7 @@ struct Queues<'a, C, O> {
     panicked: bool,
 }
 
-impl<C, O> Queues<'_, C, O> {
+impl<C, O, B> Queues<'_, C, O, B> {
     /// True once the threads have nothing more to do.
     fn finished(&self) -> bool {
         self.panicked || self.error.is_some() || (self.ended && self.in_flight == 0)
@@ -129,7 +180,7 @@ impl<'a, F: TileFlow<'a>> Drop for StopOthersOnPanic<'_, '_, 'a, F> {
 struct Pipeline<'f, 'a, F: TileFlow<'a>> {
     flow: &'f F,
     shape: Shape,
-    queues: Mutex<Queues<'a, F::Claim, F::Output>>,
+    queues: Mutex<Queues<'a, F::Claim, F::Output, F::Batch>>,
     /// Notified whenever a queue, the count in flight or `ended` changes.
     changed: Condvar,
 }
@@ -180,14 +231,14 @@ pub(super) fn run<'a, F: TileFlow<'a>>(flow: &F, shape: Shape) -> Result<(), Bui
 }
 
 impl<'a, F: TileFlow<'a>> Pipeline<'_, 'a, F> {
-    fn lock(&self) -> MutexGuard<'_, Queues<'a, F::Claim, F::Output>> {
+    fn lock(&self) -> MutexGuard<'_, Queues<'a, F::Claim, F::Output, F::Batch>> {
         self.queues.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn wait<'g>(
         &self,
-        queues: MutexGuard<'g, Queues<'a, F::Claim, F::Output>>,
-    ) -> MutexGuard<'g, Queues<'a, F::Claim, F::Output>> {
+        queues: MutexGuard<'g, Queues<'a, F::Claim, F::Output, F::Batch>>,
+    ) -> MutexGuard<'g, Queues<'a, F::Claim, F::Output, F::Batch>> {
         self.changed.wait(queues).unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -237,7 +288,7 @@ impl<'a, F: TileFlow<'a>> Pipeline<'_, 'a, F> {
     /// and writes: a pass's last tiles would otherwise run on the threads of their own
     /// workers alone while the others wait. Workers stay for the tiles the compute threads
     /// still hold (each needs one to write it), and one stays in any case.
-    fn may_leave(&self, queues: &Queues<'a, F::Claim, F::Output>) -> bool {
+    fn may_leave(&self, queues: &Queues<'a, F::Claim, F::Output, F::Batch>) -> bool {
         // Without compute threads, each tile in flight is carried by the worker that
         // claimed it.
         queues.looping > 1 && (self.shape.compute_threads == 0 || queues.looping > queues.in_flight)
@@ -245,7 +296,7 @@ impl<'a, F: TileFlow<'a>> Pipeline<'_, 'a, F> {
 
     /// Takes a claimed tile as far as it is this worker's: through every stage, or up to
     /// the compute queue when compute threads take it from there.
-    fn carry(&self, claim: F::Claim) -> MutexGuard<'_, Queues<'a, F::Claim, F::Output>> {
+    fn carry(&self, claim: F::Claim) -> MutexGuard<'_, Queues<'a, F::Claim, F::Output, F::Batch>> {
         let delivered = match self.flow.start(&claim) {
             Err(e) => Err(e),
             Ok(Started::Done(output)) => self.flow.deliver(claim, output),
@@ -253,18 +304,29 @@ impl<'a, F: TileFlow<'a>> Pipeline<'_, 'a, F> {
             Ok(Started::Compute(compute)) if self.shape.compute_threads == 0 => compute()
                 .and_then(|write| write())
                 .and_then(|output| self.flow.deliver(claim, output)),
-            Ok(Started::Compute(compute)) => {
-                let mut queues = self.lock();
-                queues.compute.push_back((claim, compute));
-                self.changed.notify_all();
-                return queues;
-            }
+            Ok(Started::Batched(batch)) if self.shape.compute_threads == 0 => F::Batch::compute(vec![batch])
+                .and_then(|mut writes| writes.pop().expect("one write per tile")())
+                .and_then(|output| self.flow.deliver(claim, output)),
+            Ok(Started::Compute(compute)) => return self.queue(claim, Queued::Alone(compute)),
+            Ok(Started::Batched(batch)) => return self.queue(claim, Queued::Batched(batch)),
         };
         self.settle(delivered)
     }
 
+    /// Queues a read tile for the compute threads.
+    fn queue(
+        &self,
+        claim: F::Claim,
+        compute: Queued<'a, F::Output, F::Batch>,
+    ) -> MutexGuard<'_, Queues<'a, F::Claim, F::Output, F::Batch>> {
+        let mut queues = self.lock();
+        queues.compute.push_back((claim, compute));
+        self.changed.notify_all();
+        queues
+    }
+
     /// Counts a tile as delivered (or the pass as failed) and wakes the threads.
-    fn settle(&self, delivered: Result<(), BuildError>) -> MutexGuard<'_, Queues<'a, F::Claim, F::Output>> {
+    fn settle(&self, delivered: Result<(), BuildError>) -> MutexGuard<'_, Queues<'a, F::Claim, F::Output, F::Batch>> {
         let mut queues = self.lock();
         queues.in_flight -= 1;
         if let Err(e) = delivered {
@@ -274,8 +336,8 @@ impl<'a, F: TileFlow<'a>> Pipeline<'_, 'a, F> {
         queues
     }
 
-    /// Computes read tiles, in the order they were read, until none is left or the pass
-    /// failed.
+    /// Computes read tiles, in the order they were read (a batchable one with those of its
+    /// kind queued right behind it), until none is left or the pass failed.
     fn compute_loop(&self) {
         let _stop = StopOthersOnPanic(self);
         let mut queues = self.lock();
@@ -284,18 +346,53 @@ impl<'a, F: TileFlow<'a>> Pipeline<'_, 'a, F> {
                 queues = self.wait(queues);
                 continue;
             };
-            drop(queues);
-            let computed = compute();
+            let (claims, computed) = match compute {
+                Queued::Alone(compute) => {
+                    drop(queues);
+                    (vec![claim], compute().map(|write| vec![write]))
+                }
+                Queued::Batched(first) => {
+                    let (claims, batch) = self.take_batch(&mut queues, claim, first);
+                    drop(queues);
+                    (claims, F::Batch::compute(batch))
+                }
+            };
             queues = self.lock();
             match computed {
-                Ok(write) => queues.write.push_back((claim, write)),
+                Ok(writes) => {
+                    assert_eq!(writes.len(), claims.len(), "one write per computed tile");
+                    queues.write.extend(claims.into_iter().zip(writes));
+                }
                 Err(e) => {
-                    queues.in_flight -= 1;
+                    queues.in_flight -= claims.len();
                     queues.error.get_or_insert(e);
                 }
             }
             self.changed.notify_all();
         }
+    }
+
+    /// `first` and the batchable tiles queued right behind it, while their bytes stay
+    /// within [`Shape::batch_bytes`].
+    fn take_batch(
+        &self,
+        queues: &mut Queues<'a, F::Claim, F::Output, F::Batch>,
+        claim: F::Claim,
+        first: F::Batch,
+    ) -> (Vec<F::Claim>, Vec<F::Batch>) {
+        let mut bytes = first.bytes();
+        let (mut claims, mut batch) = (vec![claim], vec![first]);
+        while let Some((_, Queued::Batched(next))) = queues.compute.front()
+            && bytes.saturating_add(next.bytes()) <= self.shape.batch_bytes
+        {
+            bytes += next.bytes();
+            let Some((claim, Queued::Batched(next))) = queues.compute.pop_front() else {
+                unreachable!("the front was a batchable tile")
+            };
+            claims.push(claim);
+            batch.push(next);
+        }
+        (claims, batch)
     }
 }
 
@@ -334,6 +431,10 @@ mod tests {
         ready: Ready,
         compute_fails: Option<usize>,
         compute_panics: Option<usize>,
+        /// `Some(bytes)`: each tile's compute is batchable, of these bytes.
+        batched: Option<u64>,
+        /// The tiles of each batch computed, in order.
+        batches: Mutex<Vec<Vec<usize>>>,
     }
 
     impl Flow {
@@ -351,6 +452,8 @@ mod tests {
                 ready,
                 compute_fails: None,
                 compute_panics: None,
+                batched: None,
+                batches: Mutex::new(Vec::new()),
             }
         }
 
@@ -379,9 +482,34 @@ mod tests {
     /// The pipeline's view of a [`Flow`], whose jobs borrow it.
     struct Tiles<'a>(&'a Flow);
 
+    /// A batchable tile of a [`Flow`].
+    struct BatchedTile<'a> {
+        flow: &'a Flow,
+        tile: usize,
+    }
+
+    impl<'a> Batch<'a, usize> for BatchedTile<'a> {
+        fn bytes(&self) -> u64 {
+            self.flow.batched.expect("a batched flow")
+        }
+
+        fn compute(batch: Vec<Self>) -> Result<Vec<WriteJob<'a, usize>>, BuildError> {
+            let flow = batch[0].flow;
+            let tiles: Vec<usize> = batch.iter().map(|b| b.tile).collect();
+            flow.batches.lock().unwrap().push(tiles.clone());
+            let mut writes = Vec::new();
+            for tile in tiles {
+                flow.compute(tile)?;
+                writes.push(Box::new(move || Ok(tile)) as WriteJob<'a, usize>);
+            }
+            Ok(writes)
+        }
+    }
+
     impl<'a> TileFlow<'a> for Tiles<'a> {
         type Claim = usize;
         type Output = usize;
+        type Batch = BatchedTile<'a>;
 
         fn next(&self) -> Result<Next<usize>, BuildError> {
             let tile = self.0.next.fetch_add(1, Ordering::Relaxed);
@@ -392,12 +520,15 @@ mod tests {
             })
         }
 
-        fn start(&self, &tile: &usize) -> Result<Started<'a, usize>, BuildError> {
+        fn start(&self, &tile: &usize) -> Result<Started<'a, usize, BatchedTile<'a>>, BuildError> {
             let flow = self.0;
             let now = flow.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
             flow.most_in_flight.fetch_max(now, Ordering::Relaxed);
             *flow.started.lock().unwrap() += 1;
             flow.started_changed.notify_all();
+            if flow.batched.is_some() {
+                return Ok(Started::Batched(BatchedTile { flow, tile }));
+            }
             Ok(Started::Compute(Box::new(move || {
                 flow.compute(tile)?;
                 Ok(Box::new(move || Ok(tile)) as WriteJob<'a, usize>)
@@ -417,6 +548,7 @@ mod tests {
             workers,
             compute_threads,
             in_flight,
+            batch_bytes: 0,
         }
     }
 
@@ -448,6 +580,7 @@ mod tests {
     impl<'a> TileFlow<'a> for NeedsHelp {
         type Claim = ();
         type Output = ();
+        type Batch = NoBatch;
 
         fn next(&self) -> Result<Next<()>, BuildError> {
             Ok(if self.claimed.swap(true, Ordering::Relaxed) {
@@ -555,6 +688,65 @@ mod tests {
         assert!(
             result.is_err(),
             "the panic reaches the caller instead of hanging the pass"
+        );
+    }
+
+    #[test]
+    fn a_compute_thread_takes_the_batchable_tiles_queued_behind_its_tile_within_the_bytes() {
+        // The first batch waits until every tile is started, so the rest queue up behind it
+        // in the order the one worker read them; batches of 30-byte tiles within 100 bytes
+        // then hold three tiles each.
+        let mut flow = Flow::new(11, Ready::Full(11), Duration::from_secs(20));
+        flow.batched = Some(30);
+        let pass = Shape {
+            batch_bytes: 100,
+            ..shape(1, 1, 11)
+        };
+        run_on_pool(&flow, pass).unwrap();
+        assert!(!flow.gave_up.load(Ordering::Relaxed));
+        assert_eq!(delivered(&flow), (0..11).collect::<Vec<_>>());
+        let batches = flow.batches.lock().unwrap().clone();
+        assert_eq!(batches.concat(), (0..11).collect::<Vec<_>>(), "{batches:?}");
+        assert!(batches.iter().all(|b| b.len() <= 3), "{batches:?}");
+        let (last, full) = batches[1..].split_last().expect("more than one batch");
+        assert!(full.iter().all(|b| b.len() == 3), "{batches:?}");
+        assert!(!last.is_empty());
+    }
+
+    #[test]
+    fn batchable_tiles_go_alone_without_a_batch_size_or_compute_threads() {
+        // With a compute thread, the first tile's compute waits until all are queued.
+        for (compute_threads, batch_bytes, ready) in [(1, 0, Ready::Full(6)), (0, 100, Ready::Ahead(0))] {
+            let mut flow = Flow::new(6, ready, Duration::from_secs(20));
+            flow.batched = Some(30);
+            let pass = Shape {
+                batch_bytes,
+                ..shape(1, compute_threads, 6)
+            };
+            run_on_pool(&flow, pass).unwrap();
+            assert_eq!(delivered(&flow), (0..6).collect::<Vec<_>>());
+            let batches = flow.batches.lock().unwrap().clone();
+            assert!(batches.iter().all(|b| b.len() == 1), "{batches:?}");
+        }
+    }
+
+    #[test]
+    fn a_failed_batch_stops_the_pass_and_delivers_none_of_its_tiles() {
+        let mut flow = Flow::new(12, Ready::Full(12), Duration::from_secs(20));
+        flow.batched = Some(10);
+        flow.compute_fails = Some(5);
+        let pass = Shape {
+            batch_bytes: 40,
+            ..shape(1, 1, 12)
+        };
+        let error = run_on_pool(&flow, pass).unwrap_err();
+        assert!(error.to_string().contains("tile 5 failed"), "{error}");
+        let batches = flow.batches.lock().unwrap().clone();
+        let failed = batches.iter().find(|b| b.contains(&5)).expect("tile 5 was computed");
+        let delivered = delivered(&flow);
+        assert!(
+            failed.iter().all(|t| !delivered.contains(t)),
+            "{batches:?}, delivered {delivered:?}"
         );
     }
 }

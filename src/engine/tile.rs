@@ -20,6 +20,14 @@ use crate::journal::StoredChunk;
 use crate::store::{LevelSink, Source, StoreElement, StoreError, TileReader};
 use crate::tile::{Region, Tile, TileRef, copy_overlap, extract_within};
 
+/// What a tile whose compute may be batched leaves ([`Started::Batched`]): on a GPU, a
+/// staged tile's compute.
+#[cfg(feature = "gpu")]
+pub(super) type TileBatch<'a> = super::staged::StagedCompute<'a>;
+/// What a tile whose compute may be batched leaves: none without a GPU.
+#[cfg(not(feature = "gpu"))]
+pub(super) type TileBatch<'a> = super::stages::NoBatch;
+
 /// What writing one chunk gave.
 enum Written {
     /// A file of an unsharded level (`None`: fill value only, not stored).
@@ -135,7 +143,7 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
     /// returns what is left: its compute and then its writes, or its writes alone when its
     /// first step was computed chunk by chunk as it was read, or nothing when its source
     /// holds no stored chunk.
-    pub(super) fn start(&self, tile: u64) -> Result<Started<'_, TileOutput>, BuildError> {
+    pub(super) fn start(&self, tile: u64) -> Result<Started<'_, TileOutput, TileBatch<'_>>, BuildError> {
         let (context, pass) = (self.context, self.pass);
         let spans = pass.tile_spans(tile);
         let written = if pass.writes_first {
@@ -225,7 +233,7 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
         chain: Vec<(Step, Region)>,
         spans: TileSpans,
         output: TileOutput,
-    ) -> Started<'_, TileOutput> {
+    ) -> Started<'_, TileOutput, TileBatch<'_>> {
         let context = self.context;
         Started::Compute(Box::new(move || {
             let computing = Instant::now();
@@ -244,9 +252,10 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
     }
 
     /// Reads the tile straight into `staged` and returns its compute, which computes
-    /// `chain` from there, and then its writes. Where level `first` is encoded from the
-    /// decoded tile and no array in memory holds it, the tile is read into a host buffer
-    /// too, each chunk's rows copied to both at once, and level `first` is written from there.
+    /// `chain` from there (in a batch with other staged tiles), and then its writes. Where
+    /// level `first` is encoded from the decoded tile and no array in memory holds it, the
+    /// tile is read into a host buffer too, each chunk's rows copied to both at once, and
+    /// level `first` is written from there.
     #[cfg(feature = "gpu")]
     fn start_staged(
         &self,
@@ -256,7 +265,7 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
         spans: TileSpans,
         output: TileOutput,
         started: Instant,
-    ) -> Result<Started<'_, TileOutput>, BuildError> {
+    ) -> Result<Started<'_, TileOutput, TileBatch<'_>>, BuildError> {
         let context = self.context;
         let host_tile = if self.encodes_first() && self.reader.resident().is_none() {
             let buffer = self.buffers.take();
@@ -268,20 +277,22 @@ impl<T: StoreElement> TileWorker<'_, '_, T> {
         };
         context.counters.staged.fetch_add(1, Ordering::Relaxed);
         add_ns(&context.counters.read_ns, started.elapsed());
-        Ok(Started::Compute(Box::new(move || {
-            let computing = Instant::now();
-            let outputs = context.backend.downsample_chain_staged(staged, &chain)?;
-            add_ns(&context.counters.compute_ns, computing.elapsed());
-            let write: WriteJob<'_, TileOutput> = Box::new(move || {
-                if let Some(tile) = host_tile {
-                    return self.write(&spans, output, Some(tile), &outputs);
-                }
-                let level0 = self.reader.resident().filter(|_| self.encodes_first());
-                let level0 = level0.as_ref().map(|(data, array)| (*data, array));
-                self.write_levels_of(&spans, output, level0, &outputs)
-            });
-            Ok(write)
-        })))
+        Ok(Started::Batched(super::staged::StagedCompute {
+            backend: context.backend,
+            counters: &context.counters,
+            staged,
+            regions: chain.into_iter().map(|(_, region)| region).collect(),
+            then: Box::new(move |outputs| -> WriteJob<'_, TileOutput> {
+                Box::new(move || {
+                    if let Some(tile) = host_tile {
+                        return self.write(&spans, output, Some(tile), &outputs);
+                    }
+                    let level0 = self.reader.resident().filter(|_| self.encodes_first());
+                    let level0 = level0.as_ref().map(|(data, array)| (*data, array));
+                    self.write_levels_of(&spans, output, level0, &outputs)
+                })
+            }),
+        }))
     }
 
     /// Writes what the tile of `spans` owns of each level it writes: level `first` from

@@ -46,6 +46,12 @@ impl std::fmt::Debug for StagedTile {
 }
 
 impl StagedTile {
+    /// Bytes of its source, padded to whole words: what the device copies.
+    #[must_use]
+    pub fn source_bytes(&self) -> u64 {
+        source_bytes(self.dtype, &self.region)
+    }
+
     /// Lets `read` write the tile's elements, in C order, into the staged memory (as
     /// [`StagedRows`] of `T`, the tile's data type); zeros pad it to whole words.
     ///
@@ -126,21 +132,22 @@ mod tests {
     use std::sync::Arc;
 
     use super::super::{GpuBackend, backend_on_own_context};
+    use super::StagedTile;
     use crate::backend::{ComputedLevels, Downsampler, Step, required_source};
     use crate::method::Method;
     use crate::store::{NdarraySource, StoreElement, TileReader};
     use crate::tile::{Region, Tile};
 
-    /// `chain` computed from `src` read through the tile reader (chunks of `chunks` over an
-    /// array holding `array`) into staging memory, and from the same region read into a
-    /// host tile: the same bytes.
-    fn staged_equals_host<T: StoreElement>(
+    /// The tile of `src` read through the tile reader (chunks of `chunks` over an array
+    /// holding `array`) into staging memory for `chain`, and `chain` computed from the same
+    /// region read into a host tile.
+    fn stage_and_expect<T: StoreElement>(
         gpu: &GpuBackend,
         array: &Tile,
         chunks: &[u64],
         src: &Region,
         chain: &[(Step, Region)],
-    ) {
+    ) -> (StagedTile, Vec<Tile>) {
         let data: &[T] = T::view(&array.data).expect("dtype");
         let shape: Vec<usize> = array.region.shape.iter().map(|&n| n as usize).collect();
         let view = ndarray::ArrayViewD::from_shape(ndarray::IxDyn(&shape), data).expect("shape");
@@ -161,23 +168,47 @@ mod tests {
             .write_with::<T, _>(|rows| reader.read_rows(src, rows))
             .expect("mapped")
             .expect("read");
-        let got = gpu
-            .downsample_chain_staged(staged, chain)
-            .expect("from the staged tile");
+        (staged, expected)
+    }
+
+    /// `chain`'s levels computed from `staged` alone.
+    fn compute_alone(gpu: &GpuBackend, staged: StagedTile, chain: &[(Step, Region)]) -> ComputedLevels {
+        let regions = chain.iter().map(|(_, region)| region.clone()).collect();
+        let mut levels = gpu.downsample_staged(vec![(staged, regions)]).expect("computed");
+        assert_eq!(levels.len(), 1, "one tile, one set of levels");
+        levels.pop().expect("one")
+    }
+
+    /// Checks that `got` (read back into mapped memory) holds the tiles of `expected`.
+    fn assert_levels<T: StoreElement>(got: &ComputedLevels, expected: &[Tile], what: &str) {
         assert!(
             matches!(got, ComputedLevels::Mapped { .. }),
-            "read back into mapped memory"
+            "{what}: read back into mapped memory"
         );
-        assert_eq!(got.len(), expected.len());
+        assert_eq!(got.len(), expected.len(), "{what}");
         for (level, expected) in expected.iter().enumerate() {
             let (data, region) = got.level::<T>(level);
-            assert_eq!(region, &expected.region);
+            assert_eq!(region, &expected.region, "{what}");
             assert!(
                 data == T::view(&expected.data).expect("dtype"),
-                "{} level {level} of {src:?}: staged and host tiles differ",
+                "{what}, {} level {level}: staged and host tiles differ",
                 T::DTYPE
             );
         }
+    }
+
+    /// `chain` computed from `src` staged (as [`stage_and_expect`] reads it) and from a host
+    /// tile: the same bytes.
+    fn staged_equals_host<T: StoreElement>(
+        gpu: &GpuBackend,
+        array: &Tile,
+        chunks: &[u64],
+        src: &Region,
+        chain: &[(Step, Region)],
+    ) {
+        let (staged, expected) = stage_and_expect::<T>(gpu, array, chunks, src, chain);
+        let got = compute_alone(gpu, staged, chain);
+        assert_levels::<T>(&got, &expected, &format!("{src:?}"));
     }
 
     /// Steps of `method` halving every axis, from `src` to `levels` levels above it.
@@ -260,7 +291,7 @@ mod tests {
                     rows.fill(value);
                 })
                 .expect("mapped");
-            let levels = gpu.downsample_chain_staged(staged, &chain).expect("computed");
+            let levels = compute_alone(&gpu, staged, &chain);
             let (data, _) = levels.level::<u16>(0);
             assert!(
                 data.iter().all(|&v| v == value),
@@ -317,5 +348,50 @@ mod tests {
         let third = GpuBackend::using(context.clone());
         staged_equals_host::<u16>(&third, &array, &[8, 16, 16], &whole, &chain);
         assert!(context.idle_buffer_bytes() >= 3 * source_bytes);
+    }
+
+    #[test]
+    fn staged_tiles_computed_in_one_batch_each_get_their_own_levels() {
+        // A context of its own, so that no other test's tiles share its pools.
+        let Some(gpu) = backend_on_own_context("staged_tiles_computed_in_one_batch_each_get_their_own_levels", |_| {})
+        else {
+            return;
+        };
+        // Tiles of different methods (gaussian with its stencil tables), dtypes, shapes and
+        // chain depths, a small one first, so that the slot's buffers hold the largest and
+        // each tile's parameters and tables replace the last's between them.
+        let tiles = [
+            (Method::Mean, crate::DType::U8, [5u64, 9, 7], 1),
+            (Method::Gaussian, crate::DType::U16, [16, 24, 20], 2),
+            (Method::Nearest, crate::DType::F32, [8, 8, 8], 2),
+            (Method::Gaussian, crate::DType::U8, [7, 13, 11], 1),
+            (Method::Mean, crate::DType::I16, [12, 6, 10], 2),
+        ];
+        let mut batch = Vec::new();
+        let mut expected = Vec::new();
+        for (i, &(method, dtype, shape, levels)) in tiles.iter().enumerate() {
+            let array = crate::synthetic::random_tile(dtype, &shape, 20 + i as u64);
+            let whole = Region::whole(&shape);
+            let chain = halving_chain(method, &whole, levels);
+            let (staged, host) = crate::dispatch_dtype!(dtype, T => {
+                stage_and_expect::<T>(&gpu, &array, &[3, 5, 4], &whole, &chain)
+            });
+            batch.push((staged, chain.into_iter().map(|(_, region)| region).collect()));
+            expected.push(host);
+        }
+        let context = gpu.context();
+        let got = gpu.downsample_staged(batch).expect("computed");
+        assert_eq!(got.len(), tiles.len(), "one set of levels per tile");
+        assert_eq!(context.staged_buffers(), tiles.len(), "every staging buffer is back");
+        for (((method, dtype, shape, _), got), expected) in tiles.iter().zip(&got).zip(&expected) {
+            let what = format!("{method} {dtype} {shape:?} in a batch");
+            crate::dispatch_dtype!(*dtype, T => assert_levels::<T>(got, expected, &what));
+        }
+        drop(got);
+        assert_eq!(
+            context.readback_buffers(),
+            tiles.len(),
+            "each tile's readback is back in the pool once its levels are dropped"
+        );
     }
 }

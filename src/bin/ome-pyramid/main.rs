@@ -499,8 +499,9 @@ pub(crate) fn print_summary(report: &BuildReport) {
     }
     if report.tiles_staged > 0 {
         tracing::debug!(
-            "{} source tiles read straight into GPU staging memory",
-            report.tiles_staged
+            "{} source tiles read straight into GPU staging memory, computed in {} submissions",
+            report.tiles_staged,
+            report.staged_batches
         );
     }
     tracing::debug!(
