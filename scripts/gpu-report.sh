@@ -2,7 +2,9 @@
 # One-command GPU report: on a machine with a GPU, the kernel benches (CPU, and on the GPU the
 # upload, kernel, readback and end-to-end rates next to the device's copy bandwidth) and the
 # CPU-against-GPU end-to-end comparison (cpu, gpu and auto, all cores) on a synthetic volume
-# of at least 16 GiB, written as one Markdown table with the device and machine named.
+# of at least 16 GiB, and on a time series chunked one plane per time point and channel
+# (small tiles, which the GPU computes in batches), written as Markdown tables with the
+# device and machine named.
 #
 #   scripts/gpu-report.sh [--smoke] [--out FILE] [--workdir DIR] [--size Z,Y,X]
 #
@@ -28,7 +30,7 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift ;;
     --workdir) workdir=$2; shift ;;
     --size) size=$2; shift ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu-report.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -54,14 +56,17 @@ if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$nvidia_icd" ] && ! "$bin" info --gpu 
   export VK_DRIVER_FILES=$nvidia_icd
 fi
 
+# The time series: uint16, one plane per chunk, so that each tile is one plane's source.
 if [ "$smoke" = 1 ]; then
   tile=8,32,32; size=16,512,512; repeat=1; memory=256MiB
+  planes=8,2,1,128,128; plane_chunks=1,1,1,64,64
   # No hardware GPU in CI: let auto measure lavapipe too, so its choice is exercised.
   export OME_PYRAMID_AUTO_SOFTWARE_GPU=1
   # … and time it although so small a build would not be worth opening a GPU for.
   export OME_PYRAMID_AUTO_MIN_SECONDS=0
 else
   tile=64,512,512; repeat=3; memory=16GiB
+  planes=256,4,1,1024,1024; plane_chunks=1,1,1,512,512
 fi
 workdir=${workdir:-.ome-pyramid-gpu-report}
 mkdir -p "$workdir"
@@ -70,6 +75,7 @@ mkdir -p "$json_dir"
 base=$(basename "$out" .md)
 kernels_json=$json_dir/$base-kernels.json
 builds_json=$json_dir/$base-builds.json
+planes_json=$json_dir/$base-planes.json
 
 echo "gpu-report: kernels on a $tile tile …" >&2
 "$bin" bench --kernels --backends cpu,gpu --tile "$tile" --dtypes uint8,uint16,float32 \
@@ -78,18 +84,25 @@ echo "gpu-report: cpu, gpu and auto end to end on a $size uint16 volume …" >&2
 "$bin" bench --size "$size" --dtype uint16 --backends cpu,gpu,auto --methods nearest,mean,gaussian \
   --repeat 1 --memory "$memory" --workdir "$workdir" --json -q > "$builds_json"
 rm -rf "$workdir"
+mkdir -p "$workdir"
+echo "gpu-report: cpu, gpu and auto end to end on a $planes time series, one plane per chunk …" >&2
+"$bin" synth --size "$planes" --chunks "$plane_chunks" --dtype uint16 -q "$workdir/planes.zarr"
+"$bin" bench "$workdir/planes.zarr" --backends cpu,gpu,auto --methods mean,gaussian \
+  --repeat 1 --memory "$memory" --workdir "$workdir" --json -q > "$planes_json"
+rm -rf "$workdir"
 
-python3 - "$kernels_json" "$builds_json" "$out" "$smoke" <<'EOF'
+python3 - "$kernels_json" "$builds_json" "$planes_json" "$out" "$smoke" <<'EOF'
 import json, os, sys
 
 kernels = json.load(open(sys.argv[1]))
 builds = json.load(open(sys.argv[2]))
-out, smoke = sys.argv[3], sys.argv[4] == "1"
+planes = json.load(open(sys.argv[3]))
+out, smoke = sys.argv[4], sys.argv[5] == "1"
 m = kernels["machine"]
 device = kernels.get("device") or "none"
 if os.environ.get("CI") == "true" and kernels.get("device") is None:
     sys.exit("gpu-report: no GPU adapter found, and CI has lavapipe (mesa-vulkan-drivers)")
-if not builds["rows"] or not kernels["rows"]:
+if not builds["rows"] or not kernels["rows"] or not planes["rows"]:
     sys.exit("gpu-report: a bench produced no rows")
 lines = [
     f"GPU report{' (smoke run: tiny volume, numbers mean nothing)' if smoke else ''}.",
@@ -116,15 +129,11 @@ fused = [r for r in kernels["rows"] if (r.get("gpu") or {}).get("per_axis_kernel
 if fused:
     lines += ["", "Gaussian's y and x passes run fused in one dispatch; with one dispatch per axis instead, the kernel "
               "rates were: " + ", ".join(f"{r['dtype']} {rate(r['gpu']['per_axis_kernel_gb_per_s'])} GB/s" for r in fused) + "."]
-gib = builds["input_bytes"] / 2**30
-lines += [
-    "",
-    f"End to end: {builds['dtype']} {builds['shape']} ({gib:.1f} GiB), codec {builds['codec']}; "
-    f"decode-only pass {builds['decode_only']['seconds']:.2f} s.",
-    "",
-    "| method | backend | time s | input MB/s | peak RSS | ÷ decode-only | CPU time ÷ this | workers busy | GPU threads busy | tiles staged |",
-    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-]
+small = kernels.get("small_tiles")
+if small:
+    lines += ["", f"Small tiles ({small['tiles']} staged {small['method']} {small['dtype']} tiles of {small['tile']}, "
+              f"as a build computes the tiles queued for the device): {small['alone_us_per_tile']:.0f} µs per tile "
+              f"in a submission each, {small['batched_us_per_tile']:.0f} µs in one submission."]
 def busy(r):
     """The workers' task time over their threads × the wall time, and the GPU submission
     threads' (the compute stage where the backend has them): which side keeps the other
@@ -137,16 +146,30 @@ def busy(r):
     workers = read + write + (compute if gpu_threads == 0 else 0)
     share = lambda seconds, threads: "%.0f%%" % (100 * seconds / (threads * wall))
     return share(workers, r["threads"]), ("" if gpu_threads == 0 else f"{share(compute, gpu_threads)} of {gpu_threads}")
-cpu_time = {r["method"]: r["seconds"] for r in builds["rows"] if r["backend"].startswith("cpu") and "auto" not in r["backend"]}
-for r in builds["rows"]:
-    rss = r.get("peak_rss_bytes")
-    rss = "" if rss is None else "%.0f MiB" % (rss / 2**20)
-    cpu = cpu_time.get(r["method"])
-    speedup = "" if cpu is None else "%.2f×" % (cpu / r["seconds"])
-    workers, gpu_threads = busy(r)
-    lines.append(f"| {r['method']} | {r['backend']} | {r['seconds']:.2f} | {r['input_mb_per_s']:.0f} | "
-                 f"{rss} | {r['times_decode_only']:.2f}× | {speedup} | {workers} | {gpu_threads} | "
-                 f"{r.get('tiles_staged', 0)} |")
+def end_to_end(report, what):
+    """The end-to-end table of one `bench --json` report."""
+    gib = report["input_bytes"] / 2**30
+    rows = [
+        "",
+        f"End to end, {what}: {report['dtype']} {report['shape']} ({gib:.1f} GiB), codec {report['codec']}; "
+        f"decode-only pass {report['decode_only']['seconds']:.2f} s.",
+        "",
+        "| method | backend | time s | input MB/s | peak RSS | ÷ decode-only | CPU time ÷ this | workers busy | GPU threads busy | tiles staged | submissions |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    cpu_time = {r["method"]: r["seconds"] for r in report["rows"] if r["backend"].startswith("cpu") and "auto" not in r["backend"]}
+    for r in report["rows"]:
+        rss = r.get("peak_rss_bytes")
+        rss = "" if rss is None else "%.0f MiB" % (rss / 2**20)
+        cpu = cpu_time.get(r["method"])
+        speedup = "" if cpu is None else "%.2f×" % (cpu / r["seconds"])
+        workers, gpu_threads = busy(r)
+        rows.append(f"| {r['method']} | {r['backend']} | {r['seconds']:.2f} | {r['input_mb_per_s']:.0f} | "
+                    f"{rss} | {r['times_decode_only']:.2f}× | {speedup} | {workers} | {gpu_threads} | "
+                    f"{r.get('tiles_staged', 0)} | {r.get('staged_batches', 0)} |")
+    return rows
+lines += end_to_end(builds, "a volume")
+lines += end_to_end(planes, "a time series chunked one plane per time point and channel (small tiles)")
 lines += [
     "",
     "`workers busy`: the workers' read, write (and, without GPU threads, compute) time summed over tasks, over "
@@ -154,7 +177,8 @@ lines += [
     "waiting on the device included) over theirs. Workers near 100% with GPU threads well below: the codecs on "
     "the CPU are the bottleneck, and a faster GPU gains nothing; the reverse: the device is. `tiles staged`: "
     "source tiles the workers read straight into the GPU's staging memory (the others went through a host tile "
-    "and the submission thread's copy).",
+    "and the submission thread's copy); `submissions`: the submissions they were computed in (small tiles queued "
+    "for the device go in batches of up to 32 MiB).",
     "",
     "Targets (issue 15): kernels at ≥ 50% of the copy bandwidth; gaussian on the GPU ≥ 1.5× the CPU end to end; "
     "auto never slower than the CPU (the rows come in the order cpu, gpu, auto per method; the backend column "
@@ -164,4 +188,4 @@ text = "\n".join(lines) + "\n"
 open(out, "w").write(text)
 print(text)
 EOF
-echo "gpu-report: written to $out (JSON: $kernels_json, $builds_json)" >&2
+echo "gpu-report: written to $out (JSON: $kernels_json, $builds_json, $planes_json)" >&2

@@ -1408,7 +1408,8 @@ fn outputs_without_display_settings_get_measured_windows() {
 }
 
 /// `bench --kernels`: a CPU rate for every method and dtype asked for, and on a GPU the
-/// upload, kernel, readback and round-trip rates, the kernel clock and the copy ceiling.
+/// upload, kernel, readback and round-trip rates, the kernel clock and the copy ceiling,
+/// and the small tiles' time per tile in submissions of their own and in one.
 #[test]
 fn bench_kernels_reports_every_phase() {
     let out = run(&[
@@ -1456,5 +1457,10 @@ fn bench_kernels_reports_every_phase() {
             assert!(gpu[key].as_f64().unwrap() > 0.0, "{key} in {row}");
         }
         assert!(gpu["kernel_share_of_copy"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    let small = &report["small_tiles"];
+    assert_eq!(small["tiles"], 64, "{small}");
+    for key in ["alone_us_per_tile", "batched_us_per_tile"] {
+        assert!(small[key].as_f64().unwrap() > 0.0, "{key} in {small}");
     }
 }

@@ -71,7 +71,8 @@ pub struct BenchArgs {
     /// Only time the kernels, in memory on one synthetic tile (see --tile, --dtypes): GB/s
     /// on the CPU, and on the GPU the upload, kernel (timestamp queries where the adapter
     /// has them), readback and end-to-end rates, next to the device's copy bandwidth; for
-    /// gaussian, also its kernel with the y and x passes unfused (one dispatch per axis).
+    /// gaussian, also its kernel with the y and x passes unfused (one dispatch per axis);
+    /// and 64 small staged tiles, one submission each against all in one.
     #[arg(long, conflicts_with_all = ["input", "decode_only", "encode_only", "plot"])]
     pub(crate) kernels: bool,
     /// With --kernels: the tile's shape (factors 2 on every axis).
@@ -177,6 +178,9 @@ struct Row {
     compute_threads: usize,
     /// Source tiles read straight into the GPU's staging memory (of the last run).
     tiles_staged: u64,
+    /// Submissions those tiles were computed in (of the last run): fewer than the tiles
+    /// where small tiles queued for the device went in batches.
+    staged_batches: u64,
     peak_rss_bytes: Option<u64>,
     levels: usize,
     /// Build time over the decode-only pass of the same input.
@@ -367,6 +371,7 @@ pub fn run(args: &BenchArgs, quiet: bool) -> Result<()> {
                             .and_then(|n| usize::try_from(n).ok())
                             .unwrap_or(0),
                         tiles_staged: last["tiles_staged"].as_u64().unwrap_or(0),
+                        staged_batches: last["staged_batches"].as_u64().unwrap_or(0),
                         peak_rss_bytes: last["peak_rss_bytes"].as_u64(),
                         levels: last["levels"].as_array().map_or(0, Vec::len),
                         times_decode_only: secs / decode_only.seconds.max(1e-12),

@@ -3,7 +3,9 @@
 //! upload, the dispatches and the readback each submitted and waited for on their own, the
 //! dispatches timed on the device's clock (timestamp queries) where the adapter has them,
 //! next to a device-to-device copy of the same bytes: the bandwidth ceiling of a kernel
-//! that reads its input once. Rates are GB/s of input (source tile) bytes.
+//! that reads its input once. Rates are GB/s of input (source tile) bytes. Then small
+//! staged tiles, one submission each against all in one, as a build submits the tiles
+//! queued for the device ([`SmallTiles`]).
 
 use std::time::{Duration, Instant};
 
@@ -42,6 +44,26 @@ struct KernelRow {
     gpu: Option<GpuRates>,
 }
 
+/// [`SMALL_TILES`] staged tiles of [`SMALL_TILE`] computed one submission each, and all in
+/// one: what a GPU build saves per tile where small tiles queue for the device.
+#[derive(Debug, Serialize)]
+struct SmallTiles {
+    method: Method,
+    dtype: DType,
+    tile: Vec<u64>,
+    tiles: usize,
+    /// Microseconds per tile, each in a submission of its own (the best of the runs).
+    alone_us_per_tile: f64,
+    /// Microseconds per tile, all in one submission (the best of the runs).
+    batched_us_per_tile: f64,
+}
+
+/// The small tiles' shape: a plane pair of a 128 × 128 image, 64 KiB of uint16.
+#[cfg(feature = "gpu")]
+const SMALL_TILE: [u64; 3] = [2, 128, 128];
+/// How many small tiles are timed.
+const SMALL_TILES: usize = 64;
+
 #[derive(Debug, Serialize)]
 struct KernelReport {
     machine: Machine,
@@ -56,6 +78,8 @@ struct KernelReport {
     /// Device-to-device copy of the largest tile's bytes: GB/s of bytes copied.
     copy_gb_per_s: Option<f64>,
     rows: Vec<KernelRow>,
+    /// `None` without a GPU.
+    small_tiles: Option<SmallTiles>,
 }
 
 /// The best of `runs` timings of `f`.
@@ -114,6 +138,10 @@ pub fn run(args: &BenchArgs, quiet: bool) -> Result<()> {
         }
     }
     let copy_gb_per_s = gpu.as_ref().map(|g| g.copy_rate(largest, runs)).transpose()?;
+    if gpu.is_some() && !quiet {
+        eprintln!("timing {SMALL_TILES} small tiles, one submission each and all in one …");
+    }
+    let small_tiles = gpu.as_ref().map(|g| g.small_tiles(runs)).transpose()?;
     for row in &mut rows {
         if let (Some(gpu), Some(copy)) = (&mut row.gpu, copy_gb_per_s) {
             gpu.kernel_share_of_copy = Some(gpu.kernel_gb_per_s / copy);
@@ -129,6 +157,7 @@ pub fn run(args: &BenchArgs, quiet: bool) -> Result<()> {
         kernel_clock: gpu.as_ref().map(GpuUnderTest::clock),
         copy_gb_per_s,
         rows,
+        small_tiles,
     };
     if args.json {
         crate::outln!("{}", serde_json::to_string_pretty(&report)?);
@@ -198,6 +227,17 @@ fn print_kernel_table(report: &KernelReport) {
                 row.dtype
             );
         }
+    }
+    if let Some(small) = &report.small_tiles {
+        crate::outln!(
+            "{} small {} {} tiles {:?}: {:.0} µs per tile in a submission each, {:.0} µs in one submission.",
+            small.tiles,
+            small.method.name(),
+            small.dtype,
+            small.tile,
+            small.alone_us_per_tile,
+            small.batched_us_per_tile
+        );
     }
 }
 
@@ -288,6 +328,61 @@ impl GpuUnderTest {
     fn copy_rate(&self, bytes: u64, runs: usize) -> Result<f64> {
         Ok(gb_per_s(bytes, self.0.context().copy_time(bytes, runs)?))
     }
+
+    /// [`SMALL_TILES`] mean tiles of uint16 staged as a build stages them, computed one
+    /// submission each and then all in one; each the best of `runs`. Staging is not timed.
+    fn small_tiles(&self, runs: usize) -> Result<SmallTiles> {
+        use ome_pyramid::tile::RowWrite;
+        let (method, dtype) = (Method::Mean, DType::U16);
+        let src = ome_pyramid::synthetic::random_tile(dtype, &SMALL_TILE, 7);
+        let ome_pyramid::TileData::U16(values) = &src.data else {
+            unreachable!("a uint16 tile")
+        };
+        let step = Step {
+            method,
+            factors: vec![2; SMALL_TILE.len()],
+            src_shape: SMALL_TILE.to_vec(),
+        };
+        let dst = Region::whole(&step.dst_shape());
+        let chain = [(step, dst.clone())];
+        let staged = || -> Result<(ome_pyramid::backend::gpu::StagedTile, Vec<Region>)> {
+            let mut tile = self
+                .0
+                .stage_source(dtype, &src.region, &chain)
+                .ok_or_else(|| anyhow::anyhow!("the GPU stages no {SMALL_TILE:?} tile"))?;
+            tile.write_with::<u16, _>(|mut rows| rows.write(values))?;
+            Ok((tile, vec![dst.clone()]))
+        };
+        // Warm up: the pipeline, the slot's and the pools' buffers.
+        let warm_up: Vec<_> = (0..SMALL_TILES).map(|_| staged()).collect::<Result<_>>()?;
+        drop(self.0.downsample_staged(warm_up)?);
+        let alone = best_of(runs, || {
+            let mut computing = Duration::ZERO;
+            for _ in 0..SMALL_TILES {
+                let tile = staged()?;
+                let started = Instant::now();
+                drop(std::hint::black_box(self.0.downsample_staged(vec![tile])?));
+                computing += started.elapsed();
+            }
+            Ok(computing)
+        })?;
+        let batched = best_of(runs, || {
+            let tiles: Vec<_> = (0..SMALL_TILES).map(|_| staged()).collect::<Result<_>>()?;
+            let started = Instant::now();
+            drop(std::hint::black_box(self.0.downsample_staged(tiles)?));
+            Ok(started.elapsed())
+        })?;
+        #[allow(clippy::cast_precision_loss)]
+        let per_tile = |time: Duration| time.as_secs_f64() * 1e6 / SMALL_TILES as f64;
+        Ok(SmallTiles {
+            method,
+            dtype,
+            tile: SMALL_TILE.to_vec(),
+            tiles: SMALL_TILES,
+            alone_us_per_tile: per_tile(alone),
+            batched_us_per_tile: per_tile(batched),
+        })
+    }
 }
 
 #[cfg(not(feature = "gpu"))]
@@ -314,5 +409,9 @@ impl GpuUnderTest {
 
     fn copy_rate(&self, _: u64, _: usize) -> Result<f64> {
         Ok(0.0)
+    }
+
+    fn small_tiles(&self, _: usize) -> Result<SmallTiles> {
+        anyhow::bail!("no GPU in this build")
     }
 }
