@@ -594,9 +594,6 @@ fn per_chunk_here(context: &BuildContext<'_>) -> bool {
     context.backend.kind() == crate::backend::BackendKind::Cpu
 }
 
-/// Threads of the backend's own that compute this build's tiles (0: the workers do). A
-/// pass holds that many tiles more than it has workers, so the workers read and write
-/// while the backend computes.
 /// Bytes of staged tiles the backend computes at once at most (0 without a GPU).
 fn batch_bytes(context: &BuildContext<'_>) -> u64 {
     #[cfg(feature = "gpu")]
@@ -608,6 +605,9 @@ fn batch_bytes(context: &BuildContext<'_>) -> u64 {
     }
 }
 
+/// Threads of the backend's own that compute this build's tiles (0: the workers do). A
+/// pass holds that many tiles more than it has workers, so the workers read and write
+/// while the backend computes.
 fn compute_threads(context: &BuildContext<'_>) -> usize {
     context.backend.compute_threads(context.method, context.source.dtype())
 }

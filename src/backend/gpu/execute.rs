@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::context::{GpuContext, PhaseTimes, gpu_error};
 use super::program::{Dispatch, Grid, Kernel, PARAM_WORDS, Program, Slot, WORKGROUP, elem_code};
 use super::readback::MappedLevels;
-use super::ring::{RingSlot, SlotBuffers, ensure};
+use super::ring::{RingSlot, SizedBuffer, SlotBuffers, ensure};
 use super::upload::{Part, UploadBuffer};
 use crate::backend::BackendError;
 use crate::dtype::DType;
@@ -195,6 +195,22 @@ impl GpuContext {
                 job.source.remap_after(&submission);
             }
         }
+        let (outputs, waited) = self.read_back(jobs, readbacks, submission)?;
+        let computed = computed.unwrap_or(waited);
+        times.compute = computed - uploaded;
+        times.readback = computed.elapsed();
+        Ok((outputs, times))
+    }
+
+    /// Maps each job's readback buffer (the bytes given with it) once `submission`, which
+    /// copies the levels there, is done; returns the levels, and when the wait for the
+    /// submission ended.
+    fn read_back(
+        &self,
+        jobs: &[Job<'_>],
+        readbacks: Vec<(SizedBuffer, u64)>,
+        submission: wgpu::SubmissionIndex,
+    ) -> Result<(Vec<MappedLevels>, Instant), BackendError> {
         let receivers: Vec<_> = readbacks
             .iter()
             .map(|(readback, bytes)| {
@@ -209,7 +225,7 @@ impl GpuContext {
             })
             .collect();
         let mut failed = self.wait(submission).err();
-        let computed = computed.unwrap_or_else(Instant::now);
+        let waited = Instant::now();
         let mut outputs = Vec::with_capacity(jobs.len());
         for ((job, (readback, bytes)), receiver) in jobs.iter().zip(readbacks).zip(receivers) {
             if failed.is_none() {
@@ -242,13 +258,11 @@ impl GpuContext {
             // Not back to the pool: a buffer whose map failed or never completed.
             readback.buffer.unmap();
         }
-        if let Some(e) = failed {
+        match failed {
             // The levels mapped already go back to the pool as they are dropped.
-            return Err(e);
+            Some(e) => Err(e),
+            None => Ok((outputs, waited)),
         }
-        times.compute = computed - uploaded;
-        times.readback = computed.elapsed();
-        Ok((outputs, times))
     }
 
     /// Makes the slot's buffers large enough for each of `jobs` (which run one after
