@@ -363,10 +363,9 @@ pub trait Downsampler: Send + Sync {
     }
 
     /// Source bytes of staged tiles this backend computes together at most
-    /// ([`Downsampler::downsample_staged`]): a tile smaller than this waits in no queue for
-    /// others, but the tiles already waiting when it is computed go with it. 0, the default:
-    /// one at a time.
-    #[cfg(feature = "gpu")]
+    /// (`downsample_staged`, with the `gpu` feature): a tile smaller than this waits in no
+    /// queue for others, but the tiles already waiting when it is computed go with it. 0,
+    /// the default: one at a time, and what every backend that stages no tiles keeps.
     fn staged_batch_bytes(&self) -> u64 {
         0
     }

@@ -594,17 +594,6 @@ fn per_chunk_here(context: &BuildContext<'_>) -> bool {
     context.backend.kind() == crate::backend::BackendKind::Cpu
 }
 
-/// Bytes of staged tiles the backend computes at once at most (0 without a GPU).
-fn batch_bytes(context: &BuildContext<'_>) -> u64 {
-    #[cfg(feature = "gpu")]
-    return context.backend.staged_batch_bytes();
-    #[cfg(not(feature = "gpu"))]
-    {
-        let _ = context;
-        0
-    }
-}
-
 /// Threads of the backend's own that compute this build's tiles (0: the workers do). A
 /// pass holds that many tiles more than it has workers, so the workers read and write
 /// while the backend computes.
@@ -821,7 +810,7 @@ fn run_pass<T: StoreElement>(
         chunks_of: &chunks_of,
         run_tile: &|tile| worker.start(tile),
         compute_threads: compute_threads(context),
-        batch_bytes: batch_bytes(context),
+        batch_bytes: context.backend.staged_batch_bytes(),
     };
     let result = run_blocks(context, &work, at_once, 2 * at_once);
     context

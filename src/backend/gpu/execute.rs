@@ -88,7 +88,11 @@ impl GpuContext {
         // words), unless they are staged already, the parameter blocks at aligned offsets,
         // and the stencil tables, through the slot's mapped upload buffer.
         let layouts = UploadLayout::of(self, jobs);
-        let params: Vec<Vec<u8>> = jobs.iter().map(|job| self.params_bytes(job.program)).collect();
+        let params: Vec<Vec<u8>> = jobs
+            .iter()
+            .zip(&layouts)
+            .map(|(job, layout)| layout.params(job.program))
+            .collect();
         let mut parts = Vec::with_capacity(3 * jobs.len());
         for ((job, layout), params) in jobs.iter().zip(&layouts).zip(&params) {
             if let JobSource::Host(data) = &job.source {
@@ -303,17 +307,6 @@ impl GpuContext {
         ensure(device, &mut buffers.aux, aux, copy_dst, "aux", max);
     }
 
-    /// `program`'s parameter blocks, each at its offset in the uniform buffer.
-    fn params_bytes(&self, program: &Program) -> Vec<u8> {
-        let (block, bytes) = self.params_layout(program);
-        let block = usize::try_from(block).expect("a parameter block fits memory");
-        let mut params = vec![0u8; usize::try_from(bytes).expect("parameter blocks fit memory")];
-        for (i, d) in program.dispatches.iter().enumerate() {
-            params[block * i..block * i + PARAM_WORDS * 4].copy_from_slice(bytemuck::cast_slice(&d.params));
-        }
-        params
-    }
-
     /// Encodes `job`'s dispatches, each in a compute pass of its own, with its parameter
     /// blocks `block` bytes apart in `params`; `clock` times them.
     fn encode_dispatches<'b>(
@@ -490,6 +483,17 @@ struct UploadLayout {
 }
 
 impl UploadLayout {
+    /// `program`'s parameter blocks, each at its offset (`block` bytes apart) in the
+    /// uniform buffer.
+    fn params(&self, program: &Program) -> Vec<u8> {
+        let block = usize::try_from(self.block).expect("a parameter block fits memory");
+        let mut params = vec![0u8; usize::try_from(self.params_bytes).expect("parameter blocks fit memory")];
+        for (i, d) in program.dispatches.iter().enumerate() {
+            params[block * i..block * i + PARAM_WORDS * 4].copy_from_slice(bytemuck::cast_slice(&d.params));
+        }
+        params
+    }
+
     fn of(context: &GpuContext, jobs: &[Job<'_>]) -> Vec<Self> {
         let mut at = 0;
         jobs.iter()
