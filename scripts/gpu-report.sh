@@ -127,8 +127,13 @@ for r in kernels["rows"]:
                  f"{rate(g.get('end_to_end_gb_per_s'))} | {share} |")
 fused = [r for r in kernels["rows"] if (r.get("gpu") or {}).get("per_axis_kernel_gb_per_s") is not None]
 if fused:
-    lines += ["", "Gaussian's y and x passes run fused in one dispatch; with one dispatch per axis instead, the kernel "
-              "rates were: " + ", ".join(f"{r['dtype']} {rate(r['gpu']['per_axis_kernel_gb_per_s'])} GB/s" for r in fused) + "."]
+    def fused_rates(r):
+        g = r["gpu"]
+        yx = g.get("yx_fused_kernel_gb_per_s")
+        return (f"{r['dtype']} ({g['fused']} fused) {rate(g['per_axis_kernel_gb_per_s'])} GB/s"
+                + ("" if yx is None else f", with y–x fused only {rate(yx)} GB/s"))
+    lines += ["", "Gaussian runs its passes fused in one dispatch where the tiles fit workgroup memory (z–y–x, else "
+              "y–x); with one dispatch per axis instead, the kernel rates were: " + "; ".join(map(fused_rates, fused)) + "."]
 small = kernels.get("small_tiles")
 if small:
     lines += ["", f"Small tiles ({small['tiles']} staged {small['method']} {small['dtype']} tiles of {small['tile']}, "

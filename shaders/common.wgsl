@@ -26,6 +26,10 @@
 //   gaussian's fused y–x pass (`main_tiles` in gaussian.wgsl), the x axis's interior run:
 //   [64] lo  [65] hi  [66] first  [67] stride  [68] taps  [72..96) the weights' f32 bits;
 //   [69] offset in aux of the tiles' (first input column, columns) pairs
+//   gaussian's fused z–y–x pass (`main_volume`), the x axis's as above and the y axis's
+//   interior run: [96] lo  [97] hi  [98] first  [99] stride  [100] taps  [104..128) the
+//   weights' f32 bits; [101] offset in aux of the tiles' (first input row, rows) pairs;
+//   [102] floats of a row of workgroup memory  [103] where the y pass's values start there
 override ELEM: u32 = 2u;
 
 const P_SRC_SHAPE: u32 = 0u;
@@ -53,6 +57,15 @@ const P_X_INTERIOR_STRIDE: u32 = 67u;
 const P_X_INTERIOR_TAPS: u32 = 68u;
 const P_TILE_COLUMNS: u32 = 69u;
 const P_X_WEIGHTS: u32 = 72u;
+const P_Y_INTERIOR_LO: u32 = 96u;
+const P_Y_INTERIOR_HI: u32 = 97u;
+const P_Y_INTERIOR_FIRST: u32 = 98u;
+const P_Y_INTERIOR_STRIDE: u32 = 99u;
+const P_Y_INTERIOR_TAPS: u32 = 100u;
+const P_TILE_ROWS: u32 = 101u;
+const P_TILE_WIDTH: u32 = 102u;
+const P_Y_VALUES_AT: u32 = 103u;
+const P_Y_WEIGHTS: u32 = 104u;
 const WORKGROUP: u32 = 256u;
 const WORKGROUP_LOG2: u32 = 8u;
 // Two layouts map invocations to the destination's words, each with its entry point (the
@@ -63,8 +76,8 @@ const WORKGROUP_LOG2: u32 = 8u;
 //   without dividing; a 3-D dispatch, x over the words of a row, y over rows, z over the
 //   planes (the three leading axes; where the two first are not 1, a pipeline with
 //   NESTED_PLANES divides them out once per invocation). Only where whole words fit a row.
-// Gaussian adds a third, the rows layout's grid over workgroup tiles (`main_tiles`, in
-// gaussian.wgsl), for its fused y–x pass.
+// Gaussian adds the rows layout's grid over workgroup tiles, for its fused y–x pass
+// (`main_tiles`, in gaussian.wgsl) and its fused z–y–x pass (`main_volume`).
 // Separate entry points, not a branch on a parameter, and no loop around the kernel's
 // body: on lavapipe (a software Vulkan) either made the gaussian passes about twice as
 // slow, even in the flat layout.

@@ -14,9 +14,11 @@
 //
 // Where a step reduces both of the last two axes, their passes may run as one dispatch
 // (`main_tiles`): each workgroup makes the y pass's values for the input columns its
-// outputs need in workgroup memory, then its outputs' x pass from there. The terms and their
-// order are those of the two passes, so the results are the same bit for bit; the y pass's
-// values never travel through a device buffer.
+// outputs need in workgroup memory, then its outputs' x pass from there. Where it reduces
+// the last three, z's pass may join them (`main_volume`): each workgroup first makes the z
+// pass's values for the input rows and columns its y values need. The terms and their
+// order are those of the separate passes, so the results are the same bit for bit; the
+// fused passes' values never travel through a device buffer.
 
 @group(0) @binding(3) var<storage, read> src_f32: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dst: array<u32>;
@@ -91,34 +93,51 @@ fn main_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     }
 }
 
-// Fused y–x pass: f32 values of the y pass per workgroup, its rows one after the other,
-// `TILE_FLOATS >> (WORKGROUP_LOG2 − lanes)` to a row (14 KiB: within every adapter's limit,
-// wgpu's downlevel 16352 bytes included).
+// The fused passes' f32 values per workgroup, in rows one after the other (16352 bytes,
+// wgpu's downlevel limit, which every adapter meets).
+// - y–x: the y pass's values, `TILE_FLOATS >> (WORKGROUP_LOG2 − lanes)` to a row;
+// - z–y–x: the z pass's values of the tile's input rows, then from `P_Y_VALUES_AT` the y
+//   pass's values of its output rows, `P_TILE_WIDTH` to a row.
 const TILE_FLOATS: u32 = 3584u;
-var<workgroup> y_values: array<f32, TILE_FLOATS>;
+const VOLUME_FLOATS: u32 = 4088u;
+var<workgroup> tile_values: array<f32, VOLUME_FLOATS>;
 
-// The x pass's value of output `o` from a row of `y_values` starting at `row_at`, whose
-// first value is input column `column0`: the same taps in the same order as `blurred_at`.
-fn x_blurred(row_at: u32, column0: u32, o: u32) -> f32 {
+// The pass along padded axis `axis` (y or x) of output `o`, from values in `tile_values`
+// where input `j` is at `at0 + (j − first) · step`, with that axis's interior run at
+// `interior` (lo, hi, first, stride, taps) and its weights at `weights`: the same taps in the
+// same order as `blurred_at`.
+fn tile_blurred(axis: u32, interior: u32, weights: u32, at0: u32, first: u32, step: u32, o: u32) -> f32 {
     var sum = 0.0;
-    let lo = param(P_X_INTERIOR_LO);
-    if (o >= lo && o < param(P_X_INTERIOR_HI)) {
-        var at = row_at + param(P_X_INTERIOR_FIRST) + param(P_X_INTERIOR_STRIDE) * (o - lo) - column0;
-        for (var k = 0u; k < param(P_X_INTERIOR_TAPS); k = k + 1u) {
-            sum = sum + bitcast<f32>(param(P_X_WEIGHTS + k)) * y_values[at];
-            at = at + 1u;
+    let lo = param(interior);
+    if (o >= lo && o < param(interior + 1u)) {
+        var at = at0 + (param(interior + 2u) + param(interior + 3u) * (o - lo) - first) * step;
+        for (var k = 0u; k < param(interior + 4u); k = k + 1u) {
+            sum = sum + bitcast<f32>(param(weights + k)) * tile_values[at];
+            at = at + step;
         }
         return sum;
     }
-    let table = param(P_STENCIL + 4u);
-    let outputs = param(P_DST_SHAPE + 4u);
+    let table = param(P_STENCIL + axis);
+    let outputs = param(P_DST_SHAPE + axis);
     let taps = table + outputs + 1u;
     for (var t = aux[table + o]; t < aux[table + o + 1u]; t = t + 1u) {
         let j = aux[taps + 2u * t];
         let w = bitcast<f32>(aux[taps + 2u * t + 1u]);
-        sum = sum + w * y_values[row_at + j - column0];
+        sum = sum + w * tile_values[at0 + (j - first) * step];
     }
     return sum;
+}
+
+// The y pass's value of output row `o` at column `column` of the z pass's values, whose
+// first row is input row `row0`.
+fn y_blurred(row0: u32, column: u32, o: u32) -> f32 {
+    return tile_blurred(3u, P_Y_INTERIOR_LO, P_Y_WEIGHTS, column, row0, param(P_TILE_WIDTH), o);
+}
+
+// The x pass's value of output `o` from a row of `tile_values` starting at `row_at`, whose
+// first value is input column `column0`.
+fn x_blurred(row_at: u32, column0: u32, o: u32) -> f32 {
+    return tile_blurred(4u, P_X_INTERIOR_LO, P_X_WEIGHTS, row_at, column0, 1u, o);
 }
 
 // The fused y–x pass, always a step's last: the rows layout's grid, each workgroup's rows
@@ -136,13 +155,20 @@ fn main_tiles(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     let rows = min(1u << rows_log2, param(P_DST_SHAPE + 3u) - row0);
     for (var r = 0u; r < rows; r = r + 1u) {
         for (var c = local; c < count; c = c + WORKGROUP) {
-            y_values[r * width + c] = blurred_at(plane_index(wg.z, row0 + r, column0 + c));
+            tile_values[r * width + c] = blurred_at(plane_index(wg.z, row0 + r, column0 + c));
         }
     }
     workgroupBarrier();
+    write_x_outputs(wg, local, 0u, width, column0);
+}
+
+// The fused passes' last step: this invocation's word of outputs, each the x pass of a row
+// of `tile_values` (the workgroup's rows from `at`, `width` apart) whose first value is
+// input column `column0`.
+fn write_x_outputs(wg: vec3<u32>, local: u32, at: u32, width: u32, column0: u32) {
     let site = row_site(wg, local, elems_per_word());
     if (!site.valid) { return; }
-    let row_at = (local >> lanes) * width;
+    let row_at = at + (local >> param(P_ROW_LANES)) * width;
     var o = site.index[4];
     var packed = 0u;
     for (var lane = 0u; lane < elems_per_word(); lane = lane + 1u) {
@@ -150,4 +176,53 @@ fn main_tiles(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
         o = o + 1u;
     }
     dst[row_word(site)] = packed;
+}
+
+// A cell of a workgroup's `rows` × `columns` values in workgroup memory, the workgroup's
+// invocations spread over all of them: the first at (row, column) = `local` in C order, then
+// every WORKGROUP-th after it, stepped without dividing.
+struct Cell {
+    row: u32,
+    column: u32,
+}
+
+fn first_cell(local: u32, columns: u32) -> Cell {
+    return Cell(local / columns, local % columns);
+}
+
+fn next_cell(cell: Cell, columns: u32) -> Cell {
+    var next = Cell(cell.row + WORKGROUP / columns, cell.column + WORKGROUP % columns);
+    if (next.column >= columns) {
+        next.column = next.column - columns;
+        next.row = next.row + 1u;
+    }
+    return next;
+}
+
+// The fused z–y–x pass, always a step's last: the rows layout's grid, each workgroup's rows
+// and words a tile. Parameters are the z pass's (P_AXIS is z), with the destination shape
+// the step's; y's taps are at P_STENCIL + 3 and P_Y_*, x's as in `main_tiles`.
+@compute @workgroup_size(256)
+fn main_volume(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    let width = param(P_TILE_WIDTH);
+    let columns = param(P_TILE_COLUMNS) + 2u * wg.x;
+    let column0 = aux[columns];
+    let count = aux[columns + 1u];
+    let tile_rows = param(P_TILE_ROWS) + 2u * wg.y;
+    let input_row0 = aux[tile_rows];
+    let input_rows = aux[tile_rows + 1u];
+    for (var cell = first_cell(local, count); cell.row < input_rows; cell = next_cell(cell, count)) {
+        tile_values[cell.row * width + cell.column] =
+            blurred_at(plane_index(wg.z, input_row0 + cell.row, column0 + cell.column));
+    }
+    workgroupBarrier();
+    let y_at = param(P_Y_VALUES_AT);
+    let rows_log2 = WORKGROUP_LOG2 - param(P_ROW_LANES);
+    let row0 = wg.y << rows_log2;
+    let rows = min(1u << rows_log2, param(P_DST_SHAPE + 3u) - row0);
+    for (var cell = first_cell(local, count); cell.row < rows; cell = next_cell(cell, count)) {
+        tile_values[y_at + cell.row * width + cell.column] = y_blurred(input_row0, cell.column, row0 + cell.row);
+    }
+    workgroupBarrier();
+    write_x_outputs(wg, local, y_at, width, column0);
 }

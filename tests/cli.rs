@@ -1409,14 +1409,15 @@ fn outputs_without_display_settings_get_measured_windows() {
 
 /// `bench --kernels`: a CPU rate for every method and dtype asked for, and on a GPU the
 /// upload, kernel, readback and round-trip rates, the kernel clock and the copy ceiling,
-/// and the small tiles' time per tile in submissions of their own and in one.
+/// gaussian's fused passes against fewer fused, and the small tiles' time per tile in
+/// submissions of their own and in one.
 #[test]
 fn bench_kernels_reports_every_phase() {
     let out = run(&[
         "bench",
         "--kernels",
         "--tile",
-        "4,16,16",
+        "8,64,64",
         "--backends",
         "cpu,gpu",
         "--methods",
@@ -1457,6 +1458,21 @@ fn bench_kernels_reports_every_phase() {
             assert!(gpu[key].as_f64().unwrap() > 0.0, "{key} in {row}");
         }
         assert!(gpu["kernel_share_of_copy"].as_f64().unwrap() > 0.0, "{row}");
+        // Gaussian on uint16 fuses z, y and x (and is measured against y–x only and per
+        // axis); uint8's tiles fit y–x only.
+        let fused = match (row["method"].as_str().unwrap(), row["dtype"].as_str().unwrap()) {
+            ("gaussian", "uint16") => Some(("z–y–x", true)),
+            ("gaussian", "uint8") => Some(("y–x", false)),
+            _ => None,
+        };
+        assert_eq!(gpu["fused"].as_str(), fused.map(|(f, _)| f), "{row}");
+        assert_eq!(
+            gpu["per_axis_kernel_gb_per_s"].as_f64().is_some_and(|r| r > 0.0),
+            fused.is_some(),
+            "{row}"
+        );
+        let yx = gpu["yx_fused_kernel_gb_per_s"].as_f64().is_some_and(|r| r > 0.0);
+        assert_eq!(yx, fused.is_some_and(|(_, yx)| yx), "{row}");
     }
     let small = &report["small_tiles"];
     assert_eq!(small["tiles"], 64, "{small}");

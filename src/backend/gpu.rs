@@ -20,6 +20,9 @@
 //! - A dispatch whose destination rows hold whole words runs as a 3-D grid over words, rows
 //!   and planes, so no invocation divides its index out; thin or ragged ones run flat
 //!   ([`program::Grid`]).
+//! - Gaussian's passes over z, y and x run as one dispatch where a workgroup's z and y
+//!   values fit its workgroup memory, else those over y and x: the values between passes
+//!   stay in the workgroup instead of travelling through device memory ([`program::Grid`]).
 //! - u8/u16 (and i8/i16) travel packed in u32 words; integer means are exact (64-bit sums
 //!   emulated in u32 pairs); gaussian runs in `f32`, within ±1 of the CPU for 8- and 16-bit
 //!   integers. Gaussian on 32-bit integers, and u64/i64/f64 data, go to the CPU.
@@ -640,25 +643,32 @@ mod tests {
         );
     }
 
-    /// `chain` built as a program with gaussian's y and x passes fused where they can be,
-    /// and as one with a pass per axis; where the first has fused dispatches, both run on a
-    /// random source tile (`seed`). Their count, or where the two programs' levels differ.
+    /// Fused dispatches of a program: y–x passes, then z–y–x passes.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    struct Fused {
+        yx: usize,
+        zyx: usize,
+    }
+
+    /// `chain` built as a program with gaussian's passes fused where they can be, and as
+    /// one with a pass per axis; where the first has fused dispatches, both run on a random
+    /// source tile (`seed`). Its fused dispatches, or where the two programs' levels differ.
     fn fused_against_per_axis(
         gpu: &GpuBackend,
         dtype: DType,
         chain: &[(Step, Region)],
         seed: u64,
-    ) -> Result<usize, String> {
+    ) -> Result<Fused, String> {
         use program::{GaussianPasses, Grid};
         let src_region = required_source(&chain[0].0, &chain[0].1);
         let tiles = program::build(dtype, &src_region, chain).expect("program");
-        let fused = tiles
-            .dispatches
-            .iter()
-            .filter(|d| matches!(d.grid, Grid::Tiles { .. }))
-            .count();
-        if fused == 0 {
-            return Ok(0);
+        let count = |grid: fn(&Grid) -> bool| tiles.dispatches.iter().filter(|d| grid(&d.grid)).count();
+        let fused = Fused {
+            yx: count(|g| matches!(g, Grid::Tiles { .. })),
+            zyx: count(|g| matches!(g, Grid::Volume { .. })),
+        };
+        if fused == Fused::default() {
+            return Ok(fused);
         }
         let passes = program::build_with(dtype, &src_region, chain, GaussianPasses::PerAxis).expect("program");
         let src = crate::synthetic::random_tile(dtype, &src_region.shape, seed);
@@ -675,15 +685,15 @@ mod tests {
     }
 
     #[test]
-    fn the_fused_y_x_pass_gives_the_per_axis_passes_results_bit_for_bit() {
+    fn the_fused_passes_give_the_per_axis_passes_results_bit_for_bit() {
         let Ok(gpu) = GpuBackend::new(true) else {
             no_adapter(
-                "the_fused_y_x_pass_gives_the_per_axis_passes_results_bit_for_bit",
+                "the_fused_passes_give_the_per_axis_passes_results_bit_for_bit",
                 &"no GPU adapter opened",
             );
             return;
         };
-        let mut fused = 0;
+        let mut fused = Fused::default();
         for dtype in [DType::U8, DType::U16, DType::I8, DType::I16, DType::F32] {
             // y/x only and 3-D; factors 2 and 3; whole levels, regions inside a level (halos
             // on both sides, identity axes cropped), edges (reflection); two levels at once.
@@ -726,21 +736,28 @@ mod tests {
                     shape = step.dst_shape();
                     chain.push((step, dst));
                 }
-                let fused_steps = fused_against_per_axis(&gpu, dtype, &chain, 11).unwrap_or_else(|e| panic!("{e}"));
-                assert_eq!(fused_steps, chain.len(), "{dtype} {factors:?}: every step fused");
-                fused += fused_steps;
+                let steps = fused_against_per_axis(&gpu, dtype, &chain, 11).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(
+                    steps.yx + steps.zyx,
+                    chain.len(),
+                    "{dtype} {factors:?}: every step fused"
+                );
+                fused.yx += steps.yx;
+                fused.zyx += steps.zyx;
             }
         }
-        assert_eq!(fused, 30);
+        // z–y–x where z is reduced and the tiles' values fit: the 2- and 4-byte elements'
+        // with factor 2 (3 steps each), and float32's with factor 3; y–x for the rest.
+        assert_eq!(fused, Fused { yx: 20, zyx: 10 });
     }
 
     proptest::proptest! {
         #![proptest_config(proptest::test_runner::Config { cases: 96, ..Default::default() })]
 
-        /// Random shapes, factors, element kinds and regions of a level: wherever the fused
-        /// y–x pass is taken, its results equal the per-axis passes' bit for bit.
+        /// Random shapes, factors, element kinds and regions of a level: wherever a fused
+        /// pass is taken, its results equal the per-axis passes' bit for bit.
         #[test]
-        fn the_fused_y_x_pass_equals_the_per_axis_passes_on_random_regions(
+        fn the_fused_passes_equal_the_per_axis_passes_on_random_regions(
             lead in proptest::collection::vec((1u64..=3, 1u32..=2), 0..=2),
             (ny, fy) in (2u64..=48, 2u32..=4),
             (nx, fx) in (8u64..=700, 2u32..=4),
@@ -749,7 +766,7 @@ mod tests {
             seed in 0u64..1000,
         ) {
             let Ok(gpu) = GpuBackend::new(true) else {
-                no_adapter("the_fused_y_x_pass_equals_the_per_axis_passes_on_random_regions", &"no GPU adapter opened");
+                no_adapter("the_fused_passes_equal_the_per_axis_passes_on_random_regions", &"no GPU adapter opened");
                 return Ok(());
             };
             let mut level: Vec<u64> = lead.iter().map(|&(n, _)| n).collect();

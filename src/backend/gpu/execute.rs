@@ -345,7 +345,9 @@ impl GpuContext {
                     let x = groups.min(max_groups);
                     (x, groups.div_ceil(x), 1)
                 }
-                Grid::Rows { groups: [x, y, z] } | Grid::Tiles { groups: [x, y, z] } => (x, y, z),
+                Grid::Rows { groups: [x, y, z] }
+                | Grid::Tiles { groups: [x, y, z] }
+                | Grid::Volume { groups: [x, y, z] } => (x, y, z),
             };
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: None,
@@ -416,9 +418,10 @@ impl GpuContext {
                     Slot::Scratch(_) => (&self.dummy_write, slot_buffer(dispatch.output)),
                 };
                 entries.extend([entry(2, words_in), entry(3, floats_in), entry(4, words_out)]);
-                // The fused y–x pass (`main_tiles`) writes only packed outputs: its
-                // pipeline's layout, derived from what the entry point uses, has no binding 5.
-                if !matches!(dispatch.grid, Grid::Tiles { .. }) {
+                // The fused passes (`main_tiles`, `main_volume`) write only packed outputs:
+                // their pipelines' layouts, derived from what the entry point uses, have no
+                // binding 5.
+                if !matches!(dispatch.grid, Grid::Tiles { .. } | Grid::Volume { .. }) {
                     entries.push(entry(5, floats_out));
                 }
             }

@@ -34,6 +34,14 @@ const P_WEIGHTS: usize = 40;
 const P_X_INTERIOR: usize = 64;
 const P_TILE_COLUMNS: usize = 69;
 const P_X_WEIGHTS: usize = 72;
+/// The fused z–y–x pass's y axis: its interior run (laid out as at [`P_INTERIOR`]), the
+/// offset in `aux` of its tiles' input rows, the length of a row of its workgroup memory,
+/// where the y pass's values start there, and y's weights.
+const P_Y_INTERIOR: usize = 96;
+const P_TILE_ROWS: usize = 101;
+const P_TILE_WIDTH: usize = 102;
+const P_Y_VALUES_AT: usize = 103;
+const P_Y_WEIGHTS: usize = 104;
 /// Invocations per workgroup (`WORKGROUP` in the shaders), `2^WORKGROUP_LOG2`.
 pub const WORKGROUP: u32 = 1 << WORKGROUP_LOG2;
 const WORKGROUP_LOG2: u32 = 8;
@@ -49,6 +57,13 @@ pub const MAX_INTERIOR_TAPS: usize = P_X_INTERIOR - P_WEIGHTS;
 /// `f32` values of the fused y–x pass's workgroup memory (`TILE_FLOATS` in
 /// `shaders/gaussian.wgsl`), shared by a workgroup's rows.
 const TILE_FLOATS: u64 = 3584;
+/// `f32` values of the fused z–y–x pass's workgroup memory (`VOLUME_FLOATS` in
+/// `shaders/gaussian.wgsl`): 16352 bytes, wgpu's downlevel limit, which every adapter meets.
+const VOLUME_FLOATS: u64 = 4088;
+const _: () = assert!(
+    P_Y_WEIGHTS + MAX_INTERIOR_TAPS == PARAM_WORDS,
+    "the parameter block holds y's weights"
+);
 
 /// Which shader a dispatch runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -58,7 +73,7 @@ pub enum Kernel {
     /// `shaders/mean.wgsl`
     Mean,
     /// `shaders/gaussian.wgsl`, one axis per dispatch, or the last two in one
-    /// ([`Grid::Tiles`])
+    /// ([`Grid::Tiles`]), or the last three ([`Grid::Volume`])
     GaussianPass,
     /// `shaders/mode.wgsl`
     Mode,
@@ -89,11 +104,11 @@ impl Kernel {
     }
 
     /// Its entry points: every kernel's layouts ([`Grid::ENTRY_POINTS`]), and gaussian's
-    /// fused y–x pass.
+    /// fused y–x and z–y–x passes.
     #[must_use]
     pub fn entry_points(self) -> &'static [&'static str] {
         match self {
-            Kernel::GaussianPass => &["main", "main_rows", "main_tiles"],
+            Kernel::GaussianPass => &["main", "main_rows", "main_tiles", "main_volume"],
             _ => &Grid::ENTRY_POINTS,
         }
     }
@@ -140,7 +155,7 @@ impl Dispatch {
     /// divides out.
     #[must_use]
     pub fn nested_planes(&self) -> u32 {
-        let rows = matches!(self.grid, Grid::Rows { .. } | Grid::Tiles { .. });
+        let rows = !matches!(self.grid, Grid::Flat { .. });
         u32::from(rows && self.params[P_DST_SHAPE] * self.params[P_DST_SHAPE + 1] != 1)
     }
 }
@@ -168,11 +183,17 @@ pub enum Grid {
         /// Workgroups per dimension.
         groups: [u32; 3],
     },
+    /// Gaussian's fused z–y–x pass: the rows layout's grid, each workgroup making the z
+    /// pass's values its y pass reads, and those, in workgroup memory first.
+    Volume {
+        /// Workgroups per dimension.
+        groups: [u32; 3],
+    },
 }
 
 impl Grid {
     /// Every kernel's entry points: the flat layout's, then the rows layout's (gaussian has
-    /// one more, [`Kernel::entry_points`]).
+    /// two more, [`Kernel::entry_points`]).
     pub const ENTRY_POINTS: [&'static str; 2] = ["main", "main_rows"];
 
     /// The kernel's entry point for this layout.
@@ -182,6 +203,7 @@ impl Grid {
             Grid::Flat { .. } => Self::ENTRY_POINTS[0],
             Grid::Rows { .. } => Self::ENTRY_POINTS[1],
             Grid::Tiles { .. } => "main_tiles",
+            Grid::Volume { .. } => "main_volume",
         }
     }
 }
@@ -391,17 +413,21 @@ fn rows_grids(shape: &[u64; MAX_AXES], per_word: u64) -> impl Iterator<Item = (u
         .filter(|(_, groups)| groups.iter().all(|&g| g <= MAX_GROUPS_PER_DIMENSION))
 }
 
-/// How gaussian's last two passes run where a step reduces both of the last two axes.
+/// How gaussian's last passes run where a step reduces the last two or three axes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GaussianPasses {
     /// Each axis in a dispatch of its own.
     PerAxis,
     /// y and x in one dispatch ([`Grid::Tiles`]) wherever the tiles fit workgroup memory.
     FuseYx,
+    /// z, y and x in one dispatch ([`Grid::Volume`]) wherever the tiles fit workgroup
+    /// memory, else as [`GaussianPasses::FuseYx`].
+    FuseZyx,
 }
 
-/// The fused y–x pass's layout: the rows layout's split and, per workgroup column, the
-/// (first, count) input columns of the y pass's values its outputs read.
+/// A fused pass's layout: the rows layout's split and, per workgroup column, the (first,
+/// count) input columns its outputs read; for the z–y–x pass also per workgroup row the
+/// input rows, and the rows' length in workgroup memory.
 struct Tiles {
     /// log2 of a workgroup's lanes along a row.
     lanes: u32,
@@ -409,6 +435,34 @@ struct Tiles {
     groups: [u64; 3],
     /// (first input column, count) per workgroup column, flattened.
     columns: Vec<u32>,
+    /// The z–y–x pass's (first input row, count) per workgroup row, flattened, and the
+    /// floats of a row of its workgroup memory; `None` for the y–x pass.
+    rows: Option<(Vec<u32>, u64)>,
+}
+
+impl Tiles {
+    /// The axes the pass reduces besides the one its dispatch's parameters name.
+    fn fused_axes(&self) -> usize {
+        if self.rows.is_some() { 2 } else { 1 }
+    }
+}
+
+/// The (first, count) inputs along `stencil`'s axis that each run of `per_tile` of its
+/// `outputs` reads, and the largest count; `None` where `stencil` has no taps.
+fn input_spans(stencil: &AxisStencil, outputs: usize, per_tile: usize) -> Option<(Vec<u32>, u64)> {
+    let AxisStencil::Taps { offsets, index, .. } = stencil else {
+        return None;
+    };
+    let mut spans = Vec::new();
+    let mut widest = 0;
+    for start in (0..outputs).step_by(per_tile) {
+        let taps = &index[offsets[start]..offsets[(start + per_tile).min(outputs)]];
+        let (first, last) = (*taps.iter().min()?, *taps.iter().max()?);
+        let count = last - first + 1;
+        widest = widest.max(count as u64);
+        spans.extend([to_u32(first)?, to_u32(count)?]);
+    }
+    Some((spans, widest))
 }
 
 /// The fused y–x pass's layout for a padded destination `shape` whose x axis reads
@@ -416,46 +470,127 @@ struct Tiles {
 /// lanes among equals) whose every tile's input columns fit its row of workgroup memory;
 /// `None` where there is none.
 fn tiles_of(shape: &[u64; MAX_AXES], per_word: u64, x: &AxisStencil) -> Option<Tiles> {
-    let AxisStencil::Taps { offsets, index, .. } = x else {
-        return None;
-    };
     let outputs = usize::try_from(shape[4]).ok()?;
-    let columns = |lanes: u32| -> Option<Vec<u32>> {
-        let width = TILE_FLOATS >> (WORKGROUP_LOG2 - lanes);
-        let per_tile = usize::try_from(per_word << lanes).ok()?;
-        let mut columns = Vec::new();
-        for start in (0..outputs).step_by(per_tile) {
-            let taps = &index[offsets[start]..offsets[(start + per_tile).min(outputs)]];
-            let (first, last) = (*taps.iter().min()?, *taps.iter().max()?);
-            let count = last - first + 1;
-            if count as u64 > width {
-                return None;
-            }
-            columns.extend([to_u32(first)?, to_u32(count)?]);
-        }
-        Some(columns)
-    };
     rows_grids(shape, per_word)
         .filter(|(_, groups)| dense(shape, per_word, groups))
         .filter_map(|(lanes, groups)| {
-            Some(Tiles {
+            let width = TILE_FLOATS >> (WORKGROUP_LOG2 - lanes);
+            let (columns, widest) = input_spans(x, outputs, usize::try_from(per_word << lanes).ok()?)?;
+            (widest <= width).then_some(Tiles {
                 lanes,
                 groups,
-                columns: columns(lanes)?,
+                columns,
+                rows: None,
             })
         })
         .min_by_key(|tiles| tiles.groups.iter().product::<u64>())
 }
 
+/// The fused z–y–x pass's layout for a padded destination `shape` whose y and x axes read
+/// `y` and `x`: among the rows layout's dense splits whose tiles' z values (their input rows
+/// by their input columns) and y values fit workgroup memory, the one computing the fewest
+/// z values (tiles overlap by the taps' reach), then the fewest workgroups; `None` where
+/// there is none.
+fn volume_of(shape: &[u64; MAX_AXES], per_word: u64, y: &AxisStencil, x: &AxisStencil) -> Option<Tiles> {
+    let (rows_out, columns_out) = (usize::try_from(shape[3]).ok()?, usize::try_from(shape[4]).ok()?);
+    rows_grids(shape, per_word)
+        .filter(|(_, groups)| dense(shape, per_word, groups))
+        .filter_map(|(lanes, groups)| {
+            let rows_per_group = (1u64 << (WORKGROUP_LOG2 - lanes)).min(shape[3]);
+            let (columns, width) = input_spans(x, columns_out, usize::try_from(per_word << lanes).ok()?)?;
+            let (rows, tallest) = input_spans(y, rows_out, usize::try_from(rows_per_group).ok()?)?;
+            if (tallest + rows_per_group) * width > VOLUME_FLOATS {
+                return None;
+            }
+            let counts = |spans: &[u32]| spans.iter().skip(1).step_by(2).map(|&n| u64::from(n)).sum::<u64>();
+            let z_values = counts(&rows) * counts(&columns);
+            let tiles = Tiles {
+                lanes,
+                groups,
+                columns,
+                rows: Some((rows, width)),
+            };
+            Some((z_values, tiles))
+        })
+        .min_by_key(|(z_values, tiles)| (*z_values, tiles.groups.iter().product::<u64>()))
+        .map(|(_, tiles)| tiles)
+}
+
+/// Writes a fused pass's x axis (its taps, interior run and tiles' input columns) and
+/// layout into `params`, and, for the z–y–x pass, its y axis; returns its grid.
+fn set_fused(
+    params: &mut [u32; PARAM_WORDS],
+    aux: &mut Vec<u32>,
+    tiles: &Tiles,
+    [y, x]: [&AxisStencil; 2],
+    per_word: u64,
+) -> Option<Grid> {
+    set_taps(params, aux, MAX_AXES - 1, x, P_X_INTERIOR, P_X_WEIGHTS)?;
+    params[P_TILE_COLUMNS] = to_u32(aux.len())?;
+    aux.extend(&tiles.columns);
+    let shape = dst_shape(params);
+    set_rows(params, &shape, per_word, tiles.lanes)?;
+    let groups = groups_u32(tiles.groups);
+    let Some((rows, width)) = &tiles.rows else {
+        return Some(Grid::Tiles { groups });
+    };
+    set_taps(params, aux, MAX_AXES - 2, y, P_Y_INTERIOR, P_Y_WEIGHTS)?;
+    params[P_TILE_ROWS] = to_u32(aux.len())?;
+    aux.extend(rows);
+    let tallest = rows.iter().skip(1).step_by(2).max().copied()?;
+    params[P_TILE_WIDTH] = to_u32(*width)?;
+    params[P_Y_VALUES_AT] = to_u32(u64::from(tallest) * width)?;
+    Some(Grid::Volume { groups })
+}
+
+/// Writes padded axis `axis`'s tap table (into `aux`) and interior run into `params`.
+fn set_taps(
+    params: &mut [u32; PARAM_WORDS],
+    aux: &mut Vec<u32>,
+    axis: usize,
+    stencil: &AxisStencil,
+    interior: usize,
+    weights: usize,
+) -> Option<()> {
+    let AxisStencil::Taps { offsets, index, weight } = stencil else {
+        unreachable!("fused axes have taps")
+    };
+    params[P_STENCIL + axis] = push_taps(aux, offsets, index, weight)?;
+    set_interior(params, stencil, interior, weights)
+}
+
+/// The fused pass a gaussian step with passes along `passes` takes to a padded destination
+/// `shape`, as `gaussian` allows: z–y–x where the step reduces the last three axes and the
+/// tiles fit, else y–x where it reduces the last two and they fit, else none.
+fn fuse(
+    gaussian: GaussianPasses,
+    passes: &[usize],
+    stencils: &[AxisStencil],
+    shape: &[u64; MAX_AXES],
+    per_word: u64,
+) -> Option<Tiles> {
+    let ndim = stencils.len();
+    let reduces_last = |n: usize| ndim >= n && passes.ends_with(&(ndim - n..ndim).collect::<Vec<_>>());
+    let (y, x) = (ndim >= 2).then(|| (&stencils[ndim - 2], &stencils[ndim - 1]))?;
+    match gaussian {
+        GaussianPasses::PerAxis => None,
+        GaussianPasses::FuseZyx if reduces_last(3) => {
+            volume_of(shape, per_word, y, x).or_else(|| tiles_of(shape, per_word, x))
+        }
+        GaussianPasses::FuseZyx | GaussianPasses::FuseYx => reduces_last(2).then(|| tiles_of(shape, per_word, x))?,
+    }
+}
+
 /// Builds the program for `chain` starting from a source tile over `src_region`, or
 /// `None` if a size or index does not fit the kernels' `u32` (the caller splits the tile).
-/// Gaussian fuses its y and x passes where it can ([`GaussianPasses::FuseYx`]).
+/// Gaussian fuses its z, y and x passes, or its y and x passes, where it can
+/// ([`GaussianPasses::FuseZyx`]).
 ///
 /// # Panics
 /// If a region does not cover what the next step needs (an engine bug).
 #[must_use]
 pub fn build(dtype: DType, src_region: &Region, chain: &[(Step, Region)]) -> Option<Program> {
-    build_with(dtype, src_region, chain, GaussianPasses::FuseYx)
+    build_with(dtype, src_region, chain, GaussianPasses::FuseZyx)
 }
 
 /// [`build`], with gaussian's last two passes run as `gaussian` says.
@@ -511,12 +646,14 @@ pub fn build_with(
                     .filter(|&a| matches!(stencils[a], AxisStencil::Taps { .. }))
                     .collect();
                 assert!(!passes.is_empty(), "a gaussian step reduces at least one axis");
-                // y and x in one dispatch where the step reduces both and the tiles fit.
-                let fused =
-                    (gaussian == GaussianPasses::FuseYx && ndim >= 2 && passes.ends_with(&[ndim - 2, ndim - 1]))
-                        .then(|| tiles_of(&pad(&dst.shape, 1)?.map(u64::from), per_word, &stencils[ndim - 1]))
-                        .flatten();
-                let dispatched = passes.len() - usize::from(fused.is_some());
+                let fused = fuse(
+                    gaussian,
+                    &passes,
+                    &stencils,
+                    &pad(&dst.shape, 1)?.map(u64::from),
+                    per_word,
+                );
+                let dispatched = passes.len() - fused.as_ref().map_or(0, Tiles::fused_axes);
                 let mut shape = src.shape.clone();
                 let mut input = Slot::Level(level);
                 for (i, &axis) in passes[..dispatched].iter().enumerate() {
@@ -524,9 +661,10 @@ pub fn build_with(
                     let last = i + 1 == dispatched;
                     let mut out_shape = shape.clone();
                     out_shape[axis] = dst.shape[axis];
-                    if last && fused.is_some() {
-                        // The fused pass (y's) writes x's outputs too.
-                        out_shape[ndim - 1] = dst.shape[ndim - 1];
+                    if let Some(tiles) = fused.as_ref().filter(|_| last) {
+                        // The fused pass (y's or z's) writes the outputs of the axes after it.
+                        let after = ndim - tiles.fused_axes()..ndim;
+                        out_shape[after.clone()].copy_from_slice(&dst.shape[after]);
                     }
                     let mut offsets = [0u32; MAX_AXES];
                     if first {
@@ -568,18 +706,8 @@ pub fn build_with(
                     }
                     let grid = match &fused {
                         Some(tiles) if last => {
-                            let AxisStencil::Taps { offsets, index, weight } = &stencils[ndim - 1] else {
-                                unreachable!("fused only where x has taps")
-                            };
-                            params[P_STENCIL + MAX_AXES - 1] = push_taps(&mut aux, offsets, index, weight)?;
-                            set_interior(&mut params, &stencils[ndim - 1], P_X_INTERIOR, P_X_WEIGHTS)?;
-                            params[P_TILE_COLUMNS] = to_u32(aux.len())?;
-                            aux.extend(&tiles.columns);
-                            let shape = dst_shape(&params);
-                            set_rows(&mut params, &shape, per_word, tiles.lanes)?;
-                            Grid::Tiles {
-                                groups: groups_u32(tiles.groups),
-                            }
+                            let yx = [&stencils[ndim - 2], &stencils[ndim - 1]];
+                            set_fused(&mut params, &mut aux, tiles, yx, per_word)?
                         }
                         _ => lay_out(&mut params, if last { per_word } else { 1 })?,
                     };
@@ -708,7 +836,9 @@ mod tests {
                         assert!(
                             matches!(
                                 d.grid,
-                                Grid::Rows { groups: [_, _, 12] } | Grid::Tiles { groups: [_, _, 12] }
+                                Grid::Rows { groups: [_, _, 12] }
+                                    | Grid::Tiles { groups: [_, _, 12] }
+                                    | Grid::Volume { groups: [_, _, 12] }
                             ),
                             "{method} {dtype} {shape:?}: {:?}",
                             d.grid
@@ -805,10 +935,11 @@ mod tests {
         // uint16 [32, 256, 256] → [16, 128, 128]: z in a pass of its own, then y and x in one
         // dispatch reading z's values, with no scratch buffer for y's.
         let s = step(Method::Gaussian, &[2, 2, 2], &[32, 256, 256]);
-        let program = build(
+        let program = build_with(
             DType::U16,
             &Region::whole(&[32, 256, 256]),
             &[(s, Region::whole(&[16, 128, 128]))],
+            GaussianPasses::FuseYx,
         )
         .unwrap();
         let [z, yx] = &program.dispatches[..] else {
@@ -872,7 +1003,7 @@ mod tests {
             ] {
                 let s = step(Method::Gaussian, &factors, &level);
                 let src = required_source(&s, &dst);
-                let program = build(dtype, &src, &[(s, dst.clone())]).unwrap();
+                let program = build_with(dtype, &src, &[(s, dst.clone())], GaussianPasses::FuseYx).unwrap();
                 let last = program.dispatches.last().unwrap();
                 let Grid::Tiles { groups } = last.grid else {
                     panic!("{dtype} {factors:?}: not fused")
@@ -916,9 +1047,140 @@ mod tests {
     }
 
     #[test]
+    fn gaussian_fuses_z_y_and_x_where_every_tiles_values_fit_workgroup_memory() {
+        // uint16 [32, 256, 256] → [16, 128, 128]: one dispatch from the source tile, no
+        // scratch buffer.
+        let s = step(Method::Gaussian, &[2, 2, 2], &[32, 256, 256]);
+        let program = build(
+            DType::U16,
+            &Region::whole(&[32, 256, 256]),
+            &[(s, Region::whole(&[16, 128, 128]))],
+        )
+        .unwrap();
+        let [zyx] = &program.dispatches[..] else {
+            panic!("one dispatch")
+        };
+        assert_eq!(
+            (zyx.params[P_AXIS], zyx.params[P_FIRST], zyx.input, zyx.output),
+            (2, 1, Slot::Level(0), Slot::Level(1))
+        );
+        assert_eq!(zyx.grid.entry_point(), "main_volume");
+        assert_eq!(&zyx.params[P_DST_SHAPE..P_DST_SHAPE + 5], &[1, 1, 16, 128, 128]);
+        assert_eq!(program.scratch_elements, [0, 0]);
+        // Of the dense splits that fit, 16 lanes by 16 rows computes the fewest z values: 16
+        // output rows read 38 input rows, 32 outputs 70 columns (54 rows of 70 floats), so
+        // the tiles' z values are 1.25 times the z pass's (32 lanes by 8 rows: 1.38).
+        assert_eq!(zyx.grid, Grid::Volume { groups: [4, 8, 16] });
+        assert_eq!((zyx.params[P_TILE_WIDTH], zyx.params[P_Y_VALUES_AT]), (70, 38 * 70));
+        assert_eq!(zyx.params[P_Y_INTERIOR + 4], 8, "factor 2: 8 taps");
+        let rows = zyx.params[P_TILE_ROWS] as usize;
+        assert_eq!(&program.aux[rows..rows + 4], &[0, 35, 29, 38], "reflected at the top");
+
+        // uint8 tiles' values do not fit whatever the split: z's pass, then y and x fused.
+        let s = step(Method::Gaussian, &[2, 2, 2], &[32, 256, 256]);
+        let program = build(
+            DType::U8,
+            &Region::whole(&[32, 256, 256]),
+            &[(s, Region::whole(&[16, 128, 128]))],
+        )
+        .unwrap();
+        let grids: Vec<_> = program.dispatches.iter().map(|d| d.grid.entry_point()).collect();
+        assert_eq!(grids, ["main_rows", "main_tiles"]);
+        // Where z is not reduced, y and x fuse as before.
+        let s = step(Method::Gaussian, &[1, 2, 2], &[32, 256, 256]);
+        let program = build(
+            DType::U16,
+            &Region::whole(&[32, 256, 256]),
+            &[(s, Region::whole(&[32, 128, 128]))],
+        )
+        .unwrap();
+        assert!(matches!(
+            program.dispatches[..],
+            [Dispatch {
+                grid: Grid::Tiles { .. },
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn each_volume_tile_reads_only_input_rows_and_columns_it_holds() {
+        // A region inside the level (halos on both sides), one at its edges (reflection),
+        // several times and channels in one tile, on both kernel element sizes that fit.
+        let mut fused = 0;
+        for dtype in [DType::U16, DType::I16, DType::F32] {
+            for (factors, level, dst) in [
+                (
+                    vec![2, 2, 2],
+                    vec![20, 64, 2048],
+                    Region::new(vec![2, 8, 256], vec![8, 24, 768]),
+                ),
+                (vec![2, 2, 2], vec![9, 61, 300], Region::whole(&[5, 31, 150])),
+                (
+                    vec![1, 1, 2, 2, 2],
+                    vec![2, 3, 8, 40, 256],
+                    Region::new(vec![0, 1, 1, 0, 0], vec![2, 2, 3, 20, 128]),
+                ),
+            ] {
+                let s = step(Method::Gaussian, &factors, &level);
+                let src = required_source(&s, &dst);
+                let program = build(dtype, &src, &[(s, dst.clone())]).unwrap();
+                let [last] = &program.dispatches[..] else {
+                    panic!("{dtype} {factors:?}: not one dispatch")
+                };
+                let Grid::Volume { groups } = last.grid else {
+                    panic!("{dtype} {factors:?}: not fused")
+                };
+                fused += 1;
+                let p = &last.params;
+                let rows_per_group = 1usize << (WORKGROUP_LOG2 - p[P_ROW_LANES]);
+                let per_tile = (elements_per_word(dtype) << p[P_ROW_LANES]) as usize;
+                let (rows, columns) = (p[P_DST_SHAPE + 3] as usize, p[P_DST_SHAPE + 4] as usize);
+                assert_eq!(
+                    groups[..2],
+                    [columns.div_ceil(per_tile) as u32, rows.div_ceil(rows_per_group) as u32]
+                );
+                let width = p[P_TILE_WIDTH];
+                let span =
+                    |table: usize, tile: usize| (program.aux[table + 2 * tile], program.aux[table + 2 * tile + 1]);
+                for (axis, outputs, per_tile, table) in [
+                    (MAX_AXES - 2, rows, rows_per_group, P_TILE_ROWS),
+                    (MAX_AXES - 1, columns, per_tile, P_TILE_COLUMNS),
+                ] {
+                    for o in 0..outputs {
+                        let (first, count) = span(p[table] as usize, o / per_tile);
+                        for (j, _) in aux_taps(&program, p, axis, o) {
+                            assert!(
+                                (first..first + count).contains(&j),
+                                "{dtype} {factors:?} axis {axis} output {o} reads {j}"
+                            );
+                        }
+                    }
+                }
+                for tile in 0..groups[0] as usize {
+                    assert!(span(p[P_TILE_COLUMNS] as usize, tile).1 <= width);
+                }
+                let tallest = (0..groups[1] as usize)
+                    .map(|t| span(p[P_TILE_ROWS] as usize, t).1)
+                    .max()
+                    .unwrap();
+                assert_eq!(p[P_Y_VALUES_AT], tallest * width);
+                let y_rows = rows_per_group.min(rows) as u32;
+                assert!(
+                    u64::from((tallest + y_rows) * width) <= VOLUME_FLOATS,
+                    "{dtype} {factors:?}: workgroup memory"
+                );
+            }
+        }
+        assert_eq!(fused, 9);
+    }
+
+    #[test]
     fn the_fused_passes_workgroup_memory_is_the_shaders() {
         let shader = include_str!("../../../shaders/gaussian.wgsl");
         assert!(shader.contains(&format!("const TILE_FLOATS: u32 = {TILE_FLOATS}u;")));
+        assert!(shader.contains(&format!("const VOLUME_FLOATS: u32 = {VOLUME_FLOATS}u;")));
+        assert!(shader.contains("var<workgroup> tile_values: array<f32, VOLUME_FLOATS>;"));
     }
 
     #[test]

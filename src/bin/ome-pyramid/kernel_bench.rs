@@ -28,9 +28,14 @@ struct GpuRates {
     end_to_end_gb_per_s: f64,
     /// Kernel rate over the device-to-device copy rate.
     kernel_share_of_copy: Option<f64>,
-    /// Gaussian where its y and x passes are fused: the kernel rate with one dispatch per
-    /// axis instead, what the fusion is measured against.
+    /// Gaussian: the passes fused in one dispatch, `"z–y–x"` or `"y–x"` (none where every
+    /// axis has a dispatch of its own).
+    fused: Option<&'static str>,
+    /// Gaussian where passes are fused: the kernel rate with one dispatch per axis instead,
+    /// what the fusion is measured against.
     per_axis_kernel_gb_per_s: Option<f64>,
+    /// Gaussian where z, y and x are fused: the kernel rate with only y and x fused.
+    yx_fused_kernel_gb_per_s: Option<f64>,
 }
 
 /// One method on one dtype.
@@ -220,9 +225,14 @@ fn print_kernel_table(report: &KernelReport) {
         );
     }
     for row in &report.rows {
-        if let Some(per_axis) = row.gpu.as_ref().and_then(|g| g.per_axis_kernel_gb_per_s) {
+        let Some(gpu) = &row.gpu else { continue };
+        if let (Some(fused), Some(per_axis)) = (gpu.fused, gpu.per_axis_kernel_gb_per_s) {
+            let yx = gpu
+                .yx_fused_kernel_gb_per_s
+                .map(|yx| format!(", y–x fused only: {yx:.2} GB/s"))
+                .unwrap_or_default();
             crate::outln!(
-                "{} {}: y and x fused in one dispatch; one dispatch per axis instead: kernel {per_axis:.2} GB/s.",
+                "{} {}: {fused} fused in one dispatch; one dispatch per axis instead: kernel {per_axis:.2} GB/s{yx}.",
                 row.method.name(),
                 row.dtype
             );
@@ -270,7 +280,7 @@ impl GpuUnderTest {
     /// Rates of one step, or `None` where the GPU does not compute it or the tile does not
     /// fit one program.
     fn rates(&self, step: &Step, src: &Tile, dst: &Region, bytes: u64, runs: usize) -> Result<Option<GpuRates>> {
-        use ome_pyramid::backend::gpu::program::{self, GaussianPasses};
+        use ome_pyramid::backend::gpu::program::{self, GaussianPasses, Grid};
         let dtype = src.data.dtype();
         let context = self.0.context();
         if !self.0.supports(step.method, dtype) {
@@ -285,15 +295,23 @@ impl GpuUnderTest {
             phases.iter().map(f).min().unwrap_or(Duration::MAX)
         };
         let kernel = best(&|p| p.kernel.unwrap_or(p.compute));
-        let per_axis = program::build_with(dtype, &src.region, &chain, GaussianPasses::PerAxis)
-            .filter(|p| *p != prog && context.fits(dtype, p));
-        let per_axis_kernel = match per_axis {
-            Some(p) => {
-                let phases = self.phases(dtype, src, &p, runs)?;
-                phases.iter().map(|p| p.kernel.unwrap_or(p.compute)).min()
-            }
-            None => None,
+        let fused = prog.dispatches.iter().find_map(|d| match d.grid {
+            Grid::Volume { .. } => Some("z–y–x"),
+            Grid::Tiles { .. } => Some("y–x"),
+            Grid::Flat { .. } | Grid::Rows { .. } => None,
+        });
+        // The kernel time of the same step with fewer passes fused, where that differs.
+        let kernel_with = |passes: GaussianPasses| -> Result<Option<Duration>> {
+            let Some(p) = program::build_with(dtype, &src.region, &chain, passes)
+                .filter(|p| *p != prog && context.fits(dtype, p))
+            else {
+                return Ok(None);
+            };
+            let phases = self.phases(dtype, src, &p, runs)?;
+            Ok(phases.iter().map(|p| p.kernel.unwrap_or(p.compute)).min())
         };
+        let per_axis_kernel = kernel_with(GaussianPasses::PerAxis)?;
+        let yx_kernel = kernel_with(GaussianPasses::FuseYx)?;
         let end_to_end = best_of(runs, || {
             let started = Instant::now();
             std::hint::black_box(context.run(dtype, &src.data, &prog)?);
@@ -305,7 +323,9 @@ impl GpuUnderTest {
             readback_gb_per_s: gb_per_s(dst.num_elements() * dtype.size() as u64, best(&|p| p.readback)),
             end_to_end_gb_per_s: gb_per_s(bytes, end_to_end),
             kernel_share_of_copy: None,
+            fused,
             per_axis_kernel_gb_per_s: per_axis_kernel.map(|t| gb_per_s(bytes, t)),
+            yx_fused_kernel_gb_per_s: yx_kernel.map(|t| gb_per_s(bytes, t)),
         }))
     }
 
