@@ -178,20 +178,21 @@ fn write_x_outputs(wg: vec3<u32>, local: u32, at: u32, width: u32, column0: u32)
     dst[row_word(site)] = packed;
 }
 
-// A cell of a workgroup's `rows` × `columns` values in workgroup memory, the workgroup's
+// A cell of a workgroup's rows of `columns` values in workgroup memory, the workgroup's
 // invocations spread over all of them: the first at (row, column) = `local` in C order, then
-// every WORKGROUP-th after it, stepped without dividing.
+// every WORKGROUP-th after it, `step` cells on (WORKGROUP in rows and columns, divided out
+// once per invocation), so no cell divides.
 struct Cell {
     row: u32,
     column: u32,
 }
 
-fn first_cell(local: u32, columns: u32) -> Cell {
+fn cell_at(local: u32, columns: u32) -> Cell {
     return Cell(local / columns, local % columns);
 }
 
-fn next_cell(cell: Cell, columns: u32) -> Cell {
-    var next = Cell(cell.row + WORKGROUP / columns, cell.column + WORKGROUP % columns);
+fn next_cell(cell: Cell, step: Cell, columns: u32) -> Cell {
+    var next = Cell(cell.row + step.row, cell.column + step.column);
     if (next.column >= columns) {
         next.column = next.column - columns;
         next.row = next.row + 1u;
@@ -211,16 +212,21 @@ fn main_volume(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     let tile_rows = param(P_TILE_ROWS) + 2u * wg.y;
     let input_row0 = aux[tile_rows];
     let input_rows = aux[tile_rows + 1u];
-    for (var cell = first_cell(local, count); cell.row < input_rows; cell = next_cell(cell, count)) {
-        tile_values[cell.row * width + cell.column] =
-            blurred_at(plane_index(wg.z, input_row0 + cell.row, column0 + cell.column));
+    let step = cell_at(WORKGROUP, count);
+    // The plane's indices, divided out once.
+    let corner = plane_index(wg.z, input_row0, column0);
+    for (var cell = cell_at(local, count); cell.row < input_rows; cell = next_cell(cell, step, count)) {
+        var index = corner;
+        index[3] = index[3] + cell.row;
+        index[4] = index[4] + cell.column;
+        tile_values[cell.row * width + cell.column] = blurred_at(index);
     }
     workgroupBarrier();
     let y_at = param(P_Y_VALUES_AT);
     let rows_log2 = WORKGROUP_LOG2 - param(P_ROW_LANES);
     let row0 = wg.y << rows_log2;
     let rows = min(1u << rows_log2, param(P_DST_SHAPE + 3u) - row0);
-    for (var cell = first_cell(local, count); cell.row < rows; cell = next_cell(cell, count)) {
+    for (var cell = cell_at(local, count); cell.row < rows; cell = next_cell(cell, step, count)) {
         tile_values[y_at + cell.row * width + cell.column] = y_blurred(input_row0, cell.column, row0 + cell.row);
     }
     workgroupBarrier();
