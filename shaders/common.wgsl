@@ -75,7 +75,8 @@ const WORKGROUP_LOG2: u32 = 8u;
 // - rows (`main_rows`): one invocation per word of a destination row (the last axis), found
 //   without dividing; a 3-D dispatch, x over the words of a row, y over rows, z over the
 //   planes (the three leading axes; where the two first are not 1, a pipeline with
-//   NESTED_PLANES divides them out once per invocation). Only where whole words fit a row.
+//   NESTED_PLANES divides them out once per invocation). Where a row ends inside a word, a
+//   pipeline with RAGGED_ROWS gives each row the words whose first output lies in it.
 // Gaussian adds the rows layout's grid over workgroup tiles, for its fused y–x pass
 // (`main_tiles`, in gaussian.wgsl) and its fused z–y–x pass (`main_volume`).
 // Separate entry points, not a branch on a parameter, and no loop around the kernel's
@@ -161,16 +162,20 @@ fn invocation(wg: vec3<u32>, groups: vec3<u32>, local: u32) -> u32 {
     return (wg.y * groups.x + wg.x) * WORKGROUP + local;
 }
 
-// Rows layout: this invocation's word of its row (`word` of `words`) in plane `plane` (the
-// three leading axes flattened), and the index of the word's first output, `per` outputs to
-// a word; `valid` is false past the destination's edge.
+// Rows layout: this invocation's word of the destination (`dst_word`), the `word`-th of
+// those whose first output lies in its row, and the index of that first output, `per`
+// outputs to a word; `valid` is false past the destination's edge.
 struct RowSite {
     index: array<u32, 5>,
-    plane: u32,
     word: u32,
-    words: u32,
+    dst_word: u32,
     valid: bool,
 }
+
+// Rows layout: 1 where a destination row ends inside a word (ragged rows: rows of 5 uint16
+// outputs, say), whose last word then holds outputs of the next rows too; chosen per
+// pipeline like NESTED_PLANES, so that rows of whole words pay nothing for it.
+override RAGGED_ROWS: u32 = 0u;
 
 // Rows layout: 1 where the destination's two leading axes are not both 1 (several times or
 // channels in one tile), chosen per pipeline like ELEM, so that other tiles pay nothing for
@@ -195,23 +200,45 @@ fn row_site(wg: vec3<u32>, local: u32, per: u32) -> RowSite {
     var site: RowSite;
     site.word = (wg.x << lanes) + (local & ((1u << lanes) - 1u));
     let row = (wg.y << (WORKGROUP_LOG2 - lanes)) + (local >> lanes);
-    site.words = param(P_ROW_WORDS);
-    site.valid = site.word < site.words && row < param(P_DST_SHAPE + 3u);
-    site.plane = wg.z;
-    site.index = plane_index(wg.z, row, site.word * per);
+    let rows = param(P_DST_SHAPE + 3u);
+    if (RAGGED_ROWS == 0u) {
+        let words = param(P_ROW_WORDS);
+        site.valid = site.word < words && row < rows;
+        site.dst_word = (wg.z * rows + row) * words + site.word;
+        site.index = plane_index(wg.z, row, site.word * per);
+        return site;
+    }
+    // The row's first output is element `first` of the destination; its words are those
+    // from the first that starts in it, as long as they start in it.
+    let width = param(P_DST_SHAPE + 4u);
+    let first = (wg.z * rows + row) * width;
+    site.dst_word = (first + per - 1u) / per + site.word;
+    let column = site.dst_word * per - first;
+    site.valid = row < rows && column < width;
+    site.index = plane_index(wg.z, row, column);
     return site;
 }
 
 // Rows layout: the destination word of `site`.
 fn row_word(site: RowSite) -> u32 {
-    return (site.plane * param(P_DST_SHAPE + 3u) + site.index[3]) * site.words + site.word;
+    return site.dst_word;
 }
 
-// Rows layout: the word of `per` outputs from `first` along the row, each from the
-// kernel's `output_bits(index)`.
-fn packed_row(first: array<u32, 5>) -> u32 {
-    var index = first;
+// Rows layout: the word of outputs from `site`'s first, each from the kernel's
+// `output_bits(index)`: along the row, or with RAGGED_ROWS on into the next rows (and
+// planes) up to the destination's last output.
+fn packed_row(site: RowSite) -> u32 {
+    var index = site.index;
     var packed = 0u;
+    if (RAGGED_ROWS == 1u) {
+        let per = elems_per_word();
+        let left = param(P_DST_LEN) - site.dst_word * per;
+        for (var lane = 0u; lane < min(per, left); lane = lane + 1u) {
+            packed = packed | pack_bits(output_bits(index), lane);
+            index = next_index(index);
+        }
+        return packed;
+    }
     for (var lane = 0u; lane < elems_per_word(); lane = lane + 1u) {
         packed = packed | pack_bits(output_bits(index), lane);
         index[4] = index[4] + 1u;

@@ -87,7 +87,7 @@ fn main_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     let site = row_site(wg, local, select(1u, elems_per_word(), last));
     if (!site.valid) { return; }
     if (last) {
-        dst[row_word(site)] = packed_row(site.index);
+        dst[row_word(site)] = packed_row(site);
     } else {
         dst_f32[row_word(site)] = blurred_at(site.index);
     }

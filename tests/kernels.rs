@@ -570,6 +570,12 @@ fn gpu_matches_cpu_bit_for_bit_on_integers() {
                 // leading axes flattened into its planes.
                 (&[3, 8, 64, 128], &[1, 2, 2, 2]),
                 (&[2, 3, 4, 64, 128], &[1, 1, 2, 2, 2]),
+                // Rows that end inside a word (the rows layout's ragged variant): a row's
+                // last word holds outputs of the next rows, and of the next plane or
+                // channel; rows shorter than a word; a last word past the last output.
+                (&[16, 66, 202], &[2, 2, 2]),
+                (&[4, 3, 2, 10, 22], &[1, 1, 1, 2, 2]),
+                (&[21, 6], &[1, 3]),
             ] {
                 let len = shape.iter().product::<u64>() as usize;
                 let input = test_input(method, dtype, len, 7);

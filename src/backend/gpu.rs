@@ -17,8 +17,9 @@
 //!   before it is unmapped ([`MappedLevels`]).
 //! - Several levels of a chain are computed in a row on the device: level `k + 2` reads
 //!   level `k + 1` where the previous dispatch left it; only the results travel back.
-//! - A dispatch whose destination rows hold whole words runs as a 3-D grid over words, rows
-//!   and planes, so no invocation divides its index out; thin or ragged ones run flat
+//! - A dispatch runs as a 3-D grid over words, rows and planes, so no invocation divides
+//!   its index out; where rows end inside a packed word, a row's words are those whose
+//!   first output lies in it. Only thin tiles, which would idle most lanes, run flat
 //!   ([`program::Grid`]).
 //! - Gaussian's passes over z, y and x run as one dispatch where a workgroup's z and y
 //!   values fit its workgroup memory, else those over y and x: the values between passes

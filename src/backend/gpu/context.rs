@@ -57,8 +57,9 @@ pub struct PhaseTimes {
     pub kernel: Option<Duration>,
 }
 
-/// A pipeline's kernel, element kind (`ELEM`), entry point and `NESTED_PLANES`.
-type PipelineKey = (Kernel, u32, &'static str, u32);
+/// A pipeline's kernel, element kind (`ELEM`), entry point and other overrides' values
+/// ([`program::Dispatch::overrides`]).
+type PipelineKey = (Kernel, u32, &'static str, [u32; 2]);
 
 /// Device, queue and pipelines.
 pub struct GpuContext {
@@ -209,26 +210,31 @@ impl GpuContext {
         }
     }
 
-    /// The pipeline of `kernel`'s `entry_point` specialised for `elem` and `nested_planes`
+    /// The pipeline of `kernel`'s `entry_point` specialised for `elem` and `overrides`
     /// (built on first use).
     pub(super) fn pipeline(
         &self,
         kernel: Kernel,
         elem: u32,
         entry_point: &'static str,
-        nested_planes: u32,
+        overrides: [(&'static str, u32); 2],
     ) -> Arc<wgpu::ComputePipeline> {
         let mut pipelines = self.pipelines.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         pipelines
-            .entry((kernel, elem, entry_point, nested_planes))
+            .entry((kernel, elem, entry_point, overrides.map(|(_, value)| value)))
             .or_insert_with(|| {
+                let [(a, a_value), (b, b_value)] = overrides;
                 Arc::new(self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some("ome-pyramid kernel"),
                     layout: None,
                     module: &self.modules[&kernel],
                     entry_point: Some(entry_point),
                     compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: &[("ELEM", f64::from(elem)), ("NESTED_PLANES", f64::from(nested_planes))],
+                        constants: &[
+                            ("ELEM", f64::from(elem)),
+                            (a, f64::from(a_value)),
+                            (b, f64::from(b_value)),
+                        ],
                         ..Default::default()
                     },
                     cache: None,

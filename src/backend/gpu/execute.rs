@@ -325,7 +325,7 @@ impl GpuContext {
                 dispatch.kernel,
                 job.elem,
                 dispatch.grid.entry_point(),
-                dispatch.nested_planes(),
+                dispatch.overrides(),
             );
             let layout = pipeline.get_bind_group_layout(0);
             let params_binding = wgpu::BufferBinding {
@@ -345,7 +345,7 @@ impl GpuContext {
                     let x = groups.min(max_groups);
                     (x, groups.div_ceil(x), 1)
                 }
-                Grid::Rows { groups: [x, y, z] }
+                Grid::Rows { groups: [x, y, z], .. }
                 | Grid::Tiles { groups: [x, y, z] }
                 | Grid::Volume { groups: [x, y, z] } => (x, y, z),
             };

@@ -150,13 +150,16 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
-    /// The value of the shaders' `NESTED_PLANES` override for this dispatch: 1 where the
-    /// rows layout's planes span several times or channels, whose indices its pipeline
-    /// divides out.
+    /// The shaders' overrides (besides `ELEM`) and their values for this dispatch's
+    /// pipeline: `NESTED_PLANES`, 1 where the rows layout's planes span several times or
+    /// channels, whose indices its pipeline divides out; `RAGGED_ROWS`, 1 where its rows
+    /// end inside a word.
     #[must_use]
-    pub fn nested_planes(&self) -> u32 {
+    pub fn overrides(&self) -> [(&'static str, u32); 2] {
         let rows = !matches!(self.grid, Grid::Flat { .. });
-        u32::from(rows && self.params[P_DST_SHAPE] * self.params[P_DST_SHAPE + 1] != 1)
+        let nested = rows && self.params[P_DST_SHAPE] * self.params[P_DST_SHAPE + 1] != 1;
+        let ragged = matches!(self.grid, Grid::Rows { ragged: true, .. });
+        [("NESTED_PLANES", u32::from(nested)), ("RAGGED_ROWS", u32::from(ragged))]
     }
 }
 
@@ -176,6 +179,9 @@ pub enum Grid {
     Rows {
         /// Workgroups per dimension.
         groups: [u32; 3],
+        /// The rows end inside a word: a row's words are those whose first output lies in
+        /// it, and its last one holds outputs of the next rows too.
+        ragged: bool,
     },
     /// Gaussian's fused y–x pass: the rows layout's grid, each workgroup making the y pass's
     /// values its outputs read in workgroup memory first.
@@ -342,14 +348,21 @@ fn set_interior(params: &mut [u32; PARAM_WORDS], stencil: &AxisStencil, block: u
 }
 
 /// The grid of a dispatch whose destination shape is in `params`, `per_word` outputs to a
-/// word: rows (its words written into `params`) where whole words fit a row and the rows
-/// grid is within [`ROWS_MAX_OVERHEAD`] of the flat one, flat otherwise.
+/// word: rows (its words written into `params`) where the rows grid is within
+/// [`ROWS_MAX_OVERHEAD`] of the flat one, flat otherwise.
 fn lay_out(params: &mut [u32; PARAM_WORDS], per_word: u64) -> Option<Grid> {
     let shape = dst_shape(params);
-    if let Some((lanes, groups)) = rows_grid(&shape, per_word).filter(|(_, groups)| dense(&shape, per_word, groups)) {
+    // A ragged row's last word may start past the destination's last output: its index must
+    // stay within u32.
+    let ragged = !shape[4].is_multiple_of(per_word);
+    let indexable = shape.iter().product::<u64>() + per_word <= u64::from(u32::MAX);
+    if let Some((lanes, groups)) =
+        rows_grid(&shape, per_word, indexable).filter(|(_, groups)| dense(&shape, per_word, groups))
+    {
         set_rows(params, &shape, per_word, lanes)?;
         return Some(Grid::Rows {
             groups: groups_u32(groups),
+            ragged,
         });
     }
     Some(Grid::Flat {
@@ -377,7 +390,7 @@ fn dense(shape: &[u64; MAX_AXES], per_word: u64, groups: &[u64; 3]) -> bool {
 /// Writes the rows layout's lanes along a row and words per row into `params`.
 fn set_rows(params: &mut [u32; PARAM_WORDS], shape: &[u64; MAX_AXES], per_word: u64, lanes: u32) -> Option<()> {
     params[P_ROW_LANES] = lanes;
-    params[P_ROW_WORDS] = to_u32(shape[4] / per_word)?;
+    params[P_ROW_WORDS] = to_u32(shape[4].div_ceil(per_word))?;
     Some(())
 }
 
@@ -389,16 +402,18 @@ fn groups_u32(groups: [u64; 3]) -> [u32; 3] {
 /// The rows layout's workgroups for a padded destination `shape` with `per_word` outputs to
 /// a word: `(log2 of the lanes along a row, groups along x, y, z)`, with the fewest
 /// workgroups (the most lanes along a row among equals); `None` where a row does not hold
-/// whole words or no split fits the dispatch limits.
-fn rows_grid(shape: &[u64; MAX_AXES], per_word: u64) -> Option<(u32, [u64; 3])> {
-    rows_grids(shape, per_word).min_by_key(|(_, groups)| groups.iter().product::<u64>())
+/// whole words and `ragged` does not allow that, or no split fits the dispatch limits.
+fn rows_grid(shape: &[u64; MAX_AXES], per_word: u64, ragged: bool) -> Option<(u32, [u64; 3])> {
+    rows_grids(shape, per_word, ragged).min_by_key(|(_, groups)| groups.iter().product::<u64>())
 }
 
 /// Every split of the rows layout within the dispatch limits, the most lanes along a row
-/// first; none where a row does not hold whole words.
-fn rows_grids(shape: &[u64; MAX_AXES], per_word: u64) -> impl Iterator<Item = (u32, [u64; 3])> {
-    let fits = shape[4].is_multiple_of(per_word);
-    let words = shape[4] / per_word;
+/// first; none where a row does not hold whole words, unless `ragged` (a row's words are
+/// then those whose first output lies in it, at most its outputs over `per_word`, rounded
+/// up).
+fn rows_grids(shape: &[u64; MAX_AXES], per_word: u64, ragged: bool) -> impl Iterator<Item = (u32, [u64; 3])> {
+    let fits = ragged || shape[4].is_multiple_of(per_word);
+    let words = shape[4].div_ceil(per_word);
     let (rows, planes) = (shape[3], shape[0] * shape[1] * shape[2]);
     (0..=WORKGROUP_LOG2)
         .rev()
@@ -471,7 +486,7 @@ fn input_spans(stencil: &AxisStencil, outputs: usize, per_tile: usize) -> Option
 /// `None` where there is none.
 fn tiles_of(shape: &[u64; MAX_AXES], per_word: u64, x: &AxisStencil) -> Option<Tiles> {
     let outputs = usize::try_from(shape[4]).ok()?;
-    rows_grids(shape, per_word)
+    rows_grids(shape, per_word, false)
         .filter(|(_, groups)| dense(shape, per_word, groups))
         .filter_map(|(lanes, groups)| {
             let width = TILE_FLOATS >> (WORKGROUP_LOG2 - lanes);
@@ -493,7 +508,7 @@ fn tiles_of(shape: &[u64; MAX_AXES], per_word: u64, x: &AxisStencil) -> Option<T
 /// there is none.
 fn volume_of(shape: &[u64; MAX_AXES], per_word: u64, y: &AxisStencil, x: &AxisStencil) -> Option<Tiles> {
     let (rows_out, columns_out) = (usize::try_from(shape[3]).ok()?, usize::try_from(shape[4]).ok()?);
-    rows_grids(shape, per_word)
+    rows_grids(shape, per_word, false)
         .filter(|(_, groups)| dense(shape, per_word, groups))
         .filter_map(|(lanes, groups)| {
             let rows_per_group = (1u64 << (WORKGROUP_LOG2 - lanes)).min(shape[3]);
@@ -769,8 +784,13 @@ mod tests {
         assert_eq!(&p[5..10], &[0, 0, 0, 9, 1]);
         assert_eq!(&p[10..15], &[1, 1, 1, 4, 5]);
         assert_eq!(p[20], 20);
-        // u16: two per word; rows of 5 do not hold whole words.
-        assert_eq!(program.dispatches[0].grid, Grid::Flat { invocations: 10 });
+        // u16: two per word; rows of 5 end inside a word: 3 words start in each row.
+        let grid = Grid::Rows {
+            groups: [1, 1, 1],
+            ragged: true,
+        };
+        assert_eq!(program.dispatches[0].grid, grid);
+        assert_eq!(program.dispatches[0].params[P_ROW_WORDS], 3);
         assert_eq!(program.level_elements, vec![63, 20, 6]);
         // The last window of the 7-long axis has one voxel.
         let y_table = p[15 + 3] as usize;
@@ -808,16 +828,47 @@ mod tests {
         let dst = Region::whole(&[16, 128, 128]);
         let program = build(DType::U16, &Region::whole(&[32, 256, 256]), &[(s, dst)]).unwrap();
         let d = &program.dispatches[0];
-        assert_eq!(d.grid, Grid::Rows { groups: [1, 32, 16] });
+        let grid = Grid::Rows {
+            groups: [1, 32, 16],
+            ragged: false,
+        };
+        assert_eq!(d.grid, grid);
         assert_eq!((d.params[P_ROW_LANES], d.params[P_ROW_WORDS]), (6, 64));
         assert_eq!(d.grid.entry_point(), "main_rows");
-        // uint8 rows of 6 outputs end inside a word: flat, the rows words left at 0.
+        assert_eq!(d.overrides(), [("NESTED_PLANES", 0), ("RAGGED_ROWS", 0)]);
+    }
+
+    #[test]
+    fn rows_that_end_inside_a_word_take_the_ragged_rows_layout() {
+        // uint8 rows of 6 outputs: a row's words are those whose first output lies in it,
+        // at most 2 (rows starting at outputs 0, 6, 12, 18 hold words from 0, 2, 3, 5).
         let s = step(Method::Nearest, &[1, 2], &[4, 12]);
         let program = build(DType::U8, &Region::whole(&[4, 12]), &[(s, Region::whole(&[4, 6]))]).unwrap();
         let d = &program.dispatches[0];
-        assert_eq!(d.grid, Grid::Flat { invocations: 6 });
-        assert_eq!((d.params[P_ROW_LANES], d.params[P_ROW_WORDS]), (0, 0));
-        assert_eq!(d.grid.entry_point(), "main");
+        let grid = Grid::Rows {
+            groups: [1, 1, 1],
+            ragged: true,
+        };
+        assert_eq!(d.grid, grid);
+        // One workgroup of 64 lanes by 4 rows (the widest split of one workgroup).
+        assert_eq!((d.params[P_ROW_LANES], d.params[P_ROW_WORDS]), (6, 2));
+        assert_eq!(d.grid.entry_point(), "main_rows");
+        assert_eq!(d.overrides(), [("NESTED_PLANES", 0), ("RAGGED_ROWS", 1)]);
+        // Gaussian's fused passes need whole words: ragged rows take a pass per axis.
+        let s = step(Method::Gaussian, &[2, 2, 2], &[32, 256, 250]);
+        let program = build(
+            DType::U16,
+            &Region::whole(&[32, 256, 250]),
+            &[(s, Region::whole(&[16, 128, 125]))],
+        )
+        .unwrap();
+        let grids: Vec<_> = program.dispatches.iter().map(|d| d.grid.entry_point()).collect();
+        assert_eq!(grids, ["main_rows"; 3]);
+        assert_eq!(program.dispatches[2].overrides()[1], ("RAGGED_ROWS", 1));
+        // Rows past what a u32 index can reach stay flat: 2^32 − 1 uint16 outputs, rows of 3.
+        let mut params = [0u32; PARAM_WORDS];
+        params[P_DST_SHAPE..P_DST_SHAPE + 5].copy_from_slice(&[1, 5, 17, 16_843_009, 3]);
+        assert!(matches!(lay_out(&mut params, 2), Some(Grid::Flat { .. })));
     }
 
     #[test]
@@ -836,7 +887,7 @@ mod tests {
                         assert!(
                             matches!(
                                 d.grid,
-                                Grid::Rows { groups: [_, _, 12] }
+                                Grid::Rows { groups: [_, _, 12], .. }
                                     | Grid::Tiles { groups: [_, _, 12] }
                                     | Grid::Volume { groups: [_, _, 12] }
                             ),
@@ -857,9 +908,13 @@ mod tests {
         let [first, last] = &program.dispatches[..] else {
             panic!("two passes")
         };
-        assert_eq!(first.grid, Grid::Rows { groups: [1, 1, 1] });
+        let grid = |ragged| Grid::Rows {
+            groups: [1, 1, 1],
+            ragged,
+        };
+        assert_eq!(first.grid, grid(false));
         assert_eq!(first.params[P_ROW_WORDS], 13);
-        assert_eq!(last.grid, Grid::Flat { invocations: 18 });
+        assert_eq!(last.grid, grid(true));
     }
 
     #[test]
@@ -871,15 +926,21 @@ mod tests {
         assert_eq!(params[P_ROW_WORDS], 0);
         // With 256 per row it is as dense as flat, one workgroup per row.
         params[P_DST_SHAPE + 4] = 256;
-        assert_eq!(lay_out(&mut params, 1), Some(Grid::Rows { groups: [1, 1, 1000] }));
+        let grid = Grid::Rows {
+            groups: [1, 1, 1000],
+            ragged: false,
+        };
+        assert_eq!(lay_out(&mut params, 1), Some(grid));
         // The third axis from the end maps to z, within WebGPU's 65535 workgroups.
-        assert!(rows_grid(&[1, 1, 65_535, 16, 64], 1).is_some());
-        assert_eq!(rows_grid(&[1, 1, 65_536, 16, 64], 1), None);
-        assert_eq!(rows_grid(&[1, 1, 2, 16, 63], 2), None);
+        assert!(rows_grid(&[1, 1, 65_535, 16, 64], 1, false).is_some());
+        assert_eq!(rows_grid(&[1, 1, 65_536, 16, 64], 1, false), None);
+        // Ragged rows only where asked for: 32 words start in each row of 63 uint16.
+        assert_eq!(rows_grid(&[1, 1, 2, 16, 63], 2, false), None);
+        assert_eq!(rows_grid(&[1, 1, 2, 16, 63], 2, true), Some((5, [1, 2, 2])));
         // Several times and channels in one tile: their planes, flattened, are z.
-        assert_eq!(rows_grid(&[3, 2, 2, 16, 64], 2), Some((5, [1, 2, 12])));
-        assert_eq!(rows_grid(&[2, 2, 16_384, 16, 64], 1), None, "65536 planes");
-        assert_eq!(rows_grid(&[2, 2, 16_383, 16, 64], 1), Some((6, [1, 4, 65_532])));
+        assert_eq!(rows_grid(&[3, 2, 2, 16, 64], 2, false), Some((5, [1, 2, 12])));
+        assert_eq!(rows_grid(&[2, 2, 16_384, 16, 64], 1, false), None, "65536 planes");
+        assert_eq!(rows_grid(&[2, 2, 16_383, 16, 64], 1, false), Some((6, [1, 4, 65_532])));
     }
 
     /// Output `o`'s (input, weight bits) taps as a gaussian pass's `aux` table holds them.
