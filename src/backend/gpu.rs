@@ -30,11 +30,16 @@
 //! - Tiles larger than the adapter's storage binding limit, or whose buffers would not fit
 //!   a ring slot's share of the device's memory ([`memory`]), are split.
 //!
+//! - A software adapter (lavapipe) ends an invocation's loops after 65 535 iterations in
+//!   all: steps whose windows would take more (mode over large windows) are left to the CPU
+//!   there ([`loop_budget`]).
+//!
 //! Adapter choice: `auto` takes a hardware adapter (discrete, integrated or virtual); a
 //! software adapter (Mesa lavapipe) is used only when asked for with `--backend gpu`.
 
 mod context;
 mod execute;
+mod loop_budget;
 mod memory;
 mod pool;
 pub mod program;
@@ -130,13 +135,22 @@ pub fn capture_driver_output(enabled: bool) {
 /// Runs `probe`, with the process's stderr sent to a temporary file if
 /// [`capture_driver_output`] turned that on, and then logs what the drivers wrote there
 /// at debug level.
-#[cfg(unix)]
 fn driver_chatter_to_log<R>(probe: impl FnOnce() -> R) -> R {
+    with_stderr_captured(CAPTURE_DRIVER_OUTPUT.load(std::sync::atomic::Ordering::Relaxed), probe)
+}
+
+/// Runs `probe`, with the process's stderr sent to a temporary file if `capture`, and then
+/// logs what was written there at debug level. One capture at a time: two threads probing at
+/// once would otherwise each save the other's capture file as the stderr to restore.
+#[cfg(unix)]
+fn with_stderr_captured<R>(capture: bool, probe: impl FnOnce() -> R) -> R {
     use std::io::{Read, Seek, Write};
     use std::os::fd::AsFd;
-    if !CAPTURE_DRIVER_OUTPUT.load(std::sync::atomic::Ordering::Relaxed) {
+    static CAPTURING: Mutex<()> = Mutex::new(());
+    if !capture {
         return probe();
     }
+    let _one_at_a_time = CAPTURING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let _ = std::io::stderr().flush();
     let saved = std::io::stderr().as_fd().try_clone_to_owned();
     let capture = tempfile_in_tmp();
@@ -159,7 +173,7 @@ fn driver_chatter_to_log<R>(probe: impl FnOnce() -> R) -> R {
 }
 
 #[cfg(not(unix))]
-fn driver_chatter_to_log<R>(probe: impl FnOnce() -> R) -> R {
+fn with_stderr_captured<R>(_capture: bool, probe: impl FnOnce() -> R) -> R {
     probe()
 }
 
@@ -310,6 +324,16 @@ impl GpuBackend {
         )
     }
 
+    /// True if the device computes `step` on `dtype`: its kernel takes them, and on a
+    /// software adapter, whose shaders end their loops after
+    /// [`loop_budget::SOFTWARE_LOOP_BUDGET`] iterations, an invocation's loops stay under
+    /// that. Else the step runs on the CPU, with the same results.
+    #[must_use]
+    pub fn computes(&self, step: &Step, dtype: DType) -> bool {
+        self.supports(step.method, dtype)
+            && (!self.is_software() || loop_budget::per_invocation(step, dtype) < loop_budget::SOFTWARE_LOOP_BUDGET)
+    }
+
     /// Runs a chain on the device in one submission.
     fn run_chain(&self, src: &Tile, chain: &[(Step, Region)]) -> Result<Option<Vec<Tile>>, BackendError> {
         let dtype = src.data.dtype();
@@ -360,8 +384,20 @@ impl GpuBackend {
         Ok(Tile::new(dst.clone(), out))
     }
 
-    fn note_cpu_fallback(&self, method: Method, dtype: DType) {
-        if !self.told_cpu_fallback.swap(true, Ordering::Relaxed) {
+    /// Says once per backend that a step is computed on the CPU, and why.
+    fn note_cpu_fallback(&self, step: &Step, dtype: DType) {
+        if self.told_cpu_fallback.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let method = step.method;
+        if self.supports(method, dtype) {
+            tracing::info!(
+                "{method} on {dtype} with factors {:?} is computed on the CPU: {} ends a shader invocation's loops after {} iterations, fewer than its windows take",
+                step.factors,
+                self.context.info.name,
+                loop_budget::SOFTWARE_LOOP_BUDGET
+            );
+        } else {
             tracing::info!(
                 "{method} on {dtype} is computed on the CPU (the GPU cannot hold it within SPEC §2's agreement)"
             );
@@ -445,8 +481,8 @@ impl Downsampler for GpuBackend {
 
     fn downsample(&self, step: &Step, src: &Tile, dst: &Region) -> Result<Tile, BackendError> {
         let dtype = src.data.dtype();
-        if !self.supports(step.method, dtype) {
-            self.note_cpu_fallback(step.method, dtype);
+        if !self.computes(step, dtype) {
+            self.note_cpu_fallback(step, dtype);
             return self.cpu.downsample(step, src, dst);
         }
         self.downsample_split(step, src, dst)
@@ -454,7 +490,7 @@ impl Downsampler for GpuBackend {
 
     fn downsample_chain(&self, src: &Tile, chain: &[(Step, Region)]) -> Result<Vec<Tile>, BackendError> {
         let dtype = src.data.dtype();
-        let on_gpu = chain.iter().all(|(step, _)| self.supports(step.method, dtype));
+        let on_gpu = chain.iter().all(|(step, _)| self.computes(step, dtype));
         if on_gpu && let Some(tiles) = self.run_chain(src, chain)? {
             return Ok(tiles);
         }
@@ -468,7 +504,7 @@ impl Downsampler for GpuBackend {
     }
 
     fn stage_source(&self, dtype: DType, region: &Region, chain: &[(Step, Region)]) -> Option<StagedTile> {
-        if !chain.iter().all(|(step, _)| self.supports(step.method, dtype)) {
+        if !chain.iter().all(|(step, _)| self.computes(step, dtype)) {
             return None;
         }
         let program = program::build(dtype, region, chain).filter(|p| self.context.fits(dtype, p))?;
@@ -540,11 +576,12 @@ mod tests {
 
     #[test]
     fn probing_leaves_stderr_alone_unless_the_program_asks() {
+        // The process-wide switch stays off here: turning it on would make the other tests'
+        // probes, running beside this one, swap stderr too.
         let before = stderr_identity();
+        assert!(!CAPTURE_DRIVER_OUTPUT.load(Ordering::Relaxed), "off by default");
         assert_eq!(driver_chatter_to_log(stderr_identity), before, "off by default");
-        capture_driver_output(true);
-        let during = driver_chatter_to_log(stderr_identity);
-        capture_driver_output(false);
+        let during = with_stderr_captured(true, stderr_identity);
         assert_ne!(
             during, before,
             "when asked, stderr is a capture file while adapters are probed"
