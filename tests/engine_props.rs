@@ -72,6 +72,12 @@ fn engine_case() -> impl Strategy<Value = EngineCase> {
 }
 
 fn check(case: &EngineCase) -> Result<(), TestCaseError> {
+    check_on(case, BackendChoice::Cpu)
+}
+
+/// Builds `case`'s pyramid with `backend` and checks every level against the reference
+/// computed from the level below (within the GPU's gaussian tolerance on the GPU).
+fn check_on(case: &EngineCase, backend: BackendChoice) -> Result<(), TestCaseError> {
     let dir = TempDir::new().unwrap();
     let input = dir.path().join("in.zarr");
     let spec = ArraySpec {
@@ -91,7 +97,7 @@ fn check(case: &EngineCase) -> Result<(), TestCaseError> {
     let output = dir.path().join("out.zarr");
     let options = BuildOptions {
         method: case.method,
-        backend: BackendChoice::Cpu,
+        backend,
         factors: Some(names.iter().cloned().zip(case.factors.iter().copied()).collect()),
         chunks: Some(case.output_chunks.clone()),
         memory_bytes: case.memory_mib << 20,
@@ -139,7 +145,7 @@ fn check(case: &EngineCase) -> Result<(), TestCaseError> {
         let expected = reference_step(case.method, &below, &below_shape, &report.levels[k].step_factors);
         let tol = match (case.method, case.dtype) {
             (Method::Gaussian | Method::Mean, DType::U64) => Tolerance::Relative(1e-12),
-            _ => tolerance(case.method, case.dtype, false),
+            _ => tolerance(case.method, case.dtype, backend == BackendChoice::Gpu),
         };
         prop_assert!(
             compare(&got, &expected, tol).is_ok(),
@@ -238,6 +244,22 @@ fn random_volumes_chunk_grids_and_factors_build_correct_pyramids() {
     });
     runner
         .run(&engine_case(), |case| check(&case))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The same random builds on the GPU (lavapipe in CI): the whole engine path there (tiles
+/// staged into mapped memory, batched per submission, levels encoded from the readback).
+#[test]
+fn random_builds_on_the_gpu_build_correct_pyramids() {
+    if common::gpu_or_skip("random_builds_on_the_gpu_build_correct_pyramids").is_none() {
+        return;
+    }
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 40,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&engine_case(), |case| check_on(&case, BackendChoice::Gpu))
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
