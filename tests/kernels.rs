@@ -219,6 +219,10 @@ fn mode_ties_and_partial_windows(backend: &dyn Downsampler, _is_gpu: bool) {
         TileData::U8(vec![17, 0]),
         "[200,17,17] → 17; [200,255,0] all once → 0"
     );
+    // Ties decided by the window's last voxel, a winner found first, one found last.
+    let input = TileData::U8(vec![7, 3, 7, 3, 9, 9, 9, 1, 4, 5, 6, 4, 2, 8, 1, 1]);
+    let out = downsample_whole(backend, Method::Mode, &[1, 16], &[1, 4], input);
+    assert_eq!(out.data, TileData::U8(vec![3, 9, 4, 1]));
 }
 
 /// Windows of hundreds of voxels equal their definition: lavapipe ends an invocation's

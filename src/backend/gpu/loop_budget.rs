@@ -4,10 +4,11 @@
 //! Mesa's llvmpipe (lavapipe) ends every loop of an invocation once that invocation has run
 //! 65 535 loop iterations in all, every loop of the shader counted together
 //! (`LP_MAX_TGSI_LOOP_ITERATIONS` in gallivm): no error, the kernel just returns wrong
-//! values. Mode compares every pair of a window's voxels, n(n + 1)/2 iterations per output,
-//! so a uint8 word of four outputs with windows of 3×3×3×3×3 voxels went past it and its
-//! last output came back 0. Hardware adapters have no such cap. The GPU backend leaves a step
-//! whose bound exceeds the budget to the CPU on software adapters ([`super::GpuBackend`]).
+//! values. Mode compares up to every pair of a window's voxels (all of them where the values
+//! are distinct), n(n + 1)/2 iterations per output, so a uint8 word of four outputs with
+//! windows of 3×3×3×3×3 voxels went past it and its last output came back 0. Hardware
+//! adapters have no such cap. The GPU backend leaves a step whose bound exceeds the budget
+//! to the CPU on software adapters ([`super::GpuBackend`]).
 //!
 //! The bounds count every loop of the kernels, constant-length ones too (the compiler
 //! unrolls those, so the bounds are generous): a step under its bound is safe.
@@ -43,7 +44,7 @@ pub fn per_invocation(step: &Step, dtype: DType) -> u64 {
         // The window's nested loops, one per axis (each inner loop starts once per
         // iteration of those around it), and the 64-step division of a large sum.
         Method::Mean => nested_loops(&factors).saturating_add(64),
-        // Each voxel counts the equal voxels after it.
+        // Each voxel counts the equal voxels after it (cut short only where the data allow).
         Method::Mode => window.saturating_mul(window.saturating_add(1)) / 2,
         Method::Gaussian => return gaussian(step, lanes),
     };
