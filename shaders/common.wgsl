@@ -162,12 +162,10 @@ fn invocation(wg: vec3<u32>, groups: vec3<u32>, local: u32) -> u32 {
     return (wg.y * groups.x + wg.x) * WORKGROUP + local;
 }
 
-// Rows layout: this invocation's word of the destination (`dst_word`), the `word`-th of
-// those whose first output lies in its row, and the index of that first output, `per`
-// outputs to a word; `valid` is false past the destination's edge.
+// Rows layout: this invocation's word of the destination (`dst_word`) and the index of its
+// first output, `per` outputs to a word; `valid` is false past the destination's edge.
 struct RowSite {
     index: array<u32, 5>,
-    word: u32,
     dst_word: u32,
     valid: bool,
 }
@@ -198,30 +196,26 @@ fn plane_index(plane: u32, row: u32, column: u32) -> array<u32, 5> {
 fn row_site(wg: vec3<u32>, local: u32, per: u32) -> RowSite {
     let lanes = param(P_ROW_LANES);
     var site: RowSite;
-    site.word = (wg.x << lanes) + (local & ((1u << lanes) - 1u));
+    // The `word`-th of the words whose first output lies in this invocation's row.
+    let word = (wg.x << lanes) + (local & ((1u << lanes) - 1u));
     let row = (wg.y << (WORKGROUP_LOG2 - lanes)) + (local >> lanes);
     let rows = param(P_DST_SHAPE + 3u);
     if (RAGGED_ROWS == 0u) {
         let words = param(P_ROW_WORDS);
-        site.valid = site.word < words && row < rows;
-        site.dst_word = (wg.z * rows + row) * words + site.word;
-        site.index = plane_index(wg.z, row, site.word * per);
+        site.valid = word < words && row < rows;
+        site.dst_word = (wg.z * rows + row) * words + word;
+        site.index = plane_index(wg.z, row, word * per);
         return site;
     }
     // The row's first output is element `first` of the destination; its words are those
     // from the first that starts in it, as long as they start in it.
     let width = param(P_DST_SHAPE + 4u);
     let first = (wg.z * rows + row) * width;
-    site.dst_word = (first + per - 1u) / per + site.word;
+    site.dst_word = (first + per - 1u) / per + word;
     let column = site.dst_word * per - first;
     site.valid = row < rows && column < width;
     site.index = plane_index(wg.z, row, column);
     return site;
-}
-
-// Rows layout: the destination word of `site`.
-fn row_word(site: RowSite) -> u32 {
-    return site.dst_word;
 }
 
 // Rows layout: the word of outputs from `site`'s first, each from the kernel's

@@ -87,9 +87,9 @@ fn main_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     let site = row_site(wg, local, select(1u, elems_per_word(), last));
     if (!site.valid) { return; }
     if (last) {
-        dst[row_word(site)] = packed_row(site);
+        dst[site.dst_word] = packed_row(site);
     } else {
-        dst_f32[row_word(site)] = blurred_at(site.index);
+        dst_f32[site.dst_word] = blurred_at(site.index);
     }
 }
 
@@ -175,7 +175,7 @@ fn write_x_outputs(wg: vec3<u32>, local: u32, at: u32, width: u32, column0: u32)
         packed = packed | pack_bits(from_f32(x_blurred(row_at, column0, o)), lane);
         o = o + 1u;
     }
-    dst[row_word(site)] = packed;
+    dst[site.dst_word] = packed;
 }
 
 // A cell of a workgroup's rows of `columns` values in workgroup memory, the workgroup's

@@ -18,5 +18,5 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: v
 fn main_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
     let site = row_site(wg, local, elems_per_word());
     if (!site.valid) { return; }
-    dst[row_word(site)] = packed_row(site);
+    dst[site.dst_word] = packed_row(site);
 }

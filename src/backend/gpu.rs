@@ -29,7 +29,6 @@
 //!   integers. Gaussian on 32-bit integers, and u64/i64/f64 data, go to the CPU.
 //! - Tiles larger than the adapter's storage binding limit, or whose buffers would not fit
 //!   a ring slot's share of the device's memory ([`memory`]), are split.
-//!
 //! - A software adapter (lavapipe) ends an invocation's loops after 65 535 iterations in
 //!   all: steps whose windows would take more (mode over large windows) are left to the CPU
 //!   there ([`loop_budget`]).
@@ -153,18 +152,17 @@ fn with_stderr_captured<R>(capture: bool, probe: impl FnOnce() -> R) -> R {
     let _one_at_a_time = CAPTURING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let _ = std::io::stderr().flush();
     let saved = std::io::stderr().as_fd().try_clone_to_owned();
-    let capture = tempfile_in_tmp();
-    let (Ok(saved), Some(mut capture)) = (saved, capture) else {
+    let (Ok(saved), Some(mut file)) = (saved, tempfile_in_tmp()) else {
         return probe();
     };
-    if nix::unistd::dup2_stderr(&capture).is_err() {
+    if nix::unistd::dup2_stderr(&file).is_err() {
         return probe();
     }
     let result = probe();
     let _ = std::io::stderr().flush();
     let _ = nix::unistd::dup2_stderr(&saved);
     let mut text = String::new();
-    if capture.rewind().is_ok() && capture.read_to_string(&mut text).is_ok() {
+    if file.rewind().is_ok() && file.read_to_string(&mut text).is_ok() {
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             tracing::debug!("GPU driver: {line}");
         }
